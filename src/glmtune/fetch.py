@@ -1,0 +1,190 @@
+"""Fetch datasets (by URL) and base models (Hugging Face, ModelScope or a local folder).
+
+Every failure becomes a FetchError that names what was being fetched, from where, and what to
+do instead, because the usual cause is an offline machine and the fix is a local copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+_DEFAULT_ENDPOINTS = {"huggingface": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
+_ENDPOINT_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_DOMAIN"}
+
+
+class FetchError(RuntimeError):
+    """A dataset or model could not be fetched; the message says what to do instead."""
+
+
+def _check_member(name: str, archive: Path) -> None:
+    # Archives come from the internet: never let a member write outside the target folder.
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")):
+        raise FetchError(f"archive {archive.name} has an unsafe member path {name!r}; refusing to extract it")
+
+
+def _extract(archive: Path, basename: str, dest: Path) -> None:
+    if basename.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for n in zf.namelist():
+                _check_member(n, archive)
+            zf.extractall(dest)
+        return
+    with tarfile.open(archive) as tf:
+        for m in tf.getmembers():
+            _check_member(m.name, archive)
+        # The 'data' filter (3.10.12+/3.11.4+) also rejects links pointing outside dest.
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, filter="data")
+        else:  # pragma: no cover - old Pythons
+            tf.extractall(dest)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    # Rename is the last step, so a failure earlier leaves no partial out_dir.
+    if out_dir.is_symlink() or out_dir.is_file():
+        out_dir.unlink()
+    elif out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | None = None,
+                      timeout: float = 15.0) -> Path:
+    """Download url into out_dir, extracting .tar/.tar.gz/.tgz/.zip archives."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    basename = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(url).path).name) or "download"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        download = tmp / "download"
+        try:
+            # The timeout bounds connect and each read, so an offline machine fails in seconds.
+            with urllib.request.urlopen(url, timeout=timeout) as resp, download.open("wb") as f:
+                shutil.copyfileobj(resp, f)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise FetchError(
+                f"dataset {name!r}: could not download {url} ({reason}). This machine may be offline: "
+                f"download it elsewhere and point datasets.{name}.source: path / files: at the local copy."
+            ) from exc
+        if sha256 is not None:
+            actual = _sha256(download)
+            if actual.lower() != sha256.strip().lower():
+                raise FetchError(
+                    f"dataset {name!r}: {url} has sha256 {actual}, expected {sha256}. The file changed or "
+                    f"is corrupt: check the URL, update datasets.{name}.sha256, or use source: path with a local copy."
+                )
+        staged = tmp / "out"
+        staged.mkdir()
+        if basename.lower().endswith(_ARCHIVE_SUFFIXES):
+            try:
+                _extract(download, basename.lower(), staged)
+            except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+                raise FetchError(f"dataset {name!r}: could not extract {url} ({exc}); "
+                                 f"use source: path with a local copy instead.") from exc
+            except FetchError as exc:
+                raise FetchError(f"dataset {name!r} from {url}: {exc}") from exc
+        else:
+            os.replace(download, staged / basename)
+        _install(staged, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _endpoint(source: str) -> tuple[str, int]:
+    raw = os.environ.get(_ENDPOINT_ENV[source]) or _DEFAULT_ENDPOINTS[source]
+    parsed = urllib.parse.urlparse(raw if "://" in raw else f"https://{raw}")
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    return parsed.hostname or raw, port
+
+
+def _reachable(host: str, port: int, timeout: float = 2.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fetch_model(name: str, source: str, repo_id: str | None, out_dir: str | Path, revision: str | None = None,
+                local_files_only: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """Download model repo_id from Hugging Face or ModelScope into out_dir."""
+    out_dir = Path(out_dir)
+    if source not in _ENDPOINT_ENV:
+        raise FetchError(f"model {name!r}: unknown source {source!r}; use huggingface, modelscope or path.")
+    if not repo_id:
+        raise FetchError(f"model {name!r}: source {source} needs a repo id (or use source: path with a local folder).")
+    advice = (f"Download it elsewhere (or on a machine with access) and set source: path with the local folder "
+              f"for model {name!r}.")
+    if source == "modelscope":
+        try:
+            from modelscope import snapshot_download  # optional extra
+        except ImportError as exc:
+            raise FetchError(f"model {name!r}: source modelscope needs the modelscope package: "
+                             f'run `pip install -e ".[modelscope]"`, or use source: huggingface / path.') from exc
+    else:
+        from huggingface_hub import snapshot_download
+    if source == "huggingface" and os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        local_files_only = True
+    if not local_files_only:
+        # modelscope retries for ~20 s before giving up; a short connect tells us much sooner.
+        host, port = _endpoint(source)
+        if not _reachable(host, port):
+            raise FetchError(f"model {name!r}: cannot reach {source} ({host}:{port}) to download {repo_id}; "
+                             f"this machine may be offline. {advice}")
+    try:
+        snapshot_download(repo_id, revision=revision, local_dir=str(out_dir),
+                          cache_dir=None if cache_dir is None else str(cache_dir),
+                          local_files_only=local_files_only)
+    except Exception as exc:  # CacheNotFound, LocalEntryNotFoundError, OSError, HTTP errors...
+        where = "in the local cache" if local_files_only else f"from {source}"
+        raise FetchError(f"model {name!r}: could not get {repo_id} {where} "
+                         f"({type(exc).__name__}: {exc}). {advice}") from exc
+    if not (out_dir / "config.json").is_file():
+        raise FetchError(f"model {name!r}: {repo_id} from {source} has no config.json in {out_dir}; "
+                         f"is it a transformers model? {advice}")
+    return out_dir
+
+
+def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
+    """Make out_dir a symlink to the local model folder path (no copy of the weights)."""
+    target = Path(path).expanduser().resolve()
+    out_dir = Path(out_dir)
+    if not target.is_dir():
+        raise FetchError(f"model {name!r}: local path {target} does not exist or is not a folder; "
+                         f"fix models.{name}.path or use source: huggingface / modelscope.")
+    if not (target / "config.json").is_file():
+        raise FetchError(f"model {name!r}: local path {target} has no config.json; "
+                         f"point models.{name}.path at the folder holding the model's config.json.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.is_dir() and not out_dir.is_symlink():
+        try:
+            out_dir.rmdir()  # an empty placeholder is fine to replace; real data is not ours to delete
+        except OSError as exc:
+            raise FetchError(f"model {name!r}: {out_dir} is a non-empty folder; remove it to link {target}.") from exc
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.link")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp, target_is_directory=True)
+    os.replace(tmp, out_dir)  # atomic swap over any existing symlink
+    return out_dir

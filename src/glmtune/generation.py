@@ -1,0 +1,81 @@
+"""Loading a model folder (merged or adapter) and batched greedy generation with the family's stop tokens."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .templates import ChatTemplate, stop_token_ids
+
+log = logging.getLogger(__name__)
+
+
+def resolve_base(adapter_dir: Path, base_override: str | Path | None) -> str:
+    """The base model of an adapter folder: the override if given, else adapter_config.json's path."""
+    if base_override:
+        return str(base_override)
+    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    if not Path(base).exists():
+        raise FileNotFoundError(
+            f"{adapter_dir}: the base model recorded in adapter_config.json ({base}) does not exist here; "
+            f"pass the base model's folder with --base-model"
+        )
+    return base
+
+
+def load_model(model_dir: str | Path, base_override: str | Path | None = None, device: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a merged/full model folder, or an adapter folder on top of its base model."""
+    model_dir = Path(model_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = resolve_base(model_dir, base_override)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), str(model_dir))
+        tokenizer_dir = model_dir if (model_dir / "tokenizer_config.json").is_file() else Path(base)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+        tokenizer_dir = model_dir
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    return model.to(device).eval(), tokenizer
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
+    prompts: Sequence[list[int]], batch_size: int = 32, max_new_tokens: int = 128, progress: bool = True,
+) -> list[str]:
+    """Greedy completions of tokenized prompts, in the prompts' order.
+
+    Prompts are sorted by length so a batch carries little padding; rows are left-padded.
+    """
+    stops = stop_token_ids(tokenizer, template)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: dict[int, str] = {}
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress or None, mininterval=2):
+        rows = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, return_tensors="pt").to(device)
+        generated = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        for row, ids in zip(rows, generated[:, batch["input_ids"].shape[1] :]):
+            outputs[row] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return [outputs[i] for i in range(len(prompts))]
+
+
+def chat_once(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
+              messages: list[dict[str, Any]], max_new_tokens: int = 256) -> str:
+    from .templates import encode_prompt
+
+    return generate(model, tokenizer, template, [encode_prompt(tokenizer, template, messages)], 1, max_new_tokens, progress=False)[0]

@@ -1,0 +1,92 @@
+"""Reading user data files robustly and writing artifacts atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class DataFileError(ValueError):
+    """A data file cannot be read; the message names the file and the line."""
+
+
+def read_records(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, Any]]:
+    """Return (where, record) pairs, where is "line N" (JSON lines) or "record N" (array index) from a JSON array or a JSON-lines file.
+
+    The extension is not trusted (a JSON array in a `.jsonl` file is common): the content decides.
+    A UTF-8 BOM and CRLF line ends are accepted.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataFileError(
+            f"{path}: line {line}: cannot decode as {encoding} ({err.reason}); "
+            f"set the dataset's `encoding:` (e.g. gbk) to the file's encoding"
+        ) from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}: line {err.lineno}: invalid JSON array: {err.msg}") from None
+        if not isinstance(data, list):
+            raise DataFileError(f"{path}: expected a JSON array or JSON lines")
+        return [(f"record {index}", item) for index, item in enumerate(data)]
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}: line {number}: invalid JSON: {err.msg}") from None
+    return records
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
+    """Write rows as UTF-8 JSON lines atomically; return the count."""
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: str | Path) -> Iterator[Any]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    Works for files and directories alike, so a killed job never leaves an artifact that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""Merge converted datasets into train / validation / test splits."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One converted file: its dataset, the split it was given for ("all" = split by ratio), and options."""
+
+    dataset: str
+    split: str
+    path: str
+    max_samples: int | None = None
+
+
+def merge_and_split(
+    parts: Sequence[Part],
+    out_dir: str | Path,
+    validation_ratio: float,
+    test_ratio: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
+
+    Parts given for a named split go there whole; parts marked "all" are shuffled with `seed` and cut by
+    ratio, but only for the splits no part was given for (a given test file wins over a test ratio).
+    """
+    rng = random.Random(seed)
+    given = {part.split for part in parts}
+    splits: dict[str, list[Any]] = {name: [] for name in SPLITS}
+    report: dict[str, Any] = {"seed": seed, "datasets": {}}
+    for part in parts:
+        rows = list(read_jsonl(part.path))
+        rng.shuffle(rows)
+        taken = rows[: part.max_samples] if part.max_samples else rows
+        counts = {"in": len(rows), "used": len(taken)}
+        if part.split != "all":
+            splits[part.split].extend(taken)
+            counts[part.split] = len(taken)
+        else:
+            cuts = {"validation": validation_ratio if "validation" not in given else 0.0,
+                    "test": test_ratio if "test" not in given else 0.0}
+            start = 0
+            for name, ratio in cuts.items():
+                size = round(len(taken) * ratio)
+                splits[name].extend(taken[start : start + size])
+                counts[name] = size
+                start += size
+            splits["train"].extend(taken[start:])
+            counts["train"] = len(taken) - start
+        report["datasets"][f"{part.dataset}/{part.split}"] = counts
+    if not splits["train"]:
+        raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
+    for name, rows in splits.items():
+        rng.shuffle(rows)
+        write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
+    report["sizes"] = {name: len(rows) for name, rows in splits.items()}
+    write_json(Path(out_dir) / "report.json", report)
+    log.info("splits: %s", report["sizes"])
+    return report

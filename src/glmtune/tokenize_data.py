@@ -1,0 +1,66 @@
+"""Tokenize the splits with the model's chat template into cached Arrow datasets, plus length stats."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from .io import atomic_path, read_jsonl, write_json
+from .templates import IGNORE_INDEX, encode_conversation, get_template
+
+log = logging.getLogger(__name__)
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    points = np.percentile(values, [50, 90, 99, 100])
+    return {"mean": round(float(np.mean(values)), 2), **{f"p{p}": float(v) for p, v in zip((50, 90, 99, 100), points)}}
+
+
+def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int) -> dict[str, Any]:
+    """Encode every conversation of one split; write an Arrow dataset (input_ids, labels) to out_dir."""
+    template = get_template(template_name)
+    columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+    lengths, trained, truncated, no_target = [], [], 0, 0
+    rows = list(read_jsonl(split_path))
+    for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", mininterval=2, disable=None):
+        ids, labels, was_cut = encode_conversation(tokenizer, template, row["conversations"], cutoff_len)
+        target = sum(label != IGNORE_INDEX for label in labels)
+        if target == 0:
+            # Truncation removed every trained token: the sample would teach nothing. Counted in the stats.
+            no_target += 1
+            continue
+        truncated += was_cut
+        columns["input_ids"].append(ids)
+        columns["labels"].append(labels)
+        lengths.append(len(ids))
+        trained.append(target)
+    with atomic_path(out_dir) as tmp:
+        Dataset.from_dict(columns).save_to_disk(str(tmp))
+    return {
+        "samples_in": len(rows), "samples": len(lengths), "truncated": truncated,
+        "dropped_no_trained_tokens": no_target, "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
+        "length": _percentiles(lengths), "trained_length": _percentiles(trained),
+    }
+
+
+def tokenize_splits(
+    splits: dict[str, str | Path], out_dirs: dict[str, str | Path], stats_path: str | Path,
+    model_dir: str | Path, template_name: str, max_input_length: int, max_output_length: int,
+) -> dict[str, Any]:
+    """Tokenize each named split; write the stats file. Truncation is the demos': input + output + 1 tokens."""
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    cutoff_len = max_input_length + max_output_length + 1
+    stats: dict[str, Any] = {"template": template_name, "cutoff_len": cutoff_len, "splits": {}}
+    for name, path in splits.items():
+        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, template_name, cutoff_len)
+        log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, dict)})
+    write_json(stats_path, stats)
+    return stats

@@ -1,0 +1,128 @@
+"""Fine-tune a GLM model with LoRA (peft) through the transformers Trainer.
+
+Checkpoints go to a folder keyed by a fingerprint of the data and settings; it is not a Snakemake
+output, so a killed run leaves them and the next run with the same inputs resumes from the newest
+complete one (same step, optimizer and RNG state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import load_from_disk
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+from .io import atomic_path, write_json
+from .plots import plot_loss
+from .templates import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
+    """Hash of the settings and every file's bytes in `folders`: a checkpoint only resumes the same run."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-N that finished saving (trainer_state.json is written last)."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+class PadCollator:
+    """Right-pads a batch: input ids with the pad id, labels with the ignore index."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        def pad(key: str, value: int) -> torch.Tensor:
+            return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
+        ids = pad("input_ids", self.pad_id)
+        mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features])
+        return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", IGNORE_INDEX)}
+
+
+class JsonlLogger(TrainerCallback):
+    """Writes every logged step (loss, lr, grad norm, elapsed seconds) as a JSON line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.start = time.time()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"step": state.global_step, **logs, "elapsed_s": round(time.time() - self.start, 2)}) + "\n")
+
+
+def train_lora(
+    train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
+    log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Train a LoRA adapter on the tokenized train split; save it to adapter_dir with the loss log and plot."""
+    lora = settings["lora"]
+    run_id = fingerprint(settings, train_dir, model_dir)
+    checkpoints = Path(checkpoint_root) / run_id
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    steps_log = checkpoints / "log.jsonl"  # kept beside the checkpoints so a resumed run's log is whole
+    resume = last_complete_checkpoint(checkpoints)
+    if not resume and steps_log.exists():
+        steps_log.unlink()
+    use_gpu = torch.cuda.is_available()
+    bf16 = use_gpu and torch.cuda.is_bf16_supported()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16 if bf16 else torch.float32)
+    model = get_peft_model(model, LoraConfig(
+        task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+    ))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    args = TrainingArguments(
+        output_dir=str(checkpoints), max_steps=settings["max_steps"],
+        per_device_train_batch_size=settings["batch_size"], per_device_eval_batch_size=settings["batch_size"],
+        gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
+        lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
+        logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
+        eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, use_cpu=not use_gpu,
+        report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
+    )
+    train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_data,
+        eval_dataset=validation_data if len(validation_data) else None,
+        data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[JsonlLogger(steps_log)],
+    )
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": result.training_loss,
+                               "steps": trainer.state.global_step, "trainable_parameters": trainable}
+    if trainer.eval_dataset is not None:
+        summary["validation_loss"] = trainer.evaluate()["eval_loss"]
+    if trainer.is_world_process_zero():
+        with atomic_path(adapter_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "train_summary.json", summary)
+        Path(log_path).write_text(steps_log.read_text(encoding="utf-8"), encoding="utf-8")
+        plot_loss(log_path, plot_path)
+    log.info("training done: %s", summary)
+    return summary

@@ -1,0 +1,142 @@
+"""Tests for glmtune.fetch; all offline (file:// URLs and an unreachable loopback port)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from glmtune.fetch import FetchError, fetch_model, fetch_url_dataset, link_local_model
+
+DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
+
+
+def _tar_gz(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    return _tar_gz(tmp_path / "ds.tar.gz", {"AdvertiseGen/train.json": b'{"content": "a", "summary": "b"}\n'})
+
+
+def test_url_tar_gz_extracts(tmp_path: Path, archive: Path) -> None:
+    out = tmp_path / "data" / "advertisegen"
+    got = fetch_url_dataset("advertisegen", archive.as_uri(), out, sha256=_sha(archive))
+    assert got == out
+    assert (out / "AdvertiseGen" / "train.json").read_bytes().startswith(b'{"content"')
+    assert [p.name for p in out.parent.iterdir()] == ["advertisegen"]  # no temp leftovers
+
+
+def test_url_wrong_sha_leaves_nothing(tmp_path: Path, archive: Path) -> None:
+    out = tmp_path / "data" / "advertisegen"
+    with pytest.raises(FetchError) as ei:
+        fetch_url_dataset("advertisegen", archive.as_uri(), out, sha256="0" * 64)
+    msg = str(ei.value)
+    assert "0" * 64 in msg and _sha(archive) in msg and "advertisegen" in msg
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["../evil.txt", "/tmp/evil.txt", "a/../../evil.txt"])
+def test_url_path_traversal_refused(tmp_path: Path, bad: str) -> None:
+    arc = _tar_gz(tmp_path / "evil.tar.gz", {"ok.txt": b"ok", bad: b"pwned"})
+    out = tmp_path / "data" / "evil"
+    with pytest.raises(FetchError, match="unsafe"):
+        fetch_url_dataset("evil", arc.as_uri(), out)
+    assert not out.exists()
+    assert not (tmp_path / "data" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_url_zip_extracts(tmp_path: Path) -> None:
+    import zipfile
+
+    arc = tmp_path / "d.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("x/dev.json", "{}")
+    out = fetch_url_dataset("z", arc.as_uri(), tmp_path / "out")
+    assert (out / "x" / "dev.json").read_text() == "{}"
+
+
+def test_url_plain_json_saved(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "train.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps([{"q": "hi"}]))
+    out = tmp_path / "data" / "mine"
+    fetch_url_dataset("mine", src.as_uri(), out, sha256=_sha(src))
+    assert json.loads((out / "train.json").read_text()) == [{"q": "hi"}]
+
+
+def test_url_unreachable_fails_fast(tmp_path: Path) -> None:
+    url = f"{DEAD}/x.tar.gz"
+    out = tmp_path / "data" / "advertisegen"
+    t0 = time.monotonic()
+    with pytest.raises(FetchError) as ei:
+        fetch_url_dataset("advertisegen", url, out, timeout=3)
+    assert time.monotonic() - t0 < 5
+    msg = str(ei.value)
+    assert "advertisegen" in msg and url in msg and "path" in msg
+    assert not out.exists()
+
+
+def test_hf_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", DEAD)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(FetchError) as ei:
+        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", cache_dir=tmp_path / "c")
+    assert time.monotonic() - t0 < 5
+    assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "source: path" in str(ei.value)
+
+
+def test_hf_local_files_only_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", DEAD)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # counts as offline: no probe, straight to the cache
+    t0 = time.monotonic()
+    with pytest.raises(FetchError) as ei:
+        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", cache_dir=tmp_path / "c")
+    assert time.monotonic() - t0 < 5
+    assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "cache" in str(ei.value)
+
+
+def test_modelscope_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # makes `import modelscope` raise ImportError
+    with pytest.raises(FetchError, match=r"\.\[modelscope\]"):
+        fetch_model("glm", "modelscope", "ZhipuAI/glm-4-9b-chat", tmp_path / "m")
+
+
+def test_link_local_model(tmp_path: Path) -> None:
+    model = tmp_path / "weights"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / "models" / "glm"
+    assert link_local_model("glm", model, out) == out
+    assert out.is_symlink() and (out / "config.json").is_file()
+    other = tmp_path / "weights2"
+    other.mkdir()
+    (other / "config.json").write_text('{"v": 2}')
+    link_local_model("glm", other, out)  # replaces the existing link
+    assert out.resolve() == other.resolve()
+
+
+def test_link_local_model_missing_config(tmp_path: Path) -> None:
+    model = tmp_path / "weights"
+    model.mkdir()
+    with pytest.raises(FetchError, match="config.json") as ei:
+        link_local_model("glm", model, tmp_path / "models" / "glm")
+    assert str(model) in str(ei.value)
+    assert not (tmp_path / "models" / "glm").exists()
