@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from typing import Any
 from pathlib import Path, PurePosixPath
 
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -172,10 +173,10 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if not target.is_dir():
         raise FetchError(f"model {name!r}: local path {target} does not exist or is not a folder; "
-                         f"fix models.{name}.path or use source: huggingface / modelscope.")
+                         f"fix model.path or use source: huggingface / modelscope.")
     if not (target / "config.json").is_file():
         raise FetchError(f"model {name!r}: local path {target} has no config.json; "
-                         f"point models.{name}.path at the folder holding the model's config.json.")
+                         f"point model.path at the folder holding the model's config.json.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if out_dir.is_dir() and not out_dir.is_symlink():
         try:
@@ -188,3 +189,23 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
     os.symlink(target, tmp, target_is_directory=True)
     os.replace(tmp, out_dir)  # atomic swap over any existing symlink
     return out_dir
+
+
+def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
+    """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir."""
+    if spec["source"] == "demo":
+        from .synthetic import write_advertisegen
+
+        demo = spec.get("demo") or {}
+        write_advertisegen(out_dir, demo.get("train_rows", 3000), demo.get("dev_rows", 300), demo.get("seed", 0))
+        return Path(out_dir)
+    if spec["source"] == "url":
+        return fetch_url_dataset(name, spec["url"], out_dir, spec.get("sha256"))
+    raise FetchError(f"dataset {name!r}: source {spec['source']!r} is read in place and needs no fetching")
+
+
+def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path) -> Path:
+    """The fetch_model stage: link a local folder or download from a hub (caches kept under resources/)."""
+    if spec["source"] == "path":
+        return link_local_model(name, spec["path"], out_dir)
+    return fetch_model(name, spec["source"], spec.get("repo_id"), out_dir, spec.get("revision"), cache_dir=cache_dir)

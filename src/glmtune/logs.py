@@ -1,0 +1,30 @@
+"""Logging for workflow jobs: to the rule's log file and to the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def job_logging(log_file: str | Path | None) -> Iterator[logging.Logger]:
+    """Send INFO logs of glmtune (and warnings) to `log_file` and stderr for the duration of a job.
+
+    An exception is logged to the file too, so `logs/` explains a failed job on its own.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.WARNING, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.captureWarnings(True)
+    logger = logging.getLogger("glmtune")
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    except Exception as err:
+        logger.error("%s: %s", type(err).__name__, err)
+        raise

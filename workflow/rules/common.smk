@@ -1,0 +1,74 @@
+# Config validation and the input functions every rule uses; all branching on config lives here.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = config["datasets"]
+MODEL = config["model"]
+ENV = "../envs/glmtune.yaml"
+
+
+def check_config():
+    """Fail before any job runs, naming the key, when the config points at things that are not there."""
+    for name, dataset in DATASETS.items():
+        for split, file in dataset["files"].items():
+            if dataset["source"] == "path" and not Path(file).is_file():
+                raise WorkflowError(f"config: datasets.{name}.files.{split}: no such file: {file}")
+        if dataset["source"] == "url" and not dataset.get("url"):
+            raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
+    needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(MODEL["source"])
+    if needs and not MODEL.get(needs):
+        raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
+    if MODEL["source"] == "path" and not Path(MODEL["path"], "config.json").is_file():
+        raise WorkflowError(f"config: model.path: {MODEL['path']} is not a model folder (no config.json)")
+
+
+check_config()
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    part="all|train|validation|test",
+    variant="base|finetuned",
+
+
+def base_model_dir():
+    """The tiny model is built from the training text in results/; real models are fetched to resources/."""
+    if MODEL["source"] == "tiny":
+        return "results/tiny_model"
+    return f"resources/models/{MODEL['name']}"
+
+
+def raw_input(wildcards):
+    """A local file as it is; otherwise the fetched folder (the member is named by raw_member)."""
+    dataset = DATASETS[wildcards.dataset]
+    if dataset["source"] == "path":
+        return dataset["files"][wildcards.part]
+    return f"resources/datasets/{wildcards.dataset}"
+
+
+def raw_member(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return "" if dataset["source"] == "path" else dataset["files"][wildcards.part]
+
+
+def convert_options(wildcards):
+    keys = ("encoding", "on_invalid", "system", "dedupe")
+    return {key: DATASETS[wildcards.dataset][key] for key in keys}
+
+
+def converted_parts():
+    """(dataset, split, path, max_samples) of every converted file, for merging."""
+    return [
+        (name, part, f"results/converted/{name}/{part}.jsonl", dataset["max_samples"])
+        for name, dataset in DATASETS.items()
+        for part in dataset["files"]
+    ]
+
+
+def eval_model_dir(wildcards):
+    return "results/train/adapter" if wildcards.variant == "finetuned" else base_model_dir()

@@ -1,0 +1,20 @@
+# export: the LoRA merged into the base model, checked against the adapter's logits, at results/merged_model.
+
+
+rule merge_adapters:
+    input:
+        adapter="results/train/adapter",
+        base=base_model_dir(),
+        test="results/splits/test.jsonl",
+        metrics="results/eval/metrics.md",
+    output:
+        directory("results/merged_model"),
+    params:
+        template=MODEL["template"],
+        tolerance=config["export"]["tolerance"],
+    log:
+        "logs/merge_adapters.log",
+    conda:
+        ENV
+    script:
+        "../scripts/merge_adapters.py"

@@ -1,0 +1,43 @@
+# fetch: datasets (generated demo data or a download) and model weights, cached under resources/.
+
+
+rule fetch_dataset:
+    output:
+        directory("resources/datasets/{dataset}"),
+    params:
+        spec=lambda wildcards: {k: DATASETS[wildcards.dataset].get(k) for k in ("source", "url", "sha256", "demo")},
+    log:
+        "logs/fetch_dataset/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/fetch_dataset.py"
+
+
+rule fetch_model:
+    output:
+        directory("resources/models/{model}"),
+    params:
+        spec={k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path")},
+        cache="resources/cache",
+    log:
+        "logs/fetch_model/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/fetch_model.py"
+
+
+rule build_tiny_model:
+    input:
+        train="results/splits/train.jsonl",
+    output:
+        directory("results/tiny_model"),
+    params:
+        size=MODEL["tiny"],
+    log:
+        "logs/build_tiny_model.log",
+    conda:
+        ENV
+    script:
+        "../scripts/build_tiny_model.py"

@@ -1,0 +1,8 @@
+"""Snakemake entry: merge the LoRA into the base model and verify it."""
+from glmtune.export import merge_adapter
+from glmtune.logs import job_logging
+
+with job_logging(snakemake.log[0]):
+    inp = snakemake.input
+    merge_adapter(inp.adapter, inp.base, snakemake.output[0], inp.test, snakemake.params.template,
+                  snakemake.params.tolerance, extra_files={"eval_metrics.md": inp.metrics})
