@@ -140,3 +140,18 @@ def test_link_local_model_missing_config(tmp_path: Path) -> None:
         link_local_model("glm", model, tmp_path / "models" / "glm")
     assert str(model) in str(ei.value)
     assert not (tmp_path / "models" / "glm").exists()
+
+
+def test_url_archive_without_suffix_is_recognised_by_content(tmp_path: Path) -> None:
+    """The official AdvertiseGen link ends in `?dl=1`: the archive is known by its bytes, not its name."""
+    archive = _tar_gz(tmp_path / "dl", {"AdvertiseGen/train.json": b'{"content": "a", "summary": "b"}\n'})
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "out")
+    assert (out / "AdvertiseGen" / "train.json").read_bytes().startswith(b'{"content"')
+
+
+def test_fetch_dataset_demo_writes_advertisegen_files(tmp_path: Path) -> None:
+    from glmtune.fetch import fetch_dataset
+
+    out = fetch_dataset("demo", {"source": "demo", "demo": {"train_rows": 5, "dev_rows": 2, "seed": 0}}, tmp_path / "d")
+    assert len((out / "train.json").read_text(encoding="utf-8").splitlines()) == 5
+    assert len((out / "dev.json").read_text(encoding="utf-8").splitlines()) == 2

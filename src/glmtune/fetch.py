@@ -18,7 +18,6 @@ import zipfile
 from typing import Any
 from pathlib import Path, PurePosixPath
 
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 _DEFAULT_ENDPOINTS = {"huggingface": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 _ENDPOINT_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_DOMAIN"}
 
@@ -34,8 +33,15 @@ def _check_member(name: str, archive: Path) -> None:
         raise FetchError(f"archive {archive.name} has an unsafe member path {name!r}; refusing to extract it")
 
 
-def _extract(archive: Path, basename: str, dest: Path) -> None:
-    if basename.endswith(".zip"):
+def _archive_kind(path: Path) -> str | None:
+    """By content, not name: the official AdvertiseGen link (`.../?dl=1`) carries no suffix."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    return "tar" if tarfile.is_tarfile(path) else None
+
+
+def _extract(archive: Path, kind: str, dest: Path) -> None:
+    if kind == "zip":
         with zipfile.ZipFile(archive) as zf:
             for n in zf.namelist():
                 _check_member(n, archive)
@@ -70,7 +76,7 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | None = None,
                       timeout: float = 15.0) -> Path:
-    """Download url into out_dir, extracting .tar/.tar.gz/.tgz/.zip archives."""
+    """Download url into out_dir, extracting tar (any compression) and zip archives."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     basename = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(url).path).name) or "download"
@@ -96,9 +102,10 @@ def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | No
                 )
         staged = tmp / "out"
         staged.mkdir()
-        if basename.lower().endswith(_ARCHIVE_SUFFIXES):
+        kind = _archive_kind(download)
+        if kind:
             try:
-                _extract(download, basename.lower(), staged)
+                _extract(download, kind, staged)
             except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
                 raise FetchError(f"dataset {name!r}: could not extract {url} ({exc}); "
                                  f"use source: path with a local copy instead.") from exc

@@ -73,7 +73,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops,
         attention_bias=True,
-        initializer_range=size.get("initializer_range", 0.02),
+        initializer_range=size.get("initializer_range", 0.1),
     )
     model = GlmForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, do_sample=False)

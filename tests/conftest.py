@@ -1,0 +1,49 @@
+"""Shared fixtures: a small end-to-end run of the package's stages (no Snakemake), built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TRAIN_SETTINGS = {
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]},
+    "max_steps": 40, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 1e-2, "lr_scheduler": "constant",
+    "warmup_steps": 0, "weight_decay": 0.0, "logging_steps": 5, "save_steps": 20, "seed": 0,
+}
+
+
+def shared_data(relative: str) -> Path:
+    """A file from ../shared/data, or skip the test when this clone has none."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data {relative} is not available ({SHARED_DATA} is absent in this clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic data -> conversations -> splits -> tiny model -> tokenized -> 40 LoRA steps."""
+    from glmtune.convert import convert_file
+    from glmtune.split import Part, merge_and_split
+    from glmtune.synthetic import write_advertisegen
+    from glmtune.tiny import build_tiny_model
+    from glmtune.tokenize_data import tokenize_splits
+    from glmtune.training import train_lora
+
+    root = tmp_path_factory.mktemp("small_run")
+    raw = write_advertisegen(root / "raw", 400, 40, 1)
+    for name, path in raw.items():
+        convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json", "advertisegen", "adgen")
+    merge_and_split([Part("adgen", "all", str(root / "train.jsonl")), Part("adgen", "test", str(root / "dev.jsonl"))],
+                    root / "splits", 0.1, 0.0, 0)
+    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", {"hidden_size": 64, "intermediate_size": 128})
+    tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
+    tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model, "glm4", 64, 128)
+    train_lora(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter", root / "log.jsonl",
+               root / "loss.png", root / "checkpoints", TRAIN_SETTINGS)
+    return {"root": root, "model": model, "adapter": root / "adapter", "test": root / "splits" / "test.jsonl",
+            "log": root / "log.jsonl", "plot": root / "loss.png", "tokenized": root / "tok", "checkpoints": root / "checkpoints"}

@@ -1,0 +1,138 @@
+"""read_records / write_jsonl / atomic_path on small files in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glmtune.io import DataFileError, atomic_path, read_jsonl, read_records, write_json, write_jsonl
+
+ROWS = [{"content": "类型#裙", "summary": "红色连衣裙"}, {"content": "a", "summary": "b"}]
+
+
+def test_json_array_in_a_jsonl_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(ROWS, ensure_ascii=False, indent=2), encoding="utf-8")
+    assert read_records(path) == [("record 0", ROWS[0]), ("record 1", ROWS[1])]
+
+
+def test_json_lines_in_a_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    # blank lines are skipped but still counted for the line numbers
+    path.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n\n" + json.dumps(ROWS[1]) + "\n", encoding="utf-8")
+    assert read_records(path) == [("line 1", ROWS[0]), ("line 3", ROWS[1])]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF_8", "utf8"])
+def test_utf8_bom_and_crlf(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "bom.jsonl"
+    text = "\r\n".join(json.dumps(row, ensure_ascii=False) for row in ROWS) + "\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert read_records(path, encoding) == [("line 1", ROWS[0]), ("line 2", ROWS[1])]
+
+
+def test_utf8_bom_before_a_json_array(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS, ensure_ascii=False).replace(", ", ",\r\n").encode("utf-8"))
+    assert [record for _, record in read_records(path)] == ROWS
+
+
+def _gbk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "gbk.jsonl"
+    lines = [json.dumps({"content": "ascii only", "summary": "x"}), json.dumps(ROWS[0], ensure_ascii=False)]
+    path.write_bytes(("\n".join(lines) + "\n").encode("gbk"))
+    return path
+
+
+def test_gbk_file_read_with_its_encoding(tmp_path: Path) -> None:
+    records = read_records(_gbk_file(tmp_path), encoding="gbk")
+    assert records[1] == ("line 2", ROWS[0])
+
+
+def test_gbk_file_read_as_utf8_names_file_line_and_encoding(tmp_path: Path) -> None:
+    path = _gbk_file(tmp_path)
+    with pytest.raises(DataFileError) as info:
+        read_records(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "line 2" in message  # line 1 is pure ASCII, the first GBK bytes are on line 2
+    assert "encoding" in message
+
+
+def test_broken_json_line_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": \n{"a": 4}\n', encoding="utf-8")
+    with pytest.raises(DataFileError) as info:
+        read_records(path)
+    assert str(path) in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_broken_json_array_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('[\n{"a": 1},\n{"a": 2,,}\n]\n', encoding="utf-8")
+    with pytest.raises(DataFileError) as info:
+        read_records(path)
+    assert str(path) in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_write_jsonl_round_trip_is_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "out.jsonl"
+    assert write_jsonl(path, iter(ROWS)) == 2
+    assert "类型" in path.read_text(encoding="utf-8")  # ensure_ascii=False
+    assert list(read_jsonl(path)) == ROWS
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.jsonl"]
+
+
+def test_write_json(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    write_json(path, {"名字": 1})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"名字": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_atomic_path_leaves_nothing_when_the_block_raises(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial", encoding="utf-8")
+            assert tmp.parent.parent == tmp_path and tmp.exists()
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_jsonl_leaves_nothing_when_rows_fail(tmp_path: Path) -> None:
+    def rows():
+        yield {"ok": 1}
+        raise RuntimeError("generator failed")
+
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        write_jsonl(target, rows())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_old_file_when_the_block_raises(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new", encoding="utf-8")
+            raise RuntimeError
+    assert target.read_text(encoding="utf-8") == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_replaces_a_directory(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "stale.bin").write_text("x")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert list(tmp_path.iterdir()) == [target]

@@ -1,0 +1,98 @@
+"""The package's stages run for real on the tiny model: training, evaluation, export and inference."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from glmtune.evaluation import compare, evaluate_model
+from glmtune.export import ExportCheckFailed, merge_adapter
+from glmtune.inference import Chat, batch_file, interactive
+from glmtune.io import read_jsonl
+
+
+def test_training_lowers_the_loss_and_writes_log_and_plot(small_run: dict[str, Path]) -> None:
+    losses = [row["loss"] for row in read_jsonl(small_run["log"]) if "loss" in row]
+    assert len(losses) == 8  # 40 steps logged every 5
+    assert losses[-1] < losses[0] - 1.0
+    assert small_run["plot"].read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((small_run["adapter"] / "train_summary.json").read_text())
+    assert summary["steps"] == 40 and summary["validation_loss"] < losses[0]
+    config = json.loads((small_run["adapter"] / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]).is_absolute()
+
+
+def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, Path], tmp_path: Path) -> None:
+    scores = {}
+    for name, model in (("base", small_run["model"]), ("finetuned", small_run["adapter"])):
+        scores[name] = evaluate_model(model, small_run["test"], tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json",
+                                      "glm4", 12, 4, 24, 64, base_model=small_run["model"])
+        rows = list(read_jsonl(tmp_path / f"{name}.jsonl"))
+        assert len(rows) == 12 and set(rows[0]) == {"prompt", "reference", "prediction"}
+        assert rows[0]["prompt"].startswith("类型#")
+    assert scores["finetuned"]["rouge-l"] > scores["base"]["rouge-l"]
+    compare(scores, tmp_path / "metrics.json", tmp_path / "metrics.md")
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"base", "finetuned"}
+    table = (tmp_path / "metrics.md").read_text()
+    assert "| ROUGE-L (F×100, jieba) |" in table and table.count("\n") == 10
+
+
+def test_merged_model_reproduces_adapter_logits_and_loads_plainly(small_run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    worst = merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=1e-4)
+    assert worst < 1e-4
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "类型#裙*颜色#红色"}], add_generation_prompt=True,
+                                        return_dict=True, return_tensors="pt")
+    from peft import PeftModel
+
+    adapter_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(small_run["model"]), small_run["adapter"])
+    with torch.inference_mode():
+        assert torch.allclose(model(**ids).logits, adapter_model(**ids).logits, atol=1e-4)
+
+
+def test_a_failed_export_check_leaves_no_folder(small_run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    with pytest.raises(ExportCheckFailed, match="nothing was written"):
+        merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=0.0)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_inference_on_adapter_prompt_batch_and_interactive(small_run: dict[str, Path], tmp_path: Path) -> None:
+    chat = Chat(small_run["adapter"], max_new_tokens=16)
+    single = chat.answer([[{"role": "user", "content": "类型#裙*颜色#红色"}]])[0]
+    assert isinstance(single, str) and single
+    out = io.StringIO()
+    rows = [{"prompt": "类型#裙*颜色#红色"}, {"messages": [{"role": "user", "content": "类型#裤*颜色#黑色"}]}]
+    assert batch_file(chat, rows, out) == 2
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert answers[0]["response"] == single and answers[1]["messages"] == rows[1]["messages"]
+    screen = io.StringIO()
+    interactive(chat, io.StringIO("类型#裙*颜色#红色\nclear\nexit\n"), screen)
+    assert f"Assistant: {single}" in screen.getvalue()
+
+
+def test_inference_command_with_moved_base(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """The demo's known pain: the adapter's recorded base moved. --base-model fixes it; without it, a clear error."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for file in small_run["adapter"].iterdir():
+        (adapter / file.name).write_bytes(file.read_bytes())
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    command = [sys.executable, "-m", "glmtune.cli", "infer", str(adapter), "--prompt", "类型#裙", "--max-new-tokens", "8"]
+    failed = subprocess.run(command, capture_output=True, text=True)
+    assert failed.returncode != 0 and "--base-model" in failed.stderr
+    ok = subprocess.run([*command, "--base-model", str(small_run["model"])], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip()

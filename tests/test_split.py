@@ -1,0 +1,108 @@
+"""merge_and_split on small converted files in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glmtune.io import read_jsonl, write_jsonl
+from glmtune.split import Part, merge_and_split
+
+
+def rows(dataset: str, n: int) -> list[dict[str, Any]]:
+    return [{"conversations": [{"role": "user", "content": f"{dataset}-{i}", "loss": False}], "id": f"{dataset}-{i}"}
+            for i in range(n)]
+
+
+def part(tmp_path: Path, dataset: str, split: str, n: int, **kwargs: Any) -> Part:
+    path = tmp_path / "in" / f"{dataset}-{split}.jsonl"
+    write_jsonl(path, rows(dataset, n))
+    return Part(dataset=dataset, split=split, path=str(path), **kwargs)
+
+
+def ids(out: Path, name: str) -> list[str]:
+    return [row["id"] for row in read_jsonl(out / f"{name}.jsonl")]
+
+
+@pytest.mark.parametrize(("n", "val", "test", "sizes"), [
+    (20, 0.1, 0.2, (14, 2, 4)),
+    (10, 0.25, 0.25, (6, 2, 2)),   # round(2.5) == 2 (round half to even)
+    (7, 0.3, 0.0, (5, 2, 0)),      # round(2.1) == 2
+    (5, 0.0, 0.0, (5, 0, 0)),
+], ids=["20-0.1-0.2", "10-quarters", "7-0.3", "no-ratios"])
+def test_all_part_is_cut_by_ratios(tmp_path: Path, n: int, val: float, test: float, sizes: tuple[int, int, int]) -> None:
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "all", n)], out, val, test, seed=1)
+    assert report["sizes"] == dict(zip(("train", "validation", "test"), sizes))
+    got = {name: ids(out, name) for name in ("train", "validation", "test")}
+    assert tuple(len(v) for v in got.values()) == sizes
+    everything = [i for v in got.values() for i in v]
+    assert sorted(everything) == sorted(r["id"] for r in rows("a", n))  # a partition: nothing lost or repeated
+    assert report["datasets"]["a/all"] == {"in": n, "used": n, "train": sizes[0], "validation": sizes[1], "test": sizes[2]}
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == report
+
+
+def test_split_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    p = part(tmp_path, "a", "all", 30)
+    results = []
+    for run, seed in enumerate((7, 7, 8)):
+        out = tmp_path / f"out{run}"
+        merge_and_split([p], out, 0.2, 0.2, seed=seed)
+        results.append({name: ids(out, name) for name in ("train", "validation", "test")})
+    assert results[0] == results[1]
+    assert results[0] != results[2]
+    assert results[0]["train"] != sorted(results[0]["train"])  # actually shuffled
+    # the part is shuffled before it is cut: validation is not simply the file's first rows
+    assert set(results[0]["validation"]) != {f"a-{i}" for i in range(6)}
+    assert set(results[0]["validation"]) != set(results[2]["validation"])
+
+
+def test_given_test_part_wins_over_test_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "test", 3)], out, 0.2, 0.5, seed=0)
+    assert report["sizes"] == {"train": 8, "validation": 2, "test": 3}
+    assert sorted(ids(out, "test")) == ["b-0", "b-1", "b-2"]
+    assert all(i.startswith("a-") for i in ids(out, "train") + ids(out, "validation"))
+    assert report["datasets"]["a/all"]["test"] == 0
+    assert report["datasets"]["b/test"] == {"in": 3, "used": 3, "test": 3}
+
+
+def test_given_validation_part_wins_over_validation_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "validation", 2)], out, 0.5, 0.1, seed=0)
+    assert report["sizes"] == {"train": 9, "validation": 2, "test": 1}
+    assert sorted(ids(out, "validation")) == ["b-0", "b-1"]
+
+
+def test_max_samples(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    parts = [part(tmp_path, "a", "all", 50, max_samples=10), part(tmp_path, "b", "train", 8, max_samples=3)]
+    report = merge_and_split(parts, out, 0.2, 0.0, seed=3)
+    assert report["datasets"]["a/all"] == {"in": 50, "used": 10, "validation": 2, "test": 0, "train": 8}
+    assert report["datasets"]["b/train"] == {"in": 8, "used": 3, "train": 3}
+    assert report["sizes"] == {"train": 11, "validation": 2, "test": 0}
+    train = ids(out, "train")
+    assert sum(i.startswith("b-") for i in train) == 3
+    assert len(set(train + ids(out, "validation"))) == 13
+
+
+def test_max_samples_larger_than_the_file(tmp_path: Path) -> None:
+    report = merge_and_split([part(tmp_path, "a", "train", 4, max_samples=100)], tmp_path / "out", 0.0, 0.0, seed=0)
+    assert report["sizes"]["train"] == 4
+
+
+@pytest.mark.parametrize("parts_spec", [
+    [("a", "all", 2, 0.5, 0.5)],
+    [("a", "test", 5, 0.1, 0.1)],
+    [("a", "all", 0, 0.1, 0.1)],
+], ids=["ratios-take-everything", "only-test-part", "empty-file"])
+def test_empty_train_raises_and_writes_nothing(tmp_path: Path, parts_spec: list[tuple[str, str, int, float, float]]) -> None:
+    parts = [part(tmp_path, name, split, n) for name, split, n, _, _ in parts_spec]
+    _, _, _, val, test = parts_spec[0]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="training split is empty"):
+        merge_and_split(parts, out, val, test, seed=0)
+    assert not out.exists() or list(out.iterdir()) == []

@@ -1,0 +1,59 @@
+"""Training survives a kill: a re-run resumes from the newest complete checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import TRAIN_SETTINGS
+
+from glmtune.io import read_jsonl
+from glmtune.training import last_complete_checkpoint, train_lora
+
+
+def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, Path], tmp_path: Path) -> None:
+    settings = {**TRAIN_SETTINGS, "max_steps": 30, "save_steps": 10, "logging_steps": 1}
+    tokenized, checkpoints = small_run["tokenized"], tmp_path / "checkpoints"
+    args = [str(tokenized / "train"), str(tokenized / "validation"), str(small_run["model"]), str(tmp_path / "adapter"),
+            str(tmp_path / "log.jsonl"), str(tmp_path / "loss.png"), str(checkpoints)]
+    # A child that trains slowly (each optimizer step sleeps) so it can be killed mid-run.
+    child = textwrap.dedent(f"""
+        import json, sys, time, torch
+        step = torch.optim.AdamW.step
+        torch.optim.AdamW.step = lambda self, *a, **k: (time.sleep(0.15), step(self, *a, **k))[1]
+        from glmtune.training import train_lora
+        train_lora(*{args!r}, json.loads(sys.argv[1]))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("*/checkpoint-10/trainer_state.json")):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run = next(checkpoints.iterdir())
+    saved = last_complete_checkpoint(run)
+    assert saved is not None and not (tmp_path / "adapter").exists()
+    # A half-written checkpoint (no trainer_state.json) is never picked.
+    (run / "checkpoint-999").mkdir()
+    assert last_complete_checkpoint(run) == saved
+
+    summary = train_lora(*args, settings)
+    assert summary["resumed_from"] == saved and summary["steps"] == 30
+    steps = [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # one continuous curve, no restart from step 1
+    resumed_at = int(Path(saved).name.split("-")[1])
+    assert steps.count(resumed_at + 1) == 1
+
+
+def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_path: Path) -> None:
+    tokenized = small_run["tokenized"]
+    settings = {**TRAIN_SETTINGS, "max_steps": 5, "save_steps": 5}
+    outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
+    first = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings)
+    second = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, {**settings, "learning_rate": 1e-3})
+    assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
