@@ -262,18 +262,14 @@ def test_chatglm3_metadata_is_kept(tmp_path: Path) -> None:
     assert row["conversations"][1] == {"role": "assistant", "content": "", "loss": True, "metadata": "search"}
 
 
-# --- a bug: an empty conversation with a fixed system prompt ------------------------------------
+# --- an empty conversation with a fixed system prompt is still a reject, not a crash --------------
 
-@pytest.mark.xfail(strict=True, reason="convert_file indexes messages[0] before validation, so an empty "
-                   "conversation with options['system'] raises IndexError instead of becoming a reject")
 def test_empty_conversation_with_system_option_is_a_reject(tmp_path: Path) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", [GOOD["chatglm3"][0], conv()])
     report = run(tmp_path, raw, "chatglm3", system="你是助手", on_invalid="skip")
     assert report["rejected"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="convert_file indexes messages[0] before validation, so an empty "
-                   "conversation with options['system'] raises IndexError instead of ConversionError")
 def test_empty_conversation_with_system_option_is_a_conversion_error(tmp_path: Path) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", [conv()])
     with pytest.raises(ConversionError, match="line 1"):

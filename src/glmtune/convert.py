@@ -45,7 +45,7 @@ def convert_file(
     for where, record in records:
         try:
             messages = convert(record, options)
-            if options.get("system") and messages[0]["role"] != "system":
+            if options.get("system") and messages and messages[0]["role"] != "system":
                 messages.insert(0, {"role": "system", "content": options["system"], "loss": False})
             validate_conversation(messages)
         except InvalidRecord as err:
