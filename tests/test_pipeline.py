@@ -96,3 +96,33 @@ def test_inference_command_with_moved_base(small_run: dict[str, Path], tmp_path:
     ok = subprocess.run([*command, "--base-model", str(small_run["model"])], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip()
+
+
+def test_sharded_half_precision_export_reloads(small_run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=0.1,
+                  dtype="bfloat16", max_shard_size_gb=0.0005)
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+
+
+def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    # The child dies (SIGKILL) on the reload check: every file is written, the rename has not happened.
+    script = (
+        "import os, signal, sys\n"
+        "import glmtune.export as e\n"
+        "real = e.AutoTokenizer.from_pretrained\n"
+        "calls = []\n"
+        "def dying(*a, **k):\n"
+        "    calls.append(a)\n"
+        "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(*a, **k)\n"
+        "e.AutoTokenizer.from_pretrained = dying\n"
+        f"e.merge_adapter({str(small_run['adapter'])!r}, {str(small_run['model'])!r}, {str(out)!r}, {str(small_run['test'])!r}, 'glm4')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -9
+    assert not out.exists()
+    assert all(p.name.startswith(".") for p in tmp_path.iterdir())

@@ -31,12 +31,15 @@ def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, cou
 def merge_adapter(
     adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, template_name: str,
     tolerance: float = 1e-4, extra_files: dict[str, str | Path] | None = None,
+    dtype: str = "float32", max_shard_size_gb: float = 5.0,
 ) -> float:
     """merge_and_unload the adapter into the base, check logits on test prompts, then save to out_dir.
 
-    The folder is written beside out_dir and renamed into place only after the check passes.
+    `dtype` bfloat16/float16 halves the memory needed for a large base (on CPU too); the safetensors are
+    sharded at `max_shard_size_gb` (LLaMA-Factory's export_size). The folder is written beside out_dir
+    and renamed into place only after the check passes and the folder reloads.
     """
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     adapter_model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     inputs = sample_inputs(test_path, tokenizer, template_name)
@@ -49,7 +52,7 @@ def merge_adapter(
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}); nothing was written")
     log.info("merged model matches the adapter model: max |logit difference| %.3g on %d prompts", worst, len(inputs))
     with atomic_path(out_dir) as tmp:
-        merged.save_pretrained(tmp)  # safetensors
+        merged.save_pretrained(tmp, max_shard_size=f"{int(max_shard_size_gb * 1000)}MB")  # safetensors
         tokenizer.save_pretrained(tmp)
         if merged.generation_config is None:
             merged.generation_config = GenerationConfig.from_pretrained(str(base_dir))

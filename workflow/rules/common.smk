@@ -57,8 +57,9 @@ def raw_member(wildcards):
 
 
 def convert_options(wildcards):
-    keys = ("encoding", "on_invalid", "system", "dedupe")
-    return {key: DATASETS[wildcards.dataset][key] for key in keys}
+    keys = ("encoding", "on_invalid", "system", "dedupe", "clean", "columns", "tags")
+    dataset = DATASETS[wildcards.dataset]
+    return {key: dataset[key] for key in keys if key in dataset}
 
 
 def converted_parts():

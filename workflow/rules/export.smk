@@ -11,7 +11,7 @@ rule merge_adapters:
         directory("results/merged_model"),
     params:
         template=MODEL["template"],
-        tolerance=config["export"]["tolerance"],
+        export=config["export"],
     log:
         "logs/merge_adapters.log",
     conda:

@@ -3,6 +3,7 @@ from glmtune.export import merge_adapter
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    inp = snakemake.input
+    inp, export = snakemake.input, snakemake.params.export
     merge_adapter(inp.adapter, inp.base, snakemake.output[0], inp.test, snakemake.params.template,
-                  snakemake.params.tolerance, extra_files={"eval_metrics.md": inp.metrics})
+                  export["tolerance"], extra_files={"eval_metrics.md": inp.metrics},
+                  dtype=export["dtype"], max_shard_size_gb=export["export_size"])

@@ -1,0 +1,86 @@
+"""Per-dataset cleaning of canonical conversations, each step counted.
+
+The steps come from the GLM-4 LoRA tutorial on EmoLLM data (remove the 🐳 emoji, drop a
+self-introduction first line) and common practice (empty turns, length filters). A conversation that
+cleaning empties or filters out is not lost silently: the caller writes it to the rejects file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class Dropped(Exception):
+    """Cleaning removed the whole conversation; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    remove_strings: tuple[str, ...] = ()
+    drop_intro_line: str | None = None  # e.g. "好，我是": such an answer loses its first line
+    drop_empty_turns: bool = True
+    min_answer_chars: int = 0
+    max_chars: int | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None) -> Cleaning:
+        options = dict(options or {})
+        options["remove_strings"] = tuple(options.get("remove_strings") or ())
+        return cls(**options)
+
+
+def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
+    """Drop a user/assistant exchange when either side is empty (a tool call with metadata is not empty)."""
+    kept: list[dict[str, Any]] = []
+    skip_next_answer = False
+    for msg in messages:
+        empty = not msg["content"].strip() and not msg.get("metadata")
+        if msg["role"] == "user":
+            skip_next_answer = empty
+            if empty:
+                counts["empty_turns_dropped"] += 1
+                continue
+        elif msg["role"] == "assistant":
+            if skip_next_answer:
+                skip_next_answer = False
+                continue
+            if empty:
+                counts["empty_turns_dropped"] += 1
+                if kept and kept[-1]["role"] == "user":
+                    kept.pop()
+                continue
+        kept.append(msg)
+    return kept
+
+
+def clean_conversation(messages: Sequence[dict[str, Any]], rules: Cleaning, counts: Counter[str]) -> list[dict[str, Any]]:
+    """Apply the rules in order; return the cleaned messages or raise Dropped with the reason."""
+    cleaned = [dict(msg) for msg in messages]
+    for msg in cleaned:
+        original = msg["content"]
+        for text in rules.remove_strings:
+            msg["content"] = msg["content"].replace(text, "")
+        if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:
+            first, newline, rest = msg["content"].partition("\n")
+            if newline:
+                msg["content"] = rest
+                counts["intro_lines_dropped"] += 1
+        if msg["content"] != original and rules.remove_strings:
+            counts["messages_with_strings_removed"] += 1
+    if rules.drop_empty_turns:
+        cleaned = _remove_empty_turns(cleaned, counts)
+    if not any(m["role"] == "assistant" and m.get("loss") for m in cleaned) or not any(m["role"] == "user" for m in cleaned):
+        counts["dropped_empty"] += 1
+        raise Dropped("cleaning: no exchange with a non-empty answer is left")
+    answers = [len(m["content"]) for m in cleaned if m["role"] == "assistant" and m.get("loss")]
+    if min(answers) < rules.min_answer_chars:
+        counts["dropped_short"] += 1
+        raise Dropped(f"cleaning: an answer has {min(answers)} characters, fewer than min_answer_chars {rules.min_answer_chars}")
+    total = sum(len(m["content"]) for m in cleaned)
+    if rules.max_chars is not None and total > rules.max_chars:
+        counts["dropped_long"] += 1
+        raise Dropped(f"cleaning: {total} characters, more than max_chars {rules.max_chars}")
+    return cleaned

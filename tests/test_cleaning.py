@@ -1,0 +1,75 @@
+"""Cleaning rules from the GLM-4 LoRA tutorial and common practice, each counted."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_data
+
+from glmtune.cleaning import Cleaning, Dropped, clean_conversation
+from glmtune.convert import convert_file
+from glmtune.io import read_jsonl
+from glmtune.schema import message
+
+
+def test_removes_strings_and_counts_messages() -> None:
+    counts: Counter[str] = Counter()
+    out = clean_conversation([message("user", "你好🐳"), message("assistant", "🐳我在🐳")], Cleaning(remove_strings=("🐳",)), counts)
+    assert [m["content"] for m in out] == ["你好", "我在"]
+    assert counts["messages_with_strings_removed"] == 2
+
+
+def test_drops_the_self_introduction_first_line_only_when_there_is_one() -> None:
+    rules, counts = Cleaning(drop_intro_line="好，我是"), Counter()
+    out = clean_conversation([message("user", "你是谁"), message("assistant", "您好，我是EmoLLM\n我能陪你聊天。")], rules, counts)
+    assert out[1]["content"] == "我能陪你聊天。" and counts["intro_lines_dropped"] == 1
+    single = clean_conversation([message("user", "你是谁"), message("assistant", "您好，我是EmoLLM")], rules, counts)
+    assert single[1]["content"] == "您好，我是EmoLLM" and counts["intro_lines_dropped"] == 1
+
+
+def test_an_exchange_emptied_by_cleaning_is_dropped_and_the_rest_kept() -> None:
+    counts: Counter[str] = Counter()
+    conversation = [message("system", "s"), message("user", "一"), message("assistant", "🐳"), message("user", "二"), message("assistant", "好")]
+    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    assert [m["content"] for m in out] == ["s", "二", "好"] and counts["empty_turns_dropped"] == 1
+
+
+@pytest.mark.parametrize(
+    ("rules", "conversation", "reason"),
+    [
+        (Cleaning(remove_strings=("🐳",)), [message("user", "q"), message("assistant", "🐳")], "no exchange"),
+        (Cleaning(min_answer_chars=5), [message("user", "q"), message("assistant", "短")], "fewer than min_answer_chars 5"),
+        (Cleaning(max_chars=3), [message("user", "问题"), message("assistant", "回答")], "more than max_chars 3"),
+    ],
+    ids=["emptied", "too-short", "too-long"],
+)
+def test_filtered_conversations_raise_dropped_with_reason(rules: Cleaning, conversation: list, reason: str) -> None:
+    with pytest.raises(Dropped, match=reason):
+        clean_conversation(conversation, rules, Counter())
+
+
+def test_convert_writes_cleaning_drops_to_rejects_and_counts_steps(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    rows = [{"content": "a", "summary": "好的🐳"}, {"content": "b", "summary": "🐳"}, {"content": "c", "summary": "好的🐳"}]
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report = convert_file(raw, tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "rep.json", "advertisegen", "t",
+                          {"clean": {"remove_strings": ["🐳"]}})
+    assert (report["records_in"], report["records_out"], report["rejected"]) == (3, 2, 1)
+    assert report["steps"] == {"dropped_empty": 1, "empty_turns_dropped": 1, "messages_with_strings_removed": 3}
+    assert [r["reason"] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["cleaning: no exchange with a non-empty answer is left"]
+
+
+def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None:
+    """The tutorial: 18 answers contain "您好，我是EmoLLM" with no newline, so no first line is dropped."""
+    raw = shared_data("EmoLLM/self_cognition_EmoLLM.json")
+    pytest.importorskip("glmtune.formats").CONVERTERS.get("alpaca") or pytest.skip("alpaca converter not available")
+    report = convert_file(raw, tmp_path / "o.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "alpaca", "self",
+                          {"clean": {"remove_strings": ["🐳"], "drop_intro_line": "好，我是"}})
+    assert report["records_in"] == report["records_out"] + report["rejected"]
+    assert report["steps"].get("intro_lines_dropped", 0) == 0
+    answers = [row["conversations"][-1]["content"] for row in read_jsonl(tmp_path / "o.jsonl")]
+    assert sum("您好，我是EmoLLM" in a for a in answers) == 18
