@@ -129,3 +129,14 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, 
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (workdir / "results").exists()
+
+
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("configfile", SHIPPED)
+def test_every_shipped_config_validates_and_plans(tmp_path: Path, configfile: str) -> None:
+    """Presets layer over the default; full configs stand alone. Both must validate and plan a DAG."""
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "-n", "results/train/adapter", "--configfile", configfile)
+    assert "rule train:" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -19,6 +20,38 @@ log = logging.getLogger(__name__)
 
 class ExportCheckFailed(RuntimeError):
     """The merged model does not reproduce the adapter model's logits."""
+
+
+class CannotMerge(ValueError):
+    """The trained artifact has nothing that can be merged into the weights."""
+
+
+def trained_kind(trained_dir: str | Path) -> str:
+    """"lora", "prefix" (P-Tuning v2) or "full" for a training output folder."""
+    config = Path(trained_dir) / "adapter_config.json"
+    if not config.is_file():
+        return "full"
+    peft_type = json.loads(config.read_text(encoding="utf-8")).get("peft_type", "")
+    return "prefix" if peft_type == "PREFIX_TUNING" else "lora"
+
+
+def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
+                 template_name: str, tolerance: float, extra_files: dict[str, str | Path] | None = None,
+                 dtype: str = "float32", max_shard_size_gb: float = 5.0) -> None:
+    """The export stage: merge a LoRA, re-save a fully fine-tuned model, refuse P-Tuning v2 with the reason."""
+    kind = trained_kind(trained_dir)
+    if kind == "prefix":
+        raise CannotMerge(
+            f"{trained_dir} is a P-Tuning v2 (prefix tuning) adapter: its learned prefixes are extra attention inputs, "
+            f"not weight deltas, so there is nothing to merge and results/merged_model is not made. Use the adapter "
+            f"as it is: `glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
+        )
+    if kind == "lora":
+        merge_adapter(trained_dir, base_dir, out_dir, test_path, template_name, tolerance, extra_files, dtype, max_shard_size_gb)
+        return
+    model = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=getattr(torch, dtype))
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
+    _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb)
 
 
 def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, count: int = 4) -> list[list[int]]:
@@ -51,15 +84,20 @@ def merge_adapter(
     if worst > tolerance:
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}); nothing was written")
     log.info("merged model matches the adapter model: max |logit difference| %.3g on %d prompts", worst, len(inputs))
+    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb)
+    return worst
+
+
+def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
+                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float) -> None:
+    """Save beside out_dir, reload with plain transformers, then rename into place."""
     with atomic_path(out_dir) as tmp:
-        merged.save_pretrained(tmp, max_shard_size=f"{int(max_shard_size_gb * 1000)}MB")  # safetensors
+        model.save_pretrained(tmp, max_shard_size=f"{int(max_shard_size_gb * 1000)}MB")  # safetensors
         tokenizer.save_pretrained(tmp)
-        if merged.generation_config is None:
-            merged.generation_config = GenerationConfig.from_pretrained(str(base_dir))
-        merged.generation_config.save_pretrained(tmp)
+        if model.generation_config is None:
+            model.generation_config = GenerationConfig.from_pretrained(str(base_dir))
+        model.generation_config.save_pretrained(tmp)
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, Path(tmp) / name)
-        # Reload with plain transformers before declaring success.
         AutoModelForCausalLM.from_pretrained(str(tmp))
         AutoTokenizer.from_pretrained(str(tmp))
-    return worst

@@ -1,4 +1,4 @@
-"""Fine-tune a GLM model with LoRA (peft) through the transformers Trainer.
+"""Fine-tune a GLM model (LoRA, P-Tuning v2 or full SFT) through the transformers Trainer.
 
 Checkpoints go to a folder keyed by a fingerprint of the data and settings; it is not a Snakemake
 output, so a killed run leaves them and the next run with the same inputs resumes from the newest
@@ -17,14 +17,16 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
 from .io import atomic_path, write_json
+from .methods import apply_method, check_method
 from .plots import plot_loss
 from .templates import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
+# transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.
+CHECKPOINTING_ARG = next(n for n in ("activation_checkpointing", "gradient_checkpointing") if n in TrainingArguments.__dataclass_fields__)
 
 
 def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
@@ -60,24 +62,47 @@ class PadCollator:
 
 
 class JsonlLogger(TrainerCallback):
-    """Writes every logged step (loss, lr, grad norm, elapsed seconds) as a JSON line."""
+    """Writes every logged step (loss, lr, grad norm, real tokens/s, elapsed seconds) as a JSON line."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.start = time.time()
+        self.start = self.last_time = time.time()
+        self.last_tokens = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last_tokens = state.num_input_tokens_seen  # a resumed run starts counting where it was
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if state.is_world_process_zero and logs:
-            with open(self.path, "a", encoding="utf-8") as out:
-                out.write(json.dumps({"step": state.global_step, **logs, "elapsed_s": round(time.time() - self.start, 2)}) + "\n")
+        if not (state.is_world_process_zero and logs):
+            return
+        now, tokens = time.time(), state.num_input_tokens_seen
+        row = {"step": state.global_step, **logs}
+        if "loss" in logs and now > self.last_time:
+            row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            self.last_time, self.last_tokens = now, tokens
+        row["elapsed_s"] = round(now - self.start, 2)
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def precision(setting: str) -> tuple[torch.dtype, bool, bool]:
+    """(load dtype, bf16, fp16) for train.precision: auto is bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU."""
+    if not torch.cuda.is_available():
+        if setting in ("bf16", "fp16"):
+            log.warning("train.precision %s asked for, but no GPU: training in fp32", setting)
+        return torch.float32, False, False
+    if setting == "auto":
+        setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # fp16 mixed precision keeps fp32 master weights (the GradScaler needs them); bf16 loads in bf16.
+    return {"bf16": (torch.bfloat16, True, False), "fp16": (torch.float32, False, True), "fp32": (torch.float32, False, False)}[setting]
 
 
 def train_lora(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train a LoRA adapter on the tokenized train split; save it to adapter_dir with the loss log and plot."""
-    lora = settings["lora"]
+    """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot."""
+    check_method(settings)
     run_id = fingerprint(settings, train_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -86,22 +111,20 @@ def train_lora(
     if not resume and steps_log.exists():
         steps_log.unlink()
     use_gpu = torch.cuda.is_available()
-    bf16 = use_gpu and torch.cuda.is_bf16_supported()
+    dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16 if bf16 else torch.float32)
-    model = get_peft_model(model, LoraConfig(
-        task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-    ))
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype), settings)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.get("method", "lora"), trainable, total, 100 * trainable / total)
     args = TrainingArguments(
         output_dir=str(checkpoints), max_steps=settings["max_steps"],
         per_device_train_batch_size=settings["batch_size"], per_device_eval_batch_size=settings["batch_size"],
         gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
-        eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, use_cpu=not use_gpu,
+        eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
+        include_num_input_tokens_seen="non_padding", **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
     )
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))

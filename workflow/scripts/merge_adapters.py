@@ -1,9 +1,9 @@
-"""Snakemake entry: merge the LoRA into the base model and verify it."""
-from glmtune.export import merge_adapter
+"""Snakemake entry: the merged (LoRA) or re-saved (full SFT) model, verified."""
+from glmtune.export import export_model
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):
     inp, export = snakemake.input, snakemake.params.export
-    merge_adapter(inp.adapter, inp.base, snakemake.output[0], inp.test, snakemake.params.template,
-                  export["tolerance"], extra_files={"eval_metrics.md": inp.metrics},
-                  dtype=export["dtype"], max_shard_size_gb=export["export_size"])
+    export_model(inp.adapter, inp.base, snakemake.output[0], inp.test, snakemake.params.template,
+                 export["tolerance"], extra_files={"eval_metrics.md": inp.metrics},
+                 dtype=export["dtype"], max_shard_size_gb=export["export_size"])

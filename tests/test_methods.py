@@ -1,0 +1,62 @@
+"""The three methods train on the tiny model and their artifacts reload; bad combinations are refused early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TRAIN_SETTINGS
+
+from glmtune.export import CannotMerge, export_model, trained_kind
+from glmtune.generation import load_model
+from glmtune.io import read_jsonl
+from glmtune.methods import MethodError, check_method, lora_targets
+from glmtune.training import train_lora
+
+
+def test_original_chatglm_names_map_to_glm_layers() -> None:
+    assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]
+    assert lora_targets(["dense_h_to_4h", "dense_4h_to_h", "dense"]) == ["gate_up_proj", "down_proj", "o_proj"]
+    assert lora_targets(["all"]) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+
+def test_unknown_module_is_rejected_naming_the_key() -> None:
+    with pytest.raises(MethodError, match=r"train.lora.target_modules: 'qkv' matches no GLM layer"):
+        lora_targets(["qkv"])
+
+
+def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None:
+    with pytest.raises(MethodError, match="gradient_checkpointing cannot be combined with train.method: ptuning"):
+        check_method({"method": "ptuning", "gradient_checkpointing": True})
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "kind"),
+    [
+        ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "target_modules": ["query_key_value"], "use_rslora": True}}, "lora"),
+        ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "use_dora": True}}, "lora"),
+        ("ptuning", {"ptuning": {"num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 32}}, "prefix"),
+        ("full", {"learning_rate": 1e-3, "gradient_checkpointing": True}, "full"),
+    ],
+    ids=["lora-qkv-rslora", "dora", "ptuning-projection", "full-checkpointing"],
+)
+def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[str, Path], tmp_path: Path, method: str,
+                                                              extra: dict, kind: str) -> None:
+    settings = {**TRAIN_SETTINGS, "method": method, "max_steps": 20, "save_steps": 20, **extra}
+    tok = small_run["tokenized"]
+    summary = train_lora(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
+                         tmp_path / "loss.png", tmp_path / "ckpt", settings)
+    losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
+    assert losses[-1] < losses[0] and summary["steps"] == 20
+    assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
+    assert trained_kind(tmp_path / "out") == kind
+    model, _ = load_model(tmp_path / "out")
+    assert model is not None
+    if kind == "prefix":
+        with pytest.raises(CannotMerge, match="P-Tuning v2"):
+            export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"], "glm4", 1e-3)
+        assert not (tmp_path / "merged").exists()
+    else:
+        export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"], "glm4", 1e-3)
+        assert json.loads((tmp_path / "merged" / "config.json").read_text())["model_type"] == "glm"
