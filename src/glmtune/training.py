@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from .io import atomic_path, write_json
 from .methods import apply_method, check_method
+from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
 from .templates import IGNORE_INDEX
 
@@ -51,9 +52,11 @@ class PadCollator:
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
+        self.real_tokens = 0  # tokens of real samples collated so far, for tokens/s
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
+        self.real_tokens += sum(len(f["input_ids"]) for f in features)
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
         ids = pad("input_ids", self.pad_id)
@@ -64,18 +67,16 @@ class PadCollator:
 class JsonlLogger(TrainerCallback):
     """Writes every logged step (loss, lr, grad norm, real tokens/s, elapsed seconds) as a JSON line."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, collator: Any) -> None:
+        self.path, self.collator = path, collator
         self.start = self.last_time = time.time()
         self.last_tokens = 0
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.last_tokens = state.num_input_tokens_seen  # a resumed run starts counting where it was
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not (state.is_world_process_zero and logs):
             return
-        now, tokens = time.time(), state.num_input_tokens_seen
+        # Every rank collates the same amount on average: this rank's count times the world size.
+        now, tokens = time.time(), self.collator.real_tokens * args.world_size
         row = {"step": state.global_step, **logs}
         if "loss" in logs and now > self.last_time:
             row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
@@ -124,14 +125,21 @@ def train_lora(
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
         eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
-        include_num_input_tokens_seen="non_padding", **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
+        **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
     )
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
+    model.config.use_cache = False  # a training forward needs no KV cache (and packing needs it off)
+    collator: Any = PadCollator(tokenizer.pad_token_id)
+    if settings.get("packing"):
+        train_data = pack_dataset(train_data, settings["pack_length"])
+        validation_data = pack_dataset(validation_data, settings["pack_length"])
+        collator = PackedCollator(tokenizer.pad_token_id)
+        log.info("packing: %d rows of up to %d tokens", len(train_data), settings["pack_length"])
     trainer = Trainer(
         model=model, args=args, train_dataset=train_data,
         eval_dataset=validation_data if len(validation_data) else None,
-        data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[JsonlLogger(steps_log)],
+        data_collator=collator, callbacks=[JsonlLogger(steps_log, collator)],
     )
     if resume:
         log.info("resuming from %s", resume)
@@ -140,6 +148,7 @@ def train_lora(
                                "steps": trainer.state.global_step, "trainable_parameters": trainable}
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = trainer.evaluate()["eval_loss"]
+    model.config.use_cache = True  # saved configs keep fast generation
     if trainer.is_world_process_zero():
         with atomic_path(adapter_dir) as tmp:
             model.save_pretrained(tmp)
