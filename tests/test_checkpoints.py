@@ -1,0 +1,238 @@
+"""glmtune.checkpoints: original ChatGLM3 / GLM-4 checkpoints -> native GlmForCausalLM folders.
+
+Random scaled-down checkpoints in the ORIGINAL on-disk layout are converted, loaded with plain
+`AutoModelForCausalLM` (no remote code) and compared with an independent reference forward pass
+(tests/reference_glm.py) that runs on the original state dict.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from glmtune import checkpoints
+from glmtune.checkpoints import (
+    convert_checkpoint,
+    convert_state_dict_shard,
+    is_native,
+    native_config,
+    original_family,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reference_glm  # noqa: E402
+from conftest import shared_data  # noqa: E402
+
+# Key names (and non-size values) as in the official config.json files; sizes scaled down.
+COMMON = {
+    "model_type": "chatglm", "architectures": ["ChatGLMModel"], "add_bias_linear": False, "add_qkv_bias": True,
+    "apply_query_key_layer_scaling": True, "apply_residual_connection_post_layernorm": False,
+    "attention_dropout": 0.0, "attention_softmax_in_fp32": True, "bias_dropout_fusion": True,
+    "ffn_hidden_size": 96, "fp32_residual_connection": False, "hidden_dropout": 0.0, "hidden_size": 64,
+    "kv_channels": 16, "multi_query_attention": True, "multi_query_group_num": 2, "num_attention_heads": 4,
+    "num_layers": 2, "original_rope": True, "padded_vocab_size": 128, "post_layer_norm": True, "rmsnorm": True,
+    "use_cache": True, "tie_word_embeddings": False,
+}
+ORIGINAL_CONFIGS: dict[str, dict[str, Any]] = {
+    "glm4": {**COMMON, "_name_or_path": "THUDM/glm-4-9b-chat", "num_hidden_layers": 2, "rope_ratio": 500,
+             "layernorm_epsilon": 1.5625e-07, "seq_length": 131072, "torch_dtype": "bfloat16",
+             "eos_token_id": [120, 121, 122], "pad_token_id": 120},
+    "chatglm3": {**COMMON, "_name_or_path": "THUDM/chatglm3-6b", "layernorm_epsilon": 1e-05, "seq_length": 8192,
+                 "torch_dtype": "float16", "eos_token_id": 2, "pad_token_id": 0},
+}
+SEQ = 24  # long enough that wrong rotary frequencies or pairing show
+
+
+def original_state(config: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, std: float = 0.1, mean: float = 0.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * std + mean
+
+    hidden, ffn, vocab = config["hidden_size"], config["ffn_hidden_size"], config["padded_vocab_size"]
+    qkv = (config["num_attention_heads"] + 2 * config["multi_query_group_num"]) * config["kv_channels"]
+    state = {"transformer.embedding.word_embeddings.weight": rand(vocab, hidden, std=1.0)}
+    for n in range(config["num_layers"]):
+        p = f"transformer.encoder.layers.{n}."
+        state |= {
+            p + "input_layernorm.weight": rand(hidden, mean=1.0),
+            p + "self_attention.query_key_value.weight": rand(qkv, hidden, std=0.3),
+            p + "self_attention.query_key_value.bias": rand(qkv, std=0.3),
+            p + "self_attention.dense.weight": rand(hidden, config["num_attention_heads"] * config["kv_channels"]),
+            p + "post_attention_layernorm.weight": rand(hidden, mean=1.0),
+            p + "mlp.dense_h_to_4h.weight": rand(2 * ffn, hidden, std=0.2),
+            p + "mlp.dense_4h_to_h.weight": rand(hidden, ffn),
+        }
+    state["transformer.encoder.final_layernorm.weight"] = rand(hidden, mean=1.0)
+    state["transformer.output_layer.weight"] = rand(vocab, hidden, std=0.2)
+    if "rope_ratio" not in config:  # ChatGLM3 checkpoints carry the rotary buffer
+        state["transformer.rotary_pos_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, 8, 2).float() / 8)
+    return state
+
+
+def write_original(folder: Path, family: str, fmt: str = "safetensors",
+                   drop: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An original-layout folder with two shards and an index; returns (config, state dict)."""
+    config = ORIGINAL_CONFIGS[family]
+    state = original_state(config)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2).replace("\n", "\r\n"), encoding="utf-8")
+    keys = [k for k in state if k != drop]
+    first = [k for k in keys if "layers.1." not in k and "final_layernorm" not in k and "output_layer" not in k]
+    shards = [first, [k for k in keys if k not in first]]
+    weight_map = {}
+    for i, names in enumerate(shards, 1):
+        if fmt == "safetensors":
+            name = f"model-{i:05d}-of-00002.safetensors"
+            save_file({k: state[k] for k in names}, str(folder / name), metadata={"format": "pt"})
+        else:
+            name = f"pytorch_model-{i:05d}-of-00002.bin"
+            torch.save({k: state[k] for k in names}, folder / name)
+        weight_map |= dict.fromkeys(names, name)
+    index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
+    (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8")
+    return config, state
+
+
+def native_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(ids[None]).logits[0]
+
+
+@pytest.mark.parametrize("family,fmt", [("glm4", "safetensors"), ("chatglm3", "safetensors"),
+                                        ("chatglm3", "bin"), ("glm4", "bin")])
+def test_converted_logits_match_reference(tmp_path: Path, family: str, fmt: str) -> None:
+    config, state = write_original(tmp_path / "orig", family, fmt)
+    dst = convert_checkpoint(tmp_path / "orig", tmp_path / "native")
+    saved = json.loads((dst / "config.json").read_text())
+    assert saved["model_type"] == "glm" and saved["architectures"] == ["GlmForCausalLM"]
+    assert "auto_map" not in saved and (dst / "model.safetensors.index.json").exists()
+    ids = torch.randint(0, config["padded_vocab_size"], (SEQ,), generator=torch.Generator().manual_seed(1))
+    expected = reference_glm.forward(state, config, ids)
+    got = native_logits(dst, ids)
+    assert got.shape == expected.shape == (SEQ, 128)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_is_sensitive_to_the_conventions() -> None:
+    """Guards the test above against a weak setup: wrong rope base or swapped gate/up halves change logits."""
+    config = ORIGINAL_CONFIGS["glm4"]
+    state = original_state(config)
+    ids = torch.randint(0, 128, (SEQ,), generator=torch.Generator().manual_seed(1))
+    logits = reference_glm.forward(state, config, ids)
+    other_base = reference_glm.forward(state, {**config, "rope_ratio": 1}, ids)
+    assert (logits - other_base)[SEQ // 2:].abs().max() > 1e-2
+    swapped = dict(state)
+    for n in range(2):
+        key = f"transformer.encoder.layers.{n}.mlp.dense_h_to_4h.weight"
+        swapped[key] = torch.cat(state[key].chunk(2)[::-1])
+    assert (logits - reference_glm.forward(swapped, config, ids)).abs().max() > 1e-2
+
+
+def test_native_config_fields() -> None:
+    glm4, chatglm3 = native_config(ORIGINAL_CONFIGS["glm4"]), native_config(ORIGINAL_CONFIGS["chatglm3"])
+    assert glm4.rope_parameters["rope_theta"] == 5_000_000 and chatglm3.rope_parameters["rope_theta"] == 10_000
+    for cfg in (glm4, chatglm3):
+        assert cfg.rope_parameters["partial_rotary_factor"] == 0.5
+        assert (cfg.num_key_value_heads, cfg.head_dim, cfg.vocab_size, cfg.intermediate_size) == (2, 16, 128, 96)
+        assert cfg.attention_bias is True and cfg.tie_word_embeddings is False
+    assert chatglm3.rms_norm_eps == 1e-5 and chatglm3.max_position_embeddings == 8192
+    with pytest.raises(ValueError, match="add_bias_linear"):
+        native_config({**ORIGINAL_CONFIGS["glm4"], "add_bias_linear": True})
+
+
+@pytest.mark.parametrize("family", ["glm4", "chatglm3"])
+def test_official_configs(family: str) -> None:
+    name = {"glm4": "glm-4-9b-chat", "chatglm3": "chatglm3-6b"}[family]
+    official = json.loads(shared_data(f"tokenizers/{name}/config.json").read_text(encoding="utf-8"))
+    assert set(ORIGINAL_CONFIGS[family]) - {"num_hidden_layers"} <= set(official)
+    assert original_family(official) == family
+    assert original_family({k: v for k, v in official.items() if k != "_name_or_path"}) == family
+    cfg = native_config(official)
+    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (4096, 32, 2, 128)
+    assert cfg.vocab_size == official["padded_vocab_size"] and cfg.intermediate_size == 13696
+    assert cfg.rope_parameters["rope_theta"] == (5_000_000 if family == "glm4" else 10_000)
+    assert cfg.num_hidden_layers == (40 if family == "glm4" else 28)
+
+
+def test_original_family_by_name_and_sizes() -> None:
+    assert original_family(ORIGINAL_CONFIGS["glm4"]) == "glm4"
+    assert original_family(ORIGINAL_CONFIGS["chatglm3"]) == "chatglm3"
+    assert original_family({"padded_vocab_size": 65024}) == "chatglm3"
+    assert original_family({"padded_vocab_size": 151552}) == "glm4"
+    with pytest.raises(ValueError):
+        original_family({"padded_vocab_size": 1000})
+
+
+def test_native_folder_passes_through(tmp_path: Path) -> None:
+    write_original(tmp_path / "orig", "chatglm3")
+    native = convert_checkpoint(tmp_path / "orig", tmp_path / "native")
+    assert is_native(native) and not is_native(tmp_path / "orig")
+    assert convert_checkpoint(native, tmp_path / "again") == native
+    assert not (tmp_path / "again").exists()
+
+
+def test_missing_tensor_leaves_no_dst(tmp_path: Path) -> None:
+    write_original(tmp_path / "orig", "glm4", drop="transformer.encoder.layers.1.mlp.dense_4h_to_h.weight")
+    with pytest.raises(ValueError, match="lacks 1 tensors"):
+        convert_checkpoint(tmp_path / "orig", tmp_path / "native")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orig"]  # no dst, no temporary folder left
+
+
+def test_unexpected_tensor_is_refused() -> None:
+    config = ORIGINAL_CONFIGS["glm4"]
+    with pytest.raises(ValueError, match="unexpected tensor"):
+        convert_state_dict_shard({"transformer.vision.patch.weight": torch.zeros(2)}, config)
+    bad = {"transformer.encoder.layers.0.self_attention.query_key_value.weight": torch.zeros(10, 64)}
+    with pytest.raises(ValueError, match="rows"):
+        convert_state_dict_shard(bad, config)
+
+
+def test_conversion_goes_shard_by_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, state = write_original(tmp_path / "orig", "chatglm3", "bin")
+    calls: list[set[str]] = []
+
+    def spy(tensors: dict[str, torch.Tensor], original: dict[str, Any]) -> dict[str, torch.Tensor]:
+        calls.append(set(tensors))
+        return convert_state_dict_shard(tensors, original)
+
+    monkeypatch.setattr(checkpoints, "convert_state_dict_shard", spy)
+    dst = convert_checkpoint(tmp_path / "orig", tmp_path / "native")
+    assert len(calls) == 2 and all(0 < len(keys) < len(state) for keys in calls)
+    assert calls[0] | calls[1] == set(state) and not calls[0] & calls[1]
+    index = json.loads((dst / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == ["model-00001-of-00002.safetensors",
+                                                         "model-00002-of-00002.safetensors"]
+    assert all((dst / name).exists() for name in index["weight_map"].values())
+
+
+def test_dtype_generation_config_and_tokenizer(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerFast
+
+    write_original(tmp_path / "orig", "glm4")
+    (tmp_path / "orig" / "generation_config.json").write_text(json.dumps(
+        {"eos_token_id": [120, 121, 122], "pad_token_id": 120, "do_sample": True, "temperature": 0.8, "top_p": 0.8,
+         "max_length": 128000, "transformers_version": "4.40.2"}), encoding="utf-8")
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1, "world": 2}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    dst = convert_checkpoint(tmp_path / "orig", tmp_path / "native", dtype="bfloat16", tokenizer=tokenizer)
+    assert json.loads((dst / "config.json").read_text())["dtype"] == "bfloat16"
+    from safetensors import safe_open
+    with safe_open(str(dst / "model-00001-of-00002.safetensors"), framework="pt") as handle:
+        assert all(handle.get_tensor(k).dtype == torch.bfloat16 for k in handle.keys())
+    generation = GenerationConfig.from_pretrained(dst)
+    assert generation.eos_token_id == [120, 121, 122] and generation.temperature == 0.8
+    assert AutoTokenizer.from_pretrained(dst)("hello world")["input_ids"] == [1, 2]
+    with pytest.raises(ValueError, match="dtype"):
+        convert_checkpoint(tmp_path / "orig", tmp_path / "other", dtype="int8")
