@@ -64,12 +64,12 @@ def test_convert_writes_cleaning_drops_to_rejects_and_counts_steps(tmp_path: Pat
 
 
 def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None:
-    """The tutorial: 18 answers contain "您好，我是EmoLLM" with no newline, so no first line is dropped."""
+    """The tutorial's rule on its own data: 15 answers contain "您好，我是EmoLLM", none with a newline after it,
+    so no first line is dropped (one of them is an exact duplicate record, removed by dedupe)."""
     raw = shared_data("EmoLLM/self_cognition_EmoLLM.json")
-    pytest.importorskip("glmtune.formats").CONVERTERS.get("alpaca") or pytest.skip("alpaca converter not available")
     report = convert_file(raw, tmp_path / "o.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "alpaca", "self",
                           {"clean": {"remove_strings": ["🐳"], "drop_intro_line": "好，我是"}})
     assert report["records_in"] == report["records_out"] + report["rejected"]
     assert report["steps"].get("intro_lines_dropped", 0) == 0
     answers = [row["conversations"][-1]["content"] for row in read_jsonl(tmp_path / "o.jsonl")]
-    assert sum("您好，我是EmoLLM" in a for a in answers) == 18
+    assert sum("您好，我是EmoLLM" in a for a in answers) == 14 and report["duplicates"] == 1

@@ -162,8 +162,8 @@ def test_encoding_option_is_used(tmp_path: Path) -> None:
 
 def test_unknown_format(tmp_path: Path) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", GOOD["advertisegen"])
-    with pytest.raises(ConversionError, match="unknown format 'alpaca'"):
-        run(tmp_path, raw, "alpaca")
+    with pytest.raises(ConversionError, match="unknown format 'nosuchformat'"):
+        run(tmp_path, raw, "nosuchformat")
     assert set(CONVERTERS) >= {"advertisegen", "chatglm3"}
 
 

@@ -119,8 +119,12 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
          "datasets.mine.files.train"),
         (lambda c: c["model"].update(source="path", path="no/such/model"), "model.path"),
         (lambda c: c["datasets"]["synthetic_adgen"].update(format="csv"), "format"),
+        (lambda c: c["datasets"].update(lf={"source": "llamafactory", "name": "x"}), "datasets.lf.dataset_info"),
+        (lambda c: c["datasets"].update(nf={"source": "path", "files": {"all": "config/config.yaml"}}), "datasets.nf.format"),
+        (lambda c: c["train"]["lora"].update(target_modules=["qkv"]), "target_modules"),
     ],
-    ids=["unknown-key", "wrong-type", "missing-dataset-file", "missing-model-folder", "unknown-format"],
+    ids=["unknown-key", "wrong-type", "missing-dataset-file", "missing-model-folder", "unknown-format",
+         "llamafactory-without-registry", "missing-format", "unknown-lora-module"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, message: str) -> None:
     workdir = copy_workflow(tmp_path)
@@ -140,3 +144,28 @@ def test_every_shipped_config_validates_and_plans(tmp_path: Path, configfile: st
     workdir = copy_workflow(tmp_path)
     result = snakemake(workdir, "-n", "results/train/adapter", "--configfile", configfile)
     assert "rule train:" in result.stdout
+
+
+def test_real_datasets_merge_through_the_workflow(tmp_path: Path) -> None:
+    """Several real formats in one run: EmoLLM multi-turn with the tutorial's cleaning, a LLaMA-Factory registry
+    entry, and the GBK/CRLF AdvertiseGen copy; every record is either converted or a reject with a reason."""
+    from conftest import shared_data
+
+    emollm, info = shared_data("EmoLLM/data.json"), shared_data("llamafactory/dataset_info.json")
+    gbk = shared_data("AdvertiseGen/train.gbk_crlf.json")
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c.update(datasets={
+        "emollm": {"source": "path", "format": "emollm", "files": {"all": str(emollm)},
+                   "clean": {"remove_strings": ["🐳"], "drop_intro_line": "好，我是"}},
+        "glaive": {"source": "llamafactory", "dataset_info": str(info), "name": "glaive_toolcall_zh_demo", "on_invalid": "skip"},
+        "adgen_gbk": {"source": "path", "format": "advertisegen", "encoding": "gbk", "files": {"all": str(gbk)}, "max_samples": 500},
+    }))
+    snakemake(workdir, "results/splits/report.json")
+    total = 0
+    for name in ("emollm", "glaive", "adgen_gbk"):
+        report = json.loads((workdir / f"results/converted/{name}/all.report.json").read_text())
+        rejects = [json.loads(line) for line in (workdir / f"results/converted/{name}/all.rejects.jsonl").read_text().splitlines()]
+        assert report["records_in"] == report["records_out"] + report["rejected"] == report["records_out"] + len(rejects)
+        assert all(r["reason"] for r in rejects)
+        total += report["records_out"] if name != "adgen_gbk" else 500
+    assert sum(json.loads((workdir / "results/splits/report.json").read_text())["sizes"].values()) == total

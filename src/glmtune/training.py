@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-from .io import atomic_path, write_json
+from .io import write_json
 from .methods import apply_method, check_method
 from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
@@ -125,7 +126,7 @@ def train_lora(
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
         eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
-        **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
+        deepspeed=settings.get("deepspeed"), **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
     )
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
@@ -149,12 +150,25 @@ def train_lora(
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = trainer.evaluate()["eval_loss"]
     model.config.use_cache = True  # saved configs keep fast generation
+    save_output(trainer, tokenizer, Path(adapter_dir), summary)
     if trainer.is_world_process_zero():
-        with atomic_path(adapter_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_json(tmp / "train_summary.json", summary)
         Path(log_path).write_text(steps_log.read_text(encoding="utf-8"), encoding="utf-8")
         plot_loss(log_path, plot_path)
     log.info("training done: %s", summary)
     return summary
+
+
+def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> None:
+    """Every rank takes part (ZeRO-3 gathers its shards into 16-bit weights); rank 0 writes, then renames into place."""
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    if trainer.is_world_process_zero() and partial.exists():
+        shutil.rmtree(partial)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(partial))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(partial)
+        write_json(partial / "train_summary.json", summary)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(partial, out_dir)
+    trainer.accelerator.wait_for_everyone()

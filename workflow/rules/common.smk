@@ -10,13 +10,37 @@ validate(config, schema="../schemas/config.schema.yaml")
 DATASETS = config["datasets"]
 MODEL = config["model"]
 ENV = "../envs/glmtune.yaml"
+LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
+
+
+def resolve_llamafactory(name, dataset):
+    """Fill format, columns, tags and files of a dataset_info.json entry, as LLaMA-Factory reads it."""
+    from glmtune.formats import dataset_info_file, from_dataset_info
+
+    for key in ("dataset_info", "name"):
+        if not dataset.get(key):
+            raise WorkflowError(f"config: datasets.{name}.{key} is required with source: llamafactory")
+    if not Path(dataset["dataset_info"]).is_file():
+        raise WorkflowError(f"config: datasets.{name}.dataset_info: no such file: {dataset['dataset_info']}")
+    try:
+        fmt, options = from_dataset_info(dataset["dataset_info"], dataset["name"])
+    except (ValueError, KeyError) as err:
+        raise WorkflowError(f"config: datasets.{name}: {err}")
+    dataset["format"] = fmt
+    dataset.update({k: v for k, v in options.items() if k not in dataset})
+    dataset.setdefault("files", {"all": str(dataset_info_file(dataset["dataset_info"], dataset["name"]))})
 
 
 def check_config():
     """Fail before any job runs, naming the key, when the config points at things that are not there."""
     for name, dataset in DATASETS.items():
+        if dataset["source"] == "llamafactory":
+            resolve_llamafactory(name, dataset)
+        for key in ("format", "files"):
+            if key not in dataset:
+                raise WorkflowError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
         for split, file in dataset["files"].items():
-            if dataset["source"] == "path" and not Path(file).is_file():
+            if dataset["source"] in ("path", "llamafactory") and not Path(file).is_file():
                 raise WorkflowError(f"config: datasets.{name}.files.{split}: no such file: {file}")
         if dataset["source"] == "url" and not dataset.get("url"):
             raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
@@ -46,14 +70,14 @@ def base_model_dir():
 def raw_input(wildcards):
     """A local file as it is; otherwise the fetched folder (the member is named by raw_member)."""
     dataset = DATASETS[wildcards.dataset]
-    if dataset["source"] == "path":
+    if dataset["source"] in LOCAL_SOURCES:
         return dataset["files"][wildcards.part]
     return f"resources/datasets/{wildcards.dataset}"
 
 
 def raw_member(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return "" if dataset["source"] == "path" else dataset["files"][wildcards.part]
+    return "" if dataset["source"] in LOCAL_SOURCES else dataset["files"][wildcards.part]
 
 
 def convert_options(wildcards):

@@ -1,0 +1,410 @@
+"""The source-format converters on hand-written records: exact canonical messages, and every malformed case's reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glmtune.formats import CONVERTERS, dataset_info_file, from_dataset_info
+from glmtune.schema import InvalidRecord, validate_conversation
+
+TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+TOOLS_JSON = json.dumps(TOOLS, ensure_ascii=False)
+
+
+def convert(fmt: str, record: Any, **options: Any) -> list[dict[str, Any]]:
+    """What convert_file does per record: the converter, then the canonical checks."""
+    messages = CONVERTERS[fmt](record, options)
+    validate_conversation(messages)
+    return messages
+
+
+def S(content: str) -> dict[str, Any]:
+    return {"role": "system", "content": content, "loss": False}
+
+
+def U(content: str) -> dict[str, Any]:
+    return {"role": "user", "content": content, "loss": False}
+
+
+def A(content: str, loss: bool = True, metadata: str | None = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, "loss": loss, **({"metadata": metadata} if metadata else {})}
+
+
+def O(content: str) -> dict[str, Any]:  # noqa: E743
+    return {"role": "observation", "content": content, "loss": False}
+
+
+def test_all_formats_are_registered() -> None:
+    assert set(CONVERTERS) >= {"advertisegen", "chatglm3", "glm4", "alpaca", "prompt_completion", "emollm", "sharegpt"}
+
+
+# --- glm4 -------------------------------------------------------------------------------------------
+
+def test_glm4_plain() -> None:
+    record = {"messages": [{"role": "user", "content": "类型#裤"}, {"role": "assistant", "content": "一条裤子"}]}
+    assert convert("glm4", record) == [U("类型#裤"), A("一条裤子")]
+
+
+def test_glm4_tools_on_empty_system_and_a_tool_call_as_in_the_demo() -> None:
+    call = '{"name": "get_weather", "arguments": {"city": "北京"}}'
+    record = {"messages": [
+        {"role": "system", "content": "", "tools": TOOLS},
+        {"role": "user", "content": "北京天气？"},
+        {"role": "assistant", "content": call},
+        {"role": "observation", "content": '{"temp": 25}'},
+        {"role": "assistant", "content": "北京25度"},
+    ]}
+    assert convert("glm4", record) == [S(TOOLS_JSON), U("北京天气？"), A(call), O('{"temp": 25}'), A("北京25度")]
+
+
+def test_glm4_system_text_tools_metadata_loss_and_tool_role() -> None:
+    record = {"messages": [
+        {"role": "system", "content": "你是助手", "tools": TOOLS},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "loss": False},
+        {"role": "user", "content": "北京天气？"},
+        {"role": "assistant", "content": '{"city": "北京"}', "metadata": "get_weather"},
+        {"role": "tool", "content": "晴"},
+        {"role": "assistant", "content": "晴天"},
+    ]}
+    assert convert("glm4", record) == [
+        S("你是助手\n" + TOOLS_JSON), U("q1"), A("a1", loss=False), U("北京天气？"),
+        A('{"city": "北京"}', metadata="get_weather"), O("晴"), A("晴天"),
+    ]
+
+
+def test_glm4_empty_tools_on_a_user_message_are_ignored() -> None:
+    record = {"messages": [{"role": "user", "content": "q", "tools": []}, {"role": "assistant", "content": "a"}]}
+    assert convert("glm4", record) == [U("q"), A("a")]
+
+
+# --- alpaca -----------------------------------------------------------------------------------------
+
+def test_alpaca_instruction_and_input_are_joined() -> None:
+    record = {"instruction": "将以下罗马数字转换为阿拉伯数字。", "input": "输入：XIV", "output": "输出：14"}
+    assert convert("alpaca", record) == [U("将以下罗马数字转换为阿拉伯数字。\n输入：XIV"), A("输出：14")]
+
+
+@pytest.mark.parametrize("record", [
+    {"instruction": "你好", "input": "", "output": "您好"},
+    {"instruction": "你好", "output": "您好"},
+    {"instruction": "你好", "input": None, "output": "您好"},
+    {"instruction": "", "input": "你好", "output": "您好"},
+], ids=["empty-input", "no-input", "null-input", "input-only"])
+def test_alpaca_single_part_prompt(record: dict[str, Any]) -> None:
+    assert convert("alpaca", record) == [U("你好"), A("您好")]
+
+
+def test_alpaca_system_and_history_come_first_and_history_answers_are_trained() -> None:
+    record = {"instruction": "q3", "input": "x", "output": "a3", "system": "你是助手", "history": [["q1", "a1"], ["q2", "a2"]]}
+    assert convert("alpaca", record) == [S("你是助手"), U("q1"), A("a1"), U("q2"), A("a2"), U("q3\nx"), A("a3")]
+
+
+def test_alpaca_tools_list_or_json_string() -> None:
+    for tools in (TOOLS, TOOLS_JSON):
+        record = {"instruction": "q", "output": "a", "system": "s", "tools": tools}
+        assert convert("alpaca", record) == [S("s\n" + TOOLS_JSON), U("q"), A("a")]
+    assert convert("alpaca", {"instruction": "q", "output": "a", "tools": "[]"}) == [U("q"), A("a")]
+
+
+def test_alpaca_columns_rename_keys_and_a_null_column_is_not_read() -> None:
+    columns = {"prompt": "question", "query": None, "response": "answer", "system": "sys", "history": "turns"}
+    record = {"question": "q2", "input": "ignored", "answer": "a2", "sys": "s", "turns": [["q1", "a1"]], "system": "ignored too"}
+    assert convert("alpaca", record, columns=columns) == [S("s"), U("q1"), A("a1"), U("q2"), A("a2")]
+
+
+def test_alpaca_partial_columns_keep_the_other_defaults() -> None:
+    record = {"instruction": "q", "input": "x", "target": "a"}
+    assert convert("alpaca", record, columns={"response": "target"}) == [U("q\nx"), A("a")]
+
+
+# --- prompt_completion ------------------------------------------------------------------------------
+
+def test_prompt_completion() -> None:
+    assert convert("prompt_completion", {"prompt": "1+1=", "completion": "2"}) == [U("1+1="), A("2")]
+
+
+# --- emollm -----------------------------------------------------------------------------------------
+
+def test_emollm_system_on_first_turn_and_every_answer_trained() -> None:
+    record = {"conversation": [{"system": "你是心理专家", "input": "我很焦虑", "output": "慢慢说"}, {"input": "睡不着", "output": "试试放松"}]}
+    assert convert("emollm", record) == [S("你是心理专家"), U("我很焦虑"), A("慢慢说"), U("睡不着"), A("试试放松")]
+
+
+def test_emollm_without_system() -> None:
+    record = {"conversation": [{"input": "请介绍一下你自己", "output": "我是艾仁医生"}]}
+    assert convert("emollm", record) == [U("请介绍一下你自己"), A("我是艾仁医生")]
+
+
+def test_emollm_empty_first_system_is_dropped() -> None:
+    assert convert("emollm", {"conversation": [{"system": "", "input": "q", "output": "a"}]}) == [U("q"), A("a")]
+
+
+# --- sharegpt ---------------------------------------------------------------------------------------
+
+def turn(tag: str, value: Any) -> dict[str, Any]:
+    return {"from": tag, "value": value}
+
+
+def test_sharegpt_plain_multi_turn_with_system_column() -> None:
+    record = {"conversations": [turn("human", "q1"), turn("gpt", "a1"), turn("human", "q2"), turn("gpt", "a2")], "system": "s"}
+    assert convert("sharegpt", record) == [S("s"), U("q1"), A("a1"), U("q2"), A("a2")]
+
+
+def test_sharegpt_tool_call_with_json_string_tools() -> None:
+    record = {"conversations": [
+        turn("human", "北京天气？"),
+        turn("function_call", '{"name": "get_weather", "arguments": {"city": "北京"}}'),
+        turn("observation", '{"temp": 25}'),
+        turn("gpt", "北京25度"),
+    ], "tools": TOOLS_JSON}
+    assert convert("sharegpt", record) == [
+        S(TOOLS_JSON), U("北京天气？"), A('{"city": "北京"}', metadata="get_weather"), O('{"temp": 25}'), A("北京25度"),
+    ]
+
+
+@pytest.mark.parametrize("tools", ["[]", "", [], None])
+def test_sharegpt_no_tools(tools: Any) -> None:
+    record = {"conversations": [turn("human", "q"), turn("gpt", "a")], "tools": tools}
+    assert convert("sharegpt", record) == [U("q"), A("a")]
+
+
+def test_sharegpt_system_text_then_tools_list() -> None:
+    record = {"conversations": [turn("human", "q"), turn("gpt", "a")], "system": "你是助手", "tools": TOOLS}
+    assert convert("sharegpt", record) == [S("你是助手\n" + TOOLS_JSON), U("q"), A("a")]
+
+
+def test_sharegpt_leading_system_message_is_the_system_prompt() -> None:
+    record = {"conversations": [turn("system", "s"), turn("human", "q"), turn("gpt", "a")], "system": "ignored"}
+    assert convert("sharegpt", record) == [S("s"), U("q"), A("a")]
+
+
+def test_sharegpt_function_call_arguments_string_and_single_item_list() -> None:
+    record = {"conversations": [
+        turn("human", "q"), turn("function_call", '{"name": "f", "arguments": "{\\"x\\": 1}"}'), turn("observation", "r1"),
+        turn("function_call", '[{"name": "g"}]'), turn("observation", "r2"), turn("gpt", "done"),
+    ]}
+    assert convert("sharegpt", record) == [U("q"), A('{"x": 1}', metadata="f"), O("r1"), A("{}", metadata="g"), O("r2"), A("done")]
+
+
+def test_sharegpt_columns_and_tags_as_in_dataset_info() -> None:
+    record = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    options = {"columns": {"messages": "messages"},
+               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}
+    assert convert("sharegpt", record, **options) == [S("s"), U("q"), A("a")]
+
+
+# --- chatglm3 type checks (the rest is in test_convert.py) -------------------------------------------
+
+def test_chatglm3_metadata_kept() -> None:
+    record = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "metadata": "m"}]}
+    assert convert("chatglm3", record) == [U("q"), A("a", metadata="m")]
+
+
+# --- malformed records --------------------------------------------------------------------------------
+
+def msgs(*turns: Any) -> dict[str, Any]:
+    return {"messages": list(turns)}
+
+
+def conv(*turns: Any) -> dict[str, Any]:
+    return {"conversations": list(turns)}
+
+
+UQ, AA = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
+HQ, GA = turn("human", "q"), turn("gpt", "a")
+CALL = turn("function_call", '{"name": "f", "arguments": {}}')
+
+# (format, record, options, reason substring)
+MALFORMED = [
+    pytest.param("glm4", [UQ, AA], {}, "record is list, not an object", id="glm4-record-list"),
+    pytest.param("glm4", {"conversations": [UQ, AA]}, {}, "missing key 'messages'", id="glm4-no-messages"),
+    pytest.param("glm4", {"messages": "q"}, {}, "'messages' is str, not a list", id="glm4-messages-str"),
+    pytest.param("glm4", msgs(), {}, "conversation is empty", id="glm4-empty"),
+    pytest.param("glm4", msgs("q", AA), {}, "message 0 is str, not an object", id="glm4-message-str"),
+    pytest.param("glm4", msgs({"content": "q"}, AA), {}, "message 0: missing key 'role'", id="glm4-no-role"),
+    pytest.param("glm4", msgs({"role": 1, "content": "q"}, AA), {}, "message 0: 'role' is int, not a string", id="glm4-role-int"),
+    pytest.param("glm4", msgs({"role": "bot", "content": "q"}, AA), {}, "message 0: unknown role 'bot'", id="glm4-unknown-role"),
+    pytest.param("glm4", msgs({"role": "user"}, AA), {}, "message 0: missing key 'content'", id="glm4-no-content"),
+    pytest.param("glm4", msgs(UQ, {"role": "assistant", "content": ["a"]}), {}, "message 1: 'content' is list, not a string", id="glm4-content-list"),
+    pytest.param("glm4", msgs(UQ, {"role": "assistant", "content": None}), {}, "message 1: 'content' is NoneType, not a string", id="glm4-content-null"),
+    pytest.param("glm4", msgs({"role": "user", "content": "q", "tools": TOOLS}, AA), {}, "message 0: 'tools' on a user message", id="glm4-tools-on-user"),
+    pytest.param("glm4", msgs({"role": "system", "content": "", "tools": {"name": "f"}}, UQ, AA), {}, "message 0: 'tools' is dict, not a list", id="glm4-tools-dict"),
+    pytest.param("glm4", msgs(UQ, {**AA, "loss": "yes"}), {}, "message 1: 'loss' is str, not true or false", id="glm4-loss-str"),
+    pytest.param("glm4", msgs(UQ, {**AA, "metadata": 3}), {}, "message 1: 'metadata' is int, not a string", id="glm4-metadata-int"),
+    pytest.param("glm4", msgs(UQ, {"role": "system", "content": "s"}, AA), {}, "message 1: system message after a user message", id="glm4-late-system"),
+    pytest.param("glm4", msgs(UQ, {"role": "assistant", "content": " "}), {}, "empty assistant message", id="glm4-empty-answer"),
+    pytest.param("glm4", msgs(UQ), {}, "no trained assistant message", id="glm4-no-answer"),
+
+    pytest.param("alpaca", "q", {}, "record is str, not an object", id="alpaca-record-str"),
+    pytest.param("alpaca", {"instruction": "q"}, {}, "missing key 'output'", id="alpaca-no-output"),
+    pytest.param("alpaca", {"instruction": "q", "output": 3}, {}, "'output' is int, not a string", id="alpaca-output-int"),
+    pytest.param("alpaca", {"instruction": "q", "output": None}, {}, "'output' is NoneType, not a string", id="alpaca-output-null"),
+    pytest.param("alpaca", {"instruction": ["q"], "output": "a"}, {}, "'instruction' is list, not a string", id="alpaca-instruction-list"),
+    pytest.param("alpaca", {"instruction": "q", "input": 5, "output": "a"}, {}, "'input' is int, not a string", id="alpaca-input-int"),
+    pytest.param("alpaca", {"instruction": "", "input": "", "output": "a"}, {}, "'instruction' and 'input' empty or missing", id="alpaca-empty-prompt"),
+    pytest.param("alpaca", {"output": "a"}, {}, "'instruction' and 'input' empty or missing", id="alpaca-no-prompt"),
+    pytest.param("alpaca", {"instruction": "q", "output": ""}, {}, "empty assistant message", id="alpaca-empty-output"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "system": 1}, {}, "'system' is int, not a string", id="alpaca-system-int"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "history": "q0"}, {}, "'history' is str, not a list", id="alpaca-history-str"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "history": [["q0"]]}, {}, "'history' item 0 is not a [question, answer] pair", id="alpaca-history-short"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "history": [["q0", "a0"], ["q1", 2]]}, {}, "'history' item 1 is not a [question, answer] pair", id="alpaca-history-int"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "tools": "[{"}, {}, "'tools' is a string but not valid JSON", id="alpaca-tools-bad-json"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "tools": '{"name": "f"}'}, {}, "'tools' is dict, not a list", id="alpaca-tools-json-dict"),
+    pytest.param("alpaca", {"question": "q", "output": "a"}, {"columns": {"prompt": "question", "response": "answer"}}, "missing key 'answer'", id="alpaca-column-missing"),
+
+    pytest.param("prompt_completion", {"prompt": "p"}, {}, "missing key 'completion'", id="pc-no-completion"),
+    pytest.param("prompt_completion", {"completion": "c"}, {}, "missing key 'prompt'", id="pc-no-prompt"),
+    pytest.param("prompt_completion", {"prompt": None, "completion": "c"}, {}, "'prompt' is NoneType, not a string", id="pc-prompt-null"),
+    pytest.param("prompt_completion", {"prompt": "p", "completion": 2}, {}, "'completion' is int, not a string", id="pc-completion-int"),
+    pytest.param("prompt_completion", 7, {}, "record is int, not an object", id="pc-record-int"),
+
+    pytest.param("emollm", {"conversations": []}, {}, "missing key 'conversation'", id="emollm-no-conversation"),
+    pytest.param("emollm", {"conversation": {"input": "q", "output": "a"}}, {}, "'conversation' is dict, not a list", id="emollm-conversation-dict"),
+    pytest.param("emollm", {"conversation": []}, {}, "conversation is empty", id="emollm-empty"),
+    pytest.param("emollm", {"conversation": ["q"]}, {}, "turn 0 is str, not an object", id="emollm-turn-str"),
+    pytest.param("emollm", {"conversation": [{"output": "a"}]}, {}, "turn 0: missing key 'input'", id="emollm-no-input"),
+    pytest.param("emollm", {"conversation": [{"input": "q", "output": "a"}, {"input": "q"}]}, {}, "turn 1: missing key 'output'", id="emollm-no-output"),
+    pytest.param("emollm", {"conversation": [{"input": "q", "output": "a"}, {"input": "q", "output": 1}]}, {}, "turn 1: 'output' is int, not a string", id="emollm-output-int"),
+    pytest.param("emollm", {"conversation": [{"system": ["s"], "input": "q", "output": "a"}]}, {}, "turn 0: 'system' is list, not a string", id="emollm-system-list"),
+    pytest.param("emollm", {"conversation": [{"input": "q", "output": "a"}, {"system": "s", "input": "q", "output": "a"}]}, {},
+                 "turn 1: 'system' after the first turn", id="emollm-late-system"),
+    pytest.param("emollm", {"conversation": [{"input": "q", "output": ""}]}, {}, "empty assistant message", id="emollm-empty-output"),
+
+    pytest.param("sharegpt", {"messages": [HQ, GA]}, {}, "missing key 'conversations'", id="sharegpt-no-conversations"),
+    pytest.param("sharegpt", {"conversations": "q"}, {}, "'conversations' is str, not a list", id="sharegpt-conversations-str"),
+    pytest.param("sharegpt", conv(), {}, "conversation is empty", id="sharegpt-empty"),
+    pytest.param("sharegpt", conv("q", GA), {}, "message 0 is str, not an object", id="sharegpt-message-str"),
+    pytest.param("sharegpt", conv({"value": "q"}, GA), {}, "message 0: missing key 'from'", id="sharegpt-no-from"),
+    pytest.param("sharegpt", conv({"from": "human"}, GA), {}, "message 0: missing key 'value'", id="sharegpt-no-value"),
+    pytest.param("sharegpt", conv(turn("human", 1), GA), {}, "message 0: 'value' is int, not a string", id="sharegpt-value-int"),
+    pytest.param("sharegpt", conv(turn("bot", "q"), GA), {}, "message 0: unknown from 'bot'", id="sharegpt-unknown-tag"),
+    pytest.param("sharegpt", conv(GA, HQ), {}, "message 0: 'gpt' out of turn (expected 'human' or 'observation'", id="sharegpt-starts-with-gpt"),
+    pytest.param("sharegpt", conv(HQ, HQ, GA), {}, "message 1: 'human' out of turn (expected 'gpt' or 'function_call'", id="sharegpt-two-humans"),
+    pytest.param("sharegpt", conv(HQ, GA, turn("system", "s"), GA), {}, "message 2: 'system' out of turn", id="sharegpt-late-system"),
+    pytest.param("sharegpt", conv(HQ, GA, HQ), {}, "the last message is 'human'; a conversation ends with an assistant turn", id="sharegpt-ends-with-human"),
+    pytest.param("sharegpt", conv(HQ, GA, turn("observation", "r"), GA), {}, "message 2: observation without a preceding function_call", id="sharegpt-orphan-observation"),
+    pytest.param("sharegpt", conv(turn("observation", "r"), GA), {}, "message 0: observation without a preceding function_call", id="sharegpt-observation-first"),
+    pytest.param("sharegpt", conv(HQ, turn("function_call", "f(x=1)"), turn("observation", "r"), GA), {}, "message 1: function call is not valid JSON", id="sharegpt-call-not-json"),
+    pytest.param("sharegpt", conv(HQ, turn("function_call", '{"arguments": {}}'), turn("observation", "r"), GA), {},
+                 "message 1: function call is not one {\"name\", \"arguments\"} object with a string 'name'", id="sharegpt-call-no-name"),
+    pytest.param("sharegpt", conv(HQ, turn("function_call", '[{"name": "f"}, {"name": "g"}]'), turn("observation", "r"), GA), {},
+                 "message 1: function call is not one", id="sharegpt-parallel-calls"),
+    pytest.param("sharegpt", {**conv(HQ, GA), "tools": 3}, {}, "'tools' is int, not a list", id="sharegpt-tools-int"),
+    pytest.param("sharegpt", {**conv(HQ, GA), "tools": "[{'name': 'f'}]"}, {}, "'tools' is a string but not valid JSON", id="sharegpt-tools-bad-json"),
+    pytest.param("sharegpt", {**conv(HQ, GA), "system": ["s"]}, {}, "'system' is list, not a string", id="sharegpt-system-list"),
+    pytest.param("sharegpt", conv(HQ, turn("gpt", "")), {}, "empty assistant message", id="sharegpt-empty-answer"),
+    pytest.param("sharegpt", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 2}]},
+                 {"columns": {"messages": "messages"}, "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
+                 "message 1: 'content' is int, not a string", id="sharegpt-custom-tags-content-int"),
+
+    pytest.param("chatglm3", {"conversations": [UQ, AA], "tools": "f"}, {}, "'tools' is str, not a list", id="chatglm3-tools-str"),
+    pytest.param("chatglm3", conv(UQ, {"role": "tool", "name": 3}), {}, "message 1: 'name' is int, not a string", id="chatglm3-tool-name-int"),
+    pytest.param("chatglm3", {"conversations": [{"role": "system", "content": 1}, UQ, AA], "tools": TOOLS}, {},
+                 "message 0: 'content' is int, not a string", id="chatglm3-system-content-int"),
+    pytest.param("chatglm3", conv(UQ, {**AA, "metadata": ["m"]}), {}, "message 1: 'metadata' is list, not a string", id="chatglm3-metadata-list"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "bad", "options", "reason"), MALFORMED)
+def test_malformed_record_reason(fmt: str, bad: Any, options: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidRecord) as info:
+        convert(fmt, bad, **options)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(("fmt", "options", "message"), [
+    ("alpaca", {"columns": {"messages": "conversations"}}, "option 'columns': unknown key(s) messages"),
+    ("alpaca", {"columns": ["instruction"]}, "option 'columns' must be a mapping"),
+    ("alpaca", {"columns": {"response": None}}, "option 'columns': response must name a key"),
+    ("sharegpt", {"columns": {"messages": ""}}, "option 'columns': messages must name a key"),
+    ("sharegpt", {"tags": {"role": "role"}}, "option 'tags': unknown key(s) role"),
+    ("sharegpt", {"tags": {"role_tag": None}}, "option 'tags': role_tag must name a key"),
+])
+def test_bad_options_are_config_errors_not_rejects(fmt: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        CONVERTERS[fmt]({"instruction": "q", "output": "a", "conversations": []}, options)
+    assert not isinstance(info.value, InvalidRecord)
+
+
+# --- LLaMA-Factory dataset_info.json ----------------------------------------------------------------
+
+INFO = {
+    "plain": {"file_name": "plain.json"},
+    "renamed": {"file_name": "sub/qa.jsonl", "columns": {"prompt": "question", "response": "answer", "system": "sys"}},
+    "chat": {"file_name": "chat.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "tools": "tools"}},
+    "chat_default": {"file_name": "chat.json", "formatting": "sharegpt"},
+    "openai_like": {"file_name": "o.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}},
+    "hub": {"hf_hub_url": "someone/data", "columns": {"prompt": "q"}},
+    "script": {"script_url": "my_script"},
+    "rlhf": {"file_name": "dpo.json", "ranking": True, "formatting": "sharegpt", "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+    "kto": {"file_name": "kto.json", "formatting": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"}},
+    "mm": {"file_name": "mm.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"}},
+    "openai": {"file_name": "o.json", "formatting": "openai"},
+    "pretrain": {"file_name": "c4.json", "columns": {"prompt": "text"}},
+    "bad_tags": {"file_name": "o.json", "formatting": "sharegpt", "tags": {"role_tag": "role"}},
+}
+
+
+@pytest.fixture
+def info_path(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "dataset_info.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(INFO), encoding="utf-8")
+    return path
+
+
+def test_dataset_info_alpaca_defaults_read_only_instruction_input_output(info_path: Path) -> None:
+    fmt, options = from_dataset_info(info_path, "plain")
+    assert (fmt, options) == ("alpaca", {"columns": {"prompt": "instruction", "query": "input", "response": "output",
+                                                      "system": None, "history": None, "tools": None}})
+    record = {"instruction": "q", "input": "x", "output": "a", "system": "not read by LLaMA-Factory without columns.system"}
+    assert convert(fmt, record, **options) == [U("q\nx"), A("a")]
+
+
+def test_dataset_info_columns_replace_all_defaults(info_path: Path) -> None:
+    fmt, options = from_dataset_info(info_path, "renamed")
+    assert options["columns"] == {"prompt": "question", "query": None, "response": "answer", "system": "sys", "history": None, "tools": None}
+    assert convert(fmt, {"question": "q", "input": "not read", "answer": "a", "sys": "s"}, **options) == [S("s"), U("q"), A("a")]
+    assert dataset_info_file(info_path, "renamed") == info_path.parent / "sub" / "qa.jsonl"
+
+
+def test_dataset_info_sharegpt(info_path: Path) -> None:
+    assert from_dataset_info(info_path, "chat") == ("sharegpt", {"columns": {"messages": "conversations", "system": None, "tools": "tools"}})
+    assert from_dataset_info(info_path, "chat_default") == ("sharegpt", {"columns": {"messages": "conversations", "system": None, "tools": None}})
+    fmt, options = from_dataset_info(info_path, "openai_like")
+    assert options["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                               "observation_tag": None, "function_tag": None, "system_tag": "system"}
+    record = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert convert(fmt, record, **options) == [S("s"), U("q"), A("a")]
+    with pytest.raises(InvalidRecord, match="unknown role 'observation'"):  # its observation tag is unset, as in LLaMA-Factory
+        convert(fmt, {"messages": [{"role": "user", "content": "q"}, {"role": "observation", "content": "r"}]}, **options)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("missing", "no dataset entry 'missing'"),
+    ("hub", "dataset 'hub' has no local file_name (it loads from hf_hub_url 'someone/data'"),
+    ("script", "dataset 'script' has no local file_name (it loads from script_url 'my_script'"),
+    ("rlhf", "dataset 'rlhf': preference data (ranking: true) is not supported"),
+    ("kto", "dataset 'kto': KTO data (columns.kto_tag) is not supported"),
+    ("mm", "dataset 'mm': images (columns.images) is not supported"),
+    ("openai", "dataset 'openai': formatting 'openai' is not supported"),
+    ("pretrain", "dataset 'pretrain': needs prompt and response columns"),
+    ("bad_tags", "dataset 'bad_tags': tags must name role_tag, content_tag, user_tag and assistant_tag"),
+])
+def test_dataset_info_unsupported_entries_name_file_and_entry(info_path: Path, name: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        from_dataset_info(info_path, name)
+    assert str(info.value).startswith(f"{info_path}: ")
+    assert message in str(info.value)
+
+
+def test_dataset_info_file_needs_a_file_name(info_path: Path) -> None:
+    assert dataset_info_file(info_path, "plain") == info_path.parent / "plain.json"
+    with pytest.raises(ValueError, match="has no local file_name"):
+        dataset_info_file(info_path, "hub")
