@@ -28,6 +28,10 @@ class ChatTemplate:
     eos: str
     stop: tuple[str, ...]  # tokens that end generation
     role_format: str = "<|{role}|>"
+    # What the rendered text puts after a header so that tokenizing it whole gives the ids of encoding
+    # header and content apart. SentencePiece (ChatGLM3) prefixes every text segment with '▁': the
+    # official ChatGLM3 chat template writes "\n " for that reason.
+    jinja_header_end: str = "\n"
 
     def role_token(self, role: str) -> str:
         return self.role_format.format(role=role)
@@ -36,7 +40,8 @@ class ChatTemplate:
         """A Hugging Face chat template that renders the same text (for `apply_chat_template`)."""
         return (
             "{{ '" + "".join(self.prefix) + "' }}"
-            "{% for m in messages %}{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + '\\n' + m['content'] }}{% endfor %}"
+            "{% for m in messages %}{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + '"
+            + self.jinja_header_end.replace("\n", "\\n") + "' + m['content'] }}{% endfor %}"
             "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
         )
 
@@ -53,6 +58,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         prefix=("[gMASK]", "sop"),
         eos="</s>",
         stop=("</s>", "<|user|>", "<|observation|>"),
+        jinja_header_end="\n ",
     ),
 }
 

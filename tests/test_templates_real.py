@@ -1,0 +1,162 @@
+"""encode_conversation / encode_prompt with the real GLM-4 and ChatGLM3 tokenizers, against id lists
+built by hand from the official layouts.
+
+Official layout (GLM-4 finetune demo / tokenization_chatglm.py, ChatGLM3 finetune_hf.py): the prefix
+[gMASK] <sop>, then for each message `build_single_message(role, metadata, content)` =
+[<|role|>] + encode(f"{metadata}\\n") + encode(content), where encode is the raw reference encoder
+(tiktoken for GLM-4, SentencePiece for ChatGLM3) applied to each piece on its own; eos closes the
+sample. Loss marks are True for assistant messages, then shifted right by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pytest
+from conftest import shared_data
+
+from glmtune.glm_tokenizers import GLM4_PATTERN, load_chatglm3_tokenizer, load_glm4_tokenizer
+from glmtune.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
+
+SYSTEM = "你是一个乐于助人的助手。"
+USER = "类型#裙*颜色#红色*风格#简约"
+ANSWER = "这款红色连衣裙简约大方，适合日常穿着。"
+USER2 = "Can you make it shorter? 20 words max."
+ANSWER2 = "Red, simple dress 👗 for every day."
+
+
+@dataclass
+class Family:
+    name: str
+    tokenizer: Any
+    ref: Any  # encode(text) -> ids, the reference encoder
+    prefix: list[int]
+    system: int
+    user: int
+    assistant: int
+    eos: int
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.ref(text))
+
+    def message(self, role_id: int, content: str) -> list[int]:
+        """The original build_single_message with empty metadata."""
+        return [role_id, *self.ids("\n"), *self.ids(content)]
+
+
+@cache
+def _glm4() -> Family:
+    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is the GLM-4 reference encoder")
+    from tiktoken.load import load_tiktoken_bpe
+
+    path = shared_data("tokenizers/glm-4-9b-chat/tokenizer.model")
+    ref = tiktoken.Encoding(name="glm4", pat_str=GLM4_PATTERN, mergeable_ranks=load_tiktoken_bpe(str(path)), special_tokens={})
+    return Family("glm4", load_glm4_tokenizer(path.parent), lambda text: ref.encode(text, disallowed_special=()),
+                  [151331, 151333], 151335, 151336, 151337, 151329)
+
+
+@cache
+def _chatglm3() -> Family:
+    spm = pytest.importorskip("sentencepiece", reason="sentencepiece is the ChatGLM3 reference encoder")
+    path = shared_data("tokenizers/chatglm3-6b/tokenizer.model")
+    ref = spm.SentencePieceProcessor(model_file=str(path))
+    return Family("chatglm3", load_chatglm3_tokenizer(path.parent), ref.encode, [64790, 64792], 64794, 64795, 64796, 2)
+
+
+@pytest.fixture(scope="module", params=["glm4", "chatglm3"])
+def fam(request: pytest.FixtureRequest) -> Family:
+    return _glm4() if request.param == "glm4" else _chatglm3()
+
+
+def msg(role: str, content: str) -> dict[str, Any]:
+    return {"role": role, "content": content, "loss": role == "assistant"}
+
+
+def official_labels(fam: Family, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """The demos' process_batch: masks by role, eos appended, masks shifted right by one."""
+    ids, masks = list(fam.prefix), [False, False]
+    role_ids = {"system": fam.system, "user": fam.user, "assistant": fam.assistant}
+    for m in messages:
+        part = fam.message(role_ids[m["role"]], m["content"])
+        ids += part
+        masks += [m["role"] == "assistant"] * len(part)
+    ids.append(fam.eos)
+    masks = [False, *masks]
+    return ids, [token if mask else IGNORE_INDEX for token, mask in zip(ids, masks)]
+
+
+def test_system_user_assistant_matches_the_official_layout(fam: Family) -> None:
+    messages = [msg("system", SYSTEM), msg("user", USER), msg("assistant", ANSWER)]
+    ids, labels, truncated = encode_conversation(fam.tokenizer, get_template(fam.name), messages)
+    nl = fam.ids("\n")
+    expected = [
+        *fam.prefix,
+        fam.system, *nl, *fam.ids(SYSTEM),
+        fam.user, *nl, *fam.ids(USER),
+        fam.assistant, *nl, *fam.ids(ANSWER),
+        fam.eos,
+    ]
+    assert ids == expected
+    n_prompt = len(expected) - len(nl) - len(fam.ids(ANSWER)) - 1  # up to and including <|assistant|>
+    assert labels == [IGNORE_INDEX] * n_prompt + [*nl, *fam.ids(ANSWER), fam.eos]
+    assert (ids, labels) == official_labels(fam, messages)
+    assert truncated is False
+
+
+def test_literal_ids_of_a_short_conversation(fam: Family) -> None:
+    messages = [msg("user", "你好"), msg("assistant", "你好")]
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template(fam.name), messages)
+    if fam.name == "glm4":  # "\n" = 198, "你好" = 109377
+        expected = [151331, 151333, 151336, 198, 109377, 151337, 198, 109377, 151329]
+    else:                   # "\n" = "▁" <0x0A> = 30910 13, "你好" = "▁你" "好" = 36474 54591
+        expected = [64790, 64792, 64795, 30910, 13, 36474, 54591, 64796, 30910, 13, 36474, 54591, 2]
+    assert ids == expected
+    n_prompt = 6 if fam.name == "glm4" else 8
+    assert labels == [IGNORE_INDEX] * n_prompt + expected[n_prompt:]
+
+
+def test_two_turns_match_the_official_layout(fam: Family) -> None:
+    messages = [msg("user", USER), msg("assistant", ANSWER), msg("user", USER2), msg("assistant", ANSWER2)]
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template(fam.name), messages)
+    nl = fam.ids("\n")
+    first = [fam.user, *nl, *fam.ids(USER), fam.assistant, *nl, *fam.ids(ANSWER)]
+    second = [fam.user, *nl, *fam.ids(USER2), fam.assistant, *nl, *fam.ids(ANSWER2)]
+    assert ids == [*fam.prefix, *first, *second, fam.eos]
+    ignore = lambda n: [IGNORE_INDEX] * n  # noqa: E731
+    expected_labels = [
+        *ignore(2 + 1 + len(nl) + len(fam.ids(USER)) + 1), *nl, *fam.ids(ANSWER),
+        fam.user,  # the first answer's terminator: the next role token is learned
+        *ignore(len(nl) + len(fam.ids(USER2)) + 1), *nl, *fam.ids(ANSWER2),
+        fam.eos,
+    ]
+    assert labels == expected_labels
+    assert (ids, labels) == official_labels(fam, messages)
+
+
+def test_encode_prompt_ends_with_the_assistant_token(fam: Family) -> None:
+    messages = [msg("system", SYSTEM), msg("user", USER), msg("assistant", ANSWER), msg("user", USER2)]
+    ids = encode_prompt(fam.tokenizer, get_template(fam.name), messages)
+    nl = fam.ids("\n")
+    assert ids == [
+        *fam.prefix,
+        fam.system, *nl, *fam.ids(SYSTEM),
+        fam.user, *nl, *fam.ids(USER),
+        fam.assistant, *nl, *fam.ids(ANSWER),
+        fam.user, *nl, *fam.ids(USER2),
+        fam.assistant,
+    ]
+    # the training ids of the same conversation start with the prompt
+    full, _, _ = encode_conversation(fam.tokenizer, get_template(fam.name), [*messages, msg("assistant", ANSWER2)])
+    assert full[: len(ids)] == ids
+
+
+@pytest.mark.parametrize("name", ["glm4", "chatglm3"])
+def test_apply_chat_template_gives_the_official_prompt_ids(name: str) -> None:
+    fam = _glm4() if name == "glm4" else _chatglm3()
+    messages = [msg("system", SYSTEM), msg("user", USER)]
+    text = fam.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = fam.tokenizer.encode(text, add_special_tokens=False)
+    nl = fam.ids("\n")
+    assert ids == [*fam.prefix, fam.system, *nl, *fam.ids(SYSTEM), fam.user, *nl, *fam.ids(USER), fam.assistant]
