@@ -236,3 +236,28 @@ def test_dtype_generation_config_and_tokenizer(tmp_path: Path) -> None:
     assert AutoTokenizer.from_pretrained(dst)("hello world")["input_ids"] == [1, 2]
     with pytest.raises(ValueError, match="dtype"):
         convert_checkpoint(tmp_path / "orig", tmp_path / "other", dtype="int8")
+
+
+def test_fetch_converts_an_original_glm4_folder_with_its_real_tokenizer(tmp_path: Path) -> None:
+    """`source: path` on an original-layout GLM-4 folder gives a native folder and tokenizer, no remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from glmtune.fetch import fetch_model_folder
+
+    ranks = shared_data("tokenizers/glm-4-9b-chat/tokenizer.model")
+    config = {**ORIGINAL_CONFIGS["glm4"], "padded_vocab_size": 151552, "eos_token_id": [151329, 151336, 151338],
+              "pad_token_id": 151329}
+    src = tmp_path / "glm-4-9b-chat"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(config))
+    save_file(original_state(config), src / "model.safetensors")
+    (src / "tokenizer.model").write_bytes(ranks.read_bytes())
+    out = fetch_model_folder("glm4", {"source": "path", "path": str(src)}, tmp_path / "native", tmp_path / "cache")
+    assert not out.is_symlink() and is_native(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "GlmForCausalLM"
+    assert tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>", "<|user|>"]) == [151331, 151333, 151336]
+    # A native folder is linked, not copied.
+    again = fetch_model_folder("glm4", {"source": "path", "path": str(out)}, tmp_path / "linked", tmp_path / "cache")
+    assert again.is_symlink() and again.resolve() == out.resolve()

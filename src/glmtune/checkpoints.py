@@ -247,3 +247,11 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: str | None = Non
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return dst
+
+
+def to_native(src: str | Path, dst: str | Path, dtype: str | None = None) -> Path:
+    """An original ChatGLM3 / GLM-4 folder (weights + tokenizer.model) as a native folder with a fast tokenizer."""
+    from .glm_tokenizers import load_tokenizer
+
+    family = original_family(_read_json(Path(src) / "config.json"))
+    return convert_checkpoint(src, dst, dtype, tokenizer=load_tokenizer(src, family))

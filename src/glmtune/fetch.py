@@ -212,7 +212,21 @@ def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path) -> Path:
-    """The fetch_model stage: link a local folder or download from a hub (caches kept under resources/)."""
+    """The fetch_model stage: a native transformers folder at out_dir.
+
+    A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
+    is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code.
+    Hub downloads land in cache_dir/downloads/<name> (kept under resources/).
+    """
+    from .checkpoints import is_native, to_native
+
     if spec["source"] == "path":
-        return link_local_model(name, spec["path"], out_dir)
-    return fetch_model(name, spec["source"], spec.get("repo_id"), out_dir, spec.get("revision"), cache_dir=cache_dir)
+        source = Path(spec["path"])
+        if not (source / "config.json").is_file():
+            return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
+    else:
+        source = Path(cache_dir) / "downloads" / name
+        fetch_model(name, spec["source"], spec.get("repo_id"), source, spec.get("revision"), cache_dir=cache_dir)
+    if is_native(source):
+        return link_local_model(name, source, out_dir)
+    return to_native(source, out_dir)
