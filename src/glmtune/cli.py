@@ -1,4 +1,4 @@
-"""The `glmtune` command: inference on a fine-tuned model (adapter or merged folder)."""
+"""The `glmtune` command: inference on a fine-tuned model (adapter or merged folder), and benchmarks."""
 
 from __future__ import annotations
 
@@ -24,6 +24,24 @@ def infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_eval(args: argparse.Namespace) -> int:
+    from .benchmark import bench_eval as run
+
+    print(run(args.model_dir, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, args.batch, args.cache))
+    return 0
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    from .benchmark import bench_train as run
+    from .benchmark_models import random_lora_model
+
+    def build(checkpointing: bool):  # type: ignore[no-untyped-def]
+        return random_lora_model(args.arch, args.lora_targets.split(","), checkpointing)
+
+    print(run(build, args.tokenized, args.steps, args.demo_batch, args.pack_length, args.rows, args.peak_tflops))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glmtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=infer)
+
+    b = commands.add_parser("bench-eval", help="generation samples/s: the demo's way vs length-sorted batches (a benchmark)")
+    b.add_argument("model_dir")
+    b.add_argument("test", help="a test split (results/splits/test.jsonl)")
+    b.add_argument("--template", default="glm4", choices=["glm4", "chatglm3"])
+    b.add_argument("--samples", type=int, default=1070)
+    b.add_argument("--max-new-tokens", type=int, default=74)
+    b.add_argument("--demo-batch", type=int, default=16)
+    b.add_argument("--batch", type=int, default=128)
+    b.add_argument("--cache", default="static", choices=["static", "dynamic"])
+    b.set_defaults(func=bench_eval)
+
+    t = commands.add_parser("bench-train", help="training tokens/s: the demo recipe vs packing (a benchmark)")
+    t.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
+    t.add_argument("tokenized", help="a tokenized train split (results/tokenized/train)")
+    t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--demo-batch", type=int, default=4)
+    t.add_argument("--pack-length", type=int, default=4096)
+    t.add_argument("--rows", type=int, default=1, help="packed rows per step")
+    t.add_argument("--lora-targets", default="q_proj,k_proj,v_proj")
+    t.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU (H100 SXM: 989)")
+    t.set_defaults(func=bench_train)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging

@@ -22,7 +22,7 @@ METRIC_LABELS = {
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
     template_name: str, max_samples: int | None, batch_size: int, max_new_tokens: int, max_input_length: int,
-    base_model: str | Path | None = None,
+    base_model: str | Path | None = None, cache: str = "dynamic",
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it."""
     template = get_template(template_name)
@@ -33,7 +33,7 @@ def evaluate_model(
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
     start = time.perf_counter()
-    predictions = generate(model, tokenizer, template, prompts, batch_size, max_new_tokens)
+    predictions = generate(model, tokenizer, template, prompts, batch_size, max_new_tokens, cache=cache)
     seconds = time.perf_counter() - start
     references = [reference for _, reference in pairs]
     scores = corpus_scores(predictions, references)

@@ -53,13 +53,15 @@ def load_model(model_dir: str | Path, base_override: str | Path | None = None, d
 def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
     prompts: Sequence[list[int]], batch_size: int = 32, max_new_tokens: int = 128, progress: bool = True,
+    sort_by_length: bool = True, cache: str = "dynamic", min_new_tokens: int | None = None,
 ) -> list[str]:
     """Greedy completions of tokenized prompts, in the prompts' order.
 
-    Prompts are sorted by length so a batch carries little padding; rows are left-padded.
+    Prompts are sorted by length so a batch carries little padding; rows are left-padded. `cache="static"`
+    preallocates the KV cache (what lets CUDA graphs / torch.compile cut per-step launch overhead on a GPU).
     """
     stops = stop_token_ids(tokenizer, template)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else list(range(len(prompts)))
     outputs: dict[int, str] = {}
     device = next(model.parameters()).device
     for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress or None, mininterval=2):
@@ -67,7 +69,8 @@ def generate(
         batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, return_tensors="pt").to(device)
         generated = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=tokenizer.pad_token_id, cache_implementation=None if cache == "dynamic" else cache,
+            **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
         )
         for row, ids in zip(rows, generated[:, batch["input_ids"].shape[1] :]):
             outputs[row] = tokenizer.decode(ids, skip_special_tokens=True).strip()

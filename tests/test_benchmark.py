@@ -1,0 +1,32 @@
+"""The benchmark commands run end to end on the tiny model (their numbers are measured on a GPU, not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import shared_data
+
+from glmtune.benchmark import bench_eval, bench_train
+from glmtune.benchmark_models import arch_config, random_lora_model
+
+
+def test_bench_eval_prints_both_recipes(small_run: dict[str, Path]) -> None:
+    table = bench_eval(small_run["adapter"], small_run["test"], "glm4", samples=8, max_new_tokens=4, demo_batch=2, batch=8)
+    lines = table.splitlines()
+    assert len(lines) == 4 and "demo: dataset order" in lines[2] and "glmtune: length-sorted" in lines[3]
+
+
+def test_bench_train_prints_both_recipes(small_run: dict[str, Path]) -> None:
+    config = small_run["model"] / "config.json"
+    table = bench_train(lambda ckpt: random_lora_model(config, ["q_proj", "v_proj"], ckpt), small_run["tokenized"] / "train",
+                        steps=2, demo_batch=2, pack_length=256, peak_tflops=1.0)
+    lines = table.splitlines()
+    assert len(lines) == 4 and "packed rows" in lines[3] and lines[3].endswith("x |")
+
+
+def test_the_real_glm4_architecture_is_read_from_its_official_config() -> None:
+    config = arch_config(shared_data("tokenizers/glm-4-9b-chat/config.json"))
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (4096, 40, 32, 2)
+    assert config.vocab_size == 151552 and config.intermediate_size == 13696
+    assert json.loads(shared_data("tokenizers/glm-4-9b-chat/config.json").read_text())["rope_ratio"] == 500
