@@ -106,3 +106,26 @@ def test_empty_train_raises_and_writes_nothing(tmp_path: Path, parts_spec: list[
     with pytest.raises(ValueError, match="training split is empty"):
         merge_and_split(parts, out, val, test, seed=0)
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(("ratio", "used"), [(0.5, 5), (2.0, 20), (1.3, 13)], ids=["half", "twice", "1.3"])
+def test_sample_ratio_scales_a_dataset_in_the_mix(tmp_path: Path, ratio: float, used: int) -> None:
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "train", 10, sample_ratio=ratio)], out, 0.0, 0.0, seed=0)
+    assert report["datasets"]["a/train"]["used"] == used
+    got = ids(out, "train")
+    assert len(got) == used and set(got) <= {f"a-{i}" for i in range(10)}
+    if ratio >= 1:  # every record at least once: oversampling repeats, never drops
+        assert set(got) == {f"a-{i}" for i in range(10)}
+
+
+def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    write_jsonl(first, rows("a", 4))
+    write_jsonl(second, rows("a", 2) + rows("b", 3))  # a-0 and a-1 repeat the first dataset's conversations
+    parts = [Part("first", "train", str(first)), Part("second", "train", str(second))]
+    report = merge_and_split(parts, tmp_path / "out", 0.0, 0.0, seed=0, dedupe_across_datasets=True)
+    assert report["datasets"]["second/train"]["cross_dataset_duplicates"] == 2
+    assert report["sizes"]["train"] == 7
+    kept = merge_and_split(parts, tmp_path / "out2", 0.0, 0.0, seed=0)
+    assert kept["sizes"]["train"] == 9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Sequence
@@ -23,6 +24,16 @@ class Part:
     split: str
     path: str
     max_samples: int | None = None
+    sample_ratio: float | None = None  # share of the records to use; above 1 repeats them (oversampling)
+
+
+def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
+    """max_samples caps, sample_ratio scales (whole copies, then a random remainder)."""
+    if part.sample_ratio is not None:
+        wanted = round(len(rows) * part.sample_ratio)
+        copies, remainder = divmod(wanted, len(rows)) if rows else (0, 0)
+        rows = rows * copies + rng.sample(rows, remainder)
+    return rows[: part.max_samples] if part.max_samples else rows
 
 
 def merge_and_split(
@@ -31,21 +42,35 @@ def merge_and_split(
     validation_ratio: float,
     test_ratio: float,
     seed: int,
+    dedupe_across_datasets: bool = False,
 ) -> dict[str, Any]:
     """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
 
     Parts given for a named split go there whole; parts marked "all" are shuffled with `seed` and cut by
     ratio, but only for the splits no part was given for (a given test file wins over a test ratio).
+    With dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
+    before splitting, so no test conversation repeats a training one.
     """
     rng = random.Random(seed)
     given = {part.split for part in parts}
     splits: dict[str, list[Any]] = {name: [] for name in SPLITS}
     report: dict[str, Any] = {"seed": seed, "datasets": {}}
+    seen: set[str] = set()
     for part in parts:
         rows = list(read_jsonl(part.path))
+        counts = {"in": len(rows)}
+        if dedupe_across_datasets:
+            unique = []
+            for row in rows:
+                key = json.dumps(row["conversations"], ensure_ascii=False, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(row)
+            counts["cross_dataset_duplicates"] = len(rows) - len(unique)
+            rows = unique
         rng.shuffle(rows)
-        taken = rows[: part.max_samples] if part.max_samples else rows
-        counts = {"in": len(rows), "used": len(taken)}
+        taken = _sample(rows, part, rng)
+        counts["used"] = len(taken)
         if part.split != "all":
             splits[part.split].extend(taken)
             counts[part.split] = len(taken)

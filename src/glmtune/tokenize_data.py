@@ -54,10 +54,12 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
 def tokenize_splits(
     splits: dict[str, str | Path], out_dirs: dict[str, str | Path], stats_path: str | Path,
     model_dir: str | Path, template_name: str, max_input_length: int, max_output_length: int,
+    cutoff_len: int | None = None,
 ) -> dict[str, Any]:
-    """Tokenize each named split; write the stats file. Truncation is the demos': input + output + 1 tokens."""
+    """Tokenize each named split; write the stats file. Truncation is the demos' (input + output + 1 tokens)
+    unless one cutoff_len is given."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    cutoff_len = max_input_length + max_output_length + 1
+    cutoff_len = cutoff_len or max_input_length + max_output_length + 1
     stats: dict[str, Any] = {"template": template_name, "cutoff_len": cutoff_len, "splits": {}}
     for name, path in splits.items():
         stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, template_name, cutoff_len)

@@ -87,9 +87,9 @@ def convert_options(wildcards):
 
 
 def converted_parts():
-    """(dataset, split, path, max_samples) of every converted file, for merging."""
+    """(dataset, split, path, max_samples, sample_ratio) of every converted file, for merging."""
     return [
-        (name, part, f"results/converted/{name}/{part}.jsonl", dataset["max_samples"])
+        (name, part, f"results/converted/{name}/{part}.jsonl", dataset["max_samples"], dataset["sample_ratio"])
         for name, dataset in DATASETS.items()
         for part in dataset["files"]
     ]

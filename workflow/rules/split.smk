@@ -3,7 +3,7 @@
 
 rule merge_splits:
     input:
-        [path for _, _, path, _ in converted_parts()],
+        [part[2] for part in converted_parts()],
     output:
         train="results/splits/train.jsonl",
         validation="results/splits/validation.jsonl",
