@@ -87,6 +87,17 @@ class JsonlLogger(TrainerCallback):
             out.write(json.dumps(row) + "\n")
 
 
+def sampling_args(sampling: str) -> dict[str, Any]:
+    """random, sequential, or group_by_length (batches of similar lengths: little padding)."""
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": sampling}
+    if sampling == "group_by_length":  # older transformers 5.x releases
+        return {"group_by_length": True}
+    if sampling != "random":
+        raise ValueError(f"train.sampling: {sampling!r} needs a newer transformers (train_sampling_strategy)")
+    return {}
+
+
 def precision(setting: str) -> tuple[torch.dtype, bool, bool]:
     """(load dtype, bf16, fp16) for train.precision: auto is bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU."""
     if not torch.cuda.is_available():
@@ -126,7 +137,8 @@ def train_lora(
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
         eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
-        deepspeed=settings.get("deepspeed"), **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
+        deepspeed=settings.get("deepspeed"), **sampling_args(settings.get("sampling", "random")),
+        **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
     )
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
