@@ -1,5 +1,10 @@
 # fetch: datasets (generated demo data or a download) and model weights, cached under resources/.
 
+# On a cluster these run on the login node: compute nodes often have no internet.
+localrules:
+    fetch_dataset,
+    fetch_model,
+
 
 rule fetch_dataset:
     output:
