@@ -10,6 +10,11 @@ rule train:
         adapter=directory("results/train/adapter"),
         log="results/train/log.jsonl",
         plot=report("results/train/loss.png", caption="../report/loss.rst", category="Training"),
+    resources:
+        # GPUs in total and nodes: 0 or 1 GPU trains in the job's own process; more start one process per GPU
+        # (torchrun; on several nodes one torchrun per node under srun). See src/glmtune/launch.py, profiles/slurm.
+        gpu=0,
+        nodes=1,
     params:
         settings=config["train"],
         checkpoints="results/checkpoints",

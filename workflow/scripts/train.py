@@ -1,11 +1,29 @@
-"""Snakemake entry: LoRA fine-tuning."""
+"""Snakemake entry: LoRA fine-tuning, in this process, or with several GPUs through torchrun (glmtune.launch)."""
+import json
+import os
 from pathlib import Path
 
+from glmtune.launch import Layout, run, training_command
 from glmtune.logs import job_logging
-from glmtune.training import train_lora
 
-with job_logging(snakemake.log[0]):
-    inp, out = snakemake.input, snakemake.output
+# Caches under resources/ (on the shared file system with the downloads) unless set: DeepSpeed builds its ops once.
+for variable, folder in (("HF_HOME", "huggingface"), ("MODELSCOPE_CACHE", "modelscope"), ("TORCH_EXTENSIONS_DIR", "torch_extensions")):
+    os.environ.setdefault(variable, str(Path("resources/cache", folder).resolve()))
+
+inp, out = snakemake.input, snakemake.output
+arguments = {
+    "train_dir": inp.train, "validation_dir": inp.validation,
     # The absolute base path goes into adapter_config.json so the adapter loads from any directory.
-    train_lora(inp.train, inp.validation, Path(inp.model).resolve(), out.adapter, out.log, out.plot,
-               snakemake.params.checkpoints, snakemake.params.settings)
+    "model_dir": str(Path(inp.model).resolve()),
+    "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
+    "checkpoint_root": snakemake.params.checkpoints, "settings": snakemake.params.settings,
+}
+layout = Layout.from_resources(snakemake.resources.get("gpu", 0), snakemake.resources.get("nodes", 1))
+deepspeed = bool(snakemake.params.settings.get("deepspeed"))  # needs a launcher even for one process
+if layout.processes == 1 and not deepspeed:
+    from glmtune.training import train_lora
+
+    with job_logging(snakemake.log[0]):
+        train_lora(**arguments)
+else:
+    run(training_command([json.dumps(arguments, ensure_ascii=False)], layout, distributed=deepspeed), snakemake.log[0])

@@ -1,0 +1,84 @@
+"""How training is started: one process, torchrun on one node, or one torchrun per node under srun.
+
+The layout comes from the train rule's resources (see workflow/rules/train.smk): `gpu` is the number of GPUs in
+total (what the SLURM plugin passes as `--gpus`), `nodes` the number of nodes; one process runs per GPU.
+
+- 1 process: `python -m glmtune.train_entry ARGS` (the workflow calls `train_lora` in-process instead), or with
+  `distributed=True` torchrun with one process: DeepSpeed needs the rank variables a launcher sets.
+- 1 node, N GPUs: `torchrun --standalone --nproc_per_node N -m glmtune.train_entry ARGS`.
+- K nodes: `srun --nodes K --ntasks-per-node=1` starts one torchrun per node, which starts one process per GPU
+  and rendezvouses with the others (c10d) at the first node of the job. torchrun rather than srun starting every
+  rank itself: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR as the Trainer (and DeepSpeed) expect,
+  supervises its local processes, and is the same launcher as on one node. srun's per-node values
+  ($SLURM_NNODES, $SLURM_NODEID, the first host of $SLURM_JOB_NODELIST, $SLURM_JOB_ID) differ per node and
+  exist only inside the step srun starts (the slurm-jobstep executor also removes SLURM_* variables from the
+  rule's own environment), so a short `bash -c` in each task reads them.
+
+torchrun is called as `python -m torch.distributed.run`, the same program as the `torchrun` script, so it runs
+with the interpreter that runs the workflow whatever is on PATH. Arguments after the training arguments
+(`--deepspeed config/deepspeed/ds_zero_2.json`) are passed through to glmtune.train_entry unchanged.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ENTRY = "glmtune.train_entry"
+RDZV_PORT = 29500
+
+# Run by bash inside each srun task; "$@" holds the arguments that are the same on every node.
+PER_NODE = ('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
+            'exec {torchrun} --nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" '
+            '--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$head:{port}" "$@"')
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Nodes, and processes (GPUs) per node."""
+
+    nodes: int = 1
+    per_node: int = 1
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * self.per_node
+
+    @classmethod
+    def from_resources(cls, gpu: int | None = 0, nodes: int | None = 1) -> Layout:
+        """`gpu` GPUs in total over `nodes` nodes; no GPU (or one) on one node is a single process."""
+        gpu, nodes = int(gpu or 0), 1 if nodes is None else int(nodes)
+        if nodes < 1 or gpu < 0:
+            raise ValueError(f"resources: nodes must be >= 1 and gpu >= 0 (got nodes={nodes}, gpu={gpu})")
+        if nodes > 1 and (gpu < nodes or gpu % nodes):
+            raise ValueError(f"resources: gpu ({gpu}, GPUs in total) must be a multiple of nodes ({nodes})")
+        return cls(nodes, max(1, gpu // nodes))
+
+
+def training_command(entry_args: Sequence[str], layout: Layout, *, distributed: bool = False,
+                     python: str = sys.executable, port: int = RDZV_PORT) -> list[str]:
+    """The argument list that runs `python -m glmtune.train_entry *entry_args` on `layout`."""
+    torchrun = [python, "-m", "torch.distributed.run"]
+    entry = ["-m", ENTRY, *entry_args]
+    if layout.processes == 1 and not distributed:
+        return [python, *entry]
+    if layout.nodes == 1:
+        return [*torchrun, "--standalone", "--nproc_per_node", str(layout.per_node), *entry]
+    per_node = PER_NODE.format(torchrun=shlex.join(torchrun), port=port)
+    return ["srun", "--nodes", str(layout.nodes), "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            "bash", "-c", per_node, "torchrun", "--nproc_per_node", str(layout.per_node), *entry]
+
+
+def run(command: Sequence[str], log_path: str | Path) -> None:
+    """Run `command` with its output (every rank's) in `log_path`, the command line first; raise if it fails."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"launch: {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    if code:
+        raise RuntimeError(f"training exited with status {code}; its output is in {log_path}")

@@ -1,0 +1,102 @@
+"""The training command lines: one process, one node with 8 GPUs, two nodes with 8 GPUs each (under a faked srun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glmtune.launch import ENTRY, PER_NODE, Layout, training_command
+
+ARGS = '{"settings": {"max_steps": 1}}'
+DEEPSPEED = ["--deepspeed", "config/deepspeed/ds_zero_2.json"]
+TORCHRUN = ["python", "-m", "torch.distributed.run"]
+
+
+def test_layout_from_the_rule_resources() -> None:
+    assert Layout.from_resources(0, 1) == Layout(1, 1)
+    assert Layout.from_resources(None, None) == Layout(1, 1)
+    assert Layout.from_resources(1, 1) == Layout(1, 1)
+    assert Layout.from_resources(8, 1) == Layout(1, 8)
+    assert Layout.from_resources(16, 2) == Layout(2, 8)
+    assert Layout.from_resources(16, 2).processes == 16
+    with pytest.raises(ValueError, match="multiple of nodes"):
+        Layout.from_resources(12, 8)
+    with pytest.raises(ValueError, match="nodes must be >= 1"):
+        Layout.from_resources(8, 0)
+
+
+def test_one_process_is_plain_python() -> None:
+    assert training_command([ARGS], Layout(1, 1), python="python") == ["python", "-m", ENTRY, ARGS]
+
+
+def test_one_process_with_deepspeed_goes_through_torchrun() -> None:
+    assert training_command([ARGS, *DEEPSPEED], Layout(1, 1), distributed=True, python="python") == [
+        *TORCHRUN, "--standalone", "--nproc_per_node", "1", "-m", ENTRY, ARGS, *DEEPSPEED]
+
+
+def test_one_node_with_8_gpus_is_standalone_torchrun() -> None:
+    assert training_command([ARGS, *DEEPSPEED], Layout(1, 8), python="python") == [
+        *TORCHRUN, "--standalone", "--nproc_per_node", "8", "-m", ENTRY, ARGS, *DEEPSPEED]
+
+
+def test_two_nodes_with_8_gpus_is_one_torchrun_per_node_under_srun() -> None:
+    per_node = ('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
+                'exec python -m torch.distributed.run --nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" '
+                '--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$head:29500" "$@"')
+    assert PER_NODE.format(torchrun="python -m torch.distributed.run", port=29500) == per_node
+    assert training_command([ARGS, *DEEPSPEED], Layout(2, 8), python="python") == [
+        "srun", "--nodes", "2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", per_node,
+        "torchrun", "--nproc_per_node", "8", "-m", ENTRY, ARGS, *DEEPSPEED]
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+FAKE_SRUN = """#!{python}
+# srun on two nodes: runs the command once per node with the variables SLURM sets in each task.
+import os, subprocess, sys
+args = sys.argv[1:]
+assert args[:5] == ["--nodes", "2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash"], args
+for node in range(2):
+    env = dict(os.environ, SLURM_NNODES="2", SLURM_NODEID=str(node), SLURM_JOB_NODELIST="gpu[07-08]",
+               SLURM_JOB_ID="4242", SLURM_PROCID=str(node))
+    subprocess.run(args[4:], env=env, check=True)
+"""
+FAKE_SCONTROL = """#!/bin/sh
+[ "$1 $2 $3" = "show hostnames gpu[07-08]" ] && printf 'gpu07\\ngpu08\\n'
+"""
+RECORDER = """#!{python}
+# Stands in for python: records the arguments torchrun would get.
+import json, os, sys
+with open(os.environ["RECORD"], "a") as out:
+    out.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def test_two_node_command_expands_per_node_in_a_faked_slurm_step(tmp_path: Path) -> None:
+    """Run the 2 x 8 command line with fake srun/scontrol: each node's torchrun gets its own rank and the head node."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    executable(bin_dir / "srun", FAKE_SRUN.format(python=sys.executable))
+    executable(bin_dir / "scontrol", FAKE_SCONTROL)
+    python = executable(bin_dir / "python", RECORDER.format(python=sys.executable))
+    record = tmp_path / "record.jsonl"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RECORD=str(record))
+    command = training_command([ARGS, *DEEPSPEED], Layout(2, 8), python=str(python))
+    subprocess.run(command, env=env, check=True, timeout=60)
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls == [
+        ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node), "--rdzv_id", "4242",
+         "--rdzv_backend", "c10d", "--rdzv_endpoint", "gpu07:29500", "--nproc_per_node", "8",
+         "-m", ENTRY, ARGS, *DEEPSPEED]
+        for node in range(2)
+    ]

@@ -1,0 +1,140 @@
+"""The workflow through a real SLURM cluster (single node on localhost) with profiles/slurm.
+
+The default job runs end to end as SLURM jobs, with SLURM's own job logs kept under logs/slurm/; after one raw
+file is edited, exactly the affected jobs are submitted again (this second run trains on two fake GPUs, through
+torchrun); a third run has nothing to do. Needs root, the Debian packages slurmctld slurmd slurm-client munge and
+snakemake-executor-plugin-slurm (.ci/run installs it outside the main environment, in .venv/slurm-plugins, so that
+other Snakemake runs never import it: where a slurm.conf exists but no controller answers, importing the plugin costs
+each Snakemake start ~9 s). Takes 6-8 min on 2 cores: every job pays two Snakemake starts and the plugin's polling.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glmtune.synthetic import write_advertisegen
+
+import slurm_cluster
+from conftest import REPO
+from test_workflow import copy_workflow, edit_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+PLUGIN_DIR = Path(os.environ.get("GLMTUNE_SLURM_PLUGINS", REPO / ".venv" / "slurm-plugins"))
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.?$", re.M)
+AFFECTED = {"convert/local_adgen_all", "merge_splits", "build_tiny_model", "tokenize", "train",
+            "evaluate/base", "evaluate/finetuned", "compare_models", "merge_adapters"}
+ALL_JOBS = AFFECTED | {"fetch_dataset/synthetic_adgen", "convert/synthetic_adgen_all", "convert/synthetic_adgen_test"}
+
+
+def plugin_path() -> str | None:
+    """The folder to put on PYTHONPATH for the plugin ("" when it is installed here), or None when it is nowhere."""
+    if (PLUGIN_DIR / "snakemake_executor_plugin_slurm").is_dir():
+        return str(PLUGIN_DIR)
+    return "" if importlib.util.find_spec("snakemake_executor_plugin_slurm") else None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    if missing := slurm_cluster.missing_binaries():
+        pytest.skip(f"SLURM is not installed (no {', '.join(missing)}): "
+                    "apt-get install slurmctld slurmd slurm-client munge")
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test starts slurmctld/slurmd and writes /etc/slurm/slurm.conf: needs root")
+    if plugin_path() is None:
+        pytest.skip(f"snakemake-executor-plugin-slurm is neither in {PLUGIN_DIR} nor installed (see .ci/run)")
+    partition = slurm_cluster.up(gpus=2)
+    try:
+        yield partition
+    finally:
+        subprocess.run(["scancel", "--full", "--user", "root"], capture_output=True, timeout=30)
+        slurm_cluster.down()
+
+
+def site_profile(workdir: Path, partition: str) -> None:
+    """Edit the copied profile as a site would: the local partition, no account, small memory, quick status checks."""
+    path = workdir / "profiles" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text(encoding="utf-8"))
+    profile["default-resources"].pop("slurm_account")
+    profile["slurm-no-account"] = True
+    profile["default-resources"].update(slurm_partition=partition, mem_mb=1000, cpus_per_task=1)
+    for resources in profile["set-resources"].values():
+        resources.update(mem_mb=1000, cpus_per_task=1)
+        resources.pop("slurm_partition", None)
+        if "gpu" in resources:
+            resources["gpu"] = 0  # training is switched to the node's two fake GPUs in the second run
+    profile["slurm-init-seconds-before-status-checks"] = 2
+    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
+    """`snakemake --workflow-profile profiles/slurm ...`; stopped with SIGINT on timeout (it ignores SIGTERM)."""
+    env = dict(os.environ)
+    if path := plugin_path():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", *args],
+                               cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        raise AssertionError(f"snakemake {' '.join(args)} timed out:\n{output[-5000:]}")
+    if process.returncode:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-8000:]}")
+    return output
+
+
+def submissions(workdir: Path, output: str) -> dict[str, str]:
+    """'rule' or 'rule/wildcards' -> SLURM job id, for every job this run submitted; their SLURM logs must be kept."""
+    jobs = {}
+    for job_id, log in SUBMITTED.findall(output):
+        log_path = Path(log)
+        assert log_path.is_file() and log_path.is_relative_to(workdir / "logs" / "slurm"), log
+        jobs[str(log_path.parent.relative_to(workdir / "logs" / "slurm")).removeprefix("rule_")] = job_id
+    return jobs
+
+
+def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(cluster: str, tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    site_profile(workdir, cluster)
+    write_advertisegen(workdir / "data", 200, 20, 7)
+    edit_config(workdir, lambda c: c["datasets"].update(
+        local_adgen={"source": "path", "format": "advertisegen", "files": {"all": "data/train.json"}}))
+
+    first = snakemake(workdir, "results/merged_model")
+    submitted = submissions(workdir, first)
+    local = {m.group(1) for m in re.finditer(r"^localrule (\w+):", first, re.M)}
+    # Every job went to SLURM, except fetch rules declared `localrules` (they run on the login node).
+    assert local <= {"fetch_dataset", "fetch_model"}
+    assert set(submitted) == {job for job in ALL_JOBS if job.split("/")[0] not in local}
+    assert (workdir / "results/merged_model/config.json").is_file()
+    metrics = json.loads((workdir / "results/eval/metrics.json").read_text())
+    assert metrics["finetuned"]["rouge-l"] > metrics["base"]["rouge-l"]
+    assert not (workdir / "logs/train.log").read_text().startswith("launch:")  # one process: trained in the job
+
+    raw = workdir / "data/train.json"
+    raw.write_text(raw.read_text(encoding="utf-8")
+                   + json.dumps({"content": "类型#裙", "summary": "新的一条。"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    second = snakemake(workdir, "results/merged_model", "--set-resources", "train:gpu=2")
+    resubmitted = submissions(workdir, second)
+    assert set(resubmitted) == AFFECTED
+    # Training asked SLURM for the two (fake) GPUs and ran as two torchrun processes.
+    job = subprocess.run(["scontrol", "show", "job", resubmitted["train"]], capture_output=True, text=True).stdout
+    assert "gres:gpu:2" in job, job
+    launch = (workdir / "logs/train.log").read_text().splitlines()[0]
+    assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.train_entry" in launch
+    assert len(list((workdir / "logs/slurm").rglob("*.log"))) == len(submitted) + len(resubmitted)
+
+    assert "Nothing to be done" in snakemake(workdir, "-n", "results/merged_model")
