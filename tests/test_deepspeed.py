@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, TRAIN_SETTINGS
 
 from glmtune.io import read_jsonl
-from glmtune.launch import Layout, training_command
+from glmtune.launch import Layout, launch_command
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
 pytestmark = pytest.mark.deepspeed
@@ -25,7 +25,7 @@ def test_zero_full_sft_trains_and_saves_a_whole_model(small_run: dict[str, Path]
     arguments = {"train_dir": str(tok / "train"), "validation_dir": str(tok / "validation"), "model_dir": str(small_run["model"]),
                  "adapter_dir": str(tmp_path / "model"), "log_path": str(tmp_path / "log.jsonl"),
                  "plot_path": str(tmp_path / "loss.png"), "checkpoint_root": str(tmp_path / "ckpt"), "settings": settings}
-    command = training_command([json.dumps(arguments)], Layout(nodes=1, per_node=2), distributed=True)
+    command = launch_command("train", [json.dumps(arguments)], Layout(nodes=1, per_node=2), distributed=True)
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]

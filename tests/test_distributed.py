@@ -1,4 +1,5 @@
-"""Two gloo processes on a CPU: both ranks train, and the loss curve matches one process on the same global batch."""
+"""Two gloo processes on a CPU: both ranks train, and the loss curve matches one process on the same global batch;
+two evaluating processes write the same predictions as one."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from conftest import TRAIN_SETTINGS
 
+from glmtune.evaluation import evaluate_model
 from glmtune.io import read_jsonl
-from glmtune.launch import Layout, training_command
+from glmtune.launch import Layout, launch_command
 from glmtune.training import train_lora
 
 
@@ -25,7 +27,7 @@ def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, P
                 "settings": {**settings, "batch_size": batch_size}}
 
     train_lora(**arguments("one", 8))
-    command = training_command([json.dumps(arguments("two", 4))], Layout(nodes=1, per_node=2))
+    command = launch_command("train", [json.dumps(arguments("two", 4))], Layout(nodes=1, per_node=2))
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -37,3 +39,22 @@ def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, P
     assert all(abs(a - b) < 0.05 * a for a, b in zip(one, two)), (one, two)
     assert two[-1] < two[0] - 0.5
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_two_evaluating_processes_write_what_one_process_writes(small_run: dict[str, Path], tmp_path: Path) -> None:
+    def arguments(name: str) -> dict:
+        return {"model_dir": str(small_run["adapter"]), "test_path": str(small_run["test"]),
+                "predictions_path": str(tmp_path / name / "predictions.jsonl"), "scores_path": str(tmp_path / name / "scores.json"),
+                "template_name": "glm4", "max_samples": 14, "batch_size": 4, "max_new_tokens": 16, "max_input_length": 64,
+                "base_model": str(small_run["model"])}
+
+    one = evaluate_model(**arguments("one"))
+    result = subprocess.run(launch_command("evaluate", [json.dumps(arguments("two"))], Layout(nodes=1, per_node=2)),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 14 prompts in 4 batches: rank 0 generated batches 0 and 2, rank 1 batches 1 and 3 (each batch as in one process).
+    assert list(read_jsonl(tmp_path / "two" / "predictions.jsonl")) == list(read_jsonl(tmp_path / "one" / "predictions.jsonl"))
+    two = json.loads((tmp_path / "two" / "scores.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert {k: v for k, v in two.items() if k not in ("samples_per_second", "processes")} == \
+        {k: v for k, v in one.items() if k not in ("samples_per_second", "processes")}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtune.launch import ENTRY, PER_NODE, Layout, training_command
+from glmtune.launch import ENTRY, PER_NODE, Layout, launch_command
 
 ARGS = '{"settings": {"max_steps": 1}}'
 DEEPSPEED = ["--deepspeed", "config/deepspeed/ds_zero_2.json"]
@@ -32,17 +32,17 @@ def test_layout_from_the_rule_resources() -> None:
 
 
 def test_one_process_is_plain_python() -> None:
-    assert training_command([ARGS], Layout(1, 1), python="python") == ["python", "-m", ENTRY, ARGS]
+    assert launch_command("train", [ARGS], Layout(1, 1), python="python") == ["python", "-m", ENTRY, "train", ARGS]
 
 
 def test_one_process_with_deepspeed_goes_through_torchrun() -> None:
-    assert training_command([ARGS, *DEEPSPEED], Layout(1, 1), distributed=True, python="python") == [
-        *TORCHRUN, "--standalone", "--nproc_per_node", "1", "-m", ENTRY, ARGS, *DEEPSPEED]
+    assert launch_command("train", [ARGS, *DEEPSPEED], Layout(1, 1), distributed=True, python="python") == [
+        *TORCHRUN, "--standalone", "--nproc_per_node", "1", "-m", ENTRY, "train", ARGS, *DEEPSPEED]
 
 
 def test_one_node_with_8_gpus_is_standalone_torchrun() -> None:
-    assert training_command([ARGS, *DEEPSPEED], Layout(1, 8), python="python") == [
-        *TORCHRUN, "--standalone", "--nproc_per_node", "8", "-m", ENTRY, ARGS, *DEEPSPEED]
+    assert launch_command("train", [ARGS, *DEEPSPEED], Layout(1, 8), python="python") == [
+        *TORCHRUN, "--standalone", "--nproc_per_node", "8", "-m", ENTRY, "train", ARGS, *DEEPSPEED]
 
 
 def test_two_nodes_with_8_gpus_is_one_torchrun_per_node_under_srun() -> None:
@@ -50,9 +50,9 @@ def test_two_nodes_with_8_gpus_is_one_torchrun_per_node_under_srun() -> None:
                 'exec python -m torch.distributed.run --nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" '
                 '--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$head:29500" "$@"')
     assert PER_NODE.format(torchrun="python -m torch.distributed.run", port=29500) == per_node
-    assert training_command([ARGS, *DEEPSPEED], Layout(2, 8), python="python") == [
+    assert launch_command("train", [ARGS, *DEEPSPEED], Layout(2, 8), python="python") == [
         "srun", "--nodes", "2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", per_node,
-        "torchrun", "--nproc_per_node", "8", "-m", ENTRY, ARGS, *DEEPSPEED]
+        "torchrun", "--nproc_per_node", "8", "-m", ENTRY, "train", ARGS, *DEEPSPEED]
 
 
 def executable(path: Path, text: str) -> Path:
@@ -91,12 +91,12 @@ def test_two_node_command_expands_per_node_in_a_faked_slurm_step(tmp_path: Path)
     python = executable(bin_dir / "python", RECORDER.format(python=sys.executable))
     record = tmp_path / "record.jsonl"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RECORD=str(record))
-    command = training_command([ARGS, *DEEPSPEED], Layout(2, 8), python=str(python))
+    command = launch_command("train", [ARGS, *DEEPSPEED], Layout(2, 8), python=str(python))
     subprocess.run(command, env=env, check=True, timeout=60)
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls == [
         ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node), "--rdzv_id", "4242",
          "--rdzv_backend", "c10d", "--rdzv_endpoint", "gpu07:29500", "--nproc_per_node", "8",
-         "-m", ENTRY, ARGS, *DEEPSPEED]
+         "-m", ENTRY, "train", ARGS, *DEEPSPEED]
         for node in range(2)
     ]

@@ -1,8 +1,8 @@
 """The workflow through a real SLURM cluster (single node on localhost) with profiles/slurm.
 
 The default job runs end to end as SLURM jobs, with SLURM's own job logs kept under logs/slurm/; after one raw
-file is edited, exactly the affected jobs are submitted again (this second run trains on two fake GPUs, through
-torchrun); a third run has nothing to do. Needs root, the Debian packages slurmctld slurmd slurm-client munge and
+file is edited, exactly the affected jobs are submitted again (this second run trains and evaluates on two fake GPUs,
+through torchrun); a third run has nothing to do. Needs root, the Debian packages slurmctld slurmd slurm-client munge and
 snakemake-executor-plugin-slurm (.ci/run installs it outside the main environment, in .venv/slurm-plugins, so that
 other Snakemake runs never import it: where a slurm.conf exists but no controller answers, importing the plugin costs
 each Snakemake start ~9 s). Takes 6-8 min on 2 cores: every job pays two Snakemake starts and the plugin's polling.
@@ -127,14 +127,17 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     raw = workdir / "data/train.json"
     raw.write_text(raw.read_text(encoding="utf-8")
                    + json.dumps({"content": "类型#裙", "summary": "新的一条。"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    second = snakemake(workdir, "results/merged_model", "--set-resources", "train:gpu=2")
+    second = snakemake(workdir, "results/merged_model", "--set-resources", "train:gpu=2", "evaluate:gpu=2")
     resubmitted = submissions(workdir, second)
     assert set(resubmitted) == AFFECTED
     # Training asked SLURM for the two (fake) GPUs and ran as two torchrun processes.
     job = subprocess.run(["scontrol", "show", "job", resubmitted["train"]], capture_output=True, text=True).stdout
     assert "gres:gpu:2" in job, job
     launch = (workdir / "logs/train.log").read_text().splitlines()[0]
-    assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.train_entry" in launch
+    assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.worker train" in launch
+    launch = (workdir / "logs/evaluate/finetuned.log").read_text().splitlines()[0]
+    assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.worker evaluate" in launch
+    assert json.loads((workdir / "results/eval/finetuned/scores.json").read_text())["processes"] == 2
     assert len(list((workdir / "logs/slurm").rglob("*.log"))) == len(submitted) + len(resubmitted)
 
     assert "Nothing to be done" in snakemake(workdir, "-n", "results/merged_model")

@@ -49,23 +49,31 @@ def load_model(model_dir: str | Path, base_override: str | Path | None = None, d
     return model.to(device).eval(), tokenizer
 
 
-@torch.inference_mode()
-def generate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
-    prompts: Sequence[list[int]], batch_size: int = 32, max_new_tokens: int = 128, progress: bool = True,
-    sort_by_length: bool = True, cache: str = "dynamic", min_new_tokens: int | None = None,
-) -> list[str]:
-    """Greedy completions of tokenized prompts, in the prompts' order.
+def plan_batches(prompts: Sequence[list[int]], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
+    """Prompt indices cut into batches; sorted by length first, so a batch carries little padding.
 
-    Prompts are sorted by length so a batch carries little padding; rows are left-padded. `cache="static"`
-    preallocates the KV cache (what lets CUDA graphs / torch.compile cut per-step launch overhead on a GPU).
+    Several processes split this one plan batch by batch (`plan[rank::world]`), so every batch, and hence every
+    prediction, is the same as in a single process.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else list(range(len(prompts)))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def generate_batches(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
+    prompts: Sequence[list[int]], batches: Sequence[list[int]], max_new_tokens: int = 128, progress: bool = True,
+    cache: str = "dynamic", min_new_tokens: int | None = None,
+) -> dict[int, str]:
+    """Greedy completions of the prompts in `batches` (lists of indices into `prompts`), by index.
+
+    Rows are left-padded. `cache="static"` preallocates the KV cache (what lets CUDA graphs / torch.compile cut
+    per-step launch overhead on a GPU).
     """
     stops = stop_token_ids(tokenizer, template)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else list(range(len(prompts)))
     outputs: dict[int, str] = {}
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress or None, mininterval=2):
-        rows = order[start : start + batch_size]
+    for rows in tqdm(batches, desc="generate", disable=not progress or None, mininterval=2):
         batch = tokenizer.pad({"input_ids": [prompts[i] for i in rows]}, return_tensors="pt").to(device)
         generated = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
@@ -74,6 +82,17 @@ def generate(
         )
         for row, ids in zip(rows, generated[:, batch["input_ids"].shape[1] :]):
             outputs[row] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return outputs
+
+
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
+    prompts: Sequence[list[int]], batch_size: int = 32, max_new_tokens: int = 128, progress: bool = True,
+    sort_by_length: bool = True, cache: str = "dynamic", min_new_tokens: int | None = None,
+) -> list[str]:
+    """Greedy completions of tokenized prompts, in the prompts' order (batches from `plan_batches`)."""
+    batches = plan_batches(prompts, batch_size, sort_by_length)
+    outputs = generate_batches(model, tokenizer, template, prompts, batches, max_new_tokens, progress, cache, min_new_tokens)
     return [outputs[i] for i in range(len(prompts))]
 
 

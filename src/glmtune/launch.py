@@ -1,11 +1,12 @@
-"""How training is started: one process, torchrun on one node, or one torchrun per node under srun.
+"""How training (and evaluation) is started: one process, torchrun on one node, or one torchrun per node under srun.
 
-The layout comes from the train rule's resources (see workflow/rules/train.smk): `gpu` is the number of GPUs in
+The layout comes from the rule's resources (see workflow/rules/train.smk): `gpu` is the number of GPUs in
 total (what the SLURM plugin passes as `--gpus`), `nodes` the number of nodes; one process runs per GPU.
+TASK below is `train` or `evaluate` (glmtune.worker).
 
-- 1 process: `python -m glmtune.train_entry ARGS` (the workflow calls `train_lora` in-process instead), or with
+- 1 process: `python -m glmtune.worker TASK ARGS` (the workflow calls the task in-process instead), or with
   `distributed=True` torchrun with one process: DeepSpeed needs the rank variables a launcher sets.
-- 1 node, N GPUs: `torchrun --standalone --nproc_per_node N -m glmtune.train_entry ARGS`.
+- 1 node, N GPUs: `torchrun --standalone --nproc_per_node N -m glmtune.worker TASK ARGS`.
 - K nodes: `srun --nodes K --ntasks-per-node=1` starts one torchrun per node, which starts one process per GPU
   and rendezvouses with the others (c10d) at the first node of the job. torchrun rather than srun starting every
   rank itself: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR as the Trainer (and DeepSpeed) expect,
@@ -16,7 +17,7 @@ total (what the SLURM plugin passes as `--gpus`), `nodes` the number of nodes; o
 
 torchrun is called as `python -m torch.distributed.run`, the same program as the `torchrun` script, so it runs
 with the interpreter that runs the workflow whatever is on PATH. Arguments after the training arguments
-(`--deepspeed config/deepspeed/ds_zero_2.json`) are passed through to glmtune.train_entry unchanged.
+(`--deepspeed config/deepspeed/ds_zero_2.json`) are passed through to glmtune.worker unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTRY = "glmtune.train_entry"
+ENTRY = "glmtune.worker"
 RDZV_PORT = 29500
 
 # Run by bash inside each srun task; "$@" holds the arguments that are the same on every node.
@@ -59,11 +60,11 @@ class Layout:
         return cls(nodes, max(1, gpu // nodes))
 
 
-def training_command(entry_args: Sequence[str], layout: Layout, *, distributed: bool = False,
-                     python: str = sys.executable, port: int = RDZV_PORT) -> list[str]:
-    """The argument list that runs `python -m glmtune.train_entry *entry_args` on `layout`."""
+def launch_command(task: str, entry_args: Sequence[str], layout: Layout, *, distributed: bool = False,
+                   python: str = sys.executable, port: int = RDZV_PORT) -> list[str]:
+    """The argument list that runs `python -m glmtune.worker task *entry_args` on `layout`."""
     torchrun = [python, "-m", "torch.distributed.run"]
-    entry = ["-m", ENTRY, *entry_args]
+    entry = ["-m", ENTRY, task, *entry_args]
     if layout.processes == 1 and not distributed:
         return [python, *entry]
     if layout.nodes == 1:
@@ -81,4 +82,4 @@ def run(command: Sequence[str], log_path: str | Path) -> None:
         log.flush()
         code = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if code:
-        raise RuntimeError(f"training exited with status {code}; its output is in {log_path}")
+        raise RuntimeError(f"{shlex.join(command[:8])} ... exited with status {code}; its output is in {log_path}")

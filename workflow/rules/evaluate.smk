@@ -9,6 +9,9 @@ rule evaluate:
     output:
         predictions="results/eval/{variant}/predictions.jsonl",
         scores="results/eval/{variant}/scores.json",
+    resources:
+        # GPUs of one node: more than one starts one generating process per GPU (torchrun); each takes every N-th batch.
+        gpu=0,
     params:
         settings=config["evaluate"],
         template=MODEL["template"],

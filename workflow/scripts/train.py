@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from glmtune.launch import Layout, run, training_command
+from glmtune.launch import Layout, launch_command, run
 from glmtune.logs import job_logging
 
 # Caches under resources/ (on the shared file system with the downloads) unless set: DeepSpeed builds its ops once.
@@ -26,4 +26,4 @@ if layout.processes == 1 and not deepspeed:
     with job_logging(snakemake.log[0]):
         train_lora(**arguments)
 else:
-    run(training_command([json.dumps(arguments, ensure_ascii=False)], layout, distributed=deepspeed), snakemake.log[0])
+    run(launch_command("train", [json.dumps(arguments, ensure_ascii=False)], layout, distributed=deepspeed), snakemake.log[0])

@@ -1,0 +1,47 @@
+"""A training or evaluation process, as torchrun starts one on every rank (see glmtune.launch).
+
+    python -m glmtune.worker train '{"train_dir": ..., "settings": {...}}' [--deepspeed config/deepspeed/ds_zero_2.json]
+    python -m glmtune.worker evaluate '{"model_dir": ..., "test_path": ..., ...}'
+
+The JSON object holds the keyword arguments of glmtune.training.train_lora or glmtune.evaluation.evaluate_model;
+--deepspeed replaces the training settings' `deepspeed` entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .logs import job_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glmtune.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["train", "evaluate"])
+    parser.add_argument("arguments", help="JSON object of the task function's keyword arguments")
+    parser.add_argument("--deepspeed", help="train: a DeepSpeed JSON config (overrides settings.deepspeed)")
+    args = parser.parse_args(argv)
+    kwargs = json.loads(args.arguments)
+
+    import torch.distributed as dist
+
+    if args.task == "train":
+        from .training import train_lora as task
+
+        if args.deepspeed:
+            kwargs["settings"] = {**kwargs["settings"], "deepspeed": args.deepspeed}
+    else:
+        from .evaluation import evaluate_model as task
+    with job_logging(None):  # stderr, which the launcher sends to the rule's log file
+        try:
+            task(**kwargs)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()  # without it, torchrun runs sometimes abort at exit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
