@@ -12,6 +12,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from .compat import load_kwargs
 from .io import atomic_path, read_jsonl
 from .templates import encode_prompt, get_template, split_for_generation
 
@@ -37,8 +38,12 @@ def trained_kind(trained_dir: str | Path) -> str:
 
 def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
                  template_name: str, tolerance: float, extra_files: dict[str, str | Path] | None = None,
-                 dtype: str = "float32", max_shard_size_gb: float = 5.0) -> None:
-    """The export stage: merge a LoRA, re-save a fully fine-tuned model, refuse P-Tuning v2 with the reason."""
+                 dtype: str = "float32", max_shard_size_gb: float = 5.0, trust_remote_code: bool = False) -> None:
+    """The export stage: merge a LoRA, re-save a fully fine-tuned model, refuse P-Tuning v2 with the reason.
+
+    `trust_remote_code` (model.trust_remote_code): the model runs its folder's own modeling code, and the saved
+    folder keeps that code (*.py, config auto_map) so it loads again with trust_remote_code.
+    """
     kind = trained_kind(trained_dir)
     if kind == "prefix":
         raise CannotMerge(
@@ -47,11 +52,12 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
             f"as it is: `glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
         )
     if kind == "lora":
-        merge_adapter(trained_dir, base_dir, out_dir, test_path, template_name, tolerance, extra_files, dtype, max_shard_size_gb)
+        merge_adapter(trained_dir, base_dir, out_dir, test_path, template_name, tolerance, extra_files, dtype, max_shard_size_gb,
+                      trust_remote_code)
         return
-    model = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=getattr(torch, dtype))
-    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
-    _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb)
+    model = AutoModelForCausalLM.from_pretrained(str(trained_dir), **load_kwargs(getattr(torch, dtype), trust_remote_code))
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir), **load_kwargs(None, trust_remote_code))
+    _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
 
 
 def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, count: int = 4) -> list[list[int]]:
@@ -64,7 +70,7 @@ def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, cou
 def merge_adapter(
     adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, template_name: str,
     tolerance: float = 1e-4, extra_files: dict[str, str | Path] | None = None,
-    dtype: str = "float32", max_shard_size_gb: float = 5.0,
+    dtype: str = "float32", max_shard_size_gb: float = 5.0, trust_remote_code: bool = False,
 ) -> float:
     """merge_and_unload the adapter into the base, check logits on test prompts, then save to out_dir.
 
@@ -72,8 +78,8 @@ def merge_adapter(
     sharded at `max_shard_size_gb` (LLaMA-Factory's export_size). The folder is written beside out_dir
     and renamed into place only after the check passes and the folder reloads.
     """
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=getattr(torch, dtype))
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), **load_kwargs(getattr(torch, dtype), trust_remote_code))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), **load_kwargs(None, trust_remote_code))
     adapter_model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     inputs = sample_inputs(test_path, tokenizer, template_name)
     with torch.inference_mode():
@@ -84,13 +90,13 @@ def merge_adapter(
     if worst > tolerance:
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}); nothing was written")
     log.info("merged model matches the adapter model: max |logit difference| %.3g on %d prompts", worst, len(inputs))
-    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb)
+    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
     return worst
 
 
 def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
-                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float) -> None:
-    """Save beside out_dir, reload with plain transformers, then rename into place."""
+                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool = False) -> None:
+    """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=f"{int(max_shard_size_gb * 1000)}MB")  # safetensors
         tokenizer.save_pretrained(tmp)
@@ -99,5 +105,9 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
         model.generation_config.save_pretrained(tmp)
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, Path(tmp) / name)
-        AutoModelForCausalLM.from_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(tmp))
+        if trust_remote_code:
+            from .remote_code import carry_remote_code
+
+            carry_remote_code(base_dir, tmp)
+        AutoModelForCausalLM.from_pretrained(str(tmp), **load_kwargs(None, trust_remote_code))
+        AutoTokenizer.from_pretrained(str(tmp), **load_kwargs(None, trust_remote_code))

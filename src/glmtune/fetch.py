@@ -6,6 +6,7 @@ do instead, because the usual cause is an offline machine and the fix is a local
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -212,10 +213,11 @@ def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path) -> Path:
-    """The fetch_model stage: a native transformers folder at out_dir.
+    """The fetch_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
 
     A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
-    is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code.
+    is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code. With
+    `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.remote_code).
     Hub downloads land in cache_dir/downloads/<name> (kept under resources/).
     """
     from .checkpoints import is_native, to_native
@@ -227,6 +229,29 @@ def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cac
     else:
         source = Path(cache_dir) / "downloads" / name
         fetch_model(name, spec["source"], spec.get("repo_id"), source, spec.get("revision"), cache_dir=cache_dir)
+    if spec.get("trust_remote_code"):
+        return keep_remote_code(name, source, out_dir)
     if is_native(source):
         return link_local_model(name, source, out_dir)
     return to_native(source, out_dir)
+
+
+def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
+    """model.trust_remote_code: the original folder linked as it is, with our fast tokenizer beside it."""
+    from .checkpoints import original_family
+    from .glm_tokenizers import load_tokenizer
+    from .remote_code import modeling_file, prepare_folder
+
+    if modeling_file(source) is None:
+        raise FetchError(
+            f"model {name!r}: model.trust_remote_code is true, but {source / 'config.json'} maps no AutoModelForCausalLM "
+            f"to a modeling file in that folder (auto_map); it is not an original ChatGLM3 / GLM-4 checkpoint with its "
+            f"remote code. Set model.trust_remote_code: false (native and original folders then load without remote code)."
+        )
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))  # ChatGLM3's has CRLF
+        tokenizer = load_tokenizer(source, original_family(config))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise FetchError(f"model {name!r}: cannot build the fast tokenizer from {source / 'tokenizer.model'} ({exc}); "
+                         f"model.trust_remote_code runs only the original modeling code, not its tokenizer.") from exc
+    return prepare_folder(source, out_dir, tokenizer)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+from torch import nn
 from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
@@ -20,14 +21,23 @@ ORIGINAL_NAMES = {
     "dense_4h_to_h": ("down_proj",),
     "all": GLM_LINEAR,
 }
+# With model.trust_remote_code the original ChatGLM modules are trained as they are, under these names.
+REMOTE_LINEAR = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+OUTPUT_LAYERS = ("output_layer", "lm_head")  # never a LoRA target under `all`
 
 
 class MethodError(ValueError):
     """A method setting that cannot work; the message names the key and what to do."""
 
 
-def lora_targets(names: Iterable[str]) -> list[str]:
-    """GLM module names for `train.lora.target_modules`, accepting the demos' original names."""
+def lora_targets(names: Iterable[str], remote_code: bool = False) -> list[str]:
+    """GLM module names for `train.lora.target_modules`, accepting the demos' original names.
+
+    With `remote_code` (model.trust_remote_code) the model has the original modules, so original names are
+    used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`).
+    """
+    if remote_code:
+        return _remote_targets(names)
     targets: list[str] = []
     for name in names:
         if name in GLM_LINEAR:
@@ -42,7 +52,41 @@ def lora_targets(names: Iterable[str]) -> list[str]:
     return targets
 
 
-def check_method(settings: dict[str, Any]) -> None:
+def _remote_targets(names: Iterable[str]) -> list[str]:
+    targets: list[str] = []
+    for name in names:
+        if name not in (*REMOTE_LINEAR, "all"):
+            raise MethodError(f"train.lora.target_modules: {name!r} is not an original ChatGLM module, and with "
+                              f"model.trust_remote_code: true the model keeps the original modules: use "
+                              f"{', '.join(REMOTE_LINEAR)} or 'all'")
+        if name not in targets:
+            targets.append(name)
+    return ["all"] if "all" in targets else targets
+
+
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """The distinct names of the model's linear layers (last name part), output layer left out, in model order."""
+    names: list[str] = []
+    for path, module in model.named_modules():
+        name = path.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Linear) and name not in OUTPUT_LAYERS and name not in names:
+            names.append(name)
+    return names
+
+
+def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
+    """`all` as the linear layers the (remote-code) model really has; other names must exist in it."""
+    present = linear_layer_names(model)
+    if targets == ["all"]:
+        return present
+    missing = [name for name in targets if name not in present]
+    if missing:
+        raise MethodError(f"train.lora.target_modules: {', '.join(missing)} not among the model's linear layers "
+                          f"({', '.join(present)})")
+    return targets
+
+
+def check_method(settings: dict[str, Any], remote_code: bool = False) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded."""
     method = settings.get("method", "lora")
     if method not in ("lora", "ptuning", "full"):
@@ -51,19 +95,26 @@ def check_method(settings: dict[str, Any]) -> None:
         raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
                           "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
                           "turn gradient_checkpointing off or use lora")
+    if method == "ptuning" and remote_code:
+        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
+                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
+                          "not tested here); use lora or full, or model.trust_remote_code: false")
     if method == "lora":
-        lora_targets(settings["lora"]["target_modules"])
+        lora_targets(settings["lora"]["target_modules"], remote_code)
 
 
-def apply_method(model: PreTrainedModel, settings: dict[str, Any]) -> PreTrainedModel:
+def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False) -> PreTrainedModel:
     """Wrap the model for its method; full SFT trains every weight as it is."""
-    check_method(settings)
+    check_method(settings, remote_code)
     method = settings.get("method", "lora")
     if method == "lora":
         lora = settings["lora"]
+        targets = lora_targets(lora["target_modules"], remote_code)
+        if remote_code:
+            targets = resolve_all(model, targets)
         config: Any = LoraConfig(
             task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=lora_targets(lora["target_modules"]), use_rslora=lora.get("use_rslora", False),
+            target_modules=targets, use_rslora=lora.get("use_rslora", False),
             use_dora=lora.get("use_dora", False),
         )
     elif method == "ptuning":

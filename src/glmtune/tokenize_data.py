@@ -11,6 +11,7 @@ from datasets import Dataset
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
+from .compat import load_kwargs
 from .io import atomic_path, read_jsonl, write_json
 from .templates import IGNORE_INDEX, encode_conversation, get_template
 
@@ -54,11 +55,12 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
 def tokenize_splits(
     splits: dict[str, str | Path], out_dirs: dict[str, str | Path], stats_path: str | Path,
     model_dir: str | Path, template_name: str, max_input_length: int, max_output_length: int,
-    cutoff_len: int | None = None,
+    cutoff_len: int | None = None, trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Tokenize each named split; write the stats file. Truncation is the demos' (input + output + 1 tokens)
-    unless one cutoff_len is given."""
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    unless one cutoff_len is given. The tokenizer is never remote code (glmtune.remote_code), but with
+    `trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
     cutoff_len = cutoff_len or max_input_length + max_output_length + 1
     stats: dict[str, Any] = {"template": template_name, "cutoff_len": cutoff_len, "splits": {}}
     for name, path in splits.items():

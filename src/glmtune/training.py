@@ -20,6 +20,7 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
+from .compat import eval_strategy_arg, load_kwargs
 from .io import write_json
 from .methods import apply_method, check_method
 from .packing import PackedCollator, pack_dataset
@@ -113,9 +114,14 @@ def precision(setting: str) -> tuple[torch.dtype, bool, bool]:
 def train_lora(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: dict[str, Any],
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot."""
-    check_method(settings)
+    """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
+
+    `trust_remote_code` (model.trust_remote_code) runs the model folder's own modeling code; LoRA targets are then
+    the original ChatGLM module names (glmtune.methods).
+    """
+    check_method(settings, trust_remote_code)
     run_id = fingerprint(settings, train_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -125,8 +131,9 @@ def train_lora(
         steps_log.unlink()
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = apply_method(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype), settings)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust_remote_code))
+    model = apply_method(model, settings, trust_remote_code)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.get("method", "lora"), trainable, total, 100 * trainable / total)
@@ -136,7 +143,7 @@ def train_lora(
         gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
-        eval_strategy="no", seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
+        **{eval_strategy_arg(): "no"}, seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
         deepspeed=settings.get("deepspeed"), **sampling_args(settings.get("sampling", "random")),
         **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
@@ -162,7 +169,7 @@ def train_lora(
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = trainer.evaluate()["eval_loss"]
     model.config.use_cache = True  # saved configs keep fast generation
-    save_output(trainer, tokenizer, Path(adapter_dir), summary)
+    save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
     if trainer.is_world_process_zero():
         Path(log_path).write_text(steps_log.read_text(encoding="utf-8"), encoding="utf-8")
         plot_loss(log_path, plot_path)
@@ -170,8 +177,12 @@ def train_lora(
     return summary
 
 
-def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> None:
-    """Every rank takes part (ZeRO-3 gathers its shards into 16-bit weights); rank 0 writes, then renames into place."""
+def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any],
+                code_from: Path | None = None) -> None:
+    """Every rank takes part (ZeRO-3 gathers its shards into 16-bit weights); rank 0 writes, then renames into place.
+
+    `code_from`: the remote-code model folder whose *.py files, auto_map and opt-in a full-SFT model keeps.
+    """
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     if trainer.is_world_process_zero() and partial.exists():
         shutil.rmtree(partial)
@@ -180,6 +191,10 @@ def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[s
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(partial)
         write_json(partial / "train_summary.json", summary)
+        if code_from is not None and (partial / "config.json").is_file():  # a whole model, not an adapter
+            from .remote_code import carry_remote_code
+
+            carry_remote_code(code_from, partial)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(partial, out_dir)

@@ -10,6 +10,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 DATASETS = config["datasets"]
 MODEL = config["model"]
 ENV = "../envs/glmtune.yaml"
+# The rules that load the model (tokenize, train, evaluate, merge_adapters) need the old transformers the original
+# ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
+MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
 LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
 
 
@@ -49,6 +52,21 @@ def check_config():
         raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
     if MODEL["source"] == "path" and not Path(MODEL["path"], "config.json").is_file():
         raise WorkflowError(f"config: model.path: {MODEL['path']} is not a model folder (no config.json)")
+    if MODEL["trust_remote_code"]:
+        check_remote_code()
+
+
+def check_remote_code():
+    """model.trust_remote_code needs an original checkpoint, and LoRA targets named as its modules are."""
+    from glmtune.methods import MethodError, check_method
+
+    if MODEL["source"] == "tiny":
+        raise WorkflowError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
+                            "model.source: tiny has none: set model.trust_remote_code: false")
+    try:
+        check_method(config["train"], remote_code=True)
+    except MethodError as err:
+        raise WorkflowError(f"config: {err}")
 
 
 check_config()
@@ -65,6 +83,18 @@ def base_model_dir():
     if MODEL["source"] == "tiny":
         return "results/tiny_model"
     return f"resources/models/{MODEL['name']}"
+
+
+def fetch_model_spec():
+    """What fetch_model needs; trust_remote_code only when set, so folders fetched before the key existed stay current."""
+    spec = {k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path")}
+    return {**spec, "trust_remote_code": True} if MODEL["trust_remote_code"] else spec
+
+
+def remote_code_params():
+    """{"trust_remote_code": True} for the model-loading rules' params with model.trust_remote_code, else nothing:
+    a new False param would make Snakemake re-run tokenize, train and export for results made before the key."""
+    return {"trust_remote_code": True} if MODEL["trust_remote_code"] else {}
 
 
 def raw_input(wildcards):

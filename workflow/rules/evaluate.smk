@@ -21,7 +21,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{variant}.tsv"
     conda:
-        ENV
+        MODEL_ENV
     script:
         "../scripts/evaluate.py"
 

@@ -12,9 +12,10 @@ rule merge_adapters:
     params:
         template=MODEL["template"],
         export=config["export"],
+        **remote_code_params(),
     log:
         "logs/merge_adapters.log",
     conda:
-        ENV
+        MODEL_ENV
     script:
         "../scripts/merge_adapters.py"

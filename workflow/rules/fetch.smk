@@ -23,7 +23,7 @@ rule fetch_model:
     output:
         directory("resources/models/{model}"),
     params:
-        spec={k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path")},
+        spec=fetch_model_spec(),
         cache="resources/cache",
     log:
         "logs/fetch_model/{model}.log",

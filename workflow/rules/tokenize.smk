@@ -13,9 +13,10 @@ rule tokenize:
     params:
         template=MODEL["template"],
         lengths=config["tokenize"],
+        **remote_code_params(),
     log:
         "logs/tokenize.log",
     conda:
-        ENV
+        MODEL_ENV
     script:
         "../scripts/tokenize.py"

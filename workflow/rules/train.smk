@@ -18,11 +18,12 @@ rule train:
     params:
         settings=config["train"],
         checkpoints="results/checkpoints",
+        **remote_code_params(),
     log:
         "logs/train.log",
     benchmark:
         "benchmarks/train.tsv"
     conda:
-        ENV
+        MODEL_ENV
     script:
         "../scripts/train.py"

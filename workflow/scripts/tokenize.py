@@ -5,4 +5,5 @@ from glmtune.tokenize_data import tokenize_splits
 with job_logging(snakemake.log[0]):
     inp, out = snakemake.input, snakemake.output
     tokenize_splits({"train": inp.train, "validation": inp.validation}, {"train": out.train, "validation": out.validation},
-                    out.stats, inp.model, snakemake.params.template, **snakemake.params.lengths)
+                    out.stats, inp.model, snakemake.params.template, **snakemake.params.lengths,
+                    trust_remote_code=snakemake.params.get("trust_remote_code", False))

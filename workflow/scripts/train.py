@@ -17,6 +17,7 @@ arguments = {
     "model_dir": str(Path(inp.model).resolve()),
     "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
     "checkpoint_root": snakemake.params.checkpoints, "settings": snakemake.params.settings,
+    "trust_remote_code": snakemake.params.get("trust_remote_code", False),
 }
 layout = Layout.from_resources(snakemake.resources.get("gpu", 0), snakemake.resources.get("nodes", 1))
 deepspeed = bool(snakemake.params.settings.get("deepspeed"))  # needs a launcher even for one process

@@ -1,0 +1,37 @@
+"""The transformers differences glmtune's model-loading stages meet, in one place.
+
+The default path runs on transformers 5. With `model.trust_remote_code: true` the same stages may run in
+workflow/envs/glmtune_remote_code.yaml (transformers 4.40.2), because the original ChatGLM3 / GLM-4 modeling
+code breaks on newer releases; these helpers give each release the argument names it knows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import transformers
+from packaging.version import Version
+
+if TYPE_CHECKING:
+    import torch
+
+# `from_pretrained(torch_dtype=)` became `dtype=` in 4.56; older releases pass an unknown `dtype` on to the
+# config and silently load float32.
+_DTYPE_ARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def load_kwargs(dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Keyword arguments for `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`: the load dtype, if any, and
+    remote code only when asked (transformers 5's AutoTokenizer reads config.json too, and would otherwise prompt)."""
+    kwargs: dict[str, Any] = {} if dtype is None else {_DTYPE_ARG: dtype}
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    return kwargs
+
+
+def eval_strategy_arg() -> str:
+    """`eval_strategy` (4.41 and later) or `evaluation_strategy` (older) of TrainingArguments."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return next(name for name in ("eval_strategy", "evaluation_strategy") if name in fields)

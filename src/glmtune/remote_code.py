@@ -1,0 +1,130 @@
+"""The opt-in path that runs an original checkpoint's own modeling code (`model.trust_remote_code: true`).
+
+By default fetch converts original ChatGLM3 / GLM-4 checkpoints to native transformers folders and nothing runs
+remote code. With the flag, the prepared folder keeps the original weights, config.json (its `auto_map`) and
+modeling *.py files, linked, and every model load passes `trust_remote_code=True`.
+
+The tokenizer is the one exception: the original `tokenization_chatglm.py` is remote code too and breaks on
+new transformers, while our fast tokenizer (glmtune.glm_tokenizers, built from the shipped tokenizer.model)
+gives the same ids. So the folder gets that tokenizer, saved so that transformers 4.40 loads it as well as 5.x,
+and none of the original tokenizer files: only the modeling runs remote code.
+
+The opt-in is recorded in the folder (MARKER), so a stage that is handed only a folder (evaluation, `glmtune
+infer`) honours it, and export carries it, with the *.py files and `auto_map`, into the merged folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_path
+
+MARKER = "glmtune_remote_code.json"
+# The original tokenizer's files: ours replaces them (see the module docstring).
+_ORIGINAL_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                             "added_tokens.json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def recorded_trust(folder: str | Path) -> bool:
+    """True when `folder` was prepared (or exported) with model.trust_remote_code: true."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def modeling_file(folder: str | Path) -> Path | None:
+    """The *.py file config.json's auto_map names for AutoModelForCausalLM (or AutoModel), if it is in the folder."""
+    auto_map = _read_json(Path(folder) / "config.json").get("auto_map") or {}
+    reference = auto_map.get("AutoModelForCausalLM") or auto_map.get("AutoModel")
+    if not isinstance(reference, str):
+        return None
+    module = reference.split("--")[-1].rsplit(".", 1)[0]  # "repo--modeling_chatglm.Class" on hub copies
+    path = Path(folder) / f"{module}.py"
+    return path if path.is_file() else None
+
+
+def save_portable_tokenizer(tokenizer: Any, folder: Path) -> None:
+    """Save a fast tokenizer that transformers 4.40 (tokenizers 0.19) loads as well as transformers 5.
+
+    transformers 5 writes `tokenizer_class: TokenizersBackend` and tokenizers 0.20+ writes BPE merges as pairs;
+    neither loads in the pinned old environment. So the class becomes PreTrainedTokenizerFast, merges the older
+    "a b" strings, the extra special tokens `additional_special_tokens`, and the chat template goes into
+    tokenizer_config.json too (4.40 does not read chat_template.jinja).
+    """
+    tokenizer.save_pretrained(folder)
+    tokenizer_json = folder / "tokenizer.json"
+    data = _read_json(tokenizer_json)
+    merges = data.get("model", {}).get("merges") or []
+    if merges and isinstance(merges[0], list):
+        if any(" " in part for pair in merges for part in pair):
+            raise ValueError(f"{tokenizer_json}: a BPE merge contains a space, which the tokenizers 0.19 format cannot hold")
+        data["model"]["merges"] = [" ".join(pair) for pair in merges]
+        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    config = _read_json(config_path)
+    config.pop("backend", None)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = config.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        config.setdefault("additional_special_tokens", extra)
+    elif extra:
+        config["extra_special_tokens"] = extra
+    if getattr(tokenizer, "chat_template", None):
+        config["chat_template"] = tokenizer.chat_template
+    _write_json(config_path, config)
+
+
+def prepare_folder(source: str | Path, out_dir: str | Path, tokenizer: Any) -> Path:
+    """`out_dir` as the original folder `source`, linked file by file, with `tokenizer` (ours) and the marker.
+
+    Nothing is converted: weights and the modeling *.py files are symlinks to `source`; config.json is copied with
+    its auto_map, less any AutoTokenizer entry. The original tokenizer files and `tokenization_*.py` are left out,
+    so `AutoTokenizer` finds only ours. `out_dir` appears only when complete.
+    """
+    source, out_dir = Path(source).resolve(), Path(out_dir)
+    if out_dir.is_symlink():
+        out_dir.unlink()  # a link from an earlier fetch without the flag
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for item in sorted(source.iterdir()):
+            skipped = item.name in _ORIGINAL_TOKENIZER_FILES or item.name.startswith((".", "tokenization_"))
+            if not skipped and item.name != "config.json":
+                os.symlink(item, tmp / item.name, target_is_directory=item.is_dir())
+        config = _read_json(source / "config.json")
+        config.get("auto_map", {}).pop("AutoTokenizer", None)
+        _write_json(tmp / "config.json", config)
+        save_portable_tokenizer(tokenizer, tmp)
+        _write_json(tmp / MARKER, {
+            "trust_remote_code": True, "original": str(source),
+            "why": "model.trust_remote_code: true: the modeling code of the original checkpoint runs as it is "
+                   "(files linked from 'original'); the tokenizer is glmtune's fast tokenizer built from its tokenizer.model",
+        })
+    return out_dir
+
+
+def carry_remote_code(model_dir: str | Path, out_dir: str | Path) -> None:
+    """Make a folder saved from a remote-code model load again like `model_dir`: its *.py files, auto_map, marker.
+
+    `save_pretrained` copies the modeling file and its relative imports already; this also brings the files it
+    imports lazily (e.g. ChatGLM3's quantization.py) and the auto_map entries of the other Auto classes.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    for path in model_dir.glob("*.py"):
+        if not (out_dir / path.name).exists():
+            shutil.copyfile(path, out_dir / path.name)
+    original_map = _read_json(model_dir / "config.json").get("auto_map") or {}
+    config = _read_json(out_dir / "config.json")
+    config["auto_map"] = {**original_map, **(config.get("auto_map") or {})}
+    _write_json(out_dir / "config.json", config)
+    if recorded_trust(model_dir):
+        shutil.copyfile(model_dir / MARKER, out_dir / MARKER)

@@ -1,0 +1,249 @@
+"""model.trust_remote_code: an original-layout checkpoint runs its own modeling code, unconverted.
+
+tests/remote_code_model.py writes a scaled-down GLM-4 checkpoint in the ORIGINAL layout with a stand-in
+modeling_chatglm.py (the real one cannot be downloaded here). The main tests run in this environment
+(transformers 5). The `old_transformers` ones run the same stages under the pinned old transformers of
+workflow/envs/glmtune_remote_code.yaml when GLMTUNE_REMOTE_CODE_PYTHON names that environment's python
+(README, "Running the original remote code"), and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import REPO, shared_data
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reference_glm  # noqa: E402
+import remote_code_model as stand_in  # noqa: E402
+
+from glmtune.fetch import FetchError, fetch_model_folder  # noqa: E402
+from glmtune.methods import MethodError, check_method, lora_targets, resolve_all  # noqa: E402
+from glmtune.remote_code import MARKER  # noqa: E402
+
+OLD_PYTHON = os.environ.get("GLMTUNE_REMOTE_CODE_PYTHON", "")
+
+
+def _old_transformers() -> str:
+    """The old-transformers interpreter, or skip saying what is missing."""
+    if not OLD_PYTHON or not Path(OLD_PYTHON).is_file():
+        pytest.skip("set GLMTUNE_REMOTE_CODE_PYTHON to the python of an environment built from "
+                    "workflow/envs/glmtune_remote_code.yaml (README: Running the original remote code)")
+    probe = subprocess.run([OLD_PYTHON, "-c", "import glmtune, transformers; print(transformers.__version__)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or not probe.stdout.startswith("4."):
+        pytest.skip(f"{OLD_PYTHON} has no glmtune with transformers 4.x: {probe.stdout.strip()} {probe.stderr[-300:]}")
+    return OLD_PYTHON
+
+
+old_transformers = pytest.mark.old_transformers  # each such test calls _old_transformers(), which skips without it
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    folder = tmp_path_factory.mktemp("remote") / "glm-4-9b-chat"
+    return folder, stand_in.write_remote_checkpoint(folder)
+
+
+@pytest.fixture(scope="module")
+def prepared(original: tuple[Path, dict[str, torch.Tensor]]) -> Path:
+    """fetch with trust_remote_code: the original folder kept as it is."""
+    src = original[0]
+    spec = {"source": "path", "path": str(src), "trust_remote_code": True}
+    return fetch_model_folder("glm4-remote", spec, src.parent / "models" / "glm4-remote", src.parent / "cache")
+
+
+@pytest.fixture(scope="module")
+def splits(original: tuple[Path, dict[str, torch.Tensor]]) -> Path:
+    return stand_in.write_splits(original[0].parent / "splits")
+
+
+def _check_stages(result: dict[str, Any]) -> None:
+    losses = result["losses"]
+    assert result["samples"] == 24 and result["steps"] == 24
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert result["lora_targets"] == ["query_key_value"]  # the original module, not q/k/v_proj
+    assert result["num_samples"] == 2 and len(result["predictions"]) == 2
+    assert result["merge_worst"] <= 1e-4 and len(result["merged_generation"]) == 1
+    assert {"modeling_chatglm.py", "configuration_chatglm.py", "reference_glm.py", MARKER} <= set(result["merged_files"])
+    assert result["merged_auto_map"]["AutoModelForCausalLM"] == "modeling_chatglm.ChatGLMForConditionalGeneration"
+    assert result["reloaded_class"] == "ChatGLMForConditionalGeneration"
+
+
+def test_fetch_keeps_the_original_and_adds_our_tokenizer(original: tuple[Path, dict[str, torch.Tensor]], prepared: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, state = original
+    assert not prepared.is_symlink() and (prepared / MARKER).is_file()
+    for name in ("model.safetensors", "modeling_chatglm.py", "configuration_chatglm.py", "generation_config.json"):
+        assert (prepared / name).is_symlink() and (prepared / name).resolve() == (src / name).resolve()
+    assert json.loads((prepared / "config.json").read_text())["auto_map"] == stand_in.CONFIG["auto_map"]
+    assert not (prepared / "tokenization_chatglm.py").exists() and not (prepared / "tokenizer.model").exists()
+    tokenizer_config = json.loads((prepared / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast" and "auto_map" not in tokenizer_config
+    tokenizer = AutoTokenizer.from_pretrained(prepared, trust_remote_code=True)  # ours, not tokenization_chatglm.py
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "[gMASK]", "<sop>", "<|user|>"]) == [
+        stand_in.ENDOFTEXT, stand_in.ENDOFTEXT + 2, stand_in.ENDOFTEXT + 4, stand_in.USER]
+    assert tokenizer.encode("the dress", add_special_tokens=False)[0] == stand_in.RANKS.index(b"the")
+
+    model = AutoModelForCausalLM.from_pretrained(prepared, trust_remote_code=True).eval()
+    assert type(model).__name__ == "ChatGLMForConditionalGeneration"
+    ids = torch.randint(0, stand_in.CONFIG["padded_vocab_size"], (24,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0]
+    torch.testing.assert_close(logits, reference_glm.forward(state, stand_in.CONFIG, ids), atol=1e-5, rtol=1e-5)
+
+    # Without the flag the same folder is converted as before, and gives the same logits without remote code.
+    native = fetch_model_folder("glm4", {"source": "path", "path": str(src)}, src.parent / "models" / "native",
+                                src.parent / "cache")
+    names = {p.name for p in native.iterdir()}
+    assert "auto_map" not in json.loads((native / "config.json").read_text())
+    assert MARKER not in names and not any(name.endswith(".py") for name in names)
+    with torch.no_grad():
+        native_logits = AutoModelForCausalLM.from_pretrained(native, dtype=torch.float32)(ids[None]).logits[0]
+    torch.testing.assert_close(native_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_fetch_refuses_a_folder_without_remote_code(tmp_path: Path) -> None:
+    folder = tmp_path / "native"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GlmForCausalLM"]}))
+    with pytest.raises(FetchError, match=r"trust_remote_code is true, but .*config\.json maps no AutoModelForCausalLM"):
+        fetch_model_folder("m", {"source": "path", "path": str(folder), "trust_remote_code": True},
+                           tmp_path / "out", tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
+
+
+def test_lora_targets_keep_the_original_names(prepared: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert lora_targets(["query_key_value", "dense"], remote_code=True) == ["query_key_value", "dense"]
+    assert lora_targets(["all", "dense"], remote_code=True) == ["all"]
+    with pytest.raises(MethodError, match=r"'q_proj' is not an original ChatGLM module, and with model.trust_remote_code"):
+        lora_targets(["q_proj"], remote_code=True)
+    with pytest.raises(MethodError, match="ptuning is not supported with model.trust_remote_code"):
+        check_method({"method": "ptuning"}, remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(prepared, trust_remote_code=True)
+    assert resolve_all(model, ["all"]) == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]  # the default path maps as before
+
+
+def test_stages_run_the_remote_code(prepared: Path, splits: Path, tmp_path: Path) -> None:
+    """tokenize -> LoRA on query_key_value -> evaluation -> export merge, in this environment (transformers 5)."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from glmtune.io import read_jsonl
+    from glmtune.templates import encode_conversation, get_template
+
+    result = stand_in.run_stages(prepared, splits, tmp_path)
+    _check_stages(result)
+    tokenizer = AutoTokenizer.from_pretrained(prepared, trust_remote_code=True)
+    first = next(read_jsonl(splits / "train.jsonl"))["conversations"]
+    expected = encode_conversation(tokenizer, get_template("glm4"), first)[0]
+    assert load_from_disk(str(tmp_path / "tok" / "train"))[0]["input_ids"] == expected
+
+
+def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from glmtune.export import export_model
+    from glmtune.tokenize_data import tokenize_splits
+    from glmtune.training import train_lora
+
+    tok = {"train": tmp_path / "train", "validation": tmp_path / "validation"}
+    tokenize_splits({s: splits / f"{s}.jsonl" for s in tok}, tok, tmp_path / "stats.json", prepared, "glm4", 64, 64,
+                    trust_remote_code=True)
+    settings = {**stand_in.TRAIN_SETTINGS, "method": "full", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}
+    train_lora(tok["train"], tok["validation"], prepared.resolve(), tmp_path / "full", tmp_path / "log.jsonl",
+               tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=True)
+    assert (tmp_path / "full" / MARKER).is_file() and (tmp_path / "full" / "modeling_chatglm.py").is_file()
+    export_model(tmp_path / "full", prepared, tmp_path / "merged", splits / "test.jsonl", "glm4", 1e-3,
+                 trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", trust_remote_code=True)
+    assert type(model).__name__ == "ChatGLMForConditionalGeneration"
+
+
+RULE_ENVS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings, WorkflowSettings
+configfiles = [Path(p) for p in sys.argv[1:]]
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(configfiles=configfiles),
+                            storage_settings=StorageSettings(), workdir=Path("."), snakefile=Path("workflow/Snakefile"))
+    workflow._workflow_settings = WorkflowSettings()
+    print(json.dumps({rule.name: rule.conda_env for rule in workflow._workflow.rules}))
+"""
+
+
+def _rule_envs(*configfiles: Path) -> dict[str, str | None]:
+    """Each rule's conda: file, read through Snakemake's API (its parsed rules) from the repository's workflow."""
+    done = subprocess.run([sys.executable, "-c", RULE_ENVS, *map(str, configfiles)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.workflow
+def test_model_rules_use_the_pinned_environment_only_with_the_flag(original: tuple[Path, Any], tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "remote.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "glm4-remote", "source": "path", "path": str(original[0]),
+                                                "trust_remote_code": True},
+                                      "train": {"lora": {"target_modules": ["query_key_value"]}}}))
+    remote = _rule_envs(REPO / "config" / "config.yaml", config)
+    model_rules = {"tokenize", "train", "evaluate", "merge_adapters"}
+    assert {rule for rule, env in remote.items() if env == "../envs/glmtune_remote_code.yaml"} == model_rules
+    assert {env for rule, env in remote.items() if rule not in model_rules and rule != "all"} == {"../envs/glmtune.yaml"}
+    default = _rule_envs(REPO / "config" / "config.yaml")
+    assert {env for rule, env in default.items() if rule != "all"} == {"../envs/glmtune.yaml"}
+
+
+@old_transformers
+def test_stages_under_the_pinned_old_transformers(prepared: Path, splits: Path, tmp_path: Path) -> None:
+    """The folder fetched here (transformers 5) goes through the other stages in the old-transformers environment."""
+    python = _old_transformers()
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([python, str(Path(__file__).parent / "remote_code_model.py"), str(prepared), str(splits),
+                           str(tmp_path / "work")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["transformers"].startswith("4.")
+    _check_stages(result)
+
+
+ENCODE = """
+import json, sys
+from transformers import AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+print(json.dumps([tokenizer.encode(text, add_special_tokens=False) for text in json.loads(sys.argv[2])]))
+"""
+
+
+@old_transformers
+@pytest.mark.parametrize(("family", "folder"), [("glm4", "glm-4-9b-chat"), ("chatglm3", "chatglm3-6b")])
+def test_real_tokenizers_give_the_same_ids_under_old_transformers(family: str, folder: str, tmp_path: Path) -> None:
+    """The tokenizer fetch writes (with transformers 5) loads in transformers 4.40 and encodes identically."""
+    from glmtune.glm_tokenizers import load_tokenizer
+    from glmtune.remote_code import save_portable_tokenizer
+
+    python = _old_transformers()
+    source = shared_data(f"tokenizers/{folder}/tokenizer.model").parent
+    tokenizer = load_tokenizer(source, family)
+    save_portable_tokenizer(tokenizer, tmp_path)
+    texts = ["类型#裙*颜色#红色*风格#复古", "Hello world!  12345 philosophy", "<|user|>\n你好[gMASK]<sop>sop", " \n\t 换行\r\n"]
+    done = subprocess.run([python, "-c", ENCODE, str(tmp_path), json.dumps(texts)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [tokenizer.encode(t, add_special_tokens=False) for t in texts]
