@@ -57,3 +57,27 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     first = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings)
     second = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, {**settings, "learning_rate": 1e-3})
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
+
+
+def test_run_id_follows_settings_and_file_contents_and_reads_big_files_only_at_the_ends(tmp_path: Path, monkeypatch) -> None:
+    import glmtune.training as training
+
+    monkeypatch.setattr(training, "WHOLE_FILE_LIMIT", 4 << 20)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"a": 1}')
+    big = folder / "model.safetensors"
+    big.write_bytes(bytes(6 << 20))
+    base = training.fingerprint({"lr": 1}, folder)
+    assert training.fingerprint({"lr": 2}, folder) != base
+    (folder / "config.json").write_text('{"a": 2}')
+    assert training.fingerprint({"lr": 1}, folder) != base
+    (folder / "config.json").write_text('{"a": 1}')
+    assert training.fingerprint({"lr": 1}, folder) == base
+    data = bytearray(big.read_bytes())
+    data[-1] = 1  # the tail of a big file counts
+    big.write_bytes(bytes(data))
+    assert training.fingerprint({"lr": 1}, folder) != base
+    data[-1], data[3 << 20] = 0, 1  # its middle does not: that is what keeps an 18 GB model from being read
+    big.write_bytes(bytes(data))
+    assert training.fingerprint({"lr": 1}, folder) == base

@@ -32,14 +32,29 @@ log = logging.getLogger(__name__)
 CHECKPOINTING_ARG = next(n for n in ("activation_checkpointing", "gradient_checkpointing") if n in TrainingArguments.__dataclass_fields__)
 
 
+WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are hashed by size, head and tail: reading 18 GB costs minutes
+
+
+def _update_with_file(digest: Any, path: Path) -> None:
+    size = path.stat().st_size
+    digest.update(f"{path.name}:{size}".encode())
+    with open(path, "rb") as handle:
+        if size <= WHOLE_FILE_LIMIT:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:  # a safetensors header (names, shapes, offsets) is at the head; the tail changes with the values
+            digest.update(handle.read(1 << 20))
+            handle.seek(size - (1 << 20))
+            digest.update(handle.read())
+
+
 def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
-    """Hash of the settings and every file's bytes in `folders`: a checkpoint only resumes the same run."""
+    """Hash of the settings and the files in `folders`: a checkpoint only resumes the same run."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                digest.update(path.name.encode())
-                digest.update(path.read_bytes())
+                _update_with_file(digest, path)
     return digest.hexdigest()[:16]
 
 
