@@ -31,23 +31,37 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     """)
     process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings)], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(checkpoints.glob("*/checkpoint-10/trainer_state.json")):
-        time.sleep(0.1)
+
+    def logged_past_checkpoint() -> bool:  # killed mid-way between checkpoints 10 and 20, after logging step 12
+        logs = list(checkpoints.glob("*/log.jsonl"))
+        return bool(list(checkpoints.glob("*/checkpoint-10/trainer_state.json")) and logs
+                    and any(row.get("step", 0) >= 12 for row in read_jsonl(logs[0]) if "loss" in row))
+
+    while time.time() < deadline and not logged_past_checkpoint():
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     run = next(checkpoints.iterdir())
     saved = last_complete_checkpoint(run)
-    assert saved is not None and not (tmp_path / "adapter").exists()
-    # A half-written checkpoint (no trainer_state.json) is never picked.
-    (run / "checkpoint-999").mkdir()
+    assert saved is not None and Path(saved).name == "checkpoint-10" and not (tmp_path / "adapter").exists()
+    # A half-written checkpoint (files, but no trainer_state.json yet) is never picked.
+    partial = run / "checkpoint-999"
+    partial.mkdir()
+    (partial / "adapter_model.safetensors").write_bytes(b"\0" * 64)
     assert last_complete_checkpoint(run) == saved
 
     summary = train_lora(*args, settings)
     assert summary["resumed_from"] == saved and summary["steps"] == 30
+    resumed = {row["step"]: row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row}
     steps = [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
-    assert steps == sorted(set(steps)) and steps[-1] == 30  # one continuous curve, no restart from step 1
-    resumed_at = int(Path(saved).name.split("-")[1])
-    assert steps.count(resumed_at + 1) == 1
+    assert steps == list(range(1, 31))  # one continuous curve: no restart from step 1, no step logged twice
+
+    # Same step counter, optimizer and RNG state: the resumed curve is the uninterrupted run's.
+    straight = tmp_path / "straight"
+    train_lora(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
+               str(straight / "ckpt"), settings)
+    uninterrupted = {row["step"]: row["loss"] for row in read_jsonl(straight / "log.jsonl") if "loss" in row}
+    assert all(abs(resumed[s] - uninterrupted[s]) <= 1e-4 * abs(uninterrupted[s]) for s in range(11, 31)), (resumed, uninterrupted)
 
 
 def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -81,3 +95,22 @@ def test_run_id_follows_settings_and_file_contents_and_reads_big_files_only_at_t
     data[-1], data[3 << 20] = 0, 1  # its middle does not: that is what keeps an 18 GB model from being read
     big.write_bytes(bytes(data))
     assert training.fingerprint({"lr": 1}, folder) == base
+
+
+def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """LoRA weights are initialised before the Trainer seeds: without an early seed two runs differ from step 1."""
+    from safetensors.torch import load_file
+
+    tokenized = small_run["tokenized"]
+    settings = {**TRAIN_SETTINGS, "max_steps": 4, "save_steps": 100, "logging_steps": 1}
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        train_lora(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
+                   out / "loss.png", out / "ckpt", settings)
+        losses = [row["loss"] for row in read_jsonl(out / "log.jsonl") if "loss" in row]
+        runs.append((losses, load_file(out / "adapter" / "adapter_model.safetensors")))
+    (first_losses, first_weights), (second_losses, second_weights) = runs
+    assert first_losses == second_losses and len(first_losses) == 4
+    assert first_weights.keys() == second_weights.keys()
+    assert all((first_weights[k] == second_weights[k]).all() for k in first_weights)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .compat import eval_strategy_arg, load_kwargs
 from .io import write_json
@@ -62,6 +62,19 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest checkpoint-N that finished saving (trainer_state.json is written last)."""
     done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the log rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
+    repeats (without this the log has them twice and the loss plot zig-zags)."""
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError):  # the line a kill cut short
+            continue
+    path.write_text("".join(kept), encoding="utf-8")
 
 
 class PadCollator:
@@ -142,11 +155,14 @@ def train_lora(
     checkpoints.mkdir(parents=True, exist_ok=True)
     steps_log = checkpoints / "log.jsonl"  # kept beside the checkpoints so a resumed run's log is whole
     resume = last_complete_checkpoint(checkpoints)
-    if not resume and steps_log.exists():
-        steps_log.unlink()
+    if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes the log
+        trim_log(steps_log, int(Path(resume).name.split("-")[1]) if resume else 0)
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
+    # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
+    # too, or two runs of the same config train from different adapters.
+    set_seed(settings["seed"])
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust_remote_code))
     model = apply_method(model, settings, trust_remote_code)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
