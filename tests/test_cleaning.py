@@ -38,6 +38,25 @@ def test_an_exchange_emptied_by_cleaning_is_dropped_and_the_rest_kept() -> None:
     assert [m["content"] for m in out] == ["s", "二", "好"] and counts["empty_turns_dropped"] == 1
 
 
+def test_a_system_message_emptied_by_cleaning_is_dropped_and_counted() -> None:
+    counts: Counter[str] = Counter()
+    conversation = [message("system", "🐳"), message("user", "q"), message("assistant", "a")]
+    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    assert [m["role"] for m in out] == ["user", "assistant"] and counts["empty_system_dropped"] == 1
+    # an originally empty system message is not cleaning's doing: left to the schema
+    untouched = clean_conversation([message("system", ""), *conversation[1:]], Cleaning(remove_strings=("🐳",)), Counter())
+    assert [m["role"] for m in untouched] == ["system", "user", "assistant"]
+
+
+def test_remove_strings_acts_on_content_not_on_tools() -> None:
+    tools = [{"name": "🐳", "description": "🐳 facts"}]
+    counts: Counter[str] = Counter()
+    conversation = [message("system", "🐳", tools=tools), message("user", "q"), message("assistant", "a")]
+    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    assert out[0] == {"role": "system", "content": "", "loss": False, "tools": [{"name": "🐳", "description": "🐳 facts"}]}
+    assert counts == Counter({"messages_with_strings_removed": 1})
+
+
 @pytest.mark.parametrize(
     ("rules", "conversation", "reason"),
     [

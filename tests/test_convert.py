@@ -10,7 +10,8 @@ import pytest
 
 from glmtune.convert import ConversionError, convert_file
 from glmtune.formats import CONVERTERS, chatglm3
-from glmtune.io import read_jsonl
+from glmtune.templates import chatglm3_system_text
+from glmtune.io import DataFileError, read_jsonl
 
 
 def user(content: Any, **extra: Any) -> dict[str, Any]:
@@ -213,7 +214,7 @@ def test_chatglm3_tools_and_tool_call() -> None:
         ],
     }
     assert chatglm3(record, {}) == [
-        {"role": "system", "content": '[{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object"}}]', "loss": False},
+        {"role": "system", "content": "", "loss": False, "tools": TOOLS},
         {"role": "user", "content": "北京天气？", "loss": False},
         {"role": "assistant", "content": '{"city": "北京"}', "loss": True, "metadata": "get_weather"},
         {"role": "observation", "content": '{"temp": 25, "天气": "晴"}', "loss": False},
@@ -232,7 +233,9 @@ def test_chatglm3_system_prompt_joins_the_tools_prompt() -> None:
     record = {"tools": TOOLS, "conversations": [system("你是助手"), user("q"), assistant("a")]}
     messages = chatglm3(record, {})
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
-    assert messages[0]["content"] == "你是助手\n" + json.dumps(TOOLS, ensure_ascii=False)
+    assert messages[0] == {"role": "system", "content": "你是助手", "loss": False, "tools": TOOLS}
+    # the chatglm3 template renders it as the demo's prompt: the system text, a newline, json.dumps(tools)
+    assert chatglm3_system_text(messages[0]) == "你是助手\n" + json.dumps(TOOLS, ensure_ascii=False)
 
 
 def test_chatglm3_default_loss() -> None:
@@ -275,3 +278,98 @@ def test_empty_conversation_with_system_option_is_a_conversion_error(tmp_path: P
     raw = write_lines(tmp_path / "raw.jsonl", [conv()])
     with pytest.raises(ConversionError, match="line 1"):
         run(tmp_path, raw, "chatglm3", system="你是助手")
+
+
+# --- a JSON-lines line that is not JSON ------------------------------------------------------------
+
+BROKEN_LINES = ['{"content": "类型#裙", "summary": "红色长裙"}', '{"content": "类型#裤", "summary": ', "not json at all",
+                '{"content": "类型#上衣", "summary": "白色T恤"}']
+
+
+def test_skip_mode_rejects_a_line_that_is_not_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("\n".join(BROKEN_LINES) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="glmtune"):
+        report = run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    rejects = list(read_jsonl(tmp_path / "out" / "rejects.jsonl"))
+    assert (report["records_in"], report["records_out"], report["rejected"]) == (4, 2, 2)
+    assert report["records_in"] == report["records_out"] + report["rejected"]
+    assert report["steps"] == {"invalid_json": 2}
+    assert [(r["where"], r["record"]) for r in rejects] == [("line 2", BROKEN_LINES[1]), ("line 3", BROKEN_LINES[2])]
+    assert all(r["reason"].startswith("invalid JSON: ") for r in rejects)
+    assert "Expecting value" in rejects[1]["reason"]
+    assert [row["source"]["index"] for row in read_jsonl(tmp_path / "out" / "conv.jsonl")] == ["line 1", "line 4"]
+    assert "2 lines of" in caplog.text and "not valid JSON" in caplog.text
+
+
+def test_error_mode_stops_at_a_line_that_is_not_json(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("\n".join(BROKEN_LINES) + "\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=f"^{raw}: line 2: invalid JSON"):
+        run(tmp_path, raw, "advertisegen", on_invalid="error")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_json_array_that_does_not_parse_is_a_file_error_even_with_skip(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.json"
+    raw.write_text('[\n{"content": "a", "summary": "b"},\n{"content": "c",,}\n]\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=f"^{raw}: line 3: invalid JSON array"):
+        run(tmp_path, raw, "advertisegen", on_invalid="skip")
+
+
+# --- the dataset's fixed system prompt is never dropped silently ----------------------------------
+
+def test_system_prompt_fills_a_tools_only_system_message_and_a_records_own_is_kept_and_counted(tmp_path: Path) -> None:
+    records = [
+        conv(user("q1"), assistant("a1")),                                       # no system: gets the prompt
+        {"tools": TOOLS, "conversations": [user("q2"), assistant("a2")]},       # tools only: the prompt is its text
+        conv(system("自己的"), user("q3"), assistant("a3")),                     # its own text: kept, counted
+        conv(system("你是助手"), user("q4"), assistant("a4")),                   # the same text: nothing to count
+        {"tools": TOOLS, "conversations": [system("带工具"), user("q5"), assistant("a5")]},  # own text with tools: kept
+    ]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    report = run(tmp_path, raw, "chatglm3", system="你是助手")
+    firsts = [row["conversations"][0] for row in read_jsonl(tmp_path / "out" / "conv.jsonl")]
+    assert firsts == [
+        {"role": "system", "content": "你是助手", "loss": False},
+        {"role": "system", "content": "你是助手", "loss": False, "tools": TOOLS},
+        {"role": "system", "content": "自己的", "loss": False},
+        {"role": "system", "content": "你是助手", "loss": False},
+        {"role": "system", "content": "带工具", "loss": False, "tools": TOOLS},
+    ]
+    assert report["steps"] == {"system_prompt_kept_from_record": 2}
+    assert report["records_out"] == 5
+
+
+def test_system_prompt_does_not_mask_an_invalid_system_message(tmp_path: Path) -> None:
+    raw = write_lines(tmp_path / "raw.jsonl", [conv(system(5), user("q"), assistant("a"))])
+    report = run(tmp_path, raw, "chatglm3", system="你是助手", on_invalid="skip")
+    assert report["steps"] == {"invalid": 1}
+
+
+def test_without_a_system_option_nothing_is_counted(tmp_path: Path) -> None:
+    raw = write_lines(tmp_path / "raw.jsonl", [conv(system("s"), user("q"), assistant("a"))])
+    assert run(tmp_path, raw, "chatglm3")["steps"] == {}
+
+
+# --- cleaning output is validated again ----------------------------------------------------------
+
+def test_cleaning_drops_an_emptied_system_message_and_rejects_what_it_left_invalid(tmp_path: Path) -> None:
+    records = [
+        conv(system("🐳"), user("q1"), assistant("a1")),                       # system emptied: dropped, counted
+        conv(user("q2"), assistant("🐳"), user("q3"), assistant("a3")),        # an empty answer is left: invalid
+        {"tools": TOOLS, "conversations": [system("🐳"), user("q4"), assistant("a4")]},  # tools stay, text emptied
+    ]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    report = run(tmp_path, raw, "chatglm3", clean={"remove_strings": ["🐳"], "drop_empty_turns": False})
+    out = [row["conversations"] for row in read_jsonl(tmp_path / "out" / "conv.jsonl")]
+    rejects = list(read_jsonl(tmp_path / "out" / "rejects.jsonl"))
+    assert out == [
+        [{"role": "user", "content": "q1", "loss": False}, {"role": "assistant", "content": "a1", "loss": True}],
+        [{"role": "system", "content": "", "loss": False, "tools": TOOLS},
+         {"role": "user", "content": "q4", "loss": False}, {"role": "assistant", "content": "a4", "loss": True}],
+    ]
+    assert [(r["where"], r["reason"]) for r in rejects] == [
+        ("line 2", "cleaning left an invalid conversation: message 1: empty assistant message")]
+    assert report["steps"] == {"empty_system_dropped": 1, "invalid_after_cleaning": 1, "messages_with_strings_removed": 3}
+    assert report["records_in"] == report["records_out"] + report["rejected"]

@@ -13,6 +13,7 @@ from glmtune.schema import InvalidRecord, validate_conversation
 
 TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 TOOLS_JSON = json.dumps(TOOLS, ensure_ascii=False)
+OPENAI_TOOLS = [{"type": "function", "function": TOOLS[0]}]
 
 
 def convert(fmt: str, record: Any, **options: Any) -> list[dict[str, Any]]:
@@ -22,8 +23,8 @@ def convert(fmt: str, record: Any, **options: Any) -> list[dict[str, Any]]:
     return messages
 
 
-def S(content: str) -> dict[str, Any]:
-    return {"role": "system", "content": content, "loss": False}
+def S(content: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"role": "system", "content": content, "loss": False, **({"tools": tools} if tools else {})}
 
 
 def U(content: str) -> dict[str, Any]:
@@ -58,7 +59,13 @@ def test_glm4_tools_on_empty_system_and_a_tool_call_as_in_the_demo() -> None:
         {"role": "observation", "content": '{"temp": 25}'},
         {"role": "assistant", "content": "北京25度"},
     ]}
-    assert convert("glm4", record) == [S(TOOLS_JSON), U("北京天气？"), A(call), O('{"temp": 25}'), A("北京25度")]
+    assert convert("glm4", record) == [S("", TOOLS), U("北京天气？"), A(call), O('{"temp": 25}'), A("北京25度")]
+
+
+def test_glm4_openai_style_tools_are_normalised_to_plain_functions() -> None:
+    record = {"messages": [{"role": "system", "content": "", "tools": OPENAI_TOOLS},
+                           {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert convert("glm4", record) == [S("", TOOLS), U("q"), A("a")]
 
 
 def test_glm4_system_text_tools_metadata_loss_and_tool_role() -> None:
@@ -72,7 +79,7 @@ def test_glm4_system_text_tools_metadata_loss_and_tool_role() -> None:
         {"role": "assistant", "content": "晴天"},
     ]}
     assert convert("glm4", record) == [
-        S("你是助手\n" + TOOLS_JSON), U("q1"), A("a1", loss=False), U("北京天气？"),
+        S("你是助手", TOOLS), U("q1"), A("a1", loss=False), U("北京天气？"),
         A('{"city": "北京"}', metadata="get_weather"), O("晴"), A("晴天"),
     ]
 
@@ -105,9 +112,10 @@ def test_alpaca_system_and_history_come_first_and_history_answers_are_trained() 
 
 
 def test_alpaca_tools_list_or_json_string() -> None:
-    for tools in (TOOLS, TOOLS_JSON):
+    for tools in (TOOLS, TOOLS_JSON, OPENAI_TOOLS):
         record = {"instruction": "q", "output": "a", "system": "s", "tools": tools}
-        assert convert("alpaca", record) == [S("s\n" + TOOLS_JSON), U("q"), A("a")]
+        assert convert("alpaca", record) == [S("s", TOOLS), U("q"), A("a")]
+    assert convert("alpaca", {"instruction": "q", "output": "a", "tools": TOOLS}) == [S("", TOOLS), U("q"), A("a")]
     assert convert("alpaca", {"instruction": "q", "output": "a", "tools": "[]"}) == [U("q"), A("a")]
 
 
@@ -163,7 +171,7 @@ def test_sharegpt_tool_call_with_json_string_tools() -> None:
         turn("gpt", "北京25度"),
     ], "tools": TOOLS_JSON}
     assert convert("sharegpt", record) == [
-        S(TOOLS_JSON), U("北京天气？"), A('{"city": "北京"}', metadata="get_weather"), O('{"temp": 25}'), A("北京25度"),
+        S("", TOOLS), U("北京天气？"), A('{"city": "北京"}', metadata="get_weather"), O('{"temp": 25}'), A("北京25度"),
     ]
 
 
@@ -175,7 +183,7 @@ def test_sharegpt_no_tools(tools: Any) -> None:
 
 def test_sharegpt_system_text_then_tools_list() -> None:
     record = {"conversations": [turn("human", "q"), turn("gpt", "a")], "system": "你是助手", "tools": TOOLS}
-    assert convert("sharegpt", record) == [S("你是助手\n" + TOOLS_JSON), U("q"), A("a")]
+    assert convert("sharegpt", record) == [S("你是助手", TOOLS), U("q"), A("a")]
 
 
 def test_sharegpt_leading_system_message_is_the_system_prompt() -> None:
@@ -307,6 +315,21 @@ MALFORMED = [
     pytest.param("chatglm3", {"conversations": [{"role": "system", "content": 1}, UQ, AA], "tools": TOOLS}, {},
                  "message 0: 'content' is int, not a string", id="chatglm3-system-content-int"),
     pytest.param("chatglm3", conv(UQ, {**AA, "metadata": ["m"]}), {}, "message 1: 'metadata' is list, not a string", id="chatglm3-metadata-list"),
+
+    # tools: every format checks each tool the same way
+    pytest.param("chatglm3", {**conv(UQ, AA), "tools": [{"description": "no name"}]}, {},
+                 "tool 0: a function tool needs a non-empty string 'name'", id="chatglm3-tool-without-name"),
+    pytest.param("glm4", msgs({"role": "system", "content": "", "tools": [TOOLS[0], {"type": "function", "function": {"name": ""}}]}, UQ, AA), {},
+                 "message 0: tool 1: a function tool needs a non-empty string 'name'", id="glm4-openai-tool-empty-name"),
+    pytest.param("glm4", msgs({"role": "system", "content": "", "tools": [{"type": "python"}]}, UQ, AA), {},
+                 "message 0: tool 0: type 'python' is not a function tool", id="glm4-python-tool"),
+    pytest.param("glm4", msgs({"role": "system", "content": "", "tools": [{"type": "function", "function": "f"}]}, UQ, AA), {},
+                 "message 0: tool 0: 'function' is str, not an object", id="glm4-function-str"),
+    pytest.param("sharegpt", {**conv(HQ, GA), "tools": '["get_weather"]'}, {}, "tool 0: is str, not an object", id="sharegpt-tool-str"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "tools": [{"name": "f", "parameters": "x"}]}, {},
+                 "tool 0: 'parameters' is not an object", id="alpaca-tool-parameters-str"),
+    pytest.param("alpaca", {"instruction": "q", "output": "a", "tools": [{"name": "f", "description": 1}]}, {},
+                 "tool 0: 'description' is not a string", id="alpaca-tool-description-int"),
 ]
 
 
@@ -314,6 +337,22 @@ MALFORMED = [
 def test_malformed_record_reason(fmt: str, bad: Any, options: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidRecord) as info:
         convert(fmt, bad, **options)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(("conversation", "reason"), [
+    ([U("q"), {**A("a"), "tools": TOOLS}], "message 1: only the system message may carry 'tools' (this one is assistant)"),
+    ([S("", OPENAI_TOOLS), U("q"), A("a")], "message 0: 'tools' must be a non-empty list of plain function objects"),
+    ([S("s", []), U("q"), A("a")], None),  # S() leaves an empty list out
+    ([{**S("s"), "tools": []}, U("q"), A("a")], "message 0: 'tools' must be a non-empty list"),
+    ([{**S(""), "tools": [{"name": ""}]}, U("q"), A("a")], "message 0: tool 0: a function tool needs a non-empty string 'name'"),
+])
+def test_canonical_tools_rules(conversation: list[dict[str, Any]], reason: str | None) -> None:
+    if reason is None:
+        validate_conversation(conversation)
+        return
+    with pytest.raises(InvalidRecord) as info:
+        validate_conversation(conversation)
     assert reason in str(info.value)
 
 

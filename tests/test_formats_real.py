@@ -19,8 +19,8 @@ from glmtune.formats import dataset_info_file, from_dataset_info
 from glmtune.io import read_jsonl
 
 
-def S(content: str) -> dict[str, Any]:
-    return {"role": "system", "content": content, "loss": False}
+def S(content: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"role": "system", "content": content, "loss": False, **({"tools": tools} if tools else {})}
 
 
 def U(content: str) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def test_sharegpt_glaive_toolcall_via_dataset_info(tmp_path: Path) -> None:
     tools = [{"name": "get_random_fact", "description": "获取一个随机的有趣事实",
               "parameters": {"type": "object", "properties": {}, "required": []}}]
     assert rows["record 90"] == [
-        S(json.dumps(tools, ensure_ascii=False)),
+        S("", tools),  # tools stay structured, as the raw JSON string decodes
         U("我无聊了。你能告诉我一些有趣的事情吗？"),
         A("{}", metadata="get_random_fact"),
         O('{"fact": "你知道章鱼有三个心脏吗？"}'),
@@ -218,6 +218,9 @@ def test_sharegpt_glaive_toolcall_via_dataset_info(tmp_path: Path) -> None:
     assert rows["record 176"][0] == U(json.loads(raw.read_text(encoding="utf-8"))[176]["conversations"][0]["value"])
     assert sum(c[0]["role"] != "system" for c in rows.values()) + sum(
         1 for r in rejects if r["record"]["tools"] == "[]") == 100
+    raw_rows = json.loads(raw.read_text(encoding="utf-8"))
+    for index, conversation in rows.items():  # every tools string arrives as its decoded list, on the system message
+        assert conversation[0].get("tools", []) == json.loads(raw_rows[int(index.split()[1])]["tools"])
     calls = [m for c in rows.values() for m in c if m.get("metadata")]
     assert calls and all(m["role"] == "assistant" and m["loss"] and json.loads(m["content"]) is not None for m in calls)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtune.io import DataFileError, atomic_path, read_jsonl, read_records, write_json, write_jsonl
+from glmtune.io import BadLine, DataFileError, atomic_path, read_jsonl, read_records, write_json, write_jsonl
 
 ROWS = [{"content": "类型#裙", "summary": "红色连衣裙"}, {"content": "a", "summary": "b"}]
 
@@ -68,6 +68,21 @@ def test_broken_json_line_names_its_line(tmp_path: Path) -> None:
         read_records(path)
     assert str(path) in str(info.value)
     assert "line 3" in str(info.value)
+
+
+def test_broken_json_line_comes_back_as_a_bad_line_when_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"a": 1}\r\n{"a": \r\n\r\n{"a": 4}\r\n', encoding="utf-8")
+    records = read_records(path, skip_bad_lines=True)
+    assert records == [("line 1", {"a": 1}), ("line 2", BadLine('{"a": ', "invalid JSON: Expecting value (column 7)")),
+                       ("line 4", {"a": 4})]
+
+
+def test_broken_json_array_stays_a_file_error_when_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('[{"a": 1},\n{"a": 2,,}]\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match="line 2: invalid JSON array"):
+        read_records(path, skip_bad_lines=True)
 
 
 def test_broken_json_array_names_its_line(tmp_path: Path) -> None:

@@ -6,10 +6,13 @@ Official layout (GLM-4 finetune demo / tokenization_chatglm.py, ChatGLM3 finetun
 [<|role|>] + encode(f"{metadata}\\n") + encode(content), where encode is the raw reference encoder
 (tiktoken for GLM-4, SentencePiece for ChatGLM3) applied to each piece on its own; eos closes the
 sample. Loss marks are True for assistant messages, then shifted right by one.
+A system message with tools follows glm-4-9b-chat's chat template (GLM-4) or the ChatGLM3 demo's
+json.dumps system prompt; their text is written out here, not taken from glmtune.templates.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -18,7 +21,7 @@ import pytest
 from conftest import shared_data
 
 from glmtune.glm_tokenizers import GLM4_PATTERN, load_chatglm3_tokenizer, load_glm4_tokenizer
-from glmtune.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
+from glmtune.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
 
 SYSTEM = "你是一个乐于助人的助手。"
 USER = "类型#裙*颜色#红色*风格#简约"
@@ -160,3 +163,78 @@ def test_apply_chat_template_gives_the_official_prompt_ids(name: str) -> None:
     ids = fam.tokenizer.encode(text, add_special_tokens=False)
     nl = fam.ids("\n")
     assert ids == [*fam.prefix, fam.system, *nl, *fam.ids(SYSTEM), fam.user, *nl, *fam.ids(USER), fam.assistant]
+
+
+# --- tools on the system message, a tool call and its observation ------------------------------------
+
+FUNCTION = {"name": "get_weather", "description": "查询城市的实时天气",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "城市名"}}, "required": ["city"]}}
+CALL_ARGS, OBSERVATION, TOOL_ANSWER = '{"city": "北京"}', '{"temp": 25, "天气": "晴"}', "北京今天晴，25度。"
+OBSERVATION_ID = {"glm4": 151338, "chatglm3": 64797}
+# glm-4-9b-chat's chat template for a system message carrying tools, written out by hand:
+# <|system|> + this text, one function after the other (tojson(indent=4) is json.dumps(indent=4, ensure_ascii=False)).
+GLM4_TOOLS_TEXT = (
+    "\n你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。"
+    "\n\n# 可用工具"
+    "\n\n## get_weather\n\n" + json.dumps(FUNCTION, indent=4, ensure_ascii=False)
+    + "\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
+)
+
+
+def tool_conversation(system: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": system, "loss": False, "tools": [FUNCTION]},
+        msg("user", USER),
+        {"role": "assistant", "content": CALL_ARGS, "loss": True, "metadata": "get_weather"},
+        msg("observation", OBSERVATION),
+        msg("assistant", TOOL_ANSWER),
+    ]
+
+
+def _tool_turns(fam: Family) -> tuple[list[int], list[int], list[int]]:
+    """(prompt after the system part up to the call's <|assistant|>, the trained call, the observation up to the answer's <|assistant|>)."""
+    nl = fam.ids("\n")
+    observation = OBSERVATION_ID[fam.name]
+    before_call = [fam.user, *nl, *fam.ids(USER), fam.assistant]
+    call = [*fam.ids("get_weather\n"), *fam.ids(CALL_ARGS)]
+    middle = [observation, *nl, *fam.ids(OBSERVATION), fam.assistant]
+    return before_call, call, middle
+
+
+@pytest.mark.parametrize("system", [SYSTEM, ""], ids=["with-system-text", "tools-only"])
+def test_glm4_tools_tool_call_and_observation_match_the_official_template(system: str) -> None:
+    fam = _glm4()
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template("glm4"), tool_conversation(system))
+    nl = fam.ids("\n")
+    # [gMASK] <sop> <|system|> tools text; then <|system|> \n text only when the message has text
+    system_part = [151335, *fam.ids(GLM4_TOOLS_TEXT), *([151335, *nl, *fam.ids(system)] if system else [])]
+    before_call, call, middle = _tool_turns(fam)
+    answer = [*nl, *fam.ids(TOOL_ANSWER)]
+    prompt = [151331, 151333, *system_part, *before_call]
+    assert ids == [*prompt, *call, *middle, *answer, 151329]
+    assert labels == [*[IGNORE_INDEX] * len(prompt), *call, 151338, *[IGNORE_INDEX] * (len(middle) - 1), *answer, 151329]
+    # the exported chat template renders the same prompt
+    text = fam.tokenizer.apply_chat_template(tool_conversation(system)[:4], add_generation_prompt=True, tokenize=False)
+    assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]
+
+
+def test_chatglm3_tools_tool_call_and_observation_match_the_demo() -> None:
+    """ChatGLM3: tools are json.dumps(tools, ensure_ascii=False) in the first system prompt, after its text."""
+    fam = _chatglm3()
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template("chatglm3"), tool_conversation(SYSTEM))
+    nl = fam.ids("\n")
+    system_part = [64794, *nl, *fam.ids(SYSTEM + "\n" + json.dumps([FUNCTION], ensure_ascii=False))]
+    before_call, call, middle = _tool_turns(fam)
+    answer = [*nl, *fam.ids(TOOL_ANSWER)]
+    prompt = [64790, 64792, *system_part, *before_call]
+    assert ids == [*prompt, *call, *middle, *answer, 2]
+    assert labels == [*[IGNORE_INDEX] * len(prompt), *call, 64797, *[IGNORE_INDEX] * (len(middle) - 1), *answer, 2]
+    text = fam.tokenizer.apply_chat_template(tool_conversation(SYSTEM)[:4], add_generation_prompt=True, tokenize=False)
+    assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]
+
+
+def test_stop_ids_are_the_official_ones() -> None:
+    # glm-4-9b-chat generation_config.json eos_token_id; ChatGLM3's chat(): eos, <|user|>, <|observation|>
+    glm4_config = json.loads(shared_data("tokenizers/glm-4-9b-chat/generation_config.json").read_text(encoding="utf-8"))
+    assert stop_token_ids(_glm4().tokenizer, get_template("glm4")) == glm4_config["eos_token_id"] == [151329, 151336, 151338]
+    assert stop_token_ids(_chatglm3().tokenizer, get_template("chatglm3")) == [2, 64795, 64797]

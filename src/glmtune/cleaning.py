@@ -1,8 +1,9 @@
 """Per-dataset cleaning of canonical conversations, each step counted.
 
 The steps come from the GLM-4 LoRA tutorial on EmoLLM data (remove the 🐳 emoji, drop a
-self-introduction first line) and common practice (empty turns, length filters). A conversation that
-cleaning empties or filters out is not lost silently: the caller writes it to the rejects file.
+self-introduction first line) and common practice (empty turns, length filters). Rules act on message
+content only (a system message's tools are left as they are). A conversation that cleaning empties or
+filters out is not lost silently: the caller writes it to the rejects file, and re-validates what is left.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) ->
     return kept
 
 
+def _drop_emptied_system(before: Sequence[dict[str, Any]], after: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
+    """Drop a system message that cleaning left without text (one with tools keeps them and stays)."""
+    kept = []
+    for old, new in zip(before, after):
+        if new["role"] == "system" and old["content"].strip() and not new["content"].strip() and not new.get("tools"):
+            counts["empty_system_dropped"] += 1
+            continue
+        kept.append(new)
+    return kept
+
+
 def clean_conversation(messages: Sequence[dict[str, Any]], rules: Cleaning, counts: Counter[str]) -> list[dict[str, Any]]:
     """Apply the rules in order; return the cleaned messages or raise Dropped with the reason."""
     cleaned = [dict(msg) for msg in messages]
@@ -70,6 +82,7 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: Cleaning, coun
                 counts["intro_lines_dropped"] += 1
         if msg["content"] != original and rules.remove_strings:
             counts["messages_with_strings_removed"] += 1
+    cleaned = _drop_emptied_system(messages, cleaned, counts)
     if rules.drop_empty_turns:
         cleaned = _remove_empty_turns(cleaned, counts)
     if not any(m["role"] == "assistant" and m.get("loss") for m in cleaned) or not any(m["role"] == "user" for m in cleaned):

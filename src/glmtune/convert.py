@@ -10,14 +10,35 @@ from typing import Any
 
 from .cleaning import Cleaning, Dropped, clean_conversation
 from .formats import CONVERTERS
-from .io import read_records, write_json, write_jsonl
-from .schema import InvalidRecord, validate_conversation
+from .io import BadLine, read_records, write_json, write_jsonl
+from .schema import InvalidRecord, message, validate_conversation
 
 log = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
     """A record is invalid and the dataset asks to stop on invalid records."""
+
+
+def add_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> bool:
+    """Give the conversation the dataset's fixed system prompt; True when the record's own system text wins.
+
+    A conversation without a system message gets one; a system message with no text (e.g. tools only)
+    gets the prompt as its text; a record's own non-empty system text is kept (the caller counts it).
+    """
+    if not prompt or not messages:
+        return False
+    first = messages[0]
+    if first["role"] != "system":
+        messages.insert(0, message("system", prompt))
+        return False
+    content = first.get("content")
+    if not isinstance(content, str):
+        return False  # invalid: left for validation to reject
+    if not content.strip():
+        first["content"] = prompt
+        return False
+    return content != prompt
 
 
 def convert_file(
@@ -34,24 +55,28 @@ def convert_file(
     options: encoding, on_invalid ("error" | "skip"), system (a fixed system prompt), dedupe (bool),
     clean (Cleaning's fields), and the converter's own keys.
     Every input record ends up either in the output or in the rejects file, with its reason: invalid
-    records (or an error, by on_invalid), records that cleaning empties or filters, and duplicates.
+    records and JSON-lines lines that are not JSON (or an error, by on_invalid), records that cleaning
+    empties, filters or leaves invalid, and duplicates.
     """
     options = options or {}
     if fmt not in CONVERTERS:
         raise ConversionError(f"dataset '{dataset}': unknown format {fmt!r}; known: {', '.join(sorted(CONVERTERS))}")
     convert = CONVERTERS[fmt]
     on_invalid = options.get("on_invalid", "error")
-    records = read_records(raw_path, options.get("encoding", "utf-8"))
+    records = read_records(raw_path, options.get("encoding", "utf-8"), skip_bad_lines=on_invalid == "skip")
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
     rules = Cleaning.from_options(options.get("clean"))
     counts: Counter[str] = Counter()
     for where, record in records:
+        if isinstance(record, BadLine):  # only with on_invalid: skip
+            rejects.append({"where": where, "reason": record.reason, "record": record.text})
+            counts["invalid_json"] += 1
+            continue
         try:
             messages = convert(record, options)
-            if options.get("system") and messages and messages[0]["role"] != "system":
-                messages.insert(0, {"role": "system", "content": options["system"], "loss": False})
+            kept_own_system = add_system_prompt(messages, options.get("system"))
             validate_conversation(messages)
         except InvalidRecord as err:
             if on_invalid != "skip":
@@ -59,10 +84,16 @@ def convert_file(
             rejects.append({"where": where, "reason": str(err), "record": record})
             counts["invalid"] += 1
             continue
+        counts["system_prompt_kept_from_record"] += kept_own_system
         try:
             messages = clean_conversation(messages, rules, counts)
+            validate_conversation(messages)  # cleaning may break a rule the converter's output kept
         except Dropped as err:
             rejects.append({"where": where, "reason": str(err), "record": record})
+            continue
+        except InvalidRecord as err:
+            counts["invalid_after_cleaning"] += 1
+            rejects.append({"where": where, "reason": f"cleaning left an invalid conversation: {err}", "record": record})
             continue
         key = json.dumps(messages, ensure_ascii=False, sort_keys=True)
         if options.get("dedupe", True) and key in seen:
@@ -75,9 +106,14 @@ def convert_file(
     write_jsonl(out_path, kept)
     report = {"dataset": dataset, "file": str(raw_path), "format": fmt, "records_in": len(records),
               "records_out": len(kept), "rejected": len(rejects), "duplicates": counts["duplicates"],
-              "steps": dict(sorted(counts.items()))}
+              "steps": dict(sorted((step, n) for step, n in counts.items() if n))}
     write_json(report_path, report)
     log.info("%s: %d records in, %d converted, %d rejected (see %s); cleaning: %s",
              dataset, len(records), len(kept), len(rejects), rejects_path, report["steps"])
+    if counts["invalid_json"]:
+        log.warning("%s: %d lines of %s are not valid JSON; skipped to %s", dataset, counts["invalid_json"], raw_path, rejects_path)
+    if counts["system_prompt_kept_from_record"]:
+        log.warning("%s: %d records have their own system prompt, kept instead of the configured `system:`",
+                    dataset, counts["system_prompt_kept_from_record"])
     return report
 

@@ -14,9 +14,9 @@ becomes a reject. Option errors (a bad `columns:`/`tags:` mapping) raise a plain
 | emollm            | `{"conversation": [{"system"? (first turn only), "input", "output"}]}`  | -                |
 | sharegpt          | `{"conversations": [{"from", "value"}], "system"?, "tools"?}`           | columns, tags    |
 
-Tools (a list, or for sharegpt/alpaca also a JSON-encoded string) become the system message's
-content as `json.dumps(tools, ensure_ascii=False)`, after the system text and a newline when both
-exist. A tool call is an assistant message whose metadata is the function name and whose content is
+Tools (a list, or for sharegpt/alpaca also a JSON-encoded string) stay structured: they ride on the
+system message as `tools` (plain function objects, see schema.normalize_tools), whose content is the
+system text or "". The chat template renders them in its family's layout. A tool call is an assistant message whose metadata is the function name and whose content is
 the arguments as JSON, which the template renders `<|assistant|>name\\n{arguments}` (as GLM-4 and
 LLaMA-Factory's glm4 template do). `from_dataset_info` reads an entry of LLaMA-Factory's
 dataset_info.json into (format, options).
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .schema import InvalidRecord, message
+from .schema import InvalidRecord, message, normalize_tools
 
 Converter = Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
 CONVERTERS: dict[str, Converter] = {}
@@ -76,8 +76,8 @@ def _mapping(options: dict[str, Any], key: str, defaults: dict[str, Any], requir
     return merged
 
 
-def _tools(value: Any, key: str = "tools") -> list[Any]:
-    """Tool definitions from a list or a JSON-encoded list; none ([] / "" / "[]" / null) gives []."""
+def _tools(value: Any, key: str = "tools") -> list[dict[str, Any]]:
+    """Tool definitions from a list or a JSON-encoded list, normalised; none ([] / "" / "[]" / null) gives []."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else None
@@ -87,16 +87,12 @@ def _tools(value: Any, key: str = "tools") -> list[Any]:
         return []
     if not isinstance(value, list):
         raise InvalidRecord(f"'{key}' is {type(value).__name__}, not a list")
-    return value
+    return normalize_tools(value)
 
 
-def _system_text(text: str | None, tools: list[Any]) -> str:
-    return "\n".join(part for part in (text, json.dumps(tools, ensure_ascii=False) if tools else "") if part)
-
-
-def _system(text: str | None, tools: list[Any]) -> list[dict[str, Any]]:
-    content = _system_text(text, tools)
-    return [message("system", content)] if content else []
+def _system(text: str | None, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system message for a system text and/or tools; none when both are empty."""
+    return [message("system", text or "", tools=tools)] if text or tools else []
 
 
 @register("advertisegen")
@@ -117,16 +113,16 @@ def prompt_completion(record: Any, options: dict[str, Any]) -> list[dict[str, An
 def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """ChatGLM3 finetune demo `{"conversations": [...], "tools"?: [...]}`.
 
-    As in the demo: tools become the first system prompt (json.dumps, ensure_ascii=False); a `tool`
-    message becomes an assistant tool call (name as metadata, parameters as content) followed by an
+    As in the demo: tools ride on the first system message (the chatglm3 template renders them as
+    json.dumps, ensure_ascii=False, after a leading system text); a `tool` message becomes an assistant tool call (name as metadata, parameters as content) followed by an
     untrained observation; without `loss`, system/user/observation are untrained, the rest trained.
     """
     record = _object(record)
     turns = _get(record, "conversations", object)
     if not isinstance(turns, list):
         raise InvalidRecord("'conversations' is not a list")
-    tools = _get(record, "tools", list, required=False)
-    messages: list[dict[str, Any]] = [message("system", _system_text(None, tools))] if tools else []
+    tools = normalize_tools(_get(record, "tools", list, required=False) or [])
+    messages: list[dict[str, Any]] = _system(None, tools)
     for position, turn in enumerate(turns):
         where = f"message {position}: "
         if not isinstance(turn, dict) or "role" not in turn:
@@ -149,8 +145,8 @@ def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
         if "content" not in turn:
             raise InvalidRecord(f"{where}missing key 'content'")
         if role == "system" and tools and position == 0:
-            # The demo puts tools first; a user system prompt comes right after it as part of the same turn.
-            messages[0]["content"] = _system_text(_get(turn, "content", str, where), tools)
+            # The demo puts tools and a user system prompt in one system turn.
+            messages[0]["content"] = _get(turn, "content", str, where)
             continue
         messages.append(message(role, turn["content"], loss, metadata))
     return messages
@@ -163,7 +159,7 @@ GLM4_ROLES = ("system", "user", "assistant", "observation", "tool")
 def glm4(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """GLM-4 finetune demo `{"messages": [{"role", "content", "tools"?, "metadata"?, "loss"?}]}`.
 
-    Tools ride on the system message (appended to its content); `tool` is read as `observation`;
+    Tools ride on the system message (kept structured); `tool` is read as `observation`;
     metadata (a tool call's function name) is kept; without `loss`, only assistant is trained.
     """
     messages = []
@@ -177,11 +173,10 @@ def glm4(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
         tools = _get(turn, "tools", list, where, required=False)
         if tools and role != "system":
             raise InvalidRecord(f"{where}'tools' on a {role} message (GLM-4 reads tools only from the system message)")
-        if tools:
-            content = _system_text(content, tools)
+        tools = normalize_tools(tools, where) if tools else None
         loss = _get(turn, "loss", bool, where, required=False)
         metadata = _get(turn, "metadata", str, where, required=False)
-        messages.append(message("observation" if role == "tool" else role, content, loss, metadata))
+        messages.append(message("observation" if role == "tool" else role, content, loss, metadata, tools))
     return messages
 
 

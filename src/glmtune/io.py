@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,22 @@ class DataFileError(ValueError):
     """A data file cannot be read; the message names the file and the line."""
 
 
-def read_records(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, Any]]:
+@dataclass(frozen=True)
+class BadLine:
+    """A JSON-lines line that is not valid JSON, kept in place of its record when bad lines are skipped."""
+
+    text: str
+    reason: str
+
+
+def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool = False) -> list[tuple[str, Any]]:
     """Return (where, record) pairs, where is "line N" (JSON lines) or "record N" (array index) from a JSON array or a JSON-lines file.
 
     The extension is not trusted (a JSON array in a `.jsonl` file is common): the content decides.
-    A UTF-8 BOM and CRLF line ends are accepted.
+    A UTF-8 BOM and CRLF line ends are accepted. With `skip_bad_lines`, a JSON-lines line that does
+    not parse comes back as a BadLine (so the caller can reject it and still count it); otherwise it
+    raises DataFileError. A JSON array that does not parse is always a DataFileError: no record in it
+    can be trusted.
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -48,7 +61,9 @@ def read_records(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, A
         try:
             records.append((f"line {number}", json.loads(line)))
         except json.JSONDecodeError as err:
-            raise DataFileError(f"{path}: line {number}: invalid JSON: {err.msg}") from None
+            if not skip_bad_lines:
+                raise DataFileError(f"{path}: line {number}: invalid JSON: {err.msg}") from None
+            records.append((f"line {number}", BadLine(line, f"invalid JSON: {err.msg} (column {err.colno})")))
     return records
 
 
@@ -82,7 +97,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    prefix = f".{path.name}.partial-"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*"):  # left by a killed earlier write (a merged model is GBs)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent)) / path.name
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():

@@ -1,8 +1,11 @@
 """The one conversation record every source format is converted into, and its rules.
 
 A canonical record is the ChatGLM3 `conversations` schema, normalised:
-`{"conversations": [{"role", "content", "loss", "metadata"?}, ...]}` where role is one of
+`{"conversations": [{"role", "content", "loss", "metadata"?, "tools"?}, ...]}` where role is one of
 system / user / assistant / observation and `loss` is always an explicit boolean.
+Only a system message may carry `tools`: a non-empty list of function definitions, each a plain
+`{"name", "description"?, "parameters"?}` object (an OpenAI-style `{"type": "function", "function": ...}`
+is unwrapped to its `function`). The chat template renders them in its family's layout.
 (A ChatGLM3 `tool` message is expanded by its converter into an assistant tool call plus an observation.)
 """
 
@@ -19,12 +22,44 @@ class InvalidRecord(ValueError):
     """A record breaks the schema; the message says why (the caller adds file and record)."""
 
 
-def message(role: str, content: str, loss: bool | None = None, metadata: str | None = None) -> dict[str, Any]:
+def message(role: str, content: str, loss: bool | None = None, metadata: str | None = None,
+            tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": role, "content": content}
     msg["loss"] = role in TRAINED_BY_DEFAULT if loss is None else loss
     if metadata:
         msg["metadata"] = metadata
+    if tools:
+        msg["tools"] = tools
     return msg
+
+
+def tool_function(tool: Any) -> Any:
+    """The function object of a tool: OpenAI style wraps it in `function`, glaive/ChatGLM3 data give it plain."""
+    return tool["function"] if isinstance(tool, dict) and "function" in tool else tool
+
+
+def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
+    """Check a tools list and return it as plain function objects; raise InvalidRecord naming the bad tool."""
+    if not isinstance(tools, list):
+        raise InvalidRecord(f"{where}'tools' is {type(tools).__name__}, not a list")
+    functions = []
+    for index, tool in enumerate(tools):
+        at = f"{where}tool {index}: "
+        if not isinstance(tool, dict):
+            raise InvalidRecord(f"{at}is {type(tool).__name__}, not an object")
+        if tool.get("type", "function") != "function":
+            raise InvalidRecord(f"{at}type {tool['type']!r} is not a function tool (only function tools are supported)")
+        function = tool_function(tool)
+        if not isinstance(function, dict):
+            raise InvalidRecord(f"{at}'function' is {type(function).__name__}, not an object")
+        if not isinstance(function.get("name"), str) or not function["name"].strip():
+            raise InvalidRecord(f"{at}a function tool needs a non-empty string 'name'")
+        if not isinstance(function.get("description", ""), str):
+            raise InvalidRecord(f"{at}'description' is not a string")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise InvalidRecord(f"{at}'parameters' is not an object")
+        functions.append(function)
+    return functions
 
 
 def validate_conversation(conversation: Any) -> None:
@@ -46,6 +81,11 @@ def validate_conversation(conversation: Any) -> None:
             raise InvalidRecord(f"{where}: content is {type(content).__name__}, not a string")
         if "loss" in msg and not isinstance(msg["loss"], bool):
             raise InvalidRecord(f"{where}: 'loss' must be true or false, got {msg['loss']!r}")
+        if "tools" in msg:
+            if role != "system":
+                raise InvalidRecord(f"{where}: only the system message may carry 'tools' (this one is {role})")
+            if not msg["tools"] or normalize_tools(msg["tools"], f"{where}: ") != msg["tools"]:
+                raise InvalidRecord(f"{where}: 'tools' must be a non-empty list of plain function objects")
         if role == "system":
             if seen_system:
                 raise InvalidRecord(f"{where}: a second system message")

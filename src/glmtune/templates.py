@@ -5,13 +5,23 @@ Layout shared by GLM-4 and ChatGLM3: a prefix of special tokens, then per messag
 Loss follows the official finetune demos: a trained message's tokens are marked, the marks are
 shifted right by one, so the model learns the header's newline, the content, and the token that
 ends the turn (the next role token, or eos).
+
+A system message's `tools` are laid out per family (ChatTemplate.tools_layout names one of
+TOOLS_LAYOUTS), as each model saw them in its own training: GLM-4 as its official chat template (a
+`<|system|>` block listing every function, then the system text, if any, in a block of its own);
+ChatGLM3 as its finetune demo (`json.dumps(tools, ensure_ascii=False)` in the system prompt, after the
+system text and a newline). Text that carries tools is never trained. `ChatTemplate.jinja()` renders
+the same layout, so `apply_chat_template` on an exported model gives the ids training used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from .schema import tool_function
 
 IGNORE_INDEX = -100
 
@@ -22,11 +32,96 @@ class Tokenizer(Protocol):
 
 
 @dataclass(frozen=True)
+class Block:
+    """One `<|role|>` segment: the texts after the role token are encoded one by one, as the demos do."""
+
+    role: str
+    texts: tuple[str, ...]
+    trainable: bool = True  # False: never trained, whatever the message's loss flag (tools text)
+
+
+def _header(msg: dict[str, Any]) -> str:
+    return (msg.get("metadata") or "") + "\n"
+
+
+def _plain_blocks(msg: dict[str, Any]) -> list[Block]:
+    return [Block(msg["role"], (_header(msg), msg["content"]))]
+
+
+def _jinja_text(text: str) -> str:
+    """A Jinja string literal of `text`."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def _jinja_plain(header_end: str) -> str:
+    return "{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " + m['content'] }}"
+
+
+# The glm-4-9b-chat chat template's tools prompt, word for word.
+GLM4_TOOLS_INTRO = ("\n你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+                    "你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具")
+GLM4_TOOL_OUTRO = "\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
+
+
+def glm4_tools_text(tools: Sequence[Any]) -> str:
+    """What follows `<|system|>` in GLM-4's tools block (its template's `tojson(indent=4)` is this json.dumps)."""
+    listed = "".join(f"\n\n## {function['name']}\n\n{json.dumps(function, indent=4, ensure_ascii=False)}{GLM4_TOOL_OUTRO}"
+                     for function in map(tool_function, tools))
+    return GLM4_TOOLS_INTRO + listed
+
+
+def _glm4_tool_blocks(msg: dict[str, Any]) -> list[Block]:
+    # As the official template: the content block only when there is content.
+    tools = Block("system", (glm4_tools_text(msg["tools"]),), trainable=False)
+    return [tools, *(_plain_blocks(msg) if msg["content"] else [])]
+
+
+def _glm4_tools_jinja(header_end: str) -> str:
+    return ("{{ '<|system|>' + " + _jinja_text(GLM4_TOOLS_INTRO) + " }}"
+            "{% for tool in m['tools'] %}{% set f = tool['function'] if tool['function'] is defined else tool %}"
+            "{{ '\\n\\n## ' + f['name'] + '\\n\\n' + (f | tojson(indent=4)) + " + _jinja_text(GLM4_TOOL_OUTRO) + " }}"
+            "{% endfor %}{% if m['content'] %}" + _jinja_plain(header_end) + "{% endif %}")
+
+
+def chatglm3_system_text(msg: dict[str, Any]) -> str:
+    """ChatGLM3's system prompt with tools: the system text, a newline, then json.dumps of the functions."""
+    tools = json.dumps([tool_function(tool) for tool in msg["tools"]], ensure_ascii=False)
+    return f"{msg['content']}\n{tools}" if msg["content"] else tools
+
+
+def _chatglm3_tool_blocks(msg: dict[str, Any]) -> list[Block]:
+    return [Block(msg["role"], (_header(msg), chatglm3_system_text(msg)), trainable=False)]
+
+
+def _chatglm3_tools_jinja(header_end: str) -> str:
+    # json.dumps of a list is "[" + ", ".join(items) + "]"; the template's tojson is json.dumps(ensure_ascii=False).
+    return ("{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " }}"
+            "{% if m['content'] %}{{ m['content'] + '\\n' }}{% endif %}{{ '[' }}"
+            "{% for tool in m['tools'] %}{% if not loop.first %}{{ ', ' }}{% endif %}"
+            "{{ (tool['function'] if tool['function'] is defined else tool) | tojson }}{% endfor %}{{ ']' }}")
+
+
+@dataclass(frozen=True)
+class ToolsLayout:
+    """How one family lays out a system message that carries tools, in Python and in Jinja."""
+
+    blocks: Callable[[dict[str, Any]], list[Block]]
+    jinja: Callable[[str], str]  # header_end -> Jinja rendering such a message `m`
+
+
+TOOLS_LAYOUTS: dict[str, ToolsLayout] = {
+    "glm4": ToolsLayout(_glm4_tool_blocks, _glm4_tools_jinja),
+    "chatglm3": ToolsLayout(_chatglm3_tool_blocks, _chatglm3_tools_jinja),
+}
+
+
+@dataclass(frozen=True)
 class ChatTemplate:
     name: str
     prefix: tuple[str, ...]
     eos: str
     stop: tuple[str, ...]  # tokens that end generation
+    tools_layout: str  # a key of TOOLS_LAYOUTS
     role_format: str = "<|{role}|>"
     # What the rendered text puts after a header so that tokenizing it whole gives the ids of encoding
     # header and content apart. SentencePiece (ChatGLM3) prefixes every text segment with '▁': the
@@ -36,12 +131,16 @@ class ChatTemplate:
     def role_token(self, role: str) -> str:
         return self.role_format.format(role=role)
 
+    def blocks(self, msg: dict[str, Any]) -> list[Block]:
+        """The segments one message is encoded as."""
+        return TOOLS_LAYOUTS[self.tools_layout].blocks(msg) if msg.get("tools") else _plain_blocks(msg)
+
     def jinja(self) -> str:
         """A Hugging Face chat template that renders the same text (for `apply_chat_template`)."""
         return (
-            "{{ '" + "".join(self.prefix) + "' }}"
-            "{% for m in messages %}{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + '"
-            + self.jinja_header_end.replace("\n", "\\n") + "' + m['content'] }}{% endfor %}"
+            "{{ " + _jinja_text("".join(self.prefix)) + " }}"
+            "{% for m in messages %}{% if m.get('tools') %}" + TOOLS_LAYOUTS[self.tools_layout].jinja(self.jinja_header_end)
+            + "{% else %}" + _jinja_plain(self.jinja_header_end) + "{% endif %}{% endfor %}"
             "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
         )
 
@@ -52,12 +151,14 @@ TEMPLATES: dict[str, ChatTemplate] = {
         prefix=("[gMASK]", "<sop>"),
         eos="<|endoftext|>",
         stop=("<|endoftext|>", "<|user|>", "<|observation|>"),
+        tools_layout="glm4",
     ),
     "chatglm3": ChatTemplate(
         name="chatglm3",
         prefix=("[gMASK]", "sop"),
         eos="</s>",
         stop=("</s>", "<|user|>", "<|observation|>"),
+        tools_layout="chatglm3",
         jinja_header_end="\n ",
     ),
 }
@@ -78,11 +179,12 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
     ids = _ids(tokenizer, template.prefix)
     marks = [False] * len(ids)
     for msg in messages:
-        header = _ids(tokenizer, [template.role_token(msg["role"])])
-        header += tokenizer.encode((msg.get("metadata") or "") + "\n", add_special_tokens=False)
-        body = header + tokenizer.encode(msg["content"], add_special_tokens=False)
-        ids += body
-        marks += [bool(msg.get("loss"))] * len(body)
+        for block in template.blocks(msg):
+            body = _ids(tokenizer, [template.role_token(block.role)])
+            for text in block.texts:
+                body += tokenizer.encode(text, add_special_tokens=False)
+            ids += body
+            marks += [block.trainable and bool(msg.get("loss"))] * len(body)
     return ids, marks
 
 
