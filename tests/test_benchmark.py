@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import shared_data
 
 from glmtune.benchmark import bench_eval, bench_train
@@ -12,9 +13,28 @@ from glmtune.benchmark_models import arch_config, random_lora_model
 
 
 def test_bench_eval_prints_both_recipes(small_run: dict[str, Path]) -> None:
-    table = bench_eval(small_run["adapter"], small_run["test"], "glm4", samples=8, max_new_tokens=4, demo_batch=2, batch=8)
+    table = bench_eval(small_run["adapter"], small_run["test"], "glm4", samples=7, max_new_tokens=4, demo_batch=2, batch=4)
     lines = table.splitlines()
     assert len(lines) == 4 and "demo: dataset order" in lines[2] and "glmtune: length-sorted" in lines[3]
+    assert "| 2 | dynamic | 7 |" in lines[2] and "| 4 | static 4x" in lines[3]  # 7 rows: batches of 4, the last padded
+
+
+def test_bench_eval_command_on_an_architecture_config(small_run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """What a GPU measures for GLM-4-9B: random weights from config.json, a tokenizer folder, batch auto (CPU: 16)."""
+    from glmtune.cli import main
+
+    assert main(["bench-eval", str(small_run["model"] / "config.json"), str(small_run["test"]), "--tokenizer",
+                 str(small_run["model"]), "--samples", "6", "--demo-samples", "4", "--max-new-tokens", "3",
+                 "--demo-batch", "2", "--batch", "auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| 2 | dynamic | 4 |" in lines[2] and "| 6 | static 6x" in lines[3]  # auto: 16 rows, so all 6 in one batch
+    with pytest.raises(SystemExit):
+        main(["bench-eval", "m", "t", "--batch", "lots"])
+
+
+def test_bench_eval_needs_a_tokenizer_for_a_config(small_run: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="--tokenizer"):
+        bench_eval(small_run["model"] / "config.json", small_run["test"], "glm4", samples=2)
 
 
 def test_bench_train_prints_both_recipes(small_run: dict[str, Path]) -> None:

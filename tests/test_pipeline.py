@@ -38,10 +38,13 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
         assert len(rows) == 12 and set(rows[0]) == {"prompt", "reference", "prediction"}
         assert rows[0]["prompt"].startswith("类型#")
     assert scores["finetuned"]["rouge-l"] > scores["base"]["rouge-l"]
-    compare(scores, tmp_path / "metrics.json", tmp_path / "metrics.md")
+    compare(scores, tmp_path / "metrics.json", tmp_path / "metrics.md", tmp_path / "metrics.html")
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"base", "finetuned"}
     table = (tmp_path / "metrics.md").read_text()
     assert "| ROUGE-L (F×100, jieba) |" in table and table.count("\n") == 10
+    html = (tmp_path / "metrics.html").read_text()
+    rouge_l = f"<tr><td>ROUGE-L (F×100, jieba)</td><td>{scores['base']['rouge-l']:.4g}</td><td>{scores['finetuned']['rouge-l']:.4g}</td></tr>"
+    assert rouge_l in html and html.count("<tr>") == 9
 
 
 def test_merged_model_reproduces_adapter_logits_and_loads_plainly(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -125,4 +128,8 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == -9
     assert not out.exists()
-    assert all(p.name.startswith(".") for p in tmp_path.iterdir())
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(p.name.startswith(".merged.partial-") for p in leftovers)
+    # The next export clears what the killed one left, then writes the folder.
+    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4")
+    assert list(tmp_path.iterdir()) == [out] and (out / "config.json").is_file()

@@ -5,19 +5,21 @@ Both print a Markdown table. GPU figures belong in the README with the date and 
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import load_from_disk
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .generation import generate, load_model
+from .generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
 from .io import read_jsonl
-from .packing import PackedCollator, pack_dataset
 from .templates import encode_prompt, get_template, split_for_generation
-from .training import PadCollator
+
+# Decode steps of each recipe's untimed first batch: enough for torch.compile and the CUDA-graph capture.
+WARMUP_TOKENS = 8
 
 
 def _sync() -> None:
@@ -32,28 +34,78 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str, samples: int = 1070,
-               max_new_tokens: int = 74, demo_batch: int = 16, batch: int = 128, cache: str = "static") -> str:
-    """Generation samples/s: the demo's way (dataset order, small batches) vs length-sorted big batches.
+def bench_tokenizer(folder: str | Path, template_name: str) -> PreTrainedTokenizerBase:
+    """A saved tokenizer folder, or an official one holding only tokenizer.model (rebuilt by glm_tokenizers)."""
+    folder = Path(folder)
+    if (folder / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    else:
+        from .glm_tokenizers import load_tokenizer
 
-    Every sample generates exactly max_new_tokens (random weights never stop), so both do the same work.
+        tokenizer = load_tokenizer(folder, template_name)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def bench_model(model: str | Path, tokenizer_dir: str | Path | None,
+                template_name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model folder (with its own tokenizer unless `tokenizer_dir` is given), or an architecture config.json
+    with random weights (bf16 on a GPU, as bench-train builds them) and the tokenizer of `tokenizer_dir`."""
+    if Path(model).is_dir():
+        loaded, tokenizer = load_model(model)
+        return loaded, bench_tokenizer(tokenizer_dir, template_name) if tokenizer_dir else tokenizer
+    if not tokenizer_dir:
+        raise ValueError(f"{model}: a config.json has no tokenizer; give one with --tokenizer")
+    from .benchmark_models import random_causal_lm
+
+    return random_causal_lm(model), bench_tokenizer(tokenizer_dir, template_name)
+
+
+def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str, samples: int = 1070,
+               max_new_tokens: int = 74, demo_batch: int = 16, batch: int | str = 128, cache: str = "static",
+               tokenizer_dir: str | Path | None = None, demo_samples: int | None = None) -> str:
+    """Generation samples/s: the demo's way (dataset order, batches of `demo_batch`, dynamic cache) vs ours
+    (length-sorted batches of at most `batch` rows, an integer or "auto", evened out; with `cache`), on the first
+    `samples` test rows.
+
+    `model_dir`: a model folder, or an architecture config.json (random weights) plus `tokenizer_dir`. Every
+    sample generates exactly max_new_tokens (random weights never stop), so both do the same work per sample.
+    `demo_samples` runs the demo's way on the first that many rows only (its rate does not depend on which rows;
+    it is ~10x slower). Each recipe first runs its first batch (ours: the longest) for WARMUP_TOKENS tokens with
+    the timed run's own cache shape, so torch.compile and the CUDA-graph capture stay out of the timing.
+
+    GLM-4-9B-chat with random weights on the real AdvertiseGen dev prompts, on one GPU:
+
+        mkdir -p .bench && cp ../shared/data/tokenizers/glm-4-9b-chat/config.json \\
+            ../shared/data/tokenizers/glm-4-9b-chat/tokenizer.model ../shared/data/chatglm3/AdvertiseGen_fix_dev.json .bench/
+        glmtune bench-eval .bench/config.json .bench/AdvertiseGen_fix_dev.json --tokenizer .bench \\
+            --samples 1070 --max-new-tokens 74 --batch 128 --demo-samples 320
     """
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = bench_model(model_dir, tokenizer_dir, template_name)
     template = get_template(template_name)
     rows = list(read_jsonl(test_path))[:samples]
     prompts = [encode_prompt(tokenizer, template, split_for_generation(r["conversations"])[0]) for r in rows]
-    ways = [("demo: dataset order", demo_batch, False, "dynamic"), ("glmtune: length-sorted", batch, True, cache)]
-    generate(model, tokenizer, template, prompts[:batch], batch, 4, progress=False, cache=cache)  # warm-up
+    size = even_batch_size(len(prompts), resolve_batch_size(batch, model, prompts, max_new_tokens))
+    demo_prompts = prompts[: demo_samples or None]
+    ways = [("demo: dataset order", demo_prompts, plan_batches(demo_prompts, demo_batch, False), "dynamic"),
+            ("glmtune: length-sorted", prompts, plan_batches(prompts, size), cache)]
     results = []
-    for name, size, sort, kv in ways:
+    for name, chosen, plan, kv in ways:
+        shape = static_shape(chosen, plan, max_new_tokens) if kv == "static" else None
+        warmup = min(WARMUP_TOKENS, max_new_tokens)
+        generate_batches(model, tokenizer, template, chosen, plan[:1], warmup, False, kv, warmup, shape)
         _sync()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        generate(model, tokenizer, template, prompts, size, max_new_tokens, progress=False, sort_by_length=sort,
-                 cache=kv, min_new_tokens=max_new_tokens)
+        generate_batches(model, tokenizer, template, chosen, plan, max_new_tokens, False, kv, max_new_tokens, shape)
         _sync()
         seconds = time.perf_counter() - start
-        results.append({"recipe": name, "batch": size, "cache": kv, "samples": len(prompts),
-                        "seconds": round(seconds, 2), "samples/s": round(len(prompts) / seconds, 2)})
+        row = {"recipe": name, "batch": len(plan[0]), "cache": f"static {shape.rows}x{shape.length}" if shape else kv,
+               "samples": len(chosen), "seconds": round(seconds, 2), "samples/s": round(len(chosen) / seconds, 2)}
+        if torch.cuda.is_available():
+            row["peak GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+        results.append(row)
     results[1]["speed-up"] = f"{results[1]['samples/s'] / results[0]['samples/s']:.1f}x"
     results[0]["speed-up"] = "1.0x"
     return _table(results)
@@ -86,6 +138,11 @@ def bench_train(build_model: Callable[[bool], torch.nn.Module], train_dir: str |
 
     build_model(checkpointing) returns a fresh trainable model (e.g. LoRA on a random GLM-4-9B).
     """
+    from datasets import load_from_disk  # here, so bench-eval runs where `datasets` is not installed
+
+    from .packing import PackedCollator, pack_dataset
+    from .training import PadCollator
+
     data = load_from_disk(str(train_dir))
     needed = steps + 2  # two warm-up steps
 
@@ -114,6 +171,9 @@ def bench_train(build_model: Callable[[bool], torch.nn.Module], train_dir: str |
             row["MFU"] = round(6 * params * real / seconds / (peak_tflops * 1e12), 3)
         results.append(row)
         del model
+        gc.collect()  # peft modules hold reference cycles: free the first model before the next one's peak is read
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     results[1]["ratio"] = f"{results[1]['real tokens/s'] / results[0]['real tokens/s']:.1f}x"
     results[0]["ratio"] = "1.0x"
     return _table(results)

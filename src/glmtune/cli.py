@@ -27,8 +27,18 @@ def infer(args: argparse.Namespace) -> int:
 def bench_eval(args: argparse.Namespace) -> int:
     from .benchmark import bench_eval as run
 
-    print(run(args.model_dir, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, args.batch, args.cache))
+    print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, args.batch, args.cache,
+              args.tokenizer, args.demo_samples))
     return 0
+
+
+def batch_size_arg(text: str) -> int | str:
+    """--batch: a positive integer, or "auto" (sized by free GPU memory)."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor 'auto'")
+    return int(text)
 
 
 def bench_train(args: argparse.Namespace) -> int:
@@ -59,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=infer)
 
     b = commands.add_parser("bench-eval", help="generation samples/s: the demo's way vs length-sorted batches (a benchmark)")
-    b.add_argument("model_dir")
-    b.add_argument("test", help="a test split (results/splits/test.jsonl)")
+    b.add_argument("model", help="a model folder, or an architecture config.json (random weights; needs --tokenizer)")
+    b.add_argument("test", help="a test split (results/splits/test.jsonl) or any JSON lines of {\"conversations\": [...]}")
+    b.add_argument("--tokenizer", help="tokenizer folder (saved, or an official one with tokenizer.model); default: the model's")
     b.add_argument("--template", default="glm4", choices=["glm4", "chatglm3"])
     b.add_argument("--samples", type=int, default=1070)
     b.add_argument("--max-new-tokens", type=int, default=74)
     b.add_argument("--demo-batch", type=int, default=16)
-    b.add_argument("--batch", type=int, default=128)
+    b.add_argument("--demo-samples", type=int, default=None, help="run the demo's way on the first N samples only (default: all)")
+    b.add_argument("--batch", type=batch_size_arg, default=128, help="our batch size, or auto (from free GPU memory)")
     b.add_argument("--cache", default="static", choices=["static", "dynamic"])
     b.set_defaults(func=bench_eval)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from html import escape
 from pathlib import Path
 from typing import Any
 
-from .generation import generate_batches, load_model, plan_batches
+from .generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import corpus_scores
 from .templates import encode_prompt, get_template, split_for_generation
@@ -48,15 +49,28 @@ def gather_predictions(part: dict[int, str], world: int) -> dict[int, str]:
     return {index: text for piece in parts for index, text in (piece or {}).items()}
 
 
+def agree_on_batch_size(rows: int, world: int, device: str | None) -> int:
+    """The smallest rank's batch size on every rank: all ranks must cut the same plan."""
+    if world == 1:
+        return rows
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([rows], device=device or "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())
+
+
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
-    template_name: str, max_samples: int | None, batch_size: int, max_new_tokens: int, max_input_length: int,
+    template_name: str, max_samples: int | None, batch_size: int | str, max_new_tokens: int, max_input_length: int,
     base_model: str | Path | None = None, cache: str = "dynamic",
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it.
 
     Under torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0
     writes the files; the predictions are the same as in one process. Other ranks return {}.
+    `batch_size` "auto" sizes batches by free GPU memory (glmtune.generation.resolve_batch_size).
     """
     template = get_template(template_name)
     rows = list(read_jsonl(test_path))[: max_samples or None]
@@ -66,13 +80,18 @@ def evaluate_model(
     model, tokenizer = load_model(model_dir, base_model, device=device)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
-    plan = plan_batches(prompts, batch_size)
+    limit = agree_on_batch_size(resolve_batch_size(batch_size, model, prompts, max_new_tokens), world, device)
+    rows_per_batch = even_batch_size(len(prompts), limit)
+    plan = plan_batches(prompts, rows_per_batch)
+    # Every rank gets the whole plan's cache shape, so each compiles the same decode step once.
+    shape = static_shape(prompts, plan, max_new_tokens) if cache == "static" else None
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()  # time generation only, not the ranks' model loading
     start = time.perf_counter()
-    mine = generate_batches(model, tokenizer, template, prompts, plan[rank::world], max_new_tokens, rank == 0, cache)
+    mine = generate_batches(model, tokenizer, template, prompts, plan[rank::world], max_new_tokens, rank == 0, cache,
+                            shape=shape)
     outputs = gather_predictions(mine, world)
     seconds = time.perf_counter() - start
     if rank:
@@ -82,8 +101,8 @@ def evaluate_model(
     scores = corpus_scores(predictions, references)
     scores["samples_per_second"] = round(len(rows) / seconds, 2)
     scores["processes"] = world
-    log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es)): %s",
-             model_dir, len(rows), seconds, len(rows) / seconds, world, scores)
+    log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
+             model_dir, len(rows), seconds, len(rows) / seconds, world, rows_per_batch, cache, scores)
     write_jsonl(predictions_path, (
         {"prompt": messages[-1]["content"] if messages else "", "reference": ref, "prediction": pred}
         for (messages, ref), pred in zip(pairs, predictions)
@@ -92,13 +111,30 @@ def evaluate_model(
     return scores
 
 
-def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_path: str | Path) -> None:
-    """metrics.json with every model's scores, and a Markdown table a person reads first."""
-    write_json(metrics_path, scores)
+def metrics_rows(scores: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The comparison table as rows of cells: a header, then one row per metric and per count."""
     names = list(scores)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for key, label in METRIC_LABELS.items():
-        lines.append(f"| {label} | " + " | ".join(f"{scores[n][key]:.4g}" for n in names) + " |")
-    for key in ("num_samples", "num_empty_predictions", "samples_per_second"):
-        lines.append(f"| {key} | " + " | ".join(str(scores[n].get(key, "")) for n in names) + " |")
+    rows = [["metric", *names]]
+    rows += [[label, *(f"{scores[n][key]:.4g}" for n in names)] for key, label in METRIC_LABELS.items()]
+    rows += [[key, *(str(scores[n].get(key, "")) for n in names)]
+             for key in ("num_samples", "num_empty_predictions", "samples_per_second")]
+    return rows
+
+
+def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_path: str | Path,
+            html_path: str | Path | None = None) -> None:
+    """metrics.json with every model's scores, a Markdown table a person reads first, and the same table as HTML
+    (what `snakemake --report` shows inline; it only offers Markdown as a download)."""
+    write_json(metrics_path, scores)
+    header, *body = metrics_rows(scores)
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     Path(table_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if html_path is not None:
+        cells = "".join(f"<th>{escape(cell)}</th>" for cell in header)
+        rows = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>\n" for row in body)
+        Path(html_path).write_text(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>glmtune metrics</title>"
+            "<style>table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 10px}"
+            "td+td{text-align:right}</style></head>\n"
+            f"<body><table>\n<tr>{cells}</tr>\n{rows}</table></body></html>\n", encoding="utf-8")

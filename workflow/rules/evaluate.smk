@@ -32,7 +32,8 @@ rule compare_models:
         finetuned="results/eval/finetuned/scores.json",
     output:
         metrics="results/eval/metrics.json",
-        table=report("results/eval/metrics.md", caption="../report/metrics.rst", category="Evaluation"),
+        table="results/eval/metrics.md",
+        html=report("results/eval/metrics.html", caption="../report/metrics.rst", category="Evaluation"),
     log:
         "logs/compare_models.log",
     conda:
