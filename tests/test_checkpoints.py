@@ -261,3 +261,32 @@ def test_fetch_converts_an_original_glm4_folder_with_its_real_tokenizer(tmp_path
     # A native folder is linked, not copied.
     again = fetch_model_folder("glm4", {"source": "path", "path": str(out)}, tmp_path / "linked", tmp_path / "cache")
     assert again.is_symlink() and again.resolve() == out.resolve()
+
+
+def test_fetch_converts_an_original_chatglm3_folder_with_its_real_tokenizer(tmp_path: Path) -> None:
+    """ChatGLM3: the SentencePiece tokenizer (64,798 ids) under a model vocabulary padded to 65,024; generation stops
+    at </s>, <|user|> and <|observation|>; padded rows of the output layer are never produced by the tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from glmtune.fetch import fetch_model_folder
+
+    sentencepiece = shared_data("tokenizers/chatglm3-6b/tokenizer.model")
+    config = {**ORIGINAL_CONFIGS["chatglm3"], "padded_vocab_size": 65024}
+    src = tmp_path / "chatglm3-6b"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(config))
+    state = original_state(config)
+    save_file(state, src / "model.safetensors")
+    (src / "tokenizer.model").write_bytes(sentencepiece.read_bytes())
+    out = fetch_model_folder("chatglm3", {"source": "path", "path": str(src)}, tmp_path / "native", tmp_path / "cache")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "GlmForCausalLM" and model.config.vocab_size == 65024
+    assert tokenizer.convert_tokens_to_ids(["[gMASK]", "sop", "<|user|>", "<|observation|>"]) == [64790, 64792, 64795, 64797]
+    assert len(tokenizer) <= 65024
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [2, 64795, 64797]
+    ids = torch.tensor([64790, 64792, 64795, *tokenizer.encode("你好，给我讲个笑话", add_special_tokens=False)])
+    with torch.inference_mode():
+        logits = model(ids[None]).logits[0]
+    expected = reference_glm.forward(state, config, ids)
+    assert logits.shape == (len(ids), 65024) and torch.allclose(logits, expected, atol=1e-4)

@@ -53,6 +53,10 @@ def test_two_nodes_with_8_gpus_is_one_torchrun_per_node_under_srun() -> None:
     assert launch_command("train", [ARGS, *DEEPSPEED], Layout(2, 8), python="python") == [
         "srun", "--nodes", "2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", per_node,
         "torchrun", "--nproc_per_node", "8", "-m", ENTRY, "train", ARGS, *DEEPSPEED]
+    # The profile's 2 x 8 block: gpu 16 in total, 2 nodes, 16 CPUs for each node's task.
+    assert launch_command("train", [ARGS], Layout.from_resources(16, 2, 16), python="python") == [
+        "srun", "--nodes", "2", "--ntasks-per-node=1", "--cpus-per-task=16", "--kill-on-bad-exit=1", "bash", "-c",
+        per_node, "torchrun", "--nproc_per_node", "8", "-m", ENTRY, "train", ARGS]
 
 
 def executable(path: Path, text: str) -> Path:

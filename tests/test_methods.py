@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TRAIN_SETTINGS
 
+from glmtune.evaluation import evaluate_model
 from glmtune.export import CannotMerge, export_model, trained_kind
 from glmtune.generation import load_model
 from glmtune.io import read_jsonl
@@ -32,6 +33,19 @@ def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None
 
 
 @pytest.mark.parametrize(
+    ("settings", "remote_code", "message"),
+    [
+        ({"method": "ptuning", "packing": True}, False, "train.packing cannot be combined with train.method: ptuning"),
+        ({"method": "full", "packing": True}, True, "train.packing needs transformers' own GLM model"),
+    ],
+    ids=["packing-ptuning", "packing-remote-code"],
+)
+def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: dict, remote_code: bool, message: str) -> None:
+    with pytest.raises(MethodError, match=message):
+        check_method(settings, remote_code)
+
+
+@pytest.mark.parametrize(
     ("method", "extra", "kind"),
     [
         ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "target_modules": ["query_key_value"], "use_rslora": True}}, "lora"),
@@ -53,6 +67,13 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     assert trained_kind(tmp_path / "out") == kind
     model, _ = load_model(tmp_path / "out")
     assert model is not None
+    # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
+    scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
+                            "glm4", 6, 4, 8, 64)
+    assert scores["num_samples"] == 6 and len(list(read_jsonl(tmp_path / "predictions.jsonl"))) == 6
+    static = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
+                            "glm4", 6, 4, 8, 64, cache="static")
+    assert list(read_jsonl(tmp_path / "static.jsonl")) == list(read_jsonl(tmp_path / "predictions.jsonl"))
     if kind == "prefix":
         with pytest.raises(CannotMerge, match="P-Tuning v2"):
             export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"], "glm4", 1e-3)

@@ -122,9 +122,13 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
         (lambda c: c["datasets"].update(lf={"source": "llamafactory", "name": "x"}), "datasets.lf.dataset_info"),
         (lambda c: c["datasets"].update(nf={"source": "path", "files": {"all": "config/config.yaml"}}), "datasets.nf.format"),
         (lambda c: c["train"]["lora"].update(target_modules=["qkv"]), "target_modules"),
+        (lambda c: c["train"].update(method="ptuning", gradient_checkpointing=True), "gradient_checkpointing cannot be combined"),
+        (lambda c: c["train"].update(method="ptuning"), "nothing to merge into the base model"),
+        (lambda c: (c["train"].update(method="ptuning"), c["evaluate"].update(cache="static")), "evaluate.cache: static"),
     ],
     ids=["unknown-key", "wrong-type", "missing-dataset-file", "missing-model-folder", "unknown-format",
-         "llamafactory-without-registry", "missing-format", "unknown-lora-module"],
+         "llamafactory-without-registry", "missing-format", "unknown-lora-module", "ptuning-with-checkpointing",
+         "ptuning-has-no-merged-model", "ptuning-with-static-cache"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, message: str) -> None:
     workdir = copy_workflow(tmp_path)
@@ -169,3 +173,20 @@ def test_real_datasets_merge_through_the_workflow(tmp_path: Path) -> None:
         assert all(r["reason"] for r in rejects)
         total += report["records_out"] if name != "adgen_gbk" else 500
     assert sum(json.loads((workdir / "results/splits/report.json").read_text())["sizes"].values()) == total
+
+
+def test_report_shows_the_metrics_table_and_the_loss_curve(default_run: Path) -> None:
+    """`snakemake --report` embeds the metrics as HTML (shown inline; Markdown would only be a download) and the PNG."""
+    import base64
+
+    snakemake(default_run, "--report", "report.html")
+    report = (default_run / "report.html").read_text(encoding="utf-8")
+    embedded = {}
+    for path in ("results/eval/metrics.html", "results/train/loss.png"):
+        match = re.search(re.escape(f'"{path}": ') + r'\{.*?"mime_type": "([^"]+)".*?"data_uri": "data:[^"]*?base64,([^"]+)"', report)
+        assert match, f"{path} is not in the report"
+        embedded[path] = (match.group(1), base64.b64decode(match.group(2)))
+    assert embedded["results/train/loss.png"][0] == "image/png" and embedded["results/train/loss.png"][1][:4] == b"\x89PNG"
+    mime, html = embedded["results/eval/metrics.html"]
+    finetuned = json.loads((default_run / "results/eval/metrics.json").read_text())["finetuned"]["rouge-l"]
+    assert mime == "text/html" and "<td>ROUGE-L (F×100, jieba)</td>" in html.decode() and f"{finetuned:.4g}" in html.decode()

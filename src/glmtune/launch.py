@@ -40,24 +40,25 @@ PER_NODE = ('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); 
 
 @dataclass(frozen=True)
 class Layout:
-    """Nodes, and processes (GPUs) per node."""
+    """Nodes, processes (GPUs) per node, and CPUs per node (the job's cpus_per_task, for the per-node srun task)."""
 
     nodes: int = 1
     per_node: int = 1
+    cpus_per_node: int | None = None
 
     @property
     def processes(self) -> int:
         return self.nodes * self.per_node
 
     @classmethod
-    def from_resources(cls, gpu: int | None = 0, nodes: int | None = 1) -> Layout:
+    def from_resources(cls, gpu: int | None = 0, nodes: int | None = 1, cpus_per_task: int | None = None) -> Layout:
         """`gpu` GPUs in total over `nodes` nodes; no GPU (or one) on one node is a single process."""
         gpu, nodes = int(gpu or 0), 1 if nodes is None else int(nodes)
         if nodes < 1 or gpu < 0:
             raise ValueError(f"resources: nodes must be >= 1 and gpu >= 0 (got nodes={nodes}, gpu={gpu})")
         if nodes > 1 and (gpu < nodes or gpu % nodes):
             raise ValueError(f"resources: gpu ({gpu}, GPUs in total) must be a multiple of nodes ({nodes})")
-        return cls(nodes, max(1, gpu // nodes))
+        return cls(nodes, max(1, gpu // nodes), int(cpus_per_task) if cpus_per_task else None)
 
 
 def launch_command(task: str, entry_args: Sequence[str], layout: Layout, *, distributed: bool = False,
@@ -70,7 +71,10 @@ def launch_command(task: str, entry_args: Sequence[str], layout: Layout, *, dist
     if layout.nodes == 1:
         return [*torchrun, "--standalone", "--nproc_per_node", str(layout.per_node), *entry]
     per_node = PER_NODE.format(torchrun=shlex.join(torchrun), port=port)
-    return ["srun", "--nodes", str(layout.nodes), "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+    # srun gives a task one CPU unless told: all of a node's ranks would share it (the jobstep executor removes the
+    # SLURM_CPUS_PER_TASK that srun would otherwise read).
+    cpus = [f"--cpus-per-task={layout.cpus_per_node}"] if layout.cpus_per_node else []
+    return ["srun", "--nodes", str(layout.nodes), "--ntasks-per-node=1", *cpus, "--kill-on-bad-exit=1",
             "bash", "-c", per_node, "torchrun", "--nproc_per_node", str(layout.per_node), *entry]
 
 

@@ -99,6 +99,14 @@ def check_method(settings: dict[str, Any], remote_code: bool = False) -> None:
         raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
                           "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
                           "not tested here); use lora or full, or model.trust_remote_code: false")
+    if settings.get("packing") and method == "ptuning":
+        raise MethodError("train.packing cannot be combined with train.method: ptuning: the prefix is passed as a KV "
+                          "cache, and transformers then builds no per-sample mask, so packed samples would attend to "
+                          "each other; turn packing off or use lora / full")
+    if settings.get("packing") and remote_code:
+        raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
+                          "position ids); the original remote code would attend across packed samples: turn packing "
+                          "off, or set model.trust_remote_code: false")
     if method == "lora":
         lora_targets(settings["lora"]["target_modules"], remote_code)
 

@@ -52,21 +52,23 @@ def check_config():
         raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
     if MODEL["source"] == "path" and not Path(MODEL["path"], "config.json").is_file():
         raise WorkflowError(f"config: model.path: {MODEL['path']} is not a model folder (no config.json)")
-    if MODEL["trust_remote_code"]:
-        check_remote_code()
-
-
-def check_remote_code():
-    """model.trust_remote_code needs an original checkpoint, and LoRA targets named as its modules are."""
-    from glmtune.methods import MethodError, check_method
-
-    if MODEL["source"] == "tiny":
+    if MODEL["trust_remote_code"] and MODEL["source"] == "tiny":
         raise WorkflowError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                             "model.source: tiny has none: set model.trust_remote_code: false")
+    check_train()
+
+
+def check_train():
+    """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are)."""
+    from glmtune.methods import MethodError, check_method
+
     try:
-        check_method(config["train"], remote_code=True)
+        check_method(config["train"], remote_code=MODEL["trust_remote_code"])
     except MethodError as err:
         raise WorkflowError(f"config: {err}")
+    if config["train"]["method"] == "ptuning" and config["evaluate"]["cache"] == "static":
+        raise WorkflowError("config: evaluate.cache: static cannot be used with train.method: ptuning (the P-Tuning v2 "
+                            "prefix is itself the KV cache); set evaluate.cache: dynamic")
 
 
 check_config()
@@ -123,6 +125,18 @@ def converted_parts():
         for name, dataset in DATASETS.items()
         for part in dataset["files"]
     ]
+
+
+def trained_for_export(wildcards):
+    """The training output to merge; P-Tuning v2 has nothing to merge, so its merged_model stops before any job runs."""
+    if config["train"]["method"] == "ptuning":
+        raise WorkflowError(
+            "results/merged_model: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
+            "nothing to merge into the base model. Build the adapter and its evaluation instead: snakemake --cores 8 "
+            "results/train/adapter results/eval/metrics.md; then use it as it is: glmtune infer results/train/adapter "
+            "--prompt ..."
+        )
+    return "results/train/adapter"
 
 
 def eval_model_dir(wildcards):

@@ -3,7 +3,7 @@
 
 rule merge_adapters:
     input:
-        adapter="results/train/adapter",
+        adapter=trained_for_export,
         base=base_model_dir(),
         test="results/splits/test.jsonl",
         metrics="results/eval/metrics.md",

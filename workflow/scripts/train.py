@@ -19,7 +19,8 @@ arguments = {
     "checkpoint_root": snakemake.params.checkpoints, "settings": snakemake.params.settings,
     "trust_remote_code": snakemake.params.get("trust_remote_code", False),
 }
-layout = Layout.from_resources(snakemake.resources.get("gpu", 0), snakemake.resources.get("nodes", 1))
+resources = snakemake.resources
+layout = Layout.from_resources(resources.get("gpu", 0), resources.get("nodes", 1), resources.get("cpus_per_task"))
 deepspeed = bool(snakemake.params.settings.get("deepspeed"))  # needs a launcher even for one process
 if layout.processes == 1 and not deepspeed:
     from glmtune.training import train_lora
