@@ -190,3 +190,21 @@ def test_report_shows_the_metrics_table_and_the_loss_curve(default_run: Path) ->
     mime, html = embedded["results/eval/metrics.html"]
     finetuned = json.loads((default_run / "results/eval/metrics.json").read_text())["finetuned"]["rouge-l"]
     assert mime == "text/html" and "<td>ROUGE-L (F×100, jieba)</td>" in html.decode() and f"{finetuned:.4g}" in html.decode()
+
+
+def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_path: Path) -> None:
+    """fetch_model (a localrule) only downloads; prepare_model (a cluster job) converts or links. A local folder
+    needs no download."""
+    workdir = copy_workflow(tmp_path / "hub")
+    edit_config(workdir, lambda c: c.update(model={"name": "glm4", "source": "huggingface", "repo_id": "THUDM/glm-4-9b-chat-hf"}))
+    assert {"fetch_model[model=glm4]", "prepare_model[model=glm4]"} <= set(planned_jobs(workdir, "results/tokenized/stats.json"))
+    fetch = (workdir / "workflow/rules/fetch.smk").read_text()
+    assert re.search(r"localrules:\s+fetch_dataset,\s+fetch_model,\n", fetch)
+
+    local = tmp_path / "local-model"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    workdir = copy_workflow(tmp_path / "path")
+    edit_config(workdir, lambda c: c.update(model={"name": "mine", "source": "path", "path": str(local)}))
+    jobs = planned_jobs(workdir, "results/tokenized/stats.json")
+    assert "prepare_model[model=mine]" in jobs and not any(job.startswith("fetch_model") for job in jobs)

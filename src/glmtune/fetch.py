@@ -212,23 +212,49 @@ def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
     raise FetchError(f"dataset {name!r}: source {spec['source']!r} is read in place and needs no fetching")
 
 
+def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, record: str | Path) -> Path:
+    """The fetch_model stage (the login node on a cluster): a hub model into cache_dir/downloads/<name>.
+
+    That folder is not a Snakemake output, so a download that fails or is killed resumes instead of starting over;
+    `record` (the output) names it, with the repo and revision, for prepare_model.
+    """
+    folder = Path(cache_dir) / "downloads" / name
+    fetch_model(name, spec["source"], spec.get("repo_id"), folder, spec.get("revision"), cache_dir=cache_dir)
+    from .io import write_json
+
+    write_json(record, {"path": str(folder.resolve()), "source": spec["source"], "repo_id": spec.get("repo_id"),
+                        "revision": spec.get("revision")})
+    return folder
+
+
+def downloaded_folder(record: str | Path) -> Path:
+    """The folder a fetch_model record names."""
+    return Path(json.loads(Path(record).read_text(encoding="utf-8"))["path"])
+
+
 def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path) -> Path:
-    """The fetch_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
+    """Both model stages in one call (without Snakemake): download (or take the local path), then prepare."""
+    if spec["source"] == "path":
+        source = Path(spec["path"])
+    else:
+        record = Path(cache_dir) / "downloads" / f"{name}.json"
+        source = download_model(name, spec, cache_dir, record)
+    return prepare_model_folder(name, spec, source, out_dir)
+
+
+def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
+    """The prepare_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
 
     A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
     is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code. With
     `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.remote_code).
-    Hub downloads land in cache_dir/downloads/<name> (kept under resources/).
+    A compute job on a cluster: converting 18 GB is no work for a login node.
     """
     from .checkpoints import is_native, to_native
 
-    if spec["source"] == "path":
-        source = Path(spec["path"])
-        if not (source / "config.json").is_file():
-            return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
-    else:
-        source = Path(cache_dir) / "downloads" / name
-        fetch_model(name, spec["source"], spec.get("repo_id"), source, spec.get("revision"), cache_dir=cache_dir)
+    source = Path(source)
+    if not (source / "config.json").is_file():
+        return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
     if spec.get("trust_remote_code"):
         return keep_remote_code(name, source, out_dir)
     if is_native(source):

@@ -87,6 +87,18 @@ def base_model_dir():
     return f"resources/models/{MODEL['name']}"
 
 
+def download_spec():
+    """What fetch_model downloads: a change here downloads again; the preparing settings are prepare_model's."""
+    return {k: MODEL.get(k) for k in ("source", "repo_id", "revision")}
+
+
+def model_files(wildcards):
+    """prepare_model's input: the download record of a hub model, or the config.json of a local folder."""
+    if MODEL["source"] == "path":
+        return str(Path(MODEL["path"], "config.json"))
+    return f"resources/downloads/{wildcards.model}.json"
+
+
 def fetch_model_spec():
     """What fetch_model needs; trust_remote_code only when set, so folders fetched before the key existed stay current."""
     spec = {k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path")}

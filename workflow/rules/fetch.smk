@@ -1,4 +1,5 @@
-# fetch: datasets (generated demo data or a download) and model weights, cached under resources/.
+# fetch: datasets (generated demo data or a download) and model weights, cached under resources/; prepare_model
+# makes the weights a native transformers folder (a compute job).
 
 # On a cluster these run on the login node: compute nodes often have no internet.
 localrules:
@@ -21,9 +22,10 @@ rule fetch_dataset:
 
 rule fetch_model:
     output:
-        directory("resources/models/{model}"),
+        # A record naming resources/cache/downloads/{model}, which is no output: a killed download resumes.
+        "resources/downloads/{model}.json",
     params:
-        spec=fetch_model_spec(),
+        spec=download_spec(),
         cache="resources/cache",
     log:
         "logs/fetch_model/{model}.log",
@@ -31,6 +33,21 @@ rule fetch_model:
         ENV
     script:
         "../scripts/fetch_model.py"
+
+
+rule prepare_model:
+    input:
+        model_files,
+    output:
+        directory("resources/models/{model}"),
+    params:
+        spec=fetch_model_spec(),
+    log:
+        "logs/prepare_model/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/prepare_model.py"
 
 
 rule build_tiny_model:

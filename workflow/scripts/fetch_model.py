@@ -1,6 +1,6 @@
-"""Snakemake entry: link a local model folder or download one from a hub."""
-from glmtune.fetch import fetch_model_folder
+"""Snakemake entry: download a model from a hub (runs on the login node: a localrule)."""
+from glmtune.fetch import download_model
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    fetch_model_folder(snakemake.wildcards.model, snakemake.params.spec, snakemake.output[0], snakemake.params.cache)
+    download_model(snakemake.wildcards.model, snakemake.params.spec, snakemake.params.cache, snakemake.output[0])

@@ -1,0 +1,10 @@
+"""Snakemake entry: the model as a native transformers folder (linked, converted, or kept for remote code)."""
+from pathlib import Path
+
+from glmtune.fetch import downloaded_folder, prepare_model_folder
+from glmtune.logs import job_logging
+
+with job_logging(snakemake.log[0]):
+    spec, given = snakemake.params.spec, Path(snakemake.input[0])
+    source = given.parent if spec["source"] == "path" else downloaded_folder(given)
+    prepare_model_folder(snakemake.wildcards.model, spec, source, snakemake.output[0])
