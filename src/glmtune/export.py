@@ -98,7 +98,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
                   extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool = False) -> None:
     """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp, max_shard_size=f"{int(max_shard_size_gb * 1000)}MB")  # safetensors
+        model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
         tokenizer.save_pretrained(tmp)
         if model.generation_config is None:
             model.generation_config = GenerationConfig.from_pretrained(str(base_dir))
