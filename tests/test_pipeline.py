@@ -142,3 +142,25 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
     # The next export clears what the killed one left, then writes the folder.
     merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4")
     assert list(tmp_path.iterdir()) == [out] and (out / "config.json").is_file()
+
+
+def test_infer_command_on_a_merged_folder_in_all_three_modes(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """`glmtune infer MERGED` with --prompt, --input/--output and interactively (stdin), as a user runs it."""
+    merged = tmp_path / "merged"
+    merge_adapter(small_run["adapter"], small_run["model"], merged, small_run["test"], "glm4")
+    base = [sys.executable, "-m", "glmtune.cli", "infer", str(merged), "--max-new-tokens", "12"]
+    single = subprocess.run([*base, "--prompt", "类型#裙*颜色#红色"], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    answer = single.stdout.strip()
+    assert answer
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "类型#裙*颜色#红色"}\n{"messages": [{"role": "user", "content": "类型#裤*颜色#黑色"}]}\n',
+                       encoding="utf-8")
+    batch = subprocess.run([*base, "--input", str(prompts), "--output", str(tmp_path / "answers.jsonl")],
+                           capture_output=True, text=True, timeout=300)
+    assert batch.returncode == 0 and "answered 2 prompts" in batch.stderr, batch.stderr[-2000:]
+    answers = list(read_jsonl(tmp_path / "answers.jsonl"))
+    assert [row["response"] for row in answers][:1] == [answer] and answers[1]["messages"][0]["content"] == "类型#裤*颜色#黑色"
+    chat = subprocess.run(base, input="类型#裙*颜色#红色\nclear\nexit\n", capture_output=True, text=True, timeout=300)
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    assert f"Assistant: {answer}" in chat.stdout  # the same greedy answer as --prompt
