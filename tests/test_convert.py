@@ -235,7 +235,7 @@ def test_chatglm3_system_prompt_joins_the_tools_prompt() -> None:
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[0] == {"role": "system", "content": "你是助手", "loss": False, "tools": TOOLS}
     # the chatglm3 template renders it as the demo's prompt: the system text, a newline, json.dumps(tools)
-    assert chatglm3_system_text(messages[0]) == "你是助手\n" + json.dumps(TOOLS, ensure_ascii=False)
+    assert chatglm3_system_text(messages[0]) == "你是助手\n" + json.dumps(TOOLS, indent=4, ensure_ascii=False)
 
 
 def test_chatglm3_default_loss() -> None:

@@ -218,18 +218,31 @@ def test_glm4_tools_tool_call_and_observation_match_the_official_template(system
     assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]
 
 
-def test_chatglm3_tools_tool_call_and_observation_match_the_demo() -> None:
-    """ChatGLM3: tools are json.dumps(tools, ensure_ascii=False) in the first system prompt, after its text."""
+# ChatGLM3's tokenizer (build_chat_input) writes tools after the system text and a newline with indent 4, and the
+# model writes (and chat() evals) a call as Python: the function name as metadata, then this.
+CHATGLM3_TOOLS_TEXT = SYSTEM + "\n[\n    {\n        \"name\": \"get_weather\",\n        \"description\": \"查询城市的实时天气\",\n" \
+    "        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n" \
+    "                    \"type\": \"string\",\n                    \"description\": \"城市名\"\n                }\n            },\n" \
+    "            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n]"
+CHATGLM3_CALL = "```python\ntool_call(city='北京')\n```"
+
+
+def test_chatglm3_tools_tool_call_and_observation_match_its_tokenizer() -> None:
+    """ChatGLM3: tools as its build_chat_input writes them; the call as ```python tool_call(...)```."""
     fam = _chatglm3()
     ids, labels, _ = encode_conversation(fam.tokenizer, get_template("chatglm3"), tool_conversation(SYSTEM))
     nl = fam.ids("\n")
-    system_part = [64794, *nl, *fam.ids(SYSTEM + "\n" + json.dumps([FUNCTION], ensure_ascii=False))]
-    before_call, call, middle = _tool_turns(fam)
+    system_part = [64794, *nl, *fam.ids(CHATGLM3_TOOLS_TEXT)]
+    before_call, _, middle = _tool_turns(fam)
+    call = [*fam.ids("get_weather\n"), *fam.ids(CHATGLM3_CALL)]
     answer = [*nl, *fam.ids(TOOL_ANSWER)]
     prompt = [64790, 64792, *system_part, *before_call]
     assert ids == [*prompt, *call, *middle, *answer, 2]
     assert labels == [*[IGNORE_INDEX] * len(prompt), *call, 64797, *[IGNORE_INDEX] * (len(middle) - 1), *answer, 2]
-    text = fam.tokenizer.apply_chat_template(tool_conversation(SYSTEM)[:4], add_generation_prompt=True, tokenize=False)
+    # The saved chat template renders the tools prompt the same; a call's content it writes as given (ChatGLM3's form).
+    conversation = tool_conversation(SYSTEM)[:4]
+    conversation[2] = {**conversation[2], "content": CHATGLM3_CALL}
+    text = fam.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]
 
 

@@ -99,12 +99,25 @@ def test_tools_text_is_never_trained(tok: Any, template: Any) -> None:
         assert trained_system == []
 
 
-def test_chatglm3_layout_is_the_demo_prompt_it_was_before(tok: Any) -> None:
-    """Structured tools encode exactly as the old pre-rendered system content: text + "\\n" + json.dumps(tools)."""
-    old_system = {"role": "system", "content": SYSTEM + "\n" + json.dumps([FUNCTION], ensure_ascii=False), "loss": False}
-    for system, old in ((SYSTEM, old_system), ("", {**old_system, "content": json.dumps([FUNCTION], ensure_ascii=False)})):
-        new = encode_conversation(tok, CHATGLM3_LAYOUT, conversation(system))
-        assert new == encode_conversation(tok, CHATGLM3_LAYOUT, [old, *conversation()[1:]])
+# ChatGLM3's build_chat_input: the system text, "\n", then json.dumps(tools, indent=4, ensure_ascii=False), by hand.
+CHATGLM3_TOOLS = ('[\n    {\n        "name": "get_weather",\n        "description": "查询天气",\n        "parameters": {\n'
+                  '            "type": "object",\n            "properties": {\n                "city": {\n'
+                  '                    "type": "string"\n                }\n            },\n            "required": [\n'
+                  '                "city"\n            ]\n        }\n    }\n]')
+CHATGLM3_CALL = "```python\ntool_call(city='北京')\n```"  # how ChatGLM3 writes a call (its chat() evals it)
+
+
+def test_chatglm3_layout_is_its_tokenizers_prompt_and_python_call(tok: Any) -> None:
+    """Structured tools encode as this pre-rendered system content, and the JSON arguments as ChatGLM3's call."""
+    for system in (SYSTEM, ""):
+        rendered = [{"role": "system", "content": system + "\n" + CHATGLM3_TOOLS, "loss": False},
+                    *conversation()[1:2], {**conversation()[2], "content": CHATGLM3_CALL}, *conversation()[3:]]
+        assert encode_conversation(tok, CHATGLM3_LAYOUT, conversation(system)) == encode_conversation(tok, CHATGLM3_LAYOUT, rendered)
+    assert CHATGLM3_LAYOUT.blocks(conversation()[2])[0].texts == ("get_weather\n", CHATGLM3_CALL)
+    assert GLM4.blocks(conversation()[2])[0].texts == ("get_weather\n", ARGS)  # GLM-4 writes the JSON itself
+    # Content that is no JSON object (interpreter code, say) is left as it is.
+    code = {"role": "assistant", "content": "print(1)", "loss": True, "metadata": "interpreter"}
+    assert CHATGLM3_LAYOUT.blocks(code)[0].texts == ("interpreter\n", "print(1)")
 
 
 @pytest.mark.parametrize("template", [GLM4, CHATGLM3_LAYOUT], ids=["glm4", "chatglm3"])
@@ -133,6 +146,8 @@ def test_saved_chat_template_gives_the_training_ids(tok: Any, template: Any, too
         tok.chat_template = GLM4.jinja()  # the module's tokenizer, as train_tokenizer made it
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     messages = conversation(tools=tools)
+    if template is CHATGLM3_LAYOUT:  # the saved template writes a call's content as given: ChatGLM3's own form
+        messages[2]["content"] = CHATGLM3_CALL
     for system in (SYSTEM, ""):
         messages[0]["content"] = system
         prompt_text = loaded.apply_chat_template(messages[:4], add_generation_prompt=True, tokenize=False)

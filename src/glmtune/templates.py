@@ -9,9 +9,12 @@ ends the turn (the next role token, or eos).
 A system message's `tools` are laid out per family (ChatTemplate.tools_layout names one of
 TOOLS_LAYOUTS), as each model saw them in its own training: GLM-4 as its official chat template (a
 `<|system|>` block listing every function, then the system text, if any, in a block of its own);
-ChatGLM3 as its finetune demo (`json.dumps(tools, ensure_ascii=False)` in the system prompt, after the
-system text and a newline). Text that carries tools is never trained. `ChatTemplate.jinja()` renders
-the same layout, so `apply_chat_template` on an exported model gives the ids training used.
+ChatGLM3 as its tokenizer's build_chat_input (the system text, a newline, then
+`json.dumps(tools, indent=4, ensure_ascii=False)`). Text that carries tools is never trained. A tool call
+(an assistant message with the function name as metadata) keeps its JSON arguments for GLM-4 and becomes
+ChatGLM3's own ```` ```python\ntool_call(city='北京')\n``` ````. `ChatTemplate.jinja()` renders the same
+tools layout, so `apply_chat_template` on an exported model gives the ids training used (a call's content
+it writes as given: ChatGLM3's form there).
 """
 
 from __future__ import annotations
@@ -84,9 +87,22 @@ def _glm4_tools_jinja(header_end: str) -> str:
 
 
 def chatglm3_system_text(msg: dict[str, Any]) -> str:
-    """ChatGLM3's system prompt with tools: the system text, a newline, then json.dumps of the functions."""
-    tools = json.dumps([tool_function(tool) for tool in msg["tools"]], ensure_ascii=False)
-    return f"{msg['content']}\n{tools}" if msg["content"] else tools
+    """ChatGLM3's system prompt with tools, as its tokenizer's build_chat_input lays it out (and its finetune demo's
+    README describes): the system text, a newline, then json.dumps(tools, indent=4, ensure_ascii=False)."""
+    tools = json.dumps([tool_function(tool) for tool in msg["tools"]], indent=4, ensure_ascii=False)
+    return f"{msg['content']}\n{tools}"
+
+
+def chatglm3_tool_call(arguments: str) -> str:
+    """A tool call's JSON arguments as ChatGLM3 writes (and its chat() parses with eval) a call:
+    ```python\ntool_call(city='北京')\n```. Content that is not a JSON object (e.g. interpreter code) stays."""
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+    if not isinstance(parsed, dict):
+        return arguments
+    return "```python\ntool_call(" + ", ".join(f"{key}={value!r}" for key, value in parsed.items()) + ")\n```"
 
 
 def _chatglm3_tool_blocks(msg: dict[str, Any]) -> list[Block]:
@@ -94,24 +110,26 @@ def _chatglm3_tool_blocks(msg: dict[str, Any]) -> list[Block]:
 
 
 def _chatglm3_tools_jinja(header_end: str) -> str:
-    # json.dumps of a list is "[" + ", ".join(items) + "]"; the template's tojson is json.dumps(ensure_ascii=False).
-    return ("{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " }}"
-            "{% if m['content'] %}{{ m['content'] + '\\n' }}{% endif %}{{ '[' }}"
-            "{% for tool in m['tools'] %}{% if not loop.first %}{{ ', ' }}{% endif %}"
-            "{{ (tool['function'] if tool['function'] is defined else tool) | tojson }}{% endfor %}{{ ']' }}")
+    # transformers' tojson is json.dumps(ensure_ascii=False); json.dumps(indent=4) of a list, item by item.
+    return ("{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " + m['content'] + '\\n[' }}"
+            "{% for tool in m['tools'] %}{{ (',' if not loop.first else '') + '\\n    ' }}"
+            "{{ ((tool['function'] if tool['function'] is defined else tool) | tojson(indent=4)).replace('\\n', '\\n    ') }}"
+            "{% endfor %}{{ '\\n]' }}")
 
 
 @dataclass(frozen=True)
 class ToolsLayout:
-    """How one family lays out a system message that carries tools, in Python and in Jinja."""
+    """How one family lays out a system message that carries tools, in Python and in Jinja, and a tool call's
+    arguments (an assistant message with the function name as metadata)."""
 
     blocks: Callable[[dict[str, Any]], list[Block]]
     jinja: Callable[[str], str]  # header_end -> Jinja rendering such a message `m`
+    tool_call: Callable[[str], str]  # JSON arguments -> the text the model writes for the call
 
 
 TOOLS_LAYOUTS: dict[str, ToolsLayout] = {
-    "glm4": ToolsLayout(_glm4_tool_blocks, _glm4_tools_jinja),
-    "chatglm3": ToolsLayout(_chatglm3_tool_blocks, _chatglm3_tools_jinja),
+    "glm4": ToolsLayout(_glm4_tool_blocks, _glm4_tools_jinja, lambda arguments: arguments),
+    "chatglm3": ToolsLayout(_chatglm3_tool_blocks, _chatglm3_tools_jinja, chatglm3_tool_call),
 }
 
 
@@ -133,7 +151,12 @@ class ChatTemplate:
 
     def blocks(self, msg: dict[str, Any]) -> list[Block]:
         """The segments one message is encoded as."""
-        return TOOLS_LAYOUTS[self.tools_layout].blocks(msg) if msg.get("tools") else _plain_blocks(msg)
+        layout = TOOLS_LAYOUTS[self.tools_layout]
+        if msg.get("tools"):
+            return layout.blocks(msg)
+        if msg["role"] == "assistant" and msg.get("metadata"):
+            msg = {**msg, "content": layout.tool_call(msg["content"])}
+        return _plain_blocks(msg)
 
     def jinja(self) -> str:
         """A Hugging Face chat template that renders the same text (for `apply_chat_template`)."""
