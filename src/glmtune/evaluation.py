@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
-from .io import read_jsonl, write_json, write_jsonl
+from .io import read_jsonl, write_json, write_jsonl, write_text
 from .metrics import corpus_scores
 from .templates import encode_prompt, get_template, split_for_generation
 
@@ -129,12 +129,12 @@ def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_p
     header, *body = metrics_rows(scores)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
-    Path(table_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(table_path, "\n".join(lines) + "\n")
     if html_path is not None:
         cells = "".join(f"<th>{escape(cell)}</th>" for cell in header)
         rows = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>\n" for row in body)
-        Path(html_path).write_text(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>glmtune metrics</title>"
+        write_text(
+            html_path, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>glmtune metrics</title>"
             "<style>table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 10px}"
             "td+td{text-align:right}</style></head>\n"
-            f"<body><table>\n<tr>{cells}</tr>\n{rows}</table></body></html>\n", encoding="utf-8")
+            f"<body><table>\n<tr>{cells}</tr>\n{rows}</table></body></html>\n")

@@ -85,8 +85,13 @@ def read_jsonl(path: str | Path) -> Iterator[Any]:
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically: a kill leaves the old file or none, never half of the new one."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .io import atomic_path  # noqa: E402
+
 
 def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:
     rows = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -26,5 +28,6 @@ def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(plot_path)
+    with atomic_path(plot_path) as tmp:  # a kill never leaves half a PNG
+        fig.savefig(tmp)
     plt.close(fig)

@@ -21,7 +21,7 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .compat import eval_strategy_arg, load_kwargs
-from .io import write_json
+from .io import write_json, write_text
 from .methods import apply_method, check_method
 from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
@@ -74,7 +74,7 @@ def trim_log(path: Path, step: int) -> None:
                 kept.append(line + "\n")
         except (json.JSONDecodeError, KeyError):  # the line a kill cut short
             continue
-    path.write_text("".join(kept), encoding="utf-8")
+    write_text(path, "".join(kept))
 
 
 class PadCollator:
@@ -202,7 +202,7 @@ def train_lora(
     model.config.use_cache = True  # saved configs keep fast generation
     save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
     if trainer.is_world_process_zero():
-        Path(log_path).write_text(steps_log.read_text(encoding="utf-8"), encoding="utf-8")
+        write_text(log_path, steps_log.read_text(encoding="utf-8"))
         plot_loss(log_path, plot_path)
     log.info("training done: %s", summary)
     return summary
