@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
-from glmtune.benchmark import bench_eval, bench_train
+from glmtune.benchmark import bench_eval, bench_samples, bench_train
 from glmtune.benchmark_models import arch_config, random_lora_model
 
 
@@ -39,10 +39,25 @@ def test_bench_eval_needs_a_tokenizer_for_a_config(small_run: dict[str, Path]) -
 
 def test_bench_train_prints_both_recipes(small_run: dict[str, Path]) -> None:
     config = small_run["model"] / "config.json"
-    table = bench_train(lambda ckpt: random_lora_model(config, ["q_proj", "v_proj"], ckpt), small_run["tokenized"] / "train",
-                        steps=2, demo_batch=2, pack_length=256, peak_tflops=1.0)
+    table = bench_train(lambda ckpt: random_lora_model(config, ["q_proj", "v_proj"], ckpt),
+                        bench_samples(small_run["tokenized"] / "train"), steps=2, demo_batch=2, pack_length=256, peak_tflops=1.0)
     lines = table.splitlines()
     assert len(lines) == 4 and "packed rows" in lines[3] and lines[3].endswith("x |")
+
+
+def test_bench_train_command_on_a_raw_file_needs_no_tokenized_split(small_run: dict[str, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """What a GPU measures for GLM-4-9B: a raw AdvertiseGen file encoded on the fly (no `datasets` there)."""
+    from glmtune.cli import main
+    from glmtune.synthetic import write_advertisegen
+
+    raw = write_advertisegen(tmp_path / "raw", 40, 1, 3)["train"]
+    samples = bench_samples(raw, small_run["model"], "glm4", "advertisegen", 64)
+    assert len(samples) == 40 and all(len(s["input_ids"]) == len(s["labels"]) <= 64 for s in samples)
+    assert all(any(label != -100 for label in s["labels"]) for s in samples)  # the answers are trained
+    assert main(["bench-train", str(small_run["model"] / "config.json"), str(raw), "--tokenizer", str(small_run["model"]),
+                 "--steps", "1", "--demo-batch", "2", "--pack-length", "256", "--lora-targets", "q_proj"]) == 0
+    assert "packed rows" in capsys.readouterr().out
 
 
 def test_the_real_glm4_architecture_is_read_from_its_official_config() -> None:

@@ -131,19 +131,46 @@ def _train_steps(model: torch.nn.Module, batches: list[tuple[dict[str, Any], int
     return time.perf_counter() - start, real, padded
 
 
-def bench_train(build_model: Callable[[bool], torch.nn.Module], train_dir: str | Path, steps: int = 20,
+def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, template_name: str = "glm4",
+                  fmt: str = "advertisegen", cutoff_len: int = 385) -> list[dict[str, list[int]]]:
+    """Tokenized training samples: a tokenized split (results/tokenized/train, needs `datasets`), or a raw data file
+    of format `fmt` (e.g. the real AdvertiseGen train.json) encoded with the tokenizer of `tokenizer_dir` and the
+    template, cut at `cutoff_len` (the demo's 128 + 256 + 1) — no `datasets` needed, as on the lent GPU machine."""
+    if Path(train).is_dir():
+        from datasets import load_from_disk
+
+        data = load_from_disk(str(train))
+        return [{"input_ids": ids, "labels": labels} for ids, labels in zip(data["input_ids"], data["labels"])]
+    if not tokenizer_dir:
+        raise ValueError(f"{train}: a raw data file needs a tokenizer; give one with --tokenizer")
+    from .formats import CONVERTERS
+    from .io import read_records
+    from .templates import encode_conversation
+
+    tokenizer, template = bench_tokenizer(tokenizer_dir, template_name), get_template(template_name)
+    samples = []
+    for _, record in read_records(train):
+        ids, labels, _ = encode_conversation(tokenizer, template, CONVERTERS[fmt](record, {}), cutoff_len)
+        samples.append({"input_ids": ids, "labels": labels})
+    return samples
+
+
+def bench_train(build_model: Callable[[bool], torch.nn.Module], data: list[dict[str, list[int]]], steps: int = 20,
                 demo_batch: int = 4, pack_length: int = 4096, rows: int = 1, peak_tflops: float | None = None) -> str:
     """Real tokens/s, padded tokens/s, peak memory and MFU: demo recipe (padded micro-batches, gradient
-    checkpointing) vs glmtune's (packed rows with a per-sample mask, no checkpointing).
+    checkpointing) vs glmtune's (packed rows with a per-sample mask, no checkpointing), on `data` (bench_samples).
 
     build_model(checkpointing) returns a fresh trainable model (e.g. LoRA on a random GLM-4-9B).
-    """
-    from datasets import load_from_disk  # here, so bench-eval runs where `datasets` is not installed
 
-    from .packing import PackedCollator, pack_dataset
+    LoRA on q/k/v of GLM-4-9B-chat with random weights on the real AdvertiseGen train lengths, on one GPU:
+
+        mkdir -p .bench && cp ../shared/data/tokenizers/glm-4-9b-chat/config.json \\
+            ../shared/data/tokenizers/glm-4-9b-chat/tokenizer.model ../shared/data/AdvertiseGen/train.json .bench/
+        glmtune bench-train .bench/config.json .bench/train.json --tokenizer .bench --peak-tflops 989
+    """
+    from .packing import PackedCollator, pack_rows
     from .training import PadCollator
 
-    data = load_from_disk(str(train_dir))
     needed = steps + 2  # two warm-up steps
 
     def collated(collator: Any, rows_of: list[list[dict[str, Any]]]) -> list[tuple[dict[str, Any], int]]:
@@ -151,7 +178,8 @@ def bench_train(build_model: Callable[[bool], torch.nn.Module], train_dir: str |
 
     demo = collated(PadCollator(0), [[data[i] for i in range(s, s + demo_batch)]
                                      for s in range(0, min(len(data) - demo_batch, needed * demo_batch), demo_batch)])
-    packed = pack_dataset(data, pack_length)
+    columns = pack_rows([r["input_ids"] for r in data], [r["labels"] for r in data], pack_length)
+    packed = [dict(zip(columns, values)) for values in zip(*columns.values())]
     ours = collated(PackedCollator(0), [[packed[i] for i in range(s, s + rows)]
                                         for s in range(0, min(len(packed) - rows, needed * rows), rows)])
     results = []

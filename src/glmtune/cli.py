@@ -42,13 +42,15 @@ def batch_size_arg(text: str) -> int | str:
 
 
 def bench_train(args: argparse.Namespace) -> int:
+    from .benchmark import bench_samples
     from .benchmark import bench_train as run
     from .benchmark_models import random_lora_model
 
     def build(checkpointing: bool):  # type: ignore[no-untyped-def]
         return random_lora_model(args.arch, args.lora_targets.split(","), checkpointing)
 
-    print(run(build, args.tokenized, args.steps, args.demo_batch, args.pack_length, args.rows, args.peak_tflops))
+    data = bench_samples(args.train, args.tokenizer, args.template, args.format, args.cutoff_len)
+    print(run(build, data, args.steps, args.demo_batch, args.pack_length, args.rows, args.peak_tflops))
     return 0
 
 
@@ -83,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t = commands.add_parser("bench-train", help="training tokens/s: the demo recipe vs packing (a benchmark)")
     t.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
-    t.add_argument("tokenized", help="a tokenized train split (results/tokenized/train)")
+    t.add_argument("train", help="a tokenized train split (results/tokenized/train), or a raw data file with --tokenizer")
+    t.add_argument("--tokenizer", help="tokenizer folder for a raw data file (saved, or an official one with tokenizer.model)")
+    t.add_argument("--format", default="advertisegen", help="the raw file's format (a converter name; default advertisegen)")
+    t.add_argument("--template", default="glm4", choices=["glm4", "chatglm3"])
+    t.add_argument("--cutoff-len", type=int, default=385, help="tokens kept per sample (the demo's 128 + 256 + 1)")
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--demo-batch", type=int, default=4)
     t.add_argument("--pack-length", type=int, default=4096)

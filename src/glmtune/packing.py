@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from datasets import Dataset
 
 from .templates import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def plan_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
@@ -35,15 +38,21 @@ def plan_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
     return rows
 
 
-def pack_dataset(dataset: Dataset, row_length: int) -> Dataset:
+def pack_rows(ids: Sequence[list[int]], labels: Sequence[list[int]], row_length: int) -> dict[str, list[list[int]]]:
     """Concatenate samples into rows; each sample's first label is ignored so no token predicts across a boundary."""
-    ids, labels = dataset["input_ids"], dataset["labels"]
     packed: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
     for row in plan_rows([len(x) for x in ids], row_length):
         packed["input_ids"].append([token for i in row for token in ids[i]])
         packed["labels"].append([label for i in row for label in [IGNORE_INDEX, *labels[i][1:]]])
         packed["position_ids"].append([p for i in row for p in range(len(ids[i]))])
-    return Dataset.from_dict(packed)
+    return packed
+
+
+def pack_dataset(dataset: Dataset, row_length: int) -> Dataset:
+    """A tokenized dataset packed into rows (pack_rows)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(pack_rows(dataset["input_ids"], dataset["labels"], row_length))
 
 
 class PackedCollator:
