@@ -16,10 +16,10 @@ becomes a reject. Option errors (a bad `columns:`/`tags:` mapping) raise a plain
 
 Tools (a list, or for sharegpt/alpaca also a JSON-encoded string) stay structured: they ride on the
 system message as `tools` (plain function objects, see schema.normalize_tools), whose content is the
-system text or "". The chat template renders them in its family's layout. A tool call is an assistant message whose metadata is the function name and whose content is
-the arguments as JSON, which the template renders `<|assistant|>name\\n{arguments}` (as GLM-4 and
-LLaMA-Factory's glm4 template do). `from_dataset_info` reads an entry of LLaMA-Factory's
-dataset_info.json into (format, options).
+system text or "". A tool call is an assistant message whose metadata is the function name and whose
+content is the arguments as JSON. The chat template renders both in its family's layout (glm4: the
+arguments as they are; chatglm3: its own `tool_call(...)` form; see glmtune.templates).
+`from_dataset_info` reads an entry of LLaMA-Factory's dataset_info.json into (format, options).
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ def prompt_completion(record: Any, options: dict[str, Any]) -> list[dict[str, An
 def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """ChatGLM3 finetune demo `{"conversations": [...], "tools"?: [...]}`.
 
-    As in the demo: tools ride on the first system message (the chatglm3 template renders them as
-    json.dumps, ensure_ascii=False, after a leading system text); a `tool` message becomes an assistant tool call (name as metadata, parameters as content) followed by an
-    untrained observation; without `loss`, system/user/observation are untrained, the rest trained.
+    As in the demo: tools ride on the first system message (the chatglm3 template renders them after the
+    system text, as ChatGLM3's tokenizer does); a `tool` message becomes an assistant tool call (name as
+    metadata, parameters as JSON content) followed by an untrained observation; without `loss`,
+    system/user/observation are untrained, the rest trained.
     """
     record = _object(record)
     turns = _get(record, "conversations", object)
