@@ -1,0 +1,108 @@
+"""Config errors a person can read: one short line per problem, naming the key path, the bad value, what is
+allowed, and the closest valid key for a typo.
+
+Snakemake's own `validate` reports the first error with the whole schema and config around it (hundreds of
+lines); `config_problems` checks against the same schema first, so a mistake costs a few lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "null"}
+
+
+def _path(error: ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected_type(kinds: str | list[str]) -> str:
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    return " or ".join(_TYPE_NAMES.get(kind, kind) for kind in kinds)
+
+
+def _unknown_keys(error: ValidationError) -> list[str]:
+    known = list(error.schema.get("properties", {}))
+    where = _path(error)
+    prefix = "" if where == "(top level)" else f"{where}."
+    lines = []
+    for key in sorted(set(error.instance) - set(known)):
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        lines.append(f"{prefix}{key}: unknown key; {hint}")
+    return lines
+
+
+def _describe(error: ValidationError) -> list[str]:
+    """One line per problem in `error` (an unknown-keys error may name several keys)."""
+    where, value = _path(error), error.instance
+    if error.validator == "additionalProperties" and isinstance(value, dict):
+        return _unknown_keys(error) or [f"{where}: {error.message}"]
+    if error.validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        close = difflib.get_close_matches(str(value), list(map(str, error.validator_value)), n=1, cutoff=0.6)
+        return [f"{where}: {_short(value)} is not allowed; use one of {allowed}" + (f" (did you mean {close[0]}?)" if close else "")]
+    if error.validator == "type":
+        return [f"{where}: {_short(value)} should be {_expected_type(error.validator_value)}"]
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[error.validator]
+        return [f"{where}: {_short(value)} should be {bound} {error.validator_value}"]
+    if error.validator == "required":
+        return [f"{where}: {error.message}"]
+    if error.validator == "anyOf":  # e.g. batch_size: an integer or auto
+        options = " or ".join(_option(sub) for sub in error.validator_value)
+        return [f"{where}: {_short(value)} is not valid; expected {options}"]
+    if error.validator == "propertyNames":
+        return [f"{where}: {error.message}"]
+    return [f"{where}: {error.message}"]
+
+
+def _option(schema: dict[str, Any]) -> str:
+    if "const" in schema:
+        return repr(schema["const"])
+    text = _expected_type(schema.get("type", "any"))
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
+
+
+def _leaves(errors: Iterable[ValidationError]) -> Iterable[ValidationError]:
+    """The deepest errors: for a bad name pattern inside propertyNames, the inner error says which name."""
+    for error in errors:
+        if error.validator == "propertyNames" and error.context:
+            for inner in error.context:
+                inner.path.extendleft(reversed(list(error.absolute_path)))
+                yield inner
+        else:
+            yield error
+
+
+def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every problem of `config` against `schema`, one readable line each, in the config's order."""
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines: list[str] = []
+    for error in _leaves(errors):
+        for line in _describe(error):
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def format_problems(lines: list[str], limit: int = 8) -> str:
+    """The message for WorkflowError: at most `limit` problems, then a count of the rest."""
+    shown = [f"  - {line}" for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append(f"  ... and {len(lines) - limit} more")
+    return "config: " + ("1 problem" if len(lines) == 1 else f"{len(lines)} problems") + " (workflow/schemas/config.schema.yaml)\n" + "\n".join(shown)

@@ -1,0 +1,93 @@
+"""The data page of the report: what each dataset gave and lost, the split sizes, and the token lengths.
+
+Everything here is read from the stages' own reports (convert: `<part>.report.json` and the rejects beside it;
+merge: `results/splits/report.json`; tokenize: `results/tokenized/stats.json`), so the page says exactly what
+the cached artifacts hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .io import write_text
+
+TOP_REASONS = 3
+
+
+def _read(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def top_reasons(rejects_path: str | Path, limit: int = TOP_REASONS) -> list[tuple[str, int]]:
+    """The most frequent reject reasons of one rejects file, with their counts."""
+    path = Path(rejects_path)
+    if not path.is_file():
+        return []
+    reasons: Counter[str] = Counter()
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                reasons[json.loads(line).get("reason", "?")] += 1
+    return reasons.most_common(limit)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(str(cell))}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _datasets_section(converted: Sequence[tuple[str | Path, str | Path]]) -> str:
+    rows = []
+    for report_path, rejects_path in converted:
+        report = _read(report_path)
+        steps = ", ".join(f"{name} {count}" for name, count in sorted(report.get("steps", {}).items())) or "-"
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in top_reasons(rejects_path)) or "-"
+        part = Path(report_path).name.removesuffix(".report.json")
+        rows.append((report["dataset"], part, report["format"], report["records_in"], report["records_out"],
+                     report["rejected"], steps, reasons))
+    header = ("dataset", "file", "format", "records in", "kept", "rejected", "cleaning steps", "top reject reasons")
+    return "<h2>Datasets</h2>" + _table(header, rows)
+
+
+def _splits_section(split_report: dict[str, Any]) -> str:
+    sizes = _table(("split", "conversations"), sorted(split_report["sizes"].items()))
+    rows = [(name, *(counts.get(key, 0) for key in ("in", "used", "train", "validation", "test")))
+            for name, counts in split_report["datasets"].items()]
+    parts = _table(("dataset/file", "in", "used", "train", "validation", "test"), rows)
+    return "<h2>Splits</h2>" + sizes + parts
+
+
+def _tokens_section(stats: dict[str, Any]) -> str:
+    rows = []
+    for name, split in stats["splits"].items():
+        length = split.get("length", {})
+        rows.append((name, split["samples_in"], split["samples"], split["truncated"], split["dropped_no_trained_tokens"],
+                     split["tokens"], split["trained_tokens"],
+                     *(length.get(key, "-") for key in ("mean", "p50", "p90", "p99", "p100"))))
+    header = ("split", "samples in", "samples", "truncated", "dropped (nothing trained)", "tokens", "trained tokens",
+              "mean length", "p50", "p90", "p99", "max")
+    limit = f"<p>template {escape(str(stats['template']))}, cutoff_len {escape(str(stats['cutoff_len']))} tokens</p>"
+    return "<h2>Tokens</h2>" + limit + _table(header, rows)
+
+
+STYLE = ("<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:0 0 1em}"
+         "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}th{background:#eee}</style>")
+
+
+def data_report_html(converted: Sequence[tuple[str | Path, str | Path]], split_report: str | Path,
+                     token_stats: str | Path) -> str:
+    """The page as HTML: `converted` is (report.json, rejects.jsonl) per converted file."""
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data</title>" + STYLE + "</head><body>"
+            + _datasets_section(converted) + _splits_section(_read(split_report)) + _tokens_section(_read(token_stats))
+            + "</body></html>\n")
+
+
+def write_data_report(converted: Sequence[tuple[str | Path, str | Path]], split_report: str | Path,
+                      token_stats: str | Path, out_path: str | Path) -> None:
+    write_text(out_path, data_report_html(converted, split_report, token_stats))

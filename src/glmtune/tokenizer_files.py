@@ -1,0 +1,67 @@
+"""Save a tokenizer so that other stacks load it too: transformers 5.x, and the 4.4x-4.5x that LLaMA-Factory and
+many vLLM deployments pin.
+
+transformers 5 writes `tokenizer_class: TokenizersBackend` (unknown to 4.x), the extra special tokens under a new
+key, the chat template only in `chat_template.jinja` (4.4x reads it from tokenizer_config.json), and tokenizers
+>= 0.20 writes BPE merges as pairs, which tokenizers 0.19 (transformers 4.40) cannot parse. The files written here
+say the same in the older spelling, which both generations read: `PreTrainedTokenizerFast`, both special-token
+keys, the template in both places, and merges as "left right" strings (only when no merge part holds a space,
+the one case that spelling cannot express).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _portable_config(folder: Path) -> None:
+    path = folder / "tokenizer_config.json"
+    config = _read(path)
+    config["tokenizer_class"] = PORTABLE_CLASS
+    extra = config.get("extra_special_tokens")
+    if isinstance(extra, list):  # 5.x's name for 4.x's additional_special_tokens
+        config.setdefault("additional_special_tokens", extra)
+    template = folder / "chat_template.jinja"
+    if template.is_file() and "chat_template" not in config:
+        config["chat_template"] = template.read_text(encoding="utf-8")
+    _write(path, config)
+
+
+def _portable_merges(folder: Path) -> None:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    data = _read(path)
+    model = data.get("model", {})
+    merges = model.get("merges")
+    if model.get("type") != "BPE" or not merges or isinstance(merges[0], str):
+        return
+    if any(" " in part for pair in merges for part in pair):
+        return  # "a b" could not be split back; keep the pairs (tokenizers >= 0.20 only)
+    model["merges"] = [f"{left} {right}" for left, right in merges]
+    _write(path, data)
+
+
+def make_portable(folder: str | Path) -> None:
+    """Rewrite a saved tokenizer's files in the spelling transformers 4.4x and 5.x both load."""
+    folder = Path(folder)
+    _portable_config(folder)
+    _portable_merges(folder)
+
+
+def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
+    """`tokenizer.save_pretrained(folder)`, portable to transformers 4.4x as well as 5.x."""
+    tokenizer.save_pretrained(str(folder))
+    make_portable(folder)

@@ -1,0 +1,66 @@
+"""Config errors: one short line per problem, with the key path, the bad value, what is allowed and the closest key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from glmtune.config_errors import config_problems, format_problems
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture()
+def config() -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load((REPO / "config/config.yaml").read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
+def test_shipped_configs_have_no_problems(schema: dict[str, Any], name: str) -> None:
+    assert config_problems(yaml.safe_load((REPO / "config" / name).read_text(encoding="utf-8")), schema) == []
+
+
+def test_a_typo_names_the_closest_key(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    config["train"]["learnig_rate"] = 1e-4
+    assert config_problems(config, schema) == ["train.learnig_rate: unknown key; did you mean 'train.learning_rate'?"]
+
+
+def test_an_unknown_key_with_no_close_match_lists_the_known_ones(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    config["export"]["zzz"] = 1
+    (line,) = config_problems(config, schema)
+    assert line.startswith("export.zzz: unknown key; known keys: tolerance, dtype")
+
+
+def test_bad_values_name_what_is_allowed(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    config["train"]["method"] = "lorra"
+    config["train"]["lora"]["r"] = "8"
+    config["tokenize"]["max_input_length"] = 0
+    config["evaluate"]["batch_size"] = "big"
+    assert config_problems(config, schema) == [
+        "evaluate.batch_size: 'big' is not valid; expected an integer >= 1 or 'auto'",
+        "tokenize.max_input_length: 0 should be >= 1",
+        "train.lora.r: '8' should be an integer",
+        "train.method: 'lorra' is not allowed; use one of lora, ptuning, full (did you mean lora?)",
+    ]
+
+
+def test_a_missing_required_key(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    del config["model"]["source"]
+    assert config_problems(config, schema) == ["model: 'source' is a required property"]
+
+
+def test_the_message_is_short_however_many_problems(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    for number in range(20):
+        config["train"][f"typo{number}"] = number
+    message = format_problems(config_problems(config, schema))
+    assert message.splitlines()[0] == "config: 20 problems (workflow/schemas/config.schema.yaml)"
+    assert len(message.splitlines()) == 10 and message.endswith("... and 12 more")

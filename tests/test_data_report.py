@@ -1,0 +1,41 @@
+"""The report's data page, from the stages' own reports of a real small run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from glmtune.data_report import top_reasons, write_data_report
+
+
+def _cells(html: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first`."""
+    row = re.search(rf"<tr><td>{re.escape(first)}</td>(.*?)</tr>", html)
+    assert row, f"no row {first!r}"
+    return [first, *re.findall(r"<td>(.*?)</td>", row.group(1))]
+
+
+def test_top_reasons_counts_and_orders(tmp_path: Path) -> None:
+    rejects = tmp_path / "r.jsonl"
+    rows = [{"where": f"line {n}", "reason": reason} for n, reason in enumerate(["b", "a", "b", "c", "b", "a"])]
+    rejects.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert top_reasons(rejects, 2) == [("b", 3), ("a", 2)]
+    assert top_reasons(tmp_path / "absent.jsonl") == []
+
+
+def test_the_page_holds_what_the_stages_reported(small_run: dict[str, Path], tmp_path: Path) -> None:
+    root = small_run["root"]
+    converted = [(root / f"{name}.report.json", root / f"{name}.rejects.jsonl") for name in ("train", "dev")]
+    out = tmp_path / "data.html"
+    write_data_report(converted, root / "splits" / "report.json", small_run["tokenized"] / "stats.json", out)
+    html = out.read_text(encoding="utf-8")
+    report = json.loads((root / "train.report.json").read_text(encoding="utf-8"))
+    row = _cells(html, "adgen")
+    assert row[3:6] == [str(report["records_in"]), str(report["records_out"]), str(report["rejected"])]
+    sizes = json.loads((root / "splits" / "report.json").read_text(encoding="utf-8"))["sizes"]
+    assert _cells(html, "train")[:2] == ["train", str(sizes["train"])]
+    stats = json.loads((small_run["tokenized"] / "stats.json").read_text(encoding="utf-8"))["splits"]["train"]
+    tokens = re.findall(r"<tr><td>train</td>(.*?)</tr>", html)[-1]  # the tokens table's row
+    assert re.findall(r"<td>(.*?)</td>", tokens)[:4] == [str(stats["samples_in"]), str(stats["samples"]),
+                                                        str(stats["truncated"]), str(stats["dropped_no_trained_tokens"])]
