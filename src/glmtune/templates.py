@@ -38,7 +38,7 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class Block:
-    """One `<|role|>` segment: the texts after the role token are encoded one by one, as the demos do."""
+    """One `<|role|>` segment: the texts after the role token, encoded one by one (ChatGLM3) or joined (GLM-4)."""
 
     role: str
     texts: tuple[str, ...]
@@ -155,6 +155,9 @@ class ChatTemplate:
     jinja_header_end: str = "\n"
     # GLM-4's chat template writes nothing for a message with empty content (`{% if item['content'] %}`).
     drop_empty: bool = False
+    # GLM-4's demo tokenizes each rendered message whole (apply_chat_template), so "\n" + a content that starts
+    # with whitespace merges; ChatGLM3's build_single_message encodes header and content apart.
+    encode_whole: bool = False
 
     def role_token(self, role: str) -> str:
         return self.role_format.format(role=role)
@@ -191,6 +194,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         stop=("<|endoftext|>", "<|user|>", "<|observation|>"),
         tools_layout="glm4",
         drop_empty=True,
+        encode_whole=True,
     ),
     "chatglm3": ChatTemplate(
         name="chatglm3",
@@ -220,7 +224,7 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
     for msg in messages:
         for block in template.blocks(msg):
             body = _ids(tokenizer, [template.role_token(block.role)])
-            for text in block.texts:
+            for text in ("".join(block.texts),) if template.encode_whole else block.texts:
                 body += tokenizer.encode(text, add_special_tokens=False)
             ids += body
             marks += [block.trainable and bool(msg.get("loss"))] * len(body)
