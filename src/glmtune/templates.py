@@ -100,8 +100,9 @@ def chatglm3_tools_text(tools: Sequence[Any]) -> str:
 
 
 def chatglm3_tool_call(arguments: str) -> str:
-    """A tool call's JSON arguments as ChatGLM3 writes (and its chat() parses with eval) a call:
-    ```python\ntool_call(city='北京')\n```. Content that is not a JSON object (e.g. interpreter code) stays."""
+    """A tool call's JSON arguments as ChatGLM3's tool finetune code writes a call (format_function_call: keyword
+    arguments, each value's repr) and its chat() evals it: ```python\ntool_call(city='北京')\n```. Content that is
+    not a JSON object (e.g. interpreter code) stays."""
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError:
