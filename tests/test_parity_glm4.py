@@ -136,6 +136,8 @@ def test_real_conversations_match_the_official_finetune_procedure(source: str) -
     for where, canonical, official in SOURCES[source]():
         ids, labels, _ = encode_conversation(tok, GLM4, canonical)
         assert (ids, labels) == glm4_process(tok, template, official), where
+        whole = tok.apply_chat_template(official, chat_template=template, tokenize=True, return_dict=False)
+        assert ids == [*whole, tok.eos_token_id], where
 
 
 def _saved_template_ids(tok: Any, canonical: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
