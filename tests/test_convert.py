@@ -10,8 +10,8 @@ import pytest
 
 from glmtune.convert import ConversionError, convert_file
 from glmtune.formats import CONVERTERS, chatglm3
-from glmtune.templates import chatglm3_system_text
 from glmtune.io import DataFileError, read_jsonl
+from glmtune.schema import InvalidRecord
 
 
 def user(content: Any, **extra: Any) -> dict[str, Any]:
@@ -229,18 +229,43 @@ def test_chatglm3_string_observation_and_missing_parameters_kept() -> None:
     assert messages[2] == {"role": "observation", "content": "12:00", "loss": False}
 
 
-def test_chatglm3_system_prompt_joins_the_tools_prompt() -> None:
+def test_chatglm3_system_text_rides_on_the_tools_system_message() -> None:
+    """One canonical system message; the chatglm3 template renders the demo's two (see test_parity_chatglm3.py)."""
     record = {"tools": TOOLS, "conversations": [system("你是助手"), user("q"), assistant("a")]}
     messages = chatglm3(record, {})
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[0] == {"role": "system", "content": "你是助手", "loss": False, "tools": TOOLS}
-    # the chatglm3 template renders it as the demo's prompt: the system text, a newline, json.dumps(tools)
-    assert chatglm3_system_text(messages[0]) == "你是助手\n" + json.dumps(TOOLS, indent=4, ensure_ascii=False)
 
 
 def test_chatglm3_default_loss() -> None:
+    """ChatGLM3 finetune_demo/README.md: without `loss`, system and user are untrained, every other role trained."""
     record = conv(system("s"), user("q"), assistant("a"), {"role": "observation", "content": "o"}, assistant("b"))
-    assert [m["loss"] for m in chatglm3(record, {})] == [False, False, True, False, True]
+    assert [m["loss"] for m in chatglm3(record, {})] == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("parameters", [{"city": "北京"}, '{"city": "北京"}', ' {"city": "北京"} '], ids=["object", "json-string", "padded"])
+def test_chatglm3_tool_parameters_object_or_json_string(parameters: Any) -> None:
+    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": parameters, "observation": "晴"}, assistant("a"))
+    assert chatglm3(record, {})[1]["content"] == '{"city": "北京"}'  # parsed once, never a JSON string of JSON
+
+
+@pytest.mark.parametrize("parameters, reason", [
+    ("city=北京", "message 1: 'parameters' is a string but not JSON"),
+    ('["北京"]', "message 1: 'parameters' is list, not an object"),
+    ('"北京"', "message 1: 'parameters' is str, not an object"),
+    (["北京"], "message 1: 'parameters' is list, not an object"),
+], ids=["not-json", "json-list", "json-string-of-string", "list"])
+def test_chatglm3_tool_parameters_rejected_with_the_fix(parameters: Any, reason: str) -> None:
+    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": parameters, "observation": "晴"}, assistant("a"))
+    with pytest.raises(InvalidRecord, match="give an object of argument names and values") as err:
+        chatglm3(record, {})
+    assert str(err.value).startswith(reason)
+
+
+def test_chatglm3_missing_observation_is_dumped_as_null() -> None:
+    """preprocess_utils.py: `conv.get('observation', None)`, a non-string dumped with json.dumps."""
+    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": {}}, assistant("a"))
+    assert chatglm3(record, {})[2] == {"role": "observation", "content": "null", "loss": False}
 
 
 def test_chatglm3_explicit_loss_is_respected() -> None:

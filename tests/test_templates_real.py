@@ -6,8 +6,10 @@ Official layout (GLM-4 finetune demo / tokenization_chatglm.py, ChatGLM3 finetun
 [<|role|>] + encode(f"{metadata}\\n") + encode(content), where encode is the raw reference encoder
 (tiktoken for GLM-4, SentencePiece for ChatGLM3) applied to each piece on its own; eos closes the
 sample. Loss marks are True for assistant messages, then shifted right by one.
-A system message with tools follows glm-4-9b-chat's chat template (GLM-4) or the ChatGLM3 demo's
-json.dumps system prompt; their text is written out here, not taken from glmtune.templates.
+A system message with tools follows glm-4-9b-chat's chat template as transformers renders it (GLM-4) or
+the ChatGLM3 tool finetune code's first system message (finetune_demo/preprocess_utils.py); their text is
+written out here, not taken from glmtune.templates. The table-driven parity suites are
+test_parity_glm4.py and test_parity_chatglm3.py.
 """
 
 from __future__ import annotations
@@ -173,10 +175,11 @@ CALL_ARGS, OBSERVATION, TOOL_ANSWER = '{"city": "北京"}', '{"temp": 25, "天�
 OBSERVATION_ID = {"glm4": 151338, "chatglm3": 64797}
 # glm-4-9b-chat's chat template for a system message carrying tools, written out by hand:
 # <|system|> + this text, one function after the other (tojson(indent=4) is json.dumps(indent=4, ensure_ascii=False)).
+# The template source has "\n\n## " after `{% if tool['type'] == 'function' %}`; trim_blocks drops the first newline.
 GLM4_TOOLS_TEXT = (
     "\n你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。"
     "\n\n# 可用工具"
-    "\n\n## get_weather\n\n" + json.dumps(FUNCTION, indent=4, ensure_ascii=False)
+    "\n## get_weather\n\n" + json.dumps(FUNCTION, indent=4, ensure_ascii=False)
     + "\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
 )
 
@@ -218,21 +221,24 @@ def test_glm4_tools_tool_call_and_observation_match_the_official_template(system
     assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]
 
 
-# ChatGLM3's tokenizer (build_chat_input) writes tools after the system text and a newline with indent 4, and the
-# model writes (and chat() evals) a call as Python: the function name as metadata, then this.
-CHATGLM3_TOOLS_TEXT = SYSTEM + "\n[\n    {\n        \"name\": \"get_weather\",\n        \"description\": \"查询城市的实时天气\",\n" \
+# ChatGLM3's tool finetune code (finetune_demo/preprocess_utils.py) inserts the tools as the first system message:
+# TOOL_DEFINITION_PREFIX + json.dumps(tools, indent=4, ensure_ascii=False); the record's system text is a second one.
+# The model writes (and chat() evals) a call as Python: the function name as metadata, then CHATGLM3_CALL.
+CHATGLM3_TOOLS_TEXT = "Answer the following questions as best as you can. You have access to the following tools:\n" \
+    "[\n    {\n        \"name\": \"get_weather\",\n        \"description\": \"查询城市的实时天气\",\n" \
     "        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n" \
     "                    \"type\": \"string\",\n                    \"description\": \"城市名\"\n                }\n            },\n" \
     "            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n]"
 CHATGLM3_CALL = "```python\ntool_call(city='北京')\n```"
 
 
-def test_chatglm3_tools_tool_call_and_observation_match_its_tokenizer() -> None:
-    """ChatGLM3: tools as its build_chat_input writes them; the call as ```python tool_call(...)```."""
+@pytest.mark.parametrize("system", [SYSTEM, ""], ids=["with-system-text", "tools-only"])
+def test_chatglm3_tools_tool_call_and_observation_match_its_finetune_code(system: str) -> None:
+    """ChatGLM3: the tools system message, then the system text's own; the call as ```python tool_call(...)```."""
     fam = _chatglm3()
-    ids, labels, _ = encode_conversation(fam.tokenizer, get_template("chatglm3"), tool_conversation(SYSTEM))
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template("chatglm3"), tool_conversation(system))
     nl = fam.ids("\n")
-    system_part = [64794, *nl, *fam.ids(CHATGLM3_TOOLS_TEXT)]
+    system_part = [64794, *nl, *fam.ids(CHATGLM3_TOOLS_TEXT), *([64794, *nl, *fam.ids(system)] if system else [])]
     before_call, _, middle = _tool_turns(fam)
     call = [*fam.ids("get_weather\n"), *fam.ids(CHATGLM3_CALL)]
     answer = [*nl, *fam.ids(TOOL_ANSWER)]
@@ -240,7 +246,7 @@ def test_chatglm3_tools_tool_call_and_observation_match_its_tokenizer() -> None:
     assert ids == [*prompt, *call, *middle, *answer, 2]
     assert labels == [*[IGNORE_INDEX] * len(prompt), *call, 64797, *[IGNORE_INDEX] * (len(middle) - 1), *answer, 2]
     # The saved chat template renders the tools prompt the same; a call's content it writes as given (ChatGLM3's form).
-    conversation = tool_conversation(SYSTEM)[:4]
+    conversation = tool_conversation(system)[:4]
     conversation[2] = {**conversation[2], "content": CHATGLM3_CALL}
     text = fam.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     assert fam.tokenizer.encode(text, add_special_tokens=False) == [*prompt, *call, *middle]

@@ -1,7 +1,8 @@
 """Tools on the system message, per family, with a tiny trained tokenizer: the ids training uses, the
 text the saved chat template renders, and the two agreeing after a save/load round trip.
 
-The expected GLM-4 text is written out here from the official glm-4-9b-chat chat template, not taken
+The expected GLM-4 text is written out here from the official glm-4-9b-chat chat template as transformers
+renders it, the ChatGLM3 text from its tool finetune code (finetune_demo/preprocess_utils.py), not taken
 from glmtune.templates.
 """
 
@@ -26,11 +27,12 @@ FUNCTION = {"name": "get_weather", "description": "查询天气",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 SYSTEM, USER, ARGS, OBSERVATION, ANSWER = "你是助手", "北京天气？", '{"city": "北京"}', '{"temp": 25}', "北京25度"
 
-# glm-4-9b-chat's chat template for a system message with tools, written out by hand.
+# glm-4-9b-chat's chat template for a system message with tools, written out by hand (rendered with
+# trim_blocks, so a single "\n" before "## name": the template's first newline follows an `{% if %}` tag).
 GLM4_TOOLS_TEXT = (
     "\n你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。"
     "\n\n# 可用工具"
-    "\n\n## get_weather\n\n"
+    "\n## get_weather\n\n"
     '{\n    "name": "get_weather",\n    "description": "查询天气",\n    "parameters": {\n        "type": "object",\n'
     '        "properties": {\n            "city": {\n                "type": "string"\n            }\n        },\n'
     '        "required": [\n            "city"\n        ]\n    }\n}'
@@ -62,7 +64,7 @@ def conversation(system: str = SYSTEM, tools: list[Any] | None = None) -> list[d
 
 
 def test_the_function_block_is_tojson_indent_4() -> None:
-    assert GLM4_TOOLS_TEXT.split("\n\n## get_weather\n\n")[1].split("\n在调用")[0] == json.dumps(FUNCTION, indent=4, ensure_ascii=False)
+    assert GLM4_TOOLS_TEXT.split("\n## get_weather\n\n")[1].split("\n在调用")[0] == json.dumps(FUNCTION, indent=4, ensure_ascii=False)
 
 
 def test_glm4_tools_block_then_system_text_by_hand(tok: Any) -> None:
@@ -87,30 +89,32 @@ def test_glm4_tools_only_system_message_has_no_content_block(tok: Any) -> None:
 
 @pytest.mark.parametrize("template", [GLM4, CHATGLM3_LAYOUT], ids=["glm4", "chatglm3"])
 def test_tools_text_is_never_trained(tok: Any, template: Any) -> None:
+    """Both families: a trained system message trains its text block (the second <|system|>), never the tools."""
     messages = conversation()
     messages[0]["loss"] = True
-    _, labels, _ = encode_conversation(tok, template, messages)
+    ids, labels, _ = encode_conversation(tok, template, messages)
     _, untrained, _ = encode_conversation(tok, template, conversation())
-    tools_end = 3 + len(enc(tok, GLM4_TOOLS_TEXT)) if template is GLM4 else len(labels)
+    second_system = [i for i, token in enumerate(ids) if token == tid(tok, "<|system|>")][1]
     trained_system = [i for i, (x, y) in enumerate(zip(labels, untrained)) if x != y]
-    if template is GLM4:  # only the system text block (after the tools block) is trained
-        assert trained_system and min(trained_system) > tools_end
-    else:  # ChatGLM3 joins text and tools in one prompt: none of it is trained
-        assert trained_system == []
+    assert trained_system and min(trained_system) == second_system + 1
 
 
-# ChatGLM3's build_chat_input: the system text, "\n", then json.dumps(tools, indent=4, ensure_ascii=False), by hand.
-CHATGLM3_TOOLS = ('[\n    {\n        "name": "get_weather",\n        "description": "查询天气",\n        "parameters": {\n'
+# ChatGLM3's tool finetune code (preprocess_utils.py): a first system message of its own, TOOL_DEFINITION_PREFIX +
+# json.dumps(tools, indent=4, ensure_ascii=False), written out by hand.
+CHATGLM3_TOOLS = ('Answer the following questions as best as you can. You have access to the following tools:\n'
+                  '[\n    {\n        "name": "get_weather",\n        "description": "查询天气",\n        "parameters": {\n'
                   '            "type": "object",\n            "properties": {\n                "city": {\n'
                   '                    "type": "string"\n                }\n            },\n            "required": [\n'
                   '                "city"\n            ]\n        }\n    }\n]')
 CHATGLM3_CALL = "```python\ntool_call(city='北京')\n```"  # how ChatGLM3 writes a call (its chat() evals it)
 
 
-def test_chatglm3_layout_is_its_tokenizers_prompt_and_python_call(tok: Any) -> None:
-    """Structured tools encode as this pre-rendered system content, and the JSON arguments as ChatGLM3's call."""
+def test_chatglm3_layout_is_its_finetune_codes_prompt_and_python_call(tok: Any) -> None:
+    """Structured tools encode as the demo's two system messages (the text's only when non-empty), pre-rendered
+    here as plain messages, and the JSON arguments as ChatGLM3's call."""
     for system in (SYSTEM, ""):
-        rendered = [{"role": "system", "content": system + "\n" + CHATGLM3_TOOLS, "loss": False},
+        text = [{"role": "system", "content": system, "loss": False}] if system else []
+        rendered = [{"role": "system", "content": CHATGLM3_TOOLS, "loss": False}, *text,
                     *conversation()[1:2], {**conversation()[2], "content": CHATGLM3_CALL}, *conversation()[3:]]
         assert encode_conversation(tok, CHATGLM3_LAYOUT, conversation(system)) == encode_conversation(tok, CHATGLM3_LAYOUT, rendered)
     assert CHATGLM3_LAYOUT.blocks(conversation()[2])[0].texts == ("get_weather\n", CHATGLM3_CALL)

@@ -19,6 +19,8 @@ system message as `tools` (plain function objects, see schema.normalize_tools), 
 system text or "". A tool call is an assistant message whose metadata is the function name and whose
 content is the arguments as JSON. The chat template renders both in its family's layout (glm4: the
 arguments as they are; chatglm3: its own `tool_call(...)` form; see glmtune.templates).
+Default loss (a message without `loss`) follows each format's own demo: chatglm3 trains every role but
+system and user; the others train only assistant messages (GLM-4's demo: system/user/observation untrained).
 `from_dataset_info` reads an entry of LLaMA-Factory's dataset_info.json into (format, options).
 """
 
@@ -109,14 +111,47 @@ def prompt_completion(record: Any, options: dict[str, Any]) -> list[dict[str, An
     return [message("user", _get(record, "prompt")), message("assistant", _get(record, "completion"))]
 
 
+CHATGLM3_UNTRAINED = ("system", "user")  # the ChatGLM3 finetune README: without `loss`, every other role is trained
+
+
+def _chatglm3_parameters(turn: dict[str, Any], where: str) -> dict[str, Any]:
+    """A tool message's `parameters`: an object, or a string holding a JSON object (parsed, not encoded again)."""
+    parameters = turn.get("parameters", {})
+    if isinstance(parameters, str):
+        try:
+            parameters = json.loads(parameters)
+        except json.JSONDecodeError as err:
+            raise InvalidRecord(f"{where}'parameters' is a string but not JSON ({err.msg}); give an object of "
+                                "argument names and values, or a string holding one") from None
+    if not isinstance(parameters, dict):
+        raise InvalidRecord(f"{where}'parameters' is {type(parameters).__name__}, not an object; give an object of "
+                            "argument names and values (as tool_call(name=value, ...) takes them)")
+    return parameters
+
+
+def _chatglm3_tool(turn: dict[str, Any], loss: bool | None, where: str) -> list[dict[str, Any]]:
+    """A `tool` message -> an assistant call (trained unless `loss` says no) and its observation (never trained)."""
+    if not turn.get("name"):
+        raise InvalidRecord(f"{where}tool message without a name")
+    name = _get(turn, "name", str, where)
+    parameters = json.dumps(_chatglm3_parameters(turn, where), ensure_ascii=False)
+    observation = turn.get("observation")  # the demo dumps any non-string (a missing one as null)
+    if not isinstance(observation, str):
+        observation = json.dumps(observation, ensure_ascii=False)
+    return [message("assistant", parameters, loss=True if loss is None else loss, metadata=name),
+            message("observation", observation, loss=False)]
+
+
 @register("chatglm3")
 def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """ChatGLM3 finetune demo `{"conversations": [...], "tools"?: [...]}`.
 
-    As in the demo: tools ride on the first system message (the chatglm3 template renders them after the
-    system text, as ChatGLM3's tokenizer does); a `tool` message becomes an assistant tool call (name as
-    metadata, parameters as JSON content) followed by an untrained observation; without `loss`,
-    system/user/observation are untrained, the rest trained.
+    As in the demo (finetune_demo/README.md, preprocess_utils.py): tools ride on the first system message,
+    whose text (if the record has one) the chatglm3 template renders as a second system message after the
+    tools prompt; a `tool` message becomes an assistant tool call (name as metadata, parameters as JSON
+    content: an object, or a string holding a JSON object, which is parsed) followed by an untrained
+    observation (a non-string one dumped as JSON); without `loss`, system and user are untrained and every
+    other role (assistant, observation) is trained. A given `loss` is honoured on any role.
     """
     record = _object(record)
     turns = _get(record, "conversations", object)
@@ -133,21 +168,16 @@ def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
             raise InvalidRecord(f"{where}'loss' must be true or false, got {loss!r}")
         metadata = _get(turn, "metadata", str, where, required=False)
         if role == "tool":
-            if not turn.get("name"):
-                raise InvalidRecord(f"{where}tool message without a name")
-            name = _get(turn, "name", str, where)
-            observation = turn.get("observation", "")
-            if not isinstance(observation, str):
-                observation = json.dumps(observation, ensure_ascii=False)
-            parameters = json.dumps(turn.get("parameters", {}), ensure_ascii=False)
-            messages.append(message("assistant", parameters, loss=True if loss is None else loss, metadata=name))
-            messages.append(message("observation", observation, loss=False))
+            messages += _chatglm3_tool(turn, loss, where)
             continue
         if "content" not in turn:
             raise InvalidRecord(f"{where}missing key 'content'")
+        if loss is None:
+            loss = role not in CHATGLM3_UNTRAINED
         if role == "system" and tools and position == 0:
-            # The demo puts tools and a user system prompt in one system turn.
+            # One canonical system message carries the tools and the record's own system text.
             messages[0]["content"] = _get(turn, "content", str, where)
+            messages[0]["loss"] = loss
             continue
         messages.append(message(role, turn["content"], loss, metadata))
     return messages

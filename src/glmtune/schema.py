@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "observation")
-# Roles the model is trained on when a message carries no `loss` flag (the demos' rule).
+# Roles trained when a message carries no `loss` flag: the GLM-4 demo's rule (system/user/observation untrained).
+# The chatglm3 converter applies ChatGLM3's own (only system/user untrained) before calling message().
 TRAINED_BY_DEFAULT = {"assistant"}
 
 

@@ -7,14 +7,16 @@ shifted right by one, so the model learns the header's newline, the content, and
 ends the turn (the next role token, or eos).
 
 A system message's `tools` are laid out per family (ChatTemplate.tools_layout names one of
-TOOLS_LAYOUTS), as each model saw them in its own training: GLM-4 as its official chat template (a
-`<|system|>` block listing every function, then the system text, if any, in a block of its own);
-ChatGLM3 as its tokenizer's build_chat_input (the system text, a newline, then
-`json.dumps(tools, indent=4, ensure_ascii=False)`). Text that carries tools is never trained. A tool call
-(an assistant message with the function name as metadata) keeps its JSON arguments for GLM-4 and becomes
-ChatGLM3's own ```` ```python\ntool_call(city='北京')\n``` ````. `ChatTemplate.jinja()` renders the same
-tools layout, so `apply_chat_template` on an exported model gives the ids training used (a call's content
-it writes as given: ChatGLM3's form there).
+TOOLS_LAYOUTS), as each model's own code does, in two `<|system|>` blocks: first the tools, then the
+system text, if any, in a block of its own. GLM-4: the official glm-4-9b-chat chat template as
+transformers renders it (`trim_blocks`: one "\\n" before each `## name`). ChatGLM3: the official tool
+fine-tuning code (finetune_demo/preprocess_utils.py), whose first system message is "Answer the following
+questions as best as you can. You have access to the following tools:\\n" + `json.dumps(tools, indent=4,
+ensure_ascii=False)`. Text that carries tools is never trained. A tool call (an assistant message with the
+function name as metadata) keeps its JSON arguments for GLM-4 and becomes ChatGLM3's own
+```` ```python\\ntool_call(city='北京')\\n``` ````. `ChatTemplate.jinja()` renders the same tools layout, so
+`apply_chat_template` on an exported model gives the ids training used (a call's content it writes as given:
+ChatGLM3's form there).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class Block:
-    """One `<|role|>` segment: the texts after the role token are encoded one by one, as the demos do."""
+    """One `<|role|>` segment: the texts after the role token, encoded one by one (ChatGLM3) or joined (GLM-4)."""
 
     role: str
     texts: tuple[str, ...]
@@ -68,7 +70,8 @@ GLM4_TOOL_OUTRO = "\n在调用上述函数时，请使用 Json 格式表示调�
 
 def glm4_tools_text(tools: Sequence[Any]) -> str:
     """What follows `<|system|>` in GLM-4's tools block (its template's `tojson(indent=4)` is this json.dumps)."""
-    listed = "".join(f"\n\n## {function['name']}\n\n{json.dumps(function, indent=4, ensure_ascii=False)}{GLM4_TOOL_OUTRO}"
+    # The template's "\n\n## " loses its first newline to trim_blocks (it follows an `{% if %}` tag).
+    listed = "".join(f"\n## {function['name']}\n\n{json.dumps(function, indent=4, ensure_ascii=False)}{GLM4_TOOL_OUTRO}"
                      for function in map(tool_function, tools))
     return GLM4_TOOLS_INTRO + listed
 
@@ -82,20 +85,24 @@ def _glm4_tool_blocks(msg: dict[str, Any]) -> list[Block]:
 def _glm4_tools_jinja(header_end: str) -> str:
     return ("{{ '<|system|>' + " + _jinja_text(GLM4_TOOLS_INTRO) + " }}"
             "{% for tool in m['tools'] %}{% set f = tool['function'] if tool['function'] is defined else tool %}"
-            "{{ '\\n\\n## ' + f['name'] + '\\n\\n' + (f | tojson(indent=4)) + " + _jinja_text(GLM4_TOOL_OUTRO) + " }}"
+            "{{ '\\n## ' + f['name'] + '\\n\\n' + (f | tojson(indent=4)) + " + _jinja_text(GLM4_TOOL_OUTRO) + " }}"
             "{% endfor %}{% if m['content'] %}" + _jinja_plain(header_end) + "{% endif %}")
 
 
-def chatglm3_system_text(msg: dict[str, Any]) -> str:
-    """ChatGLM3's system prompt with tools, as its tokenizer's build_chat_input lays it out (and its finetune demo's
-    README describes): the system text, a newline, then json.dumps(tools, indent=4, ensure_ascii=False)."""
-    tools = json.dumps([tool_function(tool) for tool in msg["tools"]], indent=4, ensure_ascii=False)
-    return f"{msg['content']}\n{tools}"
+# The official ChatGLM3 tool fine-tuning code's TOOL_DEFINITION_PREFIX (finetune_demo/preprocess_utils.py); its
+# chat/tool usage puts the same sentence in the system content, which build_chat_input follows with "\n" + JSON.
+CHATGLM3_TOOLS_INTRO = "Answer the following questions as best as you can. You have access to the following tools:\n"
+
+
+def chatglm3_tools_text(tools: Sequence[Any]) -> str:
+    """The content of ChatGLM3's first system message: the intro, then json.dumps(tools, indent=4, ensure_ascii=False)."""
+    return CHATGLM3_TOOLS_INTRO + json.dumps([tool_function(tool) for tool in tools], indent=4, ensure_ascii=False)
 
 
 def chatglm3_tool_call(arguments: str) -> str:
-    """A tool call's JSON arguments as ChatGLM3 writes (and its chat() parses with eval) a call:
-    ```python\ntool_call(city='北京')\n```. Content that is not a JSON object (e.g. interpreter code) stays."""
+    """A tool call's JSON arguments as ChatGLM3's tool finetune code writes a call (format_function_call: keyword
+    arguments, each value's repr) and its chat() evals it: ```python\ntool_call(city='北京')\n```. Content that is
+    not a JSON object (e.g. interpreter code) stays."""
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError:
@@ -106,15 +113,17 @@ def chatglm3_tool_call(arguments: str) -> str:
 
 
 def _chatglm3_tool_blocks(msg: dict[str, Any]) -> list[Block]:
-    return [Block(msg["role"], (_header(msg), chatglm3_system_text(msg)), trainable=False)]
+    # The demo inserts the tools as a system message of their own; the record's system text stays a second one.
+    tools = Block("system", ("\n", chatglm3_tools_text(msg["tools"])), trainable=False)
+    return [tools, *(_plain_blocks(msg) if msg["content"] else [])]
 
 
 def _chatglm3_tools_jinja(header_end: str) -> str:
     # transformers' tojson is json.dumps(ensure_ascii=False); json.dumps(indent=4) of a list, item by item.
-    return ("{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " + m['content'] + '\\n[' }}"
+    return ("{{ '<|system|>' + " + _jinja_text(header_end + CHATGLM3_TOOLS_INTRO + "[") + " }}"
             "{% for tool in m['tools'] %}{{ (',' if not loop.first else '') + '\\n    ' }}"
             "{{ ((tool['function'] if tool['function'] is defined else tool) | tojson(indent=4)).replace('\\n', '\\n    ') }}"
-            "{% endfor %}{{ '\\n]' }}")
+            "{% endfor %}{{ '\\n]' }}{% if m['content'] %}" + _jinja_plain(header_end) + "{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,11 @@ class ChatTemplate:
     # header and content apart. SentencePiece (ChatGLM3) prefixes every text segment with '▁': the
     # official ChatGLM3 chat template writes "\n " for that reason.
     jinja_header_end: str = "\n"
+    # GLM-4's chat template writes nothing for a message with empty content (`{% if item['content'] %}`).
+    drop_empty: bool = False
+    # GLM-4's demo tokenizes each rendered message whole (apply_chat_template), so "\n" + a content that starts
+    # with whitespace merges; ChatGLM3's build_single_message encodes header and content apart.
+    encode_whole: bool = False
 
     def role_token(self, role: str) -> str:
         return self.role_format.format(role=role)
@@ -154,16 +168,21 @@ class ChatTemplate:
         layout = TOOLS_LAYOUTS[self.tools_layout]
         if msg.get("tools"):
             return layout.blocks(msg)
+        if self.drop_empty and not msg["content"]:
+            return []
         if msg["role"] == "assistant" and msg.get("metadata"):
             msg = {**msg, "content": layout.tool_call(msg["content"])}
         return _plain_blocks(msg)
 
     def jinja(self) -> str:
         """A Hugging Face chat template that renders the same text (for `apply_chat_template`)."""
+        plain = _jinja_plain(self.jinja_header_end)
+        if self.drop_empty:
+            plain = "{% if m['content'] %}" + plain + "{% endif %}"
         return (
             "{{ " + _jinja_text("".join(self.prefix)) + " }}"
             "{% for m in messages %}{% if m.get('tools') %}" + TOOLS_LAYOUTS[self.tools_layout].jinja(self.jinja_header_end)
-            + "{% else %}" + _jinja_plain(self.jinja_header_end) + "{% endif %}{% endfor %}"
+            + "{% else %}" + plain + "{% endif %}{% endfor %}"
             "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
         )
 
@@ -175,6 +194,8 @@ TEMPLATES: dict[str, ChatTemplate] = {
         eos="<|endoftext|>",
         stop=("<|endoftext|>", "<|user|>", "<|observation|>"),
         tools_layout="glm4",
+        drop_empty=True,
+        encode_whole=True,
     ),
     "chatglm3": ChatTemplate(
         name="chatglm3",
@@ -204,7 +225,7 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
     for msg in messages:
         for block in template.blocks(msg):
             body = _ids(tokenizer, [template.role_token(block.role)])
-            for text in block.texts:
+            for text in ("".join(block.texts),) if template.encode_whole else block.texts:
                 body += tokenizer.encode(text, add_special_tokens=False)
             ids += body
             marks += [block.trainable and bool(msg.get("loss"))] * len(body)
