@@ -185,5 +185,13 @@ def test_one_record_on_one_line_is_still_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "one.jsonl"
     path.write_text('{"a": 1}\n', encoding="utf-8")
     assert read_records(path) == [("line 1", {"a": 1})]
-    path.write_text('{"a": \n{"a": 2}\n', encoding="utf-8")  # a broken first line is a bad line, not an object
+    path.write_text('{"a": "cut off\n{"a": 2}\n', encoding="utf-8")  # a broken first line is a bad line, not an object
     assert read_records(path, skip_bad_lines=True)[1] == ("line 2", {"a": 2})
+
+
+def test_a_wrapped_object_broken_after_its_first_line_is_refused(tmp_path: Path) -> None:
+    """Skipping bad lines would otherwise keep the inner records of a broken {"data": [...]} file."""
+    path = tmp_path / "data.json"
+    path.write_text('{"data": [\n{"content": "a", "summary": "b"},\n{"content": "c", "summary": "d"}\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"line 4: top level is a JSON object that does not parse"):
+        read_records(path, skip_bad_lines=True)

@@ -44,7 +44,7 @@ def add_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> boo
 def nothing_kept(raw_path: str | Path, fmt: str, rejects: list[dict[str, Any]]) -> str:
     """Why every record of a file was rejected: its three most common reasons, each with where it first occurs."""
     reasons = Counter(reject["reason"] for reject in rejects)
-    first = {}
+    first: dict[str, str] = {}
     for reject in rejects:
         first.setdefault(reject["reason"], reject["where"])
     top = "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))

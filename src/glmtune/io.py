@@ -66,8 +66,9 @@ def _refuse_top_level_object(path: Path, text: str) -> None:
     """Stop at a JSON object spread over several lines (one record, or records wrapped as {"data": [...]}).
 
     Read as JSON lines it fails on a property name, or, skipping bad lines, silently keeps the inner records that
-    happen to sit on lines of their own. A first line that parses is a JSON-lines record; a first line of just
-    "{" that does not parse is still taken as an object (pretty-printed), any other a bad JSON line.
+    happen to sit on lines of their own. A first line that parses is a JSON-lines record. Otherwise, when the
+    text does not parse either, a first line of just "{" (pretty-printed) or a parse that got past the first line
+    still marks an object; a parse that fails within the first line is a bad JSON-lines line.
     """
     number = text[: len(text) - len(text.lstrip())].count("\n") + 1
     first = text.lstrip().split("\n", 1)[0].strip()
@@ -80,7 +81,7 @@ def _refuse_top_level_object(path: Path, text: str) -> None:
     try:
         json.loads(text)
     except json.JSONDecodeError as err:
-        if first == "{":
+        if first == "{" or err.lineno > number:
             raise DataFileError(f"{path}: line {err.lineno}: top level is a JSON object that does not parse "
                                 f"({err.msg}); {expected}") from None
         return
