@@ -286,10 +286,10 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     scores = evaluate_model(model_dir=work / "adapter", test_path=splits / "test.jsonl",
                             predictions_path=work / "eval" / "predictions.jsonl", scores_path=work / "eval" / "scores.json",
                             template_name="glm4", max_samples=2, batch_size=2, max_new_tokens=6, max_input_length=64,
-                            base_model=model_dir)
+                            base_model=model_dir, trust_remote_code=True)
     worst = merge_adapter(work / "adapter", model_dir, work / "merged", splits / "test.jsonl", "glm4", 1e-4,
                           trust_remote_code=True)
-    merged, tokenizer = load_model(work / "merged")  # trusted because the export carried the opt-in
+    merged, tokenizer = load_model(work / "merged", trust_remote_code=True)
     again = generate(merged, tokenizer, get_template("glm4"), [tokenizer.encode("describe", add_special_tokens=False)],
                      max_new_tokens=3, progress=False)
     reloaded = AutoModelForCausalLM.from_pretrained(str(work / "merged"), trust_remote_code=True)

@@ -367,9 +367,9 @@ def test_system_prompt_fills_a_tools_only_system_message_and_a_records_own_is_ke
 
 
 def test_system_prompt_does_not_mask_an_invalid_system_message(tmp_path: Path) -> None:
-    raw = write_lines(tmp_path / "raw.jsonl", [conv(system(5), user("q"), assistant("a"))])
+    raw = write_lines(tmp_path / "raw.jsonl", [conv(system(5), user("q"), assistant("a")), GOOD["chatglm3"][0]])
     report = run(tmp_path, raw, "chatglm3", system="你是助手", on_invalid="skip")
-    assert report["steps"] == {"invalid": 1}
+    assert report["steps"] == {"invalid": 1} and report["records_out"] == 1
 
 
 def test_without_a_system_option_nothing_is_counted(tmp_path: Path) -> None:
@@ -398,3 +398,46 @@ def test_cleaning_drops_an_emptied_system_message_and_rejects_what_it_left_inval
         ("line 2", "cleaning left an invalid conversation: message 1: empty assistant message")]
     assert report["steps"] == {"empty_system_dropped": 1, "invalid_after_cleaning": 1, "messages_with_strings_removed": 3}
     assert report["records_in"] == report["records_out"] + report["rejected"]
+
+
+# --- a file that yields nothing stops the job -------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", " \n\t\r\n", "\ufeff\n", "[]"])
+@pytest.mark.parametrize("on_invalid", ["error", "skip"])
+def test_an_empty_file_is_an_error_naming_it(tmp_path: Path, text: str, on_invalid: str) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError, match=f"^{raw}: no records: the file is empty.*check dataset 'ds''s files"):
+        run(tmp_path, raw, "advertisegen", on_invalid=on_invalid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_all_records_rejected_is_an_error_with_the_top_reasons(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text('{"content": "a"}\nnot json\n{"content": "b"}\n', encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    message = str(info.value)
+    assert message.startswith(f"{raw}: all 3 records were rejected, so the dataset yields nothing")
+    assert "2 x " in message and "(first at line 1)" in message and "1 x invalid JSON" in message
+    assert "(first at line 2)" in message and "format: advertisegen" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_top_level_object_stops_conversion_in_both_modes(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps({"data": GOOD["advertisegen"]}, indent=2, ensure_ascii=False), encoding="utf-8")
+    for on_invalid in ("error", "skip"):
+        with pytest.raises(DataFileError, match=f"^{raw}: line 1: top level is a JSON object"):
+            run(tmp_path, raw, "advertisegen", on_invalid=on_invalid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(tmp_path: Path) -> None:
+    records = [{"content": "类型#裙\u2028颜色#红色", "summary": "红色\u2029长裙\u0085"}, GOOD["advertisegen"][1]]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    report = run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    assert (report["records_in"], report["records_out"], report["rejected"]) == (2, 2, 0)
+    out = list(read_jsonl(tmp_path / "out" / "conv.jsonl"))
+    assert [row["source"]["index"] for row in out] == ["line 1", "line 2"]
+    assert out[0]["conversations"][0]["content"] == records[0]["content"]

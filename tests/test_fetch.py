@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtune.fetch import FetchError, fetch_model, fetch_url_dataset, link_local_model
+from glmtune.fetch import FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, link_local_model, url_file_name
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
 
@@ -47,7 +47,7 @@ def test_url_wrong_sha_leaves_nothing(tmp_path: Path, archive: Path) -> None:
     with pytest.raises(FetchError) as ei:
         fetch_url_dataset("advertisegen", archive.as_uri(), out, sha256="0" * 64)
     msg = str(ei.value)
-    assert "0" * 64 in msg and _sha(archive) in msg and "advertisegen" in msg
+    assert "0" * 64 in msg and _sha(archive) in msg and "advertisegen" in msg and archive.as_uri() in msg
     assert not out.exists()
     assert list(out.parent.iterdir()) == []
 
@@ -155,3 +155,41 @@ def test_fetch_dataset_demo_writes_advertisegen_files(tmp_path: Path) -> None:
     out = fetch_dataset("demo", {"source": "demo", "demo": {"train_rows": 5, "dev_rows": 2, "seed": 0}}, tmp_path / "d")
     assert len((out / "train.json").read_text(encoding="utf-8").splitlines()) == 5
     assert len((out / "dev.json").read_text(encoding="utf-8").splitlines()) == 2
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("https://h/d/..%2F..%2Fpayload.json", "payload.json"), ("https://h/d/..%5C..%5Cp.json", "p.json"),
+    ("https://h/x/train.json?dl=1", "train.json"), ("https://h/.bashrc", "bashrc"), ("https://h/", FALLBACK_NAME),
+    ("https://h/..", FALLBACK_NAME), ("https://h/%2E%2E", FALLBACK_NAME), ("https://h/a%2F", FALLBACK_NAME),
+    ("https://h/%00", FALLBACK_NAME),
+])
+def test_url_file_name_is_a_plain_base_name(url: str, name: str) -> None:
+    assert url_file_name(url) == name
+
+
+def test_url_with_encoded_separators_stays_in_its_folder(tmp_path: Path) -> None:
+    """`..%2F..%2Fpayload.json` decodes to a path; the file lands inside the dataset folder as payload.json."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "payload.json").write_text("[]")
+    repo = tmp_path / "repo"
+    out = fetch_url_dataset("x", (tmp_path / "a" / "b").as_uri() + "/..%2F..%2Fpayload.json", repo / "resources" / "x")
+    assert [p.name for p in out.iterdir()] == ["payload.json"]
+    assert [p.name for p in repo.iterdir()] == ["resources"] and [p.name for p in (repo / "resources").iterdir()] == ["x"]
+
+
+def _writable_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.stat().st_mode & 0o222]
+
+
+def test_fetched_and_generated_datasets_are_read_only(tmp_path: Path, archive: Path) -> None:
+    """An edit inside resources/datasets/<name>/ is never seen by Snakemake (one directory output): refuse it."""
+    from glmtune.fetch import fetch_dataset
+
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "url")
+    assert (out / "AdvertiseGen" / "train.json").is_file() and _writable_files(out) == []
+    fetch_url_dataset("advertisegen", archive.as_uri(), out)  # fetching again replaces the read-only files
+    demo = {"source": "demo", "demo": {"train_rows": 3, "dev_rows": 1, "seed": 0}}
+    out = fetch_dataset("demo", demo, tmp_path / "demo")
+    assert sorted(p.name for p in out.iterdir()) == ["dev.json", "train.json"] and _writable_files(out) == []
+    fetch_dataset("demo", demo, out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folders left

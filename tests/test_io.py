@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,46 @@ def test_atomic_path_replaces_a_directory(tmp_path: Path) -> None:
         (tmp / "config.json").write_text("{}")
     assert sorted(p.name for p in target.iterdir()) == ["config.json"]
     assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_unicode_line_separators_inside_strings_do_not_split_lines(tmp_path: Path, separator: str) -> None:
+    """str.splitlines would cut these records in two: JSON lines end at \\n (or \\r\\n) only."""
+    rows = [{"content": f"a{separator}b", "summary": "c"}, {"content": "d", "summary": f"e{separator}"}]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    assert read_records(path) == [("line 1", rows[0]), ("line 2", rows[1])]
+
+
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("data", [{"content": "a", "summary": "b"}, {"data": [{"content": "a", "summary": "b"}] * 2}])
+def test_a_top_level_object_is_refused(tmp_path: Path, skip: bool, data: dict[str, Any]) -> None:
+    """Neither the property-name error of a line-by-line read nor, skipping, the inner records silently unwrapped."""
+    path = tmp_path / "data.json"
+    path.write_text("\n" + json.dumps(data, indent=2), encoding="utf-8")
+    with pytest.raises(DataFileError, match=f"^{path}: line 2: top level is a JSON object; expected JSON lines "
+                                            f"\\(one record per line\\) or a JSON array of records"):
+        read_records(path, skip_bad_lines=skip)
+
+
+def test_a_top_level_object_that_does_not_parse_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text('{\n  "data": [\n    {"content": "a", "summary": "b"},,\n  ]\n}\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"line 3: top level is a JSON object that does not parse"):
+        read_records(path, skip_bad_lines=True)
+
+
+def test_one_record_on_one_line_is_still_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"a": 1}\n', encoding="utf-8")
+    assert read_records(path) == [("line 1", {"a": 1})]
+    path.write_text('{"a": "cut off\n{"a": 2}\n', encoding="utf-8")  # a broken first line is a bad line, not an object
+    assert read_records(path, skip_bad_lines=True)[1] == ("line 2", {"a": 2})
+
+
+def test_a_wrapped_object_broken_after_its_first_line_is_refused(tmp_path: Path) -> None:
+    """Skipping bad lines would otherwise keep the inner records of a broken {"data": [...]} file."""
+    path = tmp_path / "data.json"
+    path.write_text('{"data": [\n{"content": "a", "summary": "b"},\n{"content": "c", "summary": "d"}\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"line 4: top level is a JSON object that does not parse"):
+        read_records(path, skip_bad_lines=True)

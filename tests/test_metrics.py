@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from fractions import Fraction as F
+from pathlib import Path
 
 import jieba
 import pytest
@@ -120,3 +121,36 @@ def test_corpus_empty_input() -> None:
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError, match="differ in length: 2 != 1"):
         corpus_scores(["a", "b"], ["a"])
+
+
+JIEBA_RUN = """
+import sys
+from glmtune.metrics import score_pair
+print(score_pair("我们去公园散步", "我们去公园")["rouge-1"])
+"""
+
+
+def test_jieba_caches_in_the_users_folder_not_the_shared_temp_folder(tmp_path: Path) -> None:
+    """A fresh process: the dictionary cache lands in $XDG_CACHE_HOME/glmtune/jieba (mode 700), none in $TMPDIR."""
+    import os
+    import subprocess
+    import sys
+
+    cache, shared = tmp_path / "cache", tmp_path / "shared-tmp"
+    shared.mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "TMPDIR": str(shared)}
+    done = subprocess.run([sys.executable, "-c", JIEBA_RUN], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = cache / "glmtune" / "jieba"
+    assert (folder / "jieba.cache").is_file() and folder.stat().st_mode & 0o777 == 0o700
+    assert list(shared.iterdir()) == []
+
+
+def test_a_caller_can_pass_the_jieba_cache_folder(tmp_path: Path) -> None:
+    from glmtune.metrics import use_private_jieba_cache
+
+    tokenizer = jieba.Tokenizer()
+    assert use_private_jieba_cache(tmp_path / "mine", tokenizer) == tmp_path / "mine"
+    tokenizer.initialize()
+    assert (tmp_path / "mine" / "jieba.cache").is_file()
+    assert jieba.dt.tmp_dir != str(tmp_path / "mine")  # only the tokenizer passed

@@ -27,7 +27,7 @@ import remote_code_model as stand_in  # noqa: E402
 
 from glmtune.fetch import FetchError, fetch_model_folder  # noqa: E402
 from glmtune.methods import MethodError, check_method, lora_targets, resolve_all  # noqa: E402
-from glmtune.remote_code import MARKER  # noqa: E402
+from glmtune.remote_code import MARKER, RemoteCodeError  # noqa: E402
 
 OLD_PYTHON = os.environ.get("GLMTUNE_REMOTE_CODE_PYTHON", "")
 
@@ -172,6 +172,65 @@ def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: 
     assert type(model).__name__ == "ChatGLMForConditionalGeneration"
 
 
+def _sentinel_model(tmp_path: Path) -> tuple[Path, Path]:
+    """A prepared remote-code folder (marker, auto_map) whose *.py files write `sentinel` when imported.
+    The folder's name is unique: transformers caches a folder's modules under its name."""
+    src, sentinel = tmp_path / "original", tmp_path / "sentinel"
+    stand_in.write_remote_checkpoint(src)
+    for name in ("modeling_chatglm.py", "configuration_chatglm.py"):
+        with open(src / name, "a", encoding="utf-8") as code:
+            code.write(f"\nimport pathlib\npathlib.Path({str(sentinel)!r}).write_text('ran')\n")
+    folder = fetch_model_folder("glm4-remote", {"source": "path", "path": str(src), "trust_remote_code": True},
+                                tmp_path / f"sentinel-{tmp_path.name}", tmp_path / "cache")
+    assert (folder / MARKER).is_file() and not sentinel.exists()
+    return folder, sentinel
+
+
+def test_infer_runs_a_folders_code_only_with_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from glmtune.cli import main
+
+    folder, sentinel = _sentinel_model(tmp_path)
+    command = ["infer", str(folder), "--prompt", "the", "--max-new-tokens", "2"]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert str(folder) in error and "--trust-remote-code" in error and MARKER in error
+    assert not sentinel.exists()
+    assert main([*command, "--trust-remote-code"]) == 0
+    assert sentinel.exists()
+
+
+def test_evaluation_runs_a_folders_code_only_with_the_key(tmp_path: Path, splits: Path) -> None:
+    from glmtune.evaluation import evaluate_model
+
+    folder, sentinel = _sentinel_model(tmp_path)
+    arguments = {"model_dir": folder, "test_path": splits / "test.jsonl", "predictions_path": tmp_path / "p.jsonl",
+                 "scores_path": tmp_path / "s.json", "template_name": "glm4", "max_samples": 2, "batch_size": 2,
+                 "max_new_tokens": 2, "max_input_length": 64}
+    with pytest.raises(RemoteCodeError, match=r"model\.trust_remote_code: true in the workflow config"):
+        evaluate_model(**arguments)
+    assert not sentinel.exists() and not (tmp_path / "s.json").exists()
+    assert evaluate_model(**arguments, trust_remote_code=True)["num_samples"] == 2
+    assert sentinel.exists()
+
+
+def test_a_native_folder_with_an_auto_map_loads_without_its_code(original: tuple[Path, Any], tmp_path: Path) -> None:
+    """A native model_type wins over a stray auto_map: loaded natively, the folder's code never runs."""
+    import shutil
+
+    from glmtune.generation import load_model
+
+    native = fetch_model_folder("glm4", {"source": "path", "path": str(original[0])}, tmp_path / "linked", tmp_path / "c")
+    folder, sentinel = tmp_path / f"native-{tmp_path.name}", tmp_path / "sentinel"
+    shutil.copytree(native, folder)
+    (folder / "modeling_evil.py").write_text(f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('ran')\n")
+    (folder / MARKER).write_text("{}")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(config))
+    model, _ = load_model(folder, device="cpu")
+    assert type(model).__name__ == "GlmForCausalLM" and not sentinel.exists()
+
+
 RULE_ENVS = """
 import json, sys
 from pathlib import Path
@@ -182,12 +241,15 @@ with SnakemakeApi(OutputSettings()) as api:
     workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(configfiles=configfiles),
                             storage_settings=StorageSettings(), workdir=Path("."), snakefile=Path("workflow/Snakefile"))
     workflow._workflow_settings = WorkflowSettings()
-    print(json.dumps({rule.name: rule.conda_env for rule in workflow._workflow.rules}))
+    rules = workflow._workflow.rules
+    print(json.dumps({"envs": {rule.name: rule.conda_env for rule in rules},
+                      "remote_code_params": sorted(rule.name for rule in rules if "trust_remote_code" in rule.params.keys())}))
 """
 
 
-def _rule_envs(*configfiles: Path) -> dict[str, str | None]:
-    """Each rule's conda: file, read through Snakemake's API (its parsed rules) from the repository's workflow."""
+def _rule_envs(*configfiles: Path) -> dict[str, Any]:
+    """Each rule's conda: file ("envs") and the rules given trust_remote_code as a param, read through Snakemake's
+    API (its parsed rules) from the repository's workflow."""
     done = subprocess.run([sys.executable, "-c", RULE_ENVS, *map(str, configfiles)], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -203,11 +265,14 @@ def test_model_rules_use_the_pinned_environment_only_with_the_flag(original: tup
                                                 "trust_remote_code": True},
                                       "train": {"lora": {"target_modules": ["query_key_value"]}}}))
     remote = _rule_envs(REPO / "config" / "config.yaml", config)
+    envs = remote["envs"]
     model_rules = {"tokenize", "train", "evaluate", "merge_adapters"}
-    assert {rule for rule, env in remote.items() if env == "../envs/glmtune_remote_code.yaml"} == model_rules
-    assert {env for rule, env in remote.items() if rule not in model_rules and rule != "all"} == {"../envs/glmtune.yaml"}
+    assert {rule for rule, env in envs.items() if env == "../envs/glmtune_remote_code.yaml"} == model_rules
+    assert {env for rule, env in envs.items() if rule not in model_rules and rule != "all"} == {"../envs/glmtune.yaml"}
+    assert set(remote["remote_code_params"]) == model_rules  # every loading rule gets the user's say-so
     default = _rule_envs(REPO / "config" / "config.yaml")
-    assert {env for rule, env in default.items() if rule != "all"} == {"../envs/glmtune.yaml"}
+    assert {env for rule, env in default["envs"].items() if rule != "all"} == {"../envs/glmtune.yaml"}
+    assert default["remote_code_params"] == []
 
 
 @old_transformers

@@ -12,7 +12,7 @@ from .io import read_jsonl
 def infer(args: argparse.Namespace) -> int:
     from .inference import Chat, batch_file, interactive
 
-    chat = Chat(args.model_dir, args.base_model, args.template, args.max_new_tokens, args.batch_size)
+    chat = Chat(args.model_dir, args.base_model, args.template, args.max_new_tokens, args.batch_size, args.trust_remote_code)
     if args.prompt is not None:
         print(chat.answer([[{"role": "user", "content": args.prompt}]])[0])
     elif args.input:
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--template", choices=["glm4", "chatglm3"], help="chat template (default: detected from the tokenizer)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code in the model folder (config.json auto_map); only for folders you trust")
     p.set_defaults(func=infer)
 
     b = commands.add_parser("bench-eval", help="generation samples/s: the demo's way vs length-sorted batches (a benchmark)")
@@ -102,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep answers readable on the terminal
-    return args.func(args)
+    from .remote_code import RemoteCodeError
+
+    try:
+        return args.func(args)
+    except RemoteCodeError as exc:  # the user's decision to make: say so plainly, no traceback
+        print(f"glmtune: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

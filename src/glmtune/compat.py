@@ -22,10 +22,10 @@ _DTYPE_ARG = "dtype" if Version(transformers.__version__) >= Version("4.56") els
 
 def load_kwargs(dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Keyword arguments for `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`: the load dtype, if any, and
-    remote code only when asked (transformers 5's AutoTokenizer reads config.json too, and would otherwise prompt)."""
+    `trust_remote_code` always explicit: left out (None), transformers prompts on a terminal for a folder with code
+    of its own, so the folder, not the caller, could end up deciding."""
     kwargs: dict[str, Any] = {} if dtype is None else {_DTYPE_ARG: dtype}
-    if trust_remote_code:
-        kwargs["trust_remote_code"] = True
+    kwargs["trust_remote_code"] = trust_remote_code
     return kwargs
 
 

@@ -41,6 +41,17 @@ def add_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> boo
     return content != prompt
 
 
+def nothing_kept(raw_path: str | Path, fmt: str, rejects: list[dict[str, Any]]) -> str:
+    """Why every record of a file was rejected: its three most common reasons, each with where it first occurs."""
+    reasons = Counter(reject["reason"] for reject in rejects)
+    first: dict[str, str] = {}
+    for reject in rejects:
+        first.setdefault(reject["reason"], reject["where"])
+    top = "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
+    return (f"{raw_path}: all {len(rejects)} records were rejected, so the dataset yields nothing. Most common "
+            f"reasons: {top}. Check that the file is the one meant and that format: {fmt} is its format")
+
+
 def convert_file(
     raw_path: str | Path,
     out_path: str | Path,
@@ -64,6 +75,9 @@ def convert_file(
     convert = CONVERTERS[fmt]
     on_invalid = options.get("on_invalid", "error")
     records = read_records(raw_path, options.get("encoding", "utf-8"), skip_bad_lines=on_invalid == "skip")
+    if not records:
+        raise ConversionError(f"{raw_path}: no records: the file is empty, only whitespace, or an empty JSON array. "
+                              f"A dataset that yields nothing is a mistake: check dataset '{dataset}''s files")
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -102,6 +116,8 @@ def convert_file(
             continue
         seen.add(key)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
+    if not kept:
+        raise ConversionError(nothing_kept(raw_path, fmt, rejects))
     write_jsonl(rejects_path, rejects)
     write_jsonl(out_path, kept)
     report = {"dataset": dataset, "file": str(raw_path), "format": fmt, "records_in": len(records),

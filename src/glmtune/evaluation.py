@@ -64,20 +64,21 @@ def agree_on_batch_size(rows: int, world: int, device: str | None) -> int:
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
     template_name: str, max_samples: int | None, batch_size: int | str, max_new_tokens: int, max_input_length: int,
-    base_model: str | Path | None = None, cache: str = "dynamic",
+    base_model: str | Path | None = None, cache: str = "dynamic", trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it.
 
     Under torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0
     writes the files; the predictions are the same as in one process. Other ranks return {}.
     `batch_size` "auto" sizes batches by free GPU memory (glmtune.generation.resolve_batch_size).
+    `trust_remote_code` (model.trust_remote_code) runs the model folder's own code; a folder's marker never does.
     """
     template = get_template(template_name)
     rows = list(read_jsonl(test_path))[: max_samples or None]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty; give a test file or a test ratio above 0")
     rank, world, device = join_process_group()
-    model, tokenizer = load_model(model_dir, base_model, device=device)
+    model, tokenizer = load_model(model_dir, base_model, device=device, trust_remote_code=trust_remote_code)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
     limit = agree_on_batch_size(resolve_batch_size(batch_size, model, prompts, max_new_tokens), world, device)

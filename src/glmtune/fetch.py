@@ -16,11 +16,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 _DEFAULT_ENDPOINTS = {"huggingface": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 _ENDPOINT_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_DOMAIN"}
+FALLBACK_NAME = "download"  # a downloaded file's name when its URL gives no usable one
 
 
 class FetchError(RuntimeError):
@@ -77,13 +80,11 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | None = None,
                       timeout: float = 15.0) -> Path:
-    """Download url into out_dir, extracting tar (any compression) and zip archives."""
+    """Download url into out_dir, extracting tar (any compression) and zip archives; a plain file keeps the URL's
+    file name (url_file_name). The files are read-only, and out_dir appears only when complete."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    basename = urllib.parse.unquote(PurePosixPath(urllib.parse.urlparse(url).path).name) or "download"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        download = tmp / "download"
+    with _staged_dataset(out_dir) as staged:
+        download = staged.parent / "download"
         try:
             # The timeout bounds connect and each read, so an offline machine fails in seconds.
             with urllib.request.urlopen(url, timeout=timeout) as resp, download.open("wb") as f:
@@ -101,8 +102,6 @@ def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | No
                     f"dataset {name!r}: {url} has sha256 {actual}, expected {sha256}. The file changed or "
                     f"is corrupt: check the URL, update datasets.{name}.sha256, or use source: path with a local copy."
                 )
-        staged = tmp / "out"
-        staged.mkdir()
         kind = _archive_kind(download)
         if kind:
             try:
@@ -113,10 +112,7 @@ def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | No
             except FetchError as exc:
                 raise FetchError(f"dataset {name!r} from {url}: {exc}") from exc
         else:
-            os.replace(download, staged / basename)
-        _install(staged, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(download, staged / url_file_name(url))
     return out_dir
 
 
@@ -199,13 +195,47 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def url_file_name(url: str) -> str:
+    """The file name of a URL's last path segment, percent-decoded and cut to a plain base name: decoding can make
+    separators and `..` (`..%2F..%2Fx.json`), and a name from the internet must not reach outside the dataset folder.
+    Leading dots go too (no hidden files); nothing left gives FALLBACK_NAME."""
+    decoded = urllib.parse.unquote(urllib.parse.urlparse(url).path).replace("\\", "/")
+    name = decoded.rsplit("/", 1)[-1].replace("\0", "").strip().lstrip(".")
+    return name or FALLBACK_NAME
+
+
+def _make_read_only(folder: Path) -> None:
+    """The files of a dataset folder read-only: the folder is one directory output, so Snakemake never sees an edit
+    inside it (README: copy the file and use source: path)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222)
+
+
+@contextmanager
+def _staged_dataset(out_dir: Path) -> Iterator[Path]:
+    """A folder to fill beside out_dir; on success its files are made read-only and it becomes out_dir, on failure
+    it goes, so no partial dataset is ever left."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        staged = tmp / "out"
+        staged.mkdir()
+        yield staged
+        _make_read_only(staged)
+        _install(staged, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
-    """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir."""
+    """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir (files read-only)."""
     if spec["source"] == "demo":
         from .synthetic import write_advertisegen
 
         demo = spec.get("demo") or {}
-        write_advertisegen(out_dir, demo.get("train_rows", 3000), demo.get("dev_rows", 300), demo.get("seed", 0))
+        with _staged_dataset(Path(out_dir)) as staged:
+            write_advertisegen(staged, demo.get("train_rows", 3000), demo.get("dev_rows", 300), demo.get("seed", 0))
         return Path(out_dir)
     if spec["source"] == "url":
         return fetch_url_dataset(name, spec["url"], out_dir, spec.get("sha256"))

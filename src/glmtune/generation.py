@@ -38,14 +38,14 @@ def resolve_base(adapter_dir: Path, base_override: str | Path | None) -> str:
 
 
 def load_model(model_dir: str | Path, base_override: str | Path | None = None, device: str | None = None,
-               trust_remote_code: bool | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+               trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a merged/full model folder, or an adapter folder on top of its base model.
 
-    `trust_remote_code` None: as the model folder (an adapter's base) records it, i.e. true only for folders
-    prepared or exported with model.trust_remote_code: true (glmtune.remote_code).
+    `trust_remote_code`: run the folder's own modeling code; only the user's say-so (model.trust_remote_code,
+    `glmtune infer --trust-remote-code`), never the folder's marker (glmtune.remote_code).
     """
     from .compat import load_kwargs
-    from .remote_code import recorded_trust
+    from .remote_code import check_remote_code
 
     model_dir = Path(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,14 +54,15 @@ def load_model(model_dir: str | Path, base_override: str | Path | None = None, d
         from peft import PeftModel
 
         base = resolve_base(model_dir, base_override)
-        trust = recorded_trust(base) if trust_remote_code is None else trust_remote_code
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **load_kwargs(dtype, trust)), str(model_dir))
+        check_remote_code(base, trust_remote_code)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **load_kwargs(dtype, trust_remote_code)),
+                                          str(model_dir))
         tokenizer_dir = model_dir if (model_dir / "tokenizer_config.json").is_file() else Path(base)
     else:
-        trust = recorded_trust(model_dir) if trust_remote_code is None else trust_remote_code
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust))
+        check_remote_code(model_dir, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust_remote_code))
         tokenizer_dir = model_dir
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), **load_kwargs(None, trust))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), **load_kwargs(None, trust_remote_code))
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     return model.to(device).eval(), tokenizer
 

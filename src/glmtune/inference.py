@@ -27,8 +27,8 @@ class Chat:
     """A loaded model with its template, answering message lists."""
 
     def __init__(self, model_dir: str | Path, base_model: str | Path | None = None, template: str | None = None,
-                 max_new_tokens: int = 256, batch_size: int = 16) -> None:
-        self.model, self.tokenizer = load_model(model_dir, base_model)
+                 max_new_tokens: int = 256, batch_size: int = 16, trust_remote_code: bool = False) -> None:
+        self.model, self.tokenizer = load_model(model_dir, base_model, trust_remote_code=trust_remote_code)
         self.template = TEMPLATES[template] if template else detect_template(self.tokenizer)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 

@@ -8,7 +8,11 @@ LLaMA-Factory's character-level BLEU-4 (x100, rounded to 4 places), reported by 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import jieba
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
@@ -17,6 +21,34 @@ from rouge_chinese import Rouge
 # jieba logs its dictionary build at DEBUG to stderr; keep it quiet. The dictionary itself is still built
 # lazily, on the first jieba.cut().
 jieba.setLogLevel(logging.WARNING)
+
+
+def default_jieba_cache_dir() -> Path:
+    """The user's own cache folder for jieba: $XDG_CACHE_HOME/glmtune/jieba, else ~/.cache/glmtune/jieba."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "glmtune" / "jieba"
+
+
+def use_private_jieba_cache(folder: str | Path | None = None, tokenizer: Any = None) -> Path:
+    """Point jieba's dictionary cache (`tokenizer`, default jieba's global one) at a folder only this user writes.
+
+    jieba's default, jieba.cache in the shared temp folder, can be planted or replaced by any other user of the
+    machine, and jieba loads it unchecked. `folder` None: default_jieba_cache_dir(), or a fresh private temp
+    folder when that cannot be made (e.g. a read-only home). Effective until the dictionary is loaded.
+    """
+    tokenizer = tokenizer or jieba.dt
+    try:
+        path = Path(folder) if folder else default_jieba_cache_dir()
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        if folder:
+            raise
+        path = Path(tempfile.mkdtemp(prefix="glmtune-jieba-"))  # mode 0o700
+    tokenizer.tmp_dir = str(path)
+    return path
+
+
+use_private_jieba_cache()
 
 ROUGE_KEYS = ("rouge-1", "rouge-2", "rouge-l")
 METRIC_KEYS = (*ROUGE_KEYS, "bleu-4", "bleu-4-char")

@@ -9,8 +9,9 @@ new transformers, while our fast tokenizer (glmtune.glm_tokenizers, built from t
 gives the same ids. So the folder gets that tokenizer, saved so that transformers 4.40 loads it as well as 5.x,
 and none of the original tokenizer files: only the modeling runs remote code.
 
-The opt-in is recorded in the folder (MARKER), so a stage that is handed only a folder (evaluation, `glmtune
-infer`) honours it, and export carries it, with the *.py files and `auto_map`, into the merged folder.
+The folder records the opt-in (MARKER), and export carries it, with the *.py files and `auto_map`, into the
+merged folder; but the marker never grants it. Only the user does: model.trust_remote_code in the workflow, or
+`glmtune infer --trust-remote-code`. A folder someone hands you must not decide to run its own code.
 """
 
 from __future__ import annotations
@@ -37,9 +38,34 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+class RemoteCodeError(ValueError):
+    """A model folder loads only by running its own Python code, and the user did not ask for that."""
+
+
 def recorded_trust(folder: str | Path) -> bool:
-    """True when `folder` was prepared (or exported) with model.trust_remote_code: true."""
+    """True when `folder` was prepared (or exported) with model.trust_remote_code: true. A record, not a grant."""
     return (Path(folder) / MARKER).is_file()
+
+
+def check_remote_code(folder: str | Path, trust_remote_code: bool) -> None:
+    """Stop before loading `folder` when only its own code (config.json auto_map) can load it and the user did
+    not ask to run it. A folder whose model_type transformers knows loads natively (the auto_map is ignored)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config_path = Path(folder) / "config.json"
+    if trust_remote_code or not config_path.is_file():
+        return
+    config = _read_json(config_path)
+    if not config.get("auto_map") or config.get("model_type") in CONFIG_MAPPING:
+        return
+    recorded = (f"; its {MARKER} says it was prepared with model.trust_remote_code: true, which records that choice "
+                f"but does not make it for you") if recorded_trust(folder) else ""
+    raise RemoteCodeError(
+        f"{folder}: this model loads only by running the Python code in its folder (config.json auto_map; "
+        f"model_type {config.get('model_type')!r} has no native transformers class){recorded}. glmtune runs a "
+        f"folder's code only when you ask: pass --trust-remote-code to `glmtune infer`, or set "
+        f"model.trust_remote_code: true in the workflow config; or fetch the original checkpoint without it "
+        f"(it is then converted to a native folder)")
 
 
 def modeling_file(folder: str | Path) -> Path | None:

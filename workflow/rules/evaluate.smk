@@ -16,6 +16,7 @@ rule evaluate:
         settings=config["evaluate"],
         template=MODEL["template"],
         max_input_length=config["tokenize"]["max_input_length"],
+        **remote_code_params(),
     log:
         "logs/evaluate/{variant}.log",
     benchmark:

@@ -10,6 +10,7 @@ arguments = {
     "template_name": snakemake.params.template, "max_samples": settings["max_samples"],
     "batch_size": settings["batch_size"], "max_new_tokens": settings["max_new_tokens"],
     "max_input_length": snakemake.params.max_input_length, "base_model": inp.base, "cache": settings["cache"],
+    "trust_remote_code": snakemake.params.get("trust_remote_code", False),
 }
 layout = Layout.from_resources(snakemake.resources.get("gpu", 0), 1)  # all GPUs of one node
 if layout.processes == 1:
