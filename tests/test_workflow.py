@@ -27,9 +27,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
-def planned_jobs(workdir: Path, target: str = "results/merged_model") -> list[str]:
+def planned_jobs(workdir: Path, target: str = "results/merged_model", *args: str) -> list[str]:
     """Jobs a dry run would execute, as 'rule' or 'rule[wildcards]'."""
-    out = snakemake(workdir, "-n", target)
+    out = snakemake(workdir, "-n", target, *args)
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
         return []
@@ -125,10 +125,16 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
         (lambda c: c["train"].update(method="ptuning", gradient_checkpointing=True), "gradient_checkpointing cannot be combined"),
         (lambda c: c["train"].update(method="ptuning"), "nothing to merge into the base model"),
         (lambda c: (c["train"].update(method="ptuning"), c["evaluate"].update(cache="static")), "evaluate.cache: static"),
+        (lambda c: c["datasets"]["synthetic_adgen"].update(encoding="utf-9"), "datasets.synthetic_adgen.encoding"),
+        (lambda c: c["train"].update(deepspeed="config/deepspeed/ds_zero_9.json"), "train.deepspeed: no such file"),
+        (lambda c: c["tokenize"].update(cutoff_len=4), "tokenize.cutoff_len is 4 tokens"),
+        (lambda c: c["tokenize"].update(max_input_length=1, max_output_length=1),
+         "tokenize.max_input_length + max_output_length + 1 is 3 tokens"),
     ],
     ids=["unknown-key", "wrong-type", "missing-dataset-file", "missing-model-folder", "unknown-format",
          "llamafactory-without-registry", "missing-format", "unknown-lora-module", "ptuning-with-checkpointing",
-         "ptuning-has-no-merged-model", "ptuning-with-static-cache"],
+         "ptuning-has-no-merged-model", "ptuning-with-static-cache", "unknown-encoding", "missing-deepspeed-file",
+         "cutoff-len-fits-nothing", "input-output-fit-nothing"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, message: str) -> None:
     workdir = copy_workflow(tmp_path)
@@ -139,15 +145,105 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, 
     assert not (workdir / "results").exists()
 
 
-SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml"))
+MAIN_CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "config").glob("*.yaml"))
+PRESETS = sorted(str(p.relative_to(REPO)) for p in (REPO / "config" / "presets").glob("*.yaml"))
+LAYERINGS = ([(c,) for c in MAIN_CONFIGS] + [(p,) for p in PRESETS]
+             + [(c, p) for c in MAIN_CONFIGS if c != "config/config.yaml" for p in PRESETS])
 
 
-@pytest.mark.parametrize("configfile", SHIPPED)
-def test_every_shipped_config_validates_and_plans(tmp_path: Path, configfile: str) -> None:
-    """Presets layer over the default; full configs stand alone. Both must validate and plan a DAG."""
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def converted(workdir: Path, *args: str) -> set[tuple[str, str]]:
+    """(dataset, part) of every convert job a dry run of results/train/adapter plans."""
+    jobs = planned_jobs(workdir, "results/train/adapter", *args)
+    assert "train" in jobs
+    return {tuple(re.findall(r"dataset=([^,\]]+), part=(\w+)", job)[0]) for job in jobs if job.startswith("convert[")}
+
+
+def files_of(datasets: dict) -> set[tuple[str, str]]:
+    return {(name, part) for name, dataset in datasets.items() for part in dataset["files"]}
+
+
+def skip_without_local_files(datasets: dict) -> None:
+    """Configs with `source: path` data need the real files (../shared/data) to plan."""
+    for dataset in datasets.values():
+        for file in dataset["files"].values() if dataset["source"] == "path" else ():
+            if not Path(file).is_file():
+                pytest.skip(f"{file} is not available")
+
+
+@pytest.mark.parametrize("configfiles", LAYERINGS, ids=[" + ".join(c) for c in LAYERINGS])
+def test_every_shipped_config_converts_exactly_the_datasets_it_names(tmp_path: Path, configfiles: tuple[str, ...]) -> None:
+    """A full config's datasets replace the default's (Snakemake alone would deep-merge the synthetic demo set into
+    training and test); presets name no datasets and layer over whatever config comes before them."""
+    assert not any({"datasets", "model"} & set(load_yaml(REPO / p)) for p in configfiles if p in PRESETS)
+    named = [load_yaml(REPO / c)["datasets"] for c in configfiles if "datasets" in load_yaml(REPO / c)]
+    datasets = named[-1] if named else load_yaml(REPO / "config/config.yaml")["datasets"]
+    skip_without_local_files(datasets)
     workdir = copy_workflow(tmp_path)
-    result = snakemake(workdir, "-n", "results/train/adapter", "--configfile", configfile)
-    assert "rule train:" in result.stdout
+    assert converted(workdir, "--configfile", *configfiles) == files_of(datasets)
+
+
+def test_the_readme_offline_layout_uses_only_its_own_data_and_model(tmp_path: Path) -> None:
+    """README "Using real data": AdvertiseGen train/dev files and a local model folder, nothing synthetic."""
+    from conftest import shared_data
+
+    train, dev = shared_data("AdvertiseGen/train.json"), shared_data("AdvertiseGen/dev.json")
+    model = tmp_path / "glm-4-9b-chat-hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    workdir = copy_workflow(tmp_path / "run")
+    (workdir / "offline.yaml").write_text(yaml.safe_dump({
+        "datasets": {"advertisegen": {"source": "path", "format": "advertisegen", "files": {"train": str(train), "test": str(dev)}}},
+        "model": {"name": "glm-4-9b-chat-hf", "source": "path", "path": str(model), "template": "glm4"},
+    }))
+    jobs = planned_jobs(workdir, "results/train/adapter", "--configfile", "offline.yaml")
+    assert {job for job in jobs if job.startswith(("convert", "fetch", "build", "prepare"))} == {
+        "convert[dataset=advertisegen, part=test]", "convert[dataset=advertisegen, part=train]",
+        "prepare_model[model=glm-4-9b-chat-hf]"}
+
+
+def test_user_files_naming_datasets_merge_with_each_other_and_config_values_apply_last(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    write_advertisegen(workdir / "data", 20, 4, 1)
+    first = {"datasets": {"a": {"source": "path", "format": "advertisegen", "files": {"all": "data/train.json"}}},
+             "model": {"name": "glm4", "source": "huggingface", "repo_id": "THUDM/glm-4-9b-chat-hf"}}
+    second = {"datasets": {"b": {"source": "path", "format": "advertisegen", "files": {"test": "data/dev.json"}},
+                           "a": {"max_samples": 5}}}
+    (workdir / "first.yaml").write_text(yaml.safe_dump(first))
+    (workdir / "second.yaml").write_text(yaml.safe_dump(second))
+    args = ("--configfile", "first.yaml", "second.yaml", "--config", "model={'name': 'renamed'}")
+    jobs = planned_jobs(workdir, "results/train/adapter", *args)
+    assert {job for job in jobs if job.startswith(("convert", "fetch"))} == {
+        "convert[dataset=a, part=all]", "convert[dataset=b, part=test]", "fetch_model[model=renamed]"}
+
+
+def test_a_user_file_with_no_datasets_stops(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    (workdir / "none.yaml").write_text("datasets: {}\n")
+    result = snakemake(workdir, "-n", "results/merged_model", "--configfile", "none.yaml", check=False)
+    assert result.returncode != 0 and "config: datasets: no datasets" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("section", ["datasets", "model"])
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_a_name_that_is_no_plain_folder_name_stops_before_any_job(tmp_path: Path, section: str, name: str) -> None:
+    """`..` would make resources/datasets/.. (all of resources/) an output that a failed job deletes."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "resources").mkdir()
+    (workdir / "resources" / "keep").write_text("cached download")
+    if section == "datasets":
+        edit_config(workdir, lambda c: c.update(datasets={name: c["datasets"]["synthetic_adgen"]}))
+    else:
+        edit_config(workdir, lambda c: c["model"].update(name=name))
+    result = snakemake(workdir, "results/merged_model", check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and f"'{name}' does not match" in text
+    assert ("On instance['datasets']" if section == "datasets" else "On instance['model']['name']") in text
+    assert (workdir / "resources" / "keep").read_text() == "cached download"
+    assert not (workdir / "results").exists()
 
 
 def test_real_datasets_merge_through_the_workflow(tmp_path: Path) -> None:

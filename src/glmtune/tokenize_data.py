@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, Features, Sequence, Value
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
@@ -16,6 +16,8 @@ from .io import atomic_path, read_jsonl, write_json
 from .templates import IGNORE_INDEX, encode_conversation, get_template
 
 log = logging.getLogger(__name__)
+# As datasets infers them for non-empty columns; named so an empty split has them too.
+FEATURES = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int64"))})
 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
@@ -23,6 +25,30 @@ def _percentiles(values: list[int]) -> dict[str, float]:
         return {}
     points = np.percentile(values, [50, 90, 99, 100])
     return {"mean": round(float(np.mean(values)), 2), **{f"p{p}": float(v) for p, v in zip((50, 90, 99, 100), points)}}
+
+
+def effective_cutoff(max_input_length: int, max_output_length: int, cutoff_len: int | None = None) -> int:
+    """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
+    return cutoff_len or max_input_length + max_output_length + 1
+
+
+def cutoff_setting(cutoff_len: int | None) -> str:
+    """The setting(s) a too-small limit comes from, as the config spells them."""
+    return "tokenize.cutoff_len" if cutoff_len else "tokenize.max_input_length + max_output_length + 1"
+
+
+def min_cutoff_len(template_name: str) -> int:
+    """The shortest limit that can keep an answer token: the chat prefix, the answer's role header (its role token
+    and newline) and that token. A smaller one leaves no sample anything to learn, whatever the data."""
+    return len(get_template(template_name).prefix) + 2 + 1
+
+
+def _save(columns: dict[str, list[list[int]]], out_dir: str | Path) -> None:
+    """An Arrow dataset that load_from_disk can read even with no rows: datasets writes no shard for an empty one
+    (load_from_disk then fails with IndexError), so an empty split is written as one empty shard."""
+    dataset = Dataset.from_dict(columns, features=FEATURES)
+    with atomic_path(out_dir) as tmp:
+        dataset.save_to_disk(str(tmp), num_shards=None if len(dataset) else 1)
 
 
 def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int) -> dict[str, Any]:
@@ -43,8 +69,7 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
         columns["labels"].append(labels)
         lengths.append(len(ids))
         trained.append(target)
-    with atomic_path(out_dir) as tmp:
-        Dataset.from_dict(columns).save_to_disk(str(tmp))
+    _save(columns, out_dir)
     return {
         "samples_in": len(rows), "samples": len(lengths), "truncated": truncated,
         "dropped_no_trained_tokens": no_target, "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
@@ -61,10 +86,25 @@ def tokenize_splits(
     unless one cutoff_len is given. The tokenizer is never remote code (glmtune.remote_code), but with
     `trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
-    cutoff_len = cutoff_len or max_input_length + max_output_length + 1
-    stats: dict[str, Any] = {"template": template_name, "cutoff_len": cutoff_len, "splits": {}}
+    limit = effective_cutoff(max_input_length, max_output_length, cutoff_len)
+    stats: dict[str, Any] = {"template": template_name, "cutoff_len": limit, "splits": {}}
     for name, path in splits.items():
-        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, template_name, cutoff_len)
+        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, template_name, limit)
         log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, dict)})
+        check_samples_left(name, stats["splits"][name], limit, cutoff_setting(cutoff_len))
     write_json(stats_path, stats)
     return stats
+
+
+def check_samples_left(name: str, split: dict[str, Any], limit: int, setting: str) -> None:
+    """Stop when training would have nothing to learn from; say so when only validation is empty."""
+    if split["samples"]:
+        return
+    if name != "train":
+        log.warning("the %s split has no sample (%d before truncation): training runs without %s loss; for one, "
+                    "give a validation file or an `all` file with split.validation_ratio", name, split["samples_in"], name)
+        return
+    if not split["samples_in"]:
+        raise ValueError(f"tokenize: the {name} split is empty")
+    raise ValueError(f"tokenize: no usable {name} sample: all {split['samples_in']} lost every trained token to "
+                     f"truncation at {limit} tokens ({setting}); raise it above the prompts' length")

@@ -1,10 +1,42 @@
-# Config validation and the input functions every rule uses; all branching on config lives here.
+# Config layering and validation, and the input functions every rule uses; all branching on config lives here.
+import codecs
+import re
 from pathlib import Path
 
+from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
+
+# Sections a --configfile replaces instead of merging into the embedded default: merged, the default's synthetic
+# dataset would stay in training and test, and its model keys would mix with another model's.
+REPLACED_SECTIONS = ("datasets", "model")
 
 
+def merge_sections(sections):
+    """Sections named by several user files, merged in order (null or a wrong type is left to the checks)."""
+    merged = {}
+    for section in sections:
+        if not isinstance(section, dict):
+            return section
+        update_config(merged, section)
+    return merged
+
+
+def layer_user_config():
+    """Snakemake deep-merges --configfile into config/config.yaml; give each REPLACED_SECTIONS section the user
+    files' own instead. --config key=value overrides still apply last."""
+    user_files = [load_configfile(path) or {} for path in workflow.overwrite_configfiles]
+    for key in REPLACED_SECTIONS:
+        named = [user[key] for user in user_files if key in user]
+        if named:
+            config[key] = merge_sections(named)
+    update_config(config, dict(workflow.config_settings.config))
+    if not config.get("datasets"):
+        raise WorkflowError("config: datasets: no datasets; name at least one (a --configfile that names datasets "
+                            "replaces the default's datasets, it does not add to them)")
+
+
+layer_user_config()
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATASETS = config["datasets"]
@@ -47,6 +79,7 @@ def check_config():
                 raise WorkflowError(f"config: datasets.{name}.files.{split}: no such file: {file}")
         if dataset["source"] == "url" and not dataset.get("url"):
             raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
+        check_encoding(name, dataset["encoding"])
     needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(MODEL["source"])
     if needs and not MODEL.get(needs):
         raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
@@ -55,7 +88,29 @@ def check_config():
     if MODEL["trust_remote_code"] and MODEL["source"] == "tiny":
         raise WorkflowError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                             "model.source: tiny has none: set model.trust_remote_code: false")
+    check_tokenize()
     check_train()
+
+
+def check_encoding(name, encoding):
+    """Otherwise an unknown encoding fails only in the convert job."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise WorkflowError(f"config: datasets.{name}.encoding: unknown text encoding {encoding!r} "
+                            "(e.g. utf-8, utf-8-sig, gbk, gb18030)")
+
+
+def check_tokenize():
+    """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
+    from glmtune.tokenize_data import cutoff_setting, effective_cutoff, min_cutoff_len
+
+    lengths = config["tokenize"]
+    limit, shortest = effective_cutoff(**lengths), min_cutoff_len(MODEL["template"])
+    if limit < shortest:
+        raise WorkflowError(f"config: {cutoff_setting(lengths['cutoff_len'])} is {limit} tokens: no sample fits, as "
+                            f"the {MODEL['template']} chat prefix, the answer's role header and one answer token take "
+                            f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
 
 
 def check_train():
@@ -66,6 +121,10 @@ def check_train():
         check_method(config["train"], remote_code=MODEL["trust_remote_code"])
     except MethodError as err:
         raise WorkflowError(f"config: {err}")
+    deepspeed = config["train"]["deepspeed"]
+    if deepspeed and not Path(deepspeed).is_file():
+        raise WorkflowError(f"config: train.deepspeed: no such file: {deepspeed} (config/deepspeed/ has "
+                            "ds_zero_2.json and ds_zero_3.json)")
     if config["train"]["method"] == "ptuning" and config["evaluate"]["cache"] == "static":
         raise WorkflowError("config: evaluate.cache: static cannot be used with train.method: ptuning (the P-Tuning v2 "
                             "prefix is itself the KV cache); set evaluate.cache: dynamic")
@@ -74,8 +133,10 @@ def check_train():
 check_config()
 
 
+# Escaped: a name is a folder name, not a pattern ("a.b" must not match "axb").
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(map(re.escape, DATASETS)),
+    model=re.escape(MODEL["name"]),
     part="all|train|validation|test",
     variant="base|finetuned",
 

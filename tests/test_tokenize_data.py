@@ -1,0 +1,89 @@
+"""tokenize_splits on a small tiny-model tokenizer: length limits that drop every sample, an empty validation split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from glmtune.io import write_jsonl
+from glmtune.templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.tokenize_data import min_cutoff_len, tokenize_splits
+
+from conftest import TRAIN_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Converted synthetic train rows, an empty validation file, and a tiny model built on them."""
+    from glmtune.convert import convert_file
+    from glmtune.synthetic import write_advertisegen
+    from glmtune.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tokenize")
+    raw = write_advertisegen(root / "raw", 60, 6, 3)
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
+    write_jsonl(root / "validation.jsonl", [])
+    model = build_tiny_model([root / "train.jsonl"], root / "model", {"hidden_size": 32, "intermediate_size": 64})
+    return {"root": root, "model": model, "train": root / "train.jsonl", "validation": root / "validation.jsonl"}
+
+
+def tokenize(data: dict[str, Path], out: Path, **lengths) -> dict:
+    lengths = {"max_input_length": 64, "max_output_length": 128, **lengths}
+    return tokenize_splits({s: data[s] for s in ("train", "validation")}, {s: out / s for s in ("train", "validation")},
+                           out / "stats.json", data["model"], "glm4", **lengths)
+
+
+@pytest.mark.parametrize(("lengths", "setting"), [
+    ({"cutoff_len": 6}, "tokenize.cutoff_len"),
+    ({"max_input_length": 2, "max_output_length": 2}, "tokenize.max_input_length + max_output_length + 1"),
+], ids=["cutoff_len", "input-output"])
+def test_a_limit_that_drops_every_training_sample_stops_naming_the_setting(data, tmp_path: Path, lengths, setting) -> None:
+    with pytest.raises(ValueError, match=r"no usable train sample: all 60 lost every trained token .*"
+                                         + rf"\({setting.replace('+', '[+]')}\)"):
+        tokenize(data, tmp_path, **lengths)
+
+
+def test_the_shortest_allowed_limit_keeps_one_answer_token() -> None:
+    """min_cutoff_len (the before-any-job bound) is prefix + role header + one answer token, on a real layout."""
+
+    class Chars:  # one token per character; special tokens by a table
+        special = {"[gMASK]": 1, "<sop>": 2, "<|assistant|>": 3, "<|endoftext|>": 4}
+
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text]
+
+        def convert_tokens_to_ids(self, token: str) -> int:
+            return self.special[token]
+
+    shortest = min_cutoff_len("glm4")
+    messages = [{"role": "assistant", "content": "好的", "loss": True}]
+    ids, labels, _ = encode_conversation(Chars(), get_template("glm4"), messages, shortest)
+    assert ids[-1] == ord("好") and labels[-1] == ord("好")
+    ids, labels, _ = encode_conversation(Chars(), get_template("glm4"), messages, shortest - 1)
+    assert ord("好") not in [label for label in labels if label != IGNORE_INDEX]
+
+
+def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_path: Path, caplog) -> None:
+    """The README's train + test layout leaves validation empty: it is logged, loads as 0 rows, and is skipped."""
+    from datasets import load_from_disk
+
+    from glmtune.training import train_lora
+
+    with caplog.at_level(logging.WARNING, logger="glmtune.tokenize_data"):
+        stats = tokenize(data, tmp_path / "tok")
+    assert stats["splits"]["validation"]["samples"] == 0
+    assert "validation split has no sample" in caplog.text
+    validation = load_from_disk(str(tmp_path / "tok" / "validation"))
+    assert len(validation) == 0 and set(validation.features) == {"input_ids", "labels"}
+    train = load_from_disk(str(tmp_path / "tok" / "train"))
+    assert len(train) == 60 and train.features == validation.features
+    settings = {**TRAIN_SETTINGS, "max_steps": 2, "save_steps": 2}
+    summary = train_lora(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
+                         tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt", settings)
+    assert summary["steps"] == 2 and "validation_loss" not in summary
+    packed = train_lora(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
+                        tmp_path / "packed", tmp_path / "plog.jsonl", tmp_path / "ploss.png", tmp_path / "pckpt",
+                        {**settings, "packing": True, "pack_length": 512})
+    assert packed["steps"] == 2 and "validation_loss" not in packed
