@@ -71,16 +71,14 @@ def trim_log(path: Path, step: int) -> None:
     write_text(path, "".join(kept))
 
 
-def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, loss_now: float, steps_now: int) -> float:
+def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, sum_now: float, steps_now: int) -> float:
     """Mean training loss per step over the whole run, not only the steps since the resume.
 
     Rows logged up to the checkpoint resumed from count with the steps each covers (a row is the mean since the row
-    before); this process's steps with the Trainer's own mean. Steps between the last row and that checkpoint were
+    before); this process's steps with the sum of their losses. Steps between the last row and that checkpoint were
     never logged and do not count (none when save_steps is a multiple of logging_steps).
     """
-    if resumed_at == 0:
-        return loss_now  # the Trainer's figure, unchanged
-    total, steps, last = loss_now * steps_now if steps_now else 0.0, steps_now, 0
+    total, steps, last = sum_now, steps_now, 0
     for row in rows:
         if "loss" in row and last < row["step"] <= resumed_at:
             total, steps, last = total + row["loss"] * (row["step"] - last), steps + row["step"] - last, row["step"]
@@ -217,9 +215,10 @@ def train_lora(
         eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
         callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings["learning_rate"]), ManifestWriter()],
     )
-    loss_now, steps_now = run_or_reuse(trainer, resume, settings["max_steps"])
-    summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume,
-                               "train_loss": whole_run_loss(earlier_rows, resumed_at, loss_now, steps_now),
+    trained = run_or_reuse(trainer, resume, settings["max_steps"])
+    # Not resumed: the Trainer's own mean, as before.
+    train_loss = whole_run_loss(earlier_rows, resumed_at, *trained[1:]) if resume else trained[0]
+    summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": train_loss,
                                "steps": trainer.state.global_step, "epochs": round(epochs, 2),
                                "trainable_parameters": trainable}
     bad = first_nonfinite((n, p) for n, p in model.named_parameters() if p.requires_grad)
@@ -237,21 +236,22 @@ def train_lora(
     return summary
 
 
-def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[float, int]:
+def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[float, float, int]:
     """Train (from `resume` if given); a checkpoint already at max_steps is loaded instead of trained past.
 
-    Returns this process's mean loss and its number of steps.
+    Returns the Trainer's training_loss, and the sum of the losses of the steps trained here and their number (the
+    Trainer's mean is over this call's steps on transformers 5 but over all steps, resumed ones too, on 4.x).
     """
     if resume and checkpoint_step(resume) >= max_steps and not trainer.is_deepspeed_enabled:
         log.info("%s is the finished run (step %d of %d): its weights are the result, nothing is trained",
                  resume, checkpoint_step(resume), max_steps)
         trainer._load_from_checkpoint(resume)  # the Trainer's own loader: adapter or full weights
         trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
-        return float("nan"), 0
+        return float("nan"), 0.0, 0
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    return result.training_loss, trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
+    return result.training_loss, trainer._total_loss_scalar, trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
 
 
 def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any],
