@@ -75,3 +75,17 @@ def test_a_save_that_changes_a_weight_is_refused(small_run: dict[str, Path], tmp
     with pytest.raises(ExportCheckFailed, match="is not the merged weight cast to torch.bfloat16"):
         merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", dtype="bfloat16")
     assert not out.exists()
+
+
+def test_a_fully_trained_model_with_nan_weights_is_never_exported(small_run: dict[str, Path], tmp_path: Path) -> None:
+    from glmtune.export import export_model
+
+    trained = tmp_path / "full"
+    shutil.copytree(small_run["model"], trained)  # a full-SFT output is a whole model folder
+    weights = load_file(trained / "model.safetensors")
+    weights[sorted(weights)[0]].view(-1)[0] = float("inf")
+    save_file(weights, str(trained / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "merged"
+    with pytest.raises(ExportCheckFailed, match="holds NaN or inf; nothing was written"):
+        export_model(trained, small_run["model"], out, small_run["test"], "glm4", 1e-3)
+    assert not out.exists()

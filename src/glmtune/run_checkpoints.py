@@ -92,7 +92,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest checkpoint-N that passes `checkpoint_problem`; the ones skipped are logged with the reason."""
     speak = int(os.environ.get("RANK", "0")) == 0  # every rank checks, one reports
-    newest_first = sorted(folder.glob("checkpoint-*"), key=checkpoint_step, reverse=True)
+    saved = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]  # not a user's copy
+    newest_first = sorted(saved, key=checkpoint_step, reverse=True)
     for checkpoint in newest_first:
         problem = checkpoint_problem(checkpoint)
         if problem is None:
