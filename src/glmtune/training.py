@@ -251,7 +251,8 @@ def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    return result.training_loss, trainer._total_loss_scalar, trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
+    steps = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
+    return result.training_loss, trainer._total_loss_scalar, steps
 
 
 def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any],
