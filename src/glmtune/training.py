@@ -175,9 +175,10 @@ def train_lora(
     steps_log = checkpoints / "log.jsonl"  # kept beside the checkpoints so a resumed run's log is whole
     resume = last_complete_checkpoint(checkpoints)
     resumed_at = checkpoint_step(resume) if resume else 0
-    if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes the log
+    earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
+    if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
         trim_log(steps_log, resumed_at)
-    earlier_rows = list(read_jsonl(steps_log)) if steps_log.exists() else []
+        earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
