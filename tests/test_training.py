@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import TRAIN_SETTINGS
 
 from glmtune.io import read_jsonl
-from glmtune.training import last_complete_checkpoint, train_lora
+from glmtune.training import last_complete_checkpoint, run_id_of, train_lora
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -58,10 +58,12 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
 
     # Same step counter, optimizer and RNG state: the resumed curve is the uninterrupted run's.
     straight = tmp_path / "straight"
-    train_lora(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
-               str(straight / "ckpt"), settings)
+    whole = train_lora(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
+                       str(straight / "ckpt"), settings)
     uninterrupted = {row["step"]: row["loss"] for row in read_jsonl(straight / "log.jsonl") if "loss" in row}
     assert all(abs(resumed[s] - uninterrupted[s]) <= 1e-4 * abs(uninterrupted[s]) for s in range(11, 31)), (resumed, uninterrupted)
+    # train_loss is the whole run's mean, not the mean of the 20 resumed steps.
+    assert abs(summary["train_loss"] - whole["train_loss"]) <= 1e-4 * whole["train_loss"], (summary, whole)
 
 
 def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -114,3 +116,23 @@ def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path
     assert first_losses == second_losses and len(first_losses) == 4
     assert first_weights.keys() == second_weights.keys()
     assert all((first_weights[k] == second_weights[k]).all() for k in first_weights)
+
+
+def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dict[str, Path]) -> None:
+    """A validation edit or another GPU count is not the finished run: resuming it would train nothing new."""
+    tokenized = small_run["tokenized"]
+    same = (tokenized / "train", tokenized / "validation", small_run["model"])
+    base = run_id_of(TRAIN_SETTINGS, 1, *same)
+    assert run_id_of(TRAIN_SETTINGS, 1, *same) == base
+    assert run_id_of(TRAIN_SETTINGS, 2, *same) != base
+    assert run_id_of(TRAIN_SETTINGS, 1, tokenized / "train", tokenized / "train", small_run["model"]) != base
+
+
+def test_far_too_many_epochs_are_warned_about(caplog) -> None:
+    from glmtune.training import epochs_of
+
+    with caplog.at_level("WARNING", logger="glmtune.training"):
+        assert epochs_of({**TRAIN_SETTINGS, "max_steps": 40}, 360, 1) < 1
+        assert not caplog.records
+        assert epochs_of({**TRAIN_SETTINGS, "max_steps": 5000}, 360, 2) > 200
+    assert "is 222 epochs over 360 training rows" in caplog.text

@@ -1,4 +1,17 @@
-"""Merge a LoRA adapter into its base model and save a plain transformers folder, verified."""
+"""Merge a LoRA adapter into its base model and save a plain transformers folder, verified.
+
+The check is split so that its tolerance follows from the precision, not from the machine:
+
+1. the merge, in fp32: the base is loaded in fp32, the adapter model's logits on a few test prompts are taken, the
+   adapter is merged in place and the merged logits must match within `export.tolerance` (fp32 rounding of two
+   orders of the same sums: ~1e-6 on the tiny model; bf16 would give ~0.1, and differently on each CPU);
+2. the cast: the merged weights are cast in place to `export.dtype`, and the saved folder, reloaded, must hold
+   exactly those tensors (a cast is a cast: bitwise equal, no tolerance);
+3. nothing non-finite: adapter weights, logits, merged weights and cast weights (fp16 overflows to inf) are checked.
+
+Memory: the model is held once in fp32 (4 bytes a parameter: ~38 GB for GLM-4-9B), merged and cast in place one
+tensor at a time, then reloaded once in the export dtype for step 2 (~19 GB in bf16); the peak is the fp32 model.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +26,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from .compat import load_kwargs
+from .finite import first_nonfinite, nonfinite_in_file
 from .io import atomic_path, read_jsonl
 from .templates import encode_prompt, get_template, split_for_generation
 
@@ -20,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class ExportCheckFailed(RuntimeError):
-    """The merged model does not reproduce the adapter model's logits."""
+    """The merged model does not reproduce the adapter model's logits, holds NaN/inf, or was not saved as it is."""
 
 
 class CannotMerge(ValueError):
@@ -56,6 +70,7 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
                       trust_remote_code)
         return
     model = AutoModelForCausalLM.from_pretrained(str(trained_dir), **load_kwargs(getattr(torch, dtype), trust_remote_code))
+    _require_finite_weights(model, f"the trained model {trained_dir} loaded in {dtype}")
     tokenizer = AutoTokenizer.from_pretrained(str(trained_dir), **load_kwargs(None, trust_remote_code))
     _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
 
@@ -72,26 +87,65 @@ def merge_adapter(
     tolerance: float = 1e-4, extra_files: dict[str, str | Path] | None = None,
     dtype: str = "float32", max_shard_size_gb: float = 5.0, trust_remote_code: bool = False,
 ) -> float:
-    """merge_and_unload the adapter into the base, check logits on test prompts, then save to out_dir.
+    """merge_and_unload the adapter into the base in fp32, check logits on test prompts, cast, save to out_dir.
 
-    `dtype` bfloat16/float16 halves the memory needed for a large base (on CPU too); the safetensors are
-    sharded at `max_shard_size_gb` (LLaMA-Factory's export_size). The folder is written beside out_dir
-    and renamed into place only after the check passes and the folder reloads.
+    `tolerance` bounds the fp32 merged-vs-adapter logit difference (see the module docstring); `dtype` is the
+    precision saved (bfloat16/float16 halve the folder); the safetensors are sharded at `max_shard_size_gb`
+    (LLaMA-Factory's export_size). The folder is written beside out_dir and renamed into place only after every
+    check passes. Returns the largest logit difference.
     """
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), **load_kwargs(getattr(torch, dtype), trust_remote_code))
+    _require_finite_adapter(Path(adapter_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), **load_kwargs(torch.float32, trust_remote_code))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), **load_kwargs(None, trust_remote_code))
     adapter_model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     inputs = sample_inputs(test_path, tokenizer, template_name)
-    with torch.inference_mode():
-        reference = [adapter_model(torch.tensor([ids])).logits.clone() for ids in inputs]
+    reference = _logits(adapter_model, inputs, "the adapter model")
     merged = adapter_model.merge_and_unload().eval()
-    with torch.inference_mode():
-        worst = max(((merged(torch.tensor([ids])).logits - ref).abs().max().item() for ids, ref in zip(inputs, reference)), default=0.0)
-    if worst > tolerance:
-        raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}); nothing was written")
-    log.info("merged model matches the adapter model: max |logit difference| %.3g on %d prompts", worst, len(inputs))
+    worst = max(((got - ref).abs().max().item() for got, ref in zip(_logits(merged, inputs, "the merged model"), reference)),
+                default=0.0)
+    if not worst <= tolerance:  # written so that a NaN fails too
+        raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}, both in fp32); "
+                                f"nothing was written")
+    log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, len(inputs))
+    _require_finite_weights(merged, "the merged model")
+    merged.to(getattr(torch, dtype))  # in place, tensor by tensor: the saved weights are these roundings, checked below
+    _require_finite_weights(merged, f"the merged model cast to {dtype} (use bfloat16 or float32: float16 overflows)")
     _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
     return worst
+
+
+def _logits(model: Any, inputs: list[list[int]], what: str) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        logits = [model(torch.tensor([ids])).logits.clone() for ids in inputs]
+    for number, values in enumerate(logits):
+        if not bool(torch.isfinite(values).all()):
+            raise ExportCheckFailed(f"{what} gives NaN or inf logits on test prompt {number}; nothing was written")
+    return logits
+
+
+def _require_finite_adapter(adapter_dir: Path) -> None:
+    for path in sorted(adapter_dir.glob("*.safetensors")):
+        bad = nonfinite_in_file(path)
+        if bad:
+            raise ExportCheckFailed(f"{path}: tensor {bad} holds NaN or inf (training diverged, or the file is "
+                                    f"corrupt); nothing was written. Train again.")
+
+
+def _require_finite_weights(model: Any, what: str) -> None:
+    bad = first_nonfinite(model.state_dict().items())
+    if bad:
+        raise ExportCheckFailed(f"{what}: weight {bad} holds NaN or inf; nothing was written")
+
+
+def _require_saved_as_is(model: Any, folder: Path, trust_remote_code: bool) -> None:
+    """The folder, reloaded, holds bitwise the tensors in memory (the dtype too): saving changed nothing."""
+    # "auto": the dtype the folder records (transformers 4.x would otherwise load float32 and hide a wrong dtype)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs("auto", trust_remote_code)).state_dict()
+    for name, tensor in model.state_dict().items():
+        again = reloaded.get(name)
+        if again is None or again.dtype != tensor.dtype or not torch.equal(again, tensor):
+            raise ExportCheckFailed(f"the saved model's {name} is not the merged weight cast to {tensor.dtype} "
+                                    f"({'missing' if again is None else again.dtype}); nothing was written")
 
 
 def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
@@ -109,5 +163,5 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
             from .remote_code import carry_remote_code
 
             carry_remote_code(base_dir, tmp)
-        AutoModelForCausalLM.from_pretrained(str(tmp), **load_kwargs(None, trust_remote_code))
+        _require_saved_as_is(model, Path(tmp), trust_remote_code)
         AutoTokenizer.from_pretrained(str(tmp), **load_kwargs(None, trust_remote_code))

@@ -1,8 +1,9 @@
 """Fine-tune a GLM model (LoRA, P-Tuning v2 or full SFT) through the transformers Trainer.
 
-Checkpoints go to a folder keyed by a fingerprint of the data and settings; it is not a Snakemake
+Checkpoints go to a folder keyed by a fingerprint of the data, settings and process count; it is not a Snakemake
 output, so a killed run leaves them and the next run with the same inputs resumes from the newest
-complete one (same step, optimizer and RNG state).
+verified one (same step, optimizer and RNG state; see glmtune.run_checkpoints). A run whose newest checkpoint is
+already at max_steps trains nothing more: it loads that checkpoint and saves the output.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainerState, TrainingArguments, set_seed
 
 from .compat import eval_strategy_arg, load_kwargs
-from .io import write_json, write_text
+from .finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
+from .io import read_jsonl, write_json, write_text
 from .methods import apply_method, check_method
 from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
+from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
 from .templates import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -33,19 +36,7 @@ CHECKPOINTING_ARG = next(n for n in ("activation_checkpointing", "gradient_check
 
 
 WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are hashed by size, head and tail: reading 18 GB costs minutes
-
-
-def _update_with_file(digest: Any, path: Path) -> None:
-    size = path.stat().st_size
-    digest.update(f"{path.name}:{size}".encode())
-    with open(path, "rb") as handle:
-        if size <= WHOLE_FILE_LIMIT:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        else:  # a safetensors header (names, shapes, offsets) is at the head; the tail changes with the values
-            digest.update(handle.read(1 << 20))
-            handle.seek(size - (1 << 20))
-            digest.update(handle.read())
+EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
 
 
 def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
@@ -54,27 +45,54 @@ def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                _update_with_file(digest, path)
+                digest.update(f"{path.name}:{path.stat().st_size}:{file_sha256(path, WHOLE_FILE_LIMIT)}".encode())
     return digest.hexdigest()[:16]
 
 
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint-N that finished saving (trainer_state.json is written last)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+def run_id_of(settings: dict[str, Any], world_size: int, train_dir: str | Path, validation_dir: str | Path,
+              model_dir: str | Path) -> str:
+    """The checkpoint folder's name. The process count changes the samples per step, and the validation data the
+    validation loss, so a change of either is another run, not a finished one to resume."""
+    return fingerprint({**settings, "world_size": world_size}, train_dir, validation_dir, model_dir)
 
 
 def trim_log(path: Path, step: int) -> None:
-    """Keep the log rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
-    repeats (without this the log has them twice and the loss plot zig-zags)."""
+    """Keep the training rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
+    repeats (without this the log has them twice and the loss plot zig-zags). Rows without a loss (the validation
+    loss, the run's summary) are written again at the end of every run."""
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line)["step"] <= step:
+            row = json.loads(line)
+            if "loss" in row and row["step"] <= step:
                 kept.append(line + "\n")
         except (json.JSONDecodeError, KeyError):  # the line a kill cut short
             continue
     write_text(path, "".join(kept))
+
+
+def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, sum_now: float, steps_now: int) -> float:
+    """Mean training loss per step over the whole run, not only the steps since the resume.
+
+    Rows logged up to the checkpoint resumed from count with the steps each covers (a row is the mean since the row
+    before); this process's steps with the sum of their losses. Steps between the last row and that checkpoint were
+    never logged and do not count (none when save_steps is a multiple of logging_steps).
+    """
+    total, steps, last = sum_now, steps_now, 0
+    for row in rows:
+        if "loss" in row and last < row["step"] <= resumed_at:
+            total, steps, last = total + row["loss"] * (row["step"] - last), steps + row["step"] - last, row["step"]
+    return total / steps if steps else float("nan")
+
+
+def epochs_of(settings: dict[str, Any], rows: int, world_size: int) -> float:
+    """Passes over the training rows that max_steps makes; warns when they are far too many."""
+    per_step = settings["batch_size"] * settings["gradient_accumulation_steps"] * world_size
+    epochs = settings["max_steps"] * per_step / max(rows, 1)
+    if epochs > EPOCHS_WARNING:
+        log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d rows a step): the model will "
+                    "memorise them; lower max_steps or add data", settings["max_steps"], epochs, rows, per_step)
+    return epochs
 
 
 class PadCollator:
@@ -150,13 +168,17 @@ def train_lora(
     the original ChatGLM module names (glmtune.methods).
     """
     check_method(settings, trust_remote_code)
-    run_id = fingerprint(settings, train_dir, model_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
     checkpoints.mkdir(parents=True, exist_ok=True)
     steps_log = checkpoints / "log.jsonl"  # kept beside the checkpoints so a resumed run's log is whole
     resume = last_complete_checkpoint(checkpoints)
-    if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes the log
-        trim_log(steps_log, int(Path(resume).name.split("-")[1]) if resume else 0)
+    resumed_at = checkpoint_step(resume) if resume else 0
+    earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
+    if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
+        trim_log(steps_log, resumed_at)
+        earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
@@ -178,6 +200,7 @@ def train_lora(
         deepspeed=settings.get("deepspeed"), **sampling_args(settings.get("sampling", "random")),
         **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
         report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
+        logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)
     )
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
     model.config.use_cache = False  # a training forward needs no KV cache (and packing needs it off)
@@ -187,16 +210,22 @@ def train_lora(
         validation_data = pack_dataset(validation_data, settings["pack_length"])
         collator = PackedCollator(tokenizer.pad_token_id)
         log.info("packing: %d rows of up to %d tokens", len(train_data), settings["pack_length"])
+    epochs = epochs_of(settings, len(train_data), world_size)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_data,
-        eval_dataset=validation_data if len(validation_data) else None,
-        data_collator=collator, callbacks=[JsonlLogger(steps_log, collator)],
+        eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
+        callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings["learning_rate"]), ManifestWriter()],
     )
-    if resume:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": result.training_loss,
-                               "steps": trainer.state.global_step, "trainable_parameters": trainable}
+    trained = run_or_reuse(trainer, resume, settings["max_steps"])
+    # Not resumed: the Trainer's own mean, as before.
+    train_loss = whole_run_loss(earlier_rows, resumed_at, *trained[1:]) if resume else trained[0]
+    summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": train_loss,
+                               "steps": trainer.state.global_step, "epochs": round(epochs, 2),
+                               "trainable_parameters": trainable}
+    bad = first_nonfinite((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    if bad:  # a NaN between two logged steps: never save it as the result
+        raise TrainingDiverged(f"after {trainer.state.global_step} steps the trained weight {bad} holds NaN or inf; "
+                               f"no adapter was written. Try a lower train.learning_rate (now {settings['learning_rate']})")
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = trainer.evaluate()["eval_loss"]
     model.config.use_cache = True  # saved configs keep fast generation
@@ -206,6 +235,25 @@ def train_lora(
         plot_loss(log_path, plot_path)
     log.info("training done: %s", summary)
     return summary
+
+
+def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[float, float, int]:
+    """Train (from `resume` if given); a checkpoint already at max_steps is loaded instead of trained past.
+
+    Returns the Trainer's training_loss, and the sum of the losses of the steps trained here and their number (the
+    Trainer's mean is over this call's steps on transformers 5 but over all steps, resumed ones too, on 4.x).
+    """
+    if resume and checkpoint_step(resume) >= max_steps and not trainer.is_deepspeed_enabled:
+        log.info("%s is the finished run (step %d of %d): its weights are the result, nothing is trained",
+                 resume, checkpoint_step(resume), max_steps)
+        trainer._load_from_checkpoint(resume)  # the Trainer's own loader: adapter or full weights
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        return float("nan"), 0.0, 0
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    steps = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
+    return result.training_loss, trainer._total_loss_scalar, steps
 
 
 def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any],

@@ -1,0 +1,54 @@
+"""Non-finite numbers never pass silently: a NaN/inf loss stops training, a NaN weight is never saved or exported."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers import TrainerCallback
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding a NaN or an inf, or None."""
+    for name, tensor in named:
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def nonfinite_in_file(path: str | Path) -> str | None:
+    """The first tensor of a safetensors file holding a NaN or an inf (read one tensor at a time), or None."""
+    with safe_open(str(path), framework="pt") as handle:
+        return first_nonfinite((key, handle.get_tensor(key)) for key in handle.keys())
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stops training at the first logged NaN/inf loss or gradient norm, before anything more is saved.
+
+    A logged loss is the mean since the previous log row, so a NaN at any step shows. Under fp16 an inf gradient
+    norm is the GradScaler's normal overflow (that step is skipped, the scale lowered), so only the loss counts there.
+    """
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        watched = ("loss",) if args.fp16 else ("loss", "grad_norm")
+        bad = {key: (logs or {})[key] for key in watched if key in (logs or {}) and not math.isfinite((logs or {})[key])}
+        if bad:
+            raise TrainingDiverged(diverged_message(state.global_step, bad, self.learning_rate))
+
+
+def diverged_message(step: int, values: dict[str, float], learning_rate: float) -> str:
+    shown = ", ".join(f"{key} {value}" for key, value in values.items())
+    return (f"training diverged at step {step} ({shown}); no adapter was written. Try a lower train.learning_rate "
+            f"(now {learning_rate}), more train.warmup_steps, train.precision bf16 or fp32 instead of fp16, "
+            f"and check the training data for empty or extreme samples")

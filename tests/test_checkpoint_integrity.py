@@ -1,0 +1,131 @@
+"""A corrupt checkpoint is never resumed from, a diverged run never writes an adapter, a finished run never trains on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TRAIN_SETTINGS
+from safetensors.torch import load_file, save_file
+
+from glmtune.finite import TrainingDiverged
+from glmtune.io import read_jsonl
+from glmtune.training import train_lora
+
+SETTINGS = {**TRAIN_SETTINGS, "max_steps": 10, "save_steps": 5, "logging_steps": 5}
+
+
+def _train(small_run: dict[str, Path], out: Path, settings: dict = SETTINGS, model: Path | None = None) -> dict:
+    tokenized = small_run["tokenized"]
+    return train_lora(tokenized / "train", tokenized / "validation", model or small_run["model"], out / "adapter",
+                      out / "log.jsonl", out / "loss.png", out / "ckpt", settings)
+
+
+@pytest.fixture(scope="module")
+def finished(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A finished 10-step run: checkpoints 5 and 10, the adapter, the summary."""
+    out = tmp_path_factory.mktemp("finished")
+    return out, _train(small_run, out)
+
+
+def _copy(finished: tuple[Path, dict], to: Path) -> Path:
+    """The finished run's checkpoints, without its adapter: the next call runs the training stage again."""
+    shutil.copytree(finished[0] / "ckpt", to / "ckpt")
+    return next((to / "ckpt").iterdir())
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 64, len(data) - 32):  # tensor data (the header is at the start)
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "flipped adapter bytes": ("adapter_model.safetensors", _flip_bytes),
+    "truncated adapter": ("adapter_model.safetensors", _cut),
+    "emptied optimizer": ("optimizer.pt", lambda path: path.write_bytes(b"")),
+    "cut trainer state": ("trainer_state.json", _cut),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(
+    corruption: str, finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
+) -> None:
+    name, corrupt = CORRUPTIONS[corruption]
+    run = _copy(finished, tmp_path)
+    corrupt(run / "checkpoint-10" / name)
+    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+        summary = _train(small_run, tmp_path)
+    assert f"checkpoint checkpoint-10 is not used: {run / 'checkpoint-10' / name}" in caplog.text
+    assert summary["resumed_from"] == str(run / "checkpoint-5") and summary["steps"] == 10
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    reference = load_file(finished[0] / "adapter" / "adapter_model.safetensors")
+    assert all(torch.isfinite(t).all() for t in adapter.values())
+    assert all(torch.allclose(adapter[k], reference[k], atol=1e-5) for k in reference)  # the same run, completed again
+    assert abs(summary["validation_loss"] - finished[1]["validation_loss"]) < 1e-4
+    assert [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row] == [5, 10]
+
+
+def test_with_every_checkpoint_corrupt_the_run_starts_over_and_says_so(
+    finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
+) -> None:
+    run = _copy(finished, tmp_path)
+    for step in (5, 10):
+        _flip_bytes(run / f"checkpoint-{step}" / "adapter_model.safetensors")
+    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+        summary = _train(small_run, tmp_path)
+    assert "training starts from step 0" in caplog.text and summary["resumed_from"] is None
+    assert summary["steps"] == 10 and summary["train_loss"] == finished[1]["train_loss"]
+
+
+def test_nan_weights_in_a_checkpoint_are_refused_even_with_a_matching_manifest(
+    finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
+) -> None:
+    from glmtune.run_checkpoints import write_manifest
+
+    run = _copy(finished, tmp_path)
+    path = run / "checkpoint-10" / "adapter_model.safetensors"
+    weights = load_file(path)
+    next(iter(weights.values()))[0, 0] = float("nan")
+    save_file(weights, str(path))
+    write_manifest(run / "checkpoint-10")  # a checkpoint saved from an already diverged model
+    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+        summary = _train(small_run, tmp_path)
+    assert "holds NaN or inf" in caplog.text and summary["resumed_from"] == str(run / "checkpoint-5")
+
+
+def test_a_finished_run_run_again_trains_nothing_and_gives_the_same_result(
+    finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path
+) -> None:
+    run = _copy(finished, tmp_path)
+    summary = _train(small_run, tmp_path)
+    assert summary["resumed_from"] == str(run / "checkpoint-10") and summary["steps"] == 10
+    assert summary["train_loss"] == pytest.approx(finished[1]["train_loss"], rel=1e-6)
+    assert summary["validation_loss"] == pytest.approx(finished[1]["validation_loss"], rel=1e-6)
+    rows = list(read_jsonl(tmp_path / "log.jsonl"))
+    assert max(row["step"] for row in rows) == 10 and [r["step"] for r in rows if "loss" in r] == [5, 10]
+    assert sum("eval_loss" in row for row in rows) == 1  # the validation row is not repeated
+    again, first = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (tmp_path, finished[0]))
+    assert all(torch.equal(again[k], first[k]) for k in first)
+
+
+def test_a_nan_loss_stops_training_with_the_step_and_no_adapter(small_run: dict[str, Path], tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(small_run["model"], model)
+    weights = load_file(model / "model.safetensors")
+    key = next(k for k in weights if k.endswith("embed_tokens.weight"))
+    weights[key][:] = float("nan")
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1 \(loss nan.*no adapter was written.*learning_rate"):
+        _train(small_run, tmp_path, {**SETTINGS, "logging_steps": 1, "save_steps": 1}, model=model)
+    assert not (tmp_path / "adapter").exists() and not list((tmp_path / "ckpt").glob("*/checkpoint-*"))
