@@ -76,6 +76,7 @@ def test_default_job_trains_visibly_and_exports_a_plain_model(default_run: Path)
     assert type(AutoModelForCausalLM.from_pretrained(merged)).__name__ == "GlmForCausalLM"
     assert AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids("[gMASK]") is not None
     assert "ROUGE-L" in (merged / "eval_metrics.md").read_text()
+    assert "<h2>Datasets</h2>" in (merged / "data_report.html").read_text()
     assert (default_run / "results/train/loss.png").is_file()
     assert list((default_run / "results/checkpoints").glob("*/checkpoint-*"))
     stats = json.loads((default_run / "results/tokenized/stats.json").read_text())
@@ -94,7 +95,7 @@ def test_editing_one_raw_file_reruns_only_its_dataset_and_downstream(default_run
     try:
         assert planned_jobs(default_run) == sorted([
             "convert[dataset=local_adgen, part=all]", "merge_splits", "build_tiny_model", "tokenize", "train",
-            "evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "merge_adapters",
+            "evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "merge_adapters", "report_data",
         ])
     finally:
         raw.write_text(original, encoding="utf-8")
@@ -142,6 +143,7 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, 
     result = snakemake(workdir, "-n", "results/merged_model", check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) < 12  # the problem, not the whole schema and config around it
     assert not (workdir / "results").exists()
 
 
@@ -240,8 +242,8 @@ def test_a_name_that_is_no_plain_folder_name_stops_before_any_job(tmp_path: Path
         edit_config(workdir, lambda c: c["model"].update(name=name))
     result = snakemake(workdir, "results/merged_model", check=False)
     text = result.stdout + result.stderr
-    assert result.returncode != 0 and f"'{name}' does not match" in text
-    assert ("On instance['datasets']" if section == "datasets" else "On instance['model']['name']") in text
+    where = "datasets" if section == "datasets" else "model.name"
+    assert result.returncode != 0 and f"{where}: '{name}' is not a plain folder name" in text
     assert (workdir / "resources" / "keep").read_text() == "cached download"
     assert not (workdir / "results").exists()
 
@@ -278,7 +280,7 @@ def test_report_shows_the_metrics_table_and_the_loss_curve(default_run: Path) ->
     snakemake(default_run, "--report", "report.html")
     report = (default_run / "report.html").read_text(encoding="utf-8")
     embedded = {}
-    for path in ("results/eval/metrics.html", "results/train/loss.png"):
+    for path in ("results/eval/metrics.html", "results/train/loss.png", "results/report/data.html"):
         match = re.search(re.escape(f'"{path}": ') + r'\{.*?"mime_type": "([^"]+)".*?"data_uri": "data:[^"]*?base64,([^"]+)"', report)
         assert match, f"{path} is not in the report"
         embedded[path] = (match.group(1), base64.b64decode(match.group(2)))
@@ -286,6 +288,10 @@ def test_report_shows_the_metrics_table_and_the_loss_curve(default_run: Path) ->
     mime, html = embedded["results/eval/metrics.html"]
     finetuned = json.loads((default_run / "results/eval/metrics.json").read_text())["finetuned"]["rouge-l"]
     assert mime == "text/html" and "<td>ROUGE-L (F×100, jieba)</td>" in html.decode() and f"{finetuned:.4g}" in html.decode()
+    mime, data = embedded["results/report/data.html"]
+    rejected = json.loads((default_run / "results/converted/synthetic_adgen/all.report.json").read_text())["rejected"]
+    assert mime == "text/html" and f"<td>{rejected}</td><td>duplicates {rejected}</td>" in data.decode()
+    assert "exact duplicate of an earlier conversation" in data.decode() and "<h2>Tokens</h2>" in data.decode()
 
 
 def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_path: Path) -> None:

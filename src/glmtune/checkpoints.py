@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from transformers import GenerationConfig, GlmConfig, PreTrainedTokenizerFast
 
 from glmtune.io import atomic_path
+from .tokenizer_files import save_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # ChatGLM3's chat() also stops at <|user|> and <|observation|>; its config lists only </s> (2).
@@ -245,7 +246,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: str | None = Non
                 if (src / name).exists():
                     shutil.copy2(src / name, tmp / name)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
     return dst
 
 

@@ -63,8 +63,8 @@ def _describe(error: ValidationError) -> list[str]:
     if error.validator == "anyOf":  # e.g. batch_size: an integer or auto
         options = " or ".join(_option(sub) for sub in error.validator_value)
         return [f"{where}: {_short(value)} is not valid; expected {options}"]
-    if error.validator == "propertyNames":
-        return [f"{where}: {error.message}"]
+    if error.validator == "pattern" and error.schema.get("description"):
+        return [f"{where}: {_short(value)} is not {error.schema['description']}"]
     return [f"{where}: {error.message}"]
 
 

@@ -29,6 +29,7 @@ from .compat import load_kwargs
 from .finite import first_nonfinite, nonfinite_in_file
 from .io import atomic_path, read_jsonl
 from .templates import encode_prompt, get_template, split_for_generation
+from .tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
     """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         if model.generation_config is None:
             model.generation_config = GenerationConfig.from_pretrained(str(base_dir))
         model.generation_config.save_pretrained(tmp)

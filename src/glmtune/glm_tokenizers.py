@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerFast
 
 from .io import atomic_path
 from .templates import get_template
+from .tokenizer_files import save_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -361,5 +362,5 @@ def convert_tokenizer(folder: str | Path, family: str, out_dir: str | Path) -> P
     loads it without remote code (tokenizer.json + tokenizer_config.json + chat template)."""
     tokenizer = load_tokenizer(folder, family)
     with atomic_path(out_dir) as tmp:
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     return Path(out_dir)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_path
+from .tokenizer_files import save_tokenizer
 
 MARKER = "glmtune_remote_code.json"
 # The original tokenizer's files: ours replaces them (see the module docstring).
@@ -79,37 +80,6 @@ def modeling_file(folder: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def save_portable_tokenizer(tokenizer: Any, folder: Path) -> None:
-    """Save a fast tokenizer that transformers 4.40 (tokenizers 0.19) loads as well as transformers 5.
-
-    transformers 5 writes `tokenizer_class: TokenizersBackend` and tokenizers 0.20+ writes BPE merges as pairs;
-    neither loads in the pinned old environment. So the class becomes PreTrainedTokenizerFast, merges the older
-    "a b" strings, the extra special tokens `additional_special_tokens`, and the chat template goes into
-    tokenizer_config.json too (4.40 does not read chat_template.jinja).
-    """
-    tokenizer.save_pretrained(folder)
-    tokenizer_json = folder / "tokenizer.json"
-    data = _read_json(tokenizer_json)
-    merges = data.get("model", {}).get("merges") or []
-    if merges and isinstance(merges[0], list):
-        if any(" " in part for pair in merges for part in pair):
-            raise ValueError(f"{tokenizer_json}: a BPE merge contains a space, which the tokenizers 0.19 format cannot hold")
-        data["model"]["merges"] = [" ".join(pair) for pair in merges]
-        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    config_path = folder / "tokenizer_config.json"
-    config = _read_json(config_path)
-    config.pop("backend", None)
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    extra = config.pop("extra_special_tokens", None)
-    if isinstance(extra, list):
-        config.setdefault("additional_special_tokens", extra)
-    elif extra:
-        config["extra_special_tokens"] = extra
-    if getattr(tokenizer, "chat_template", None):
-        config["chat_template"] = tokenizer.chat_template
-    _write_json(config_path, config)
-
-
 def prepare_folder(source: str | Path, out_dir: str | Path, tokenizer: Any) -> Path:
     """`out_dir` as the original folder `source`, linked file by file, with `tokenizer` (ours) and the marker.
 
@@ -129,7 +99,7 @@ def prepare_folder(source: str | Path, out_dir: str | Path, tokenizer: Any) -> P
         config = _read_json(source / "config.json")
         config.get("auto_map", {}).pop("AutoTokenizer", None)
         _write_json(tmp / "config.json", config)
-        save_portable_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp)
         _write_json(tmp / MARKER, {
             "trust_remote_code": True, "original": str(source),
             "why": "model.trust_remote_code: true: the modeling code of the original checkpoint runs as it is "

@@ -17,6 +17,7 @@ from transformers import GenerationConfig, GlmConfig, GlmForCausalLM, PreTrained
 
 from .io import atomic_path, read_jsonl
 from .templates import get_template, stop_token_ids
+from .tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def build_tiny_model(
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, do_sample=False)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     params = sum(p.numel() for p in model.parameters())
     log.info("tiny GLM-4 model: %d parameters, vocabulary %d, saved to %s", params, len(tokenizer), out_dir)
     return Path(out_dir)

@@ -12,8 +12,11 @@ the one case that spelling cannot express).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PORTABLE_CLASS = "PreTrainedTokenizerFast"
 
@@ -29,10 +32,13 @@ def _write(path: Path, data: Any) -> None:
 def _portable_config(folder: Path) -> None:
     path = folder / "tokenizer_config.json"
     config = _read(path)
+    config.pop("backend", None)
     config["tokenizer_class"] = PORTABLE_CLASS
-    extra = config.get("extra_special_tokens")
+    extra = config.pop("extra_special_tokens", None)
     if isinstance(extra, list):  # 5.x's name for 4.x's additional_special_tokens
         config.setdefault("additional_special_tokens", extra)
+    elif extra:
+        config["extra_special_tokens"] = extra
     template = folder / "chat_template.jinja"
     if template.is_file() and "chat_template" not in config:
         config["chat_template"] = template.read_text(encoding="utf-8")
@@ -49,7 +55,9 @@ def _portable_merges(folder: Path) -> None:
     if model.get("type") != "BPE" or not merges or isinstance(merges[0], str):
         return
     if any(" " in part for pair in merges for part in pair):
-        return  # "a b" could not be split back; keep the pairs (tokenizers >= 0.20 only)
+        log.warning("%s: a BPE merge holds a space, which the tokenizers 0.19 spelling cannot; kept as pairs "
+                    "(loads with tokenizers >= 0.20 only)", path)
+        return
     model["merges"] = [f"{left} {right}" for left, right in merges]
     _write(path, data)
 

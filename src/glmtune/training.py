@@ -29,6 +29,7 @@ from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
 from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
 from .templates import IGNORE_INDEX
+from .tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 # transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.
@@ -268,7 +269,7 @@ def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[s
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(partial))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(partial)
+        save_tokenizer(tokenizer, partial)
         write_json(partial / "train_summary.json", summary)
         if code_from is not None and (partial / "config.json").is_file():  # a whole model, not an adapter
             from .remote_code import carry_remote_code

@@ -36,8 +36,21 @@ def layer_user_config():
                             "replaces the default's datasets, it does not add to them)")
 
 
+def check_schema():
+    """Every schema problem at once, one short line each (Snakemake's validate prints the whole schema and config
+    around the first); validate then fills in the schema's defaults."""
+    import yaml
+    from glmtune.config_errors import config_problems, format_problems
+
+    schema = yaml.safe_load(Path(workflow.basedir, "schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    problems = config_problems(config, schema)
+    if problems:
+        raise WorkflowError(format_problems(problems))
+    validate(config, schema="../schemas/config.schema.yaml")
+
+
 layer_user_config()
-validate(config, schema="../schemas/config.schema.yaml")
+check_schema()
 
 DATASETS = config["datasets"]
 MODEL = config["model"]

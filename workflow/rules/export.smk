@@ -7,6 +7,7 @@ rule merge_adapters:
         base=base_model_dir(),
         test="results/splits/test.jsonl",
         metrics="results/eval/metrics.md",
+        data_report="results/report/data.html",
     output:
         directory("results/merged_model"),
     params:
