@@ -111,7 +111,7 @@ def test_skip_mode_accounts_for_every_record(tmp_path: Path, fmt: str) -> None:
             records.append(good)
         records.append(bad)
     raw = write_lines(tmp_path / "raw.jsonl", records)
-    report = run(tmp_path, raw, fmt, on_invalid="skip")
+    report = run(tmp_path, raw, fmt, on_invalid="skip", max_reject_ratio=1)  # a file of mostly bad records, on purpose
     out = list(read_jsonl(tmp_path / "out" / "conv.jsonl"))
     rejects = list(read_jsonl(tmp_path / "out" / "rejects.jsonl"))
     n_good = len(records) - len(cases)
@@ -188,7 +188,7 @@ def test_exact_duplicates_are_rejected_and_counted(tmp_path: Path) -> None:
 def test_duplicates_and_invalid_records_are_counted_apart(tmp_path: Path) -> None:
     a = GOOD["advertisegen"][0]
     raw = write_lines(tmp_path / "raw.jsonl", [a, {"content": "x"}, a])
-    report = run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    report = run(tmp_path, raw, "advertisegen", on_invalid="skip", max_reject_ratio=1)
     assert (report["records_out"], report["rejected"], report["duplicates"]) == (1, 2, 1)
 
 
@@ -441,3 +441,26 @@ def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(
     out = list(read_jsonl(tmp_path / "out" / "conv.jsonl"))
     assert [row["source"]["index"] for row in out] == ["line 1", "line 2"]
     assert out[0]["conversations"][0]["content"] == records[0]["content"]
+
+
+def test_more_rejects_than_max_reject_ratio_stop_with_the_top_reasons(tmp_path: Path) -> None:
+    good = GOOD["advertisegen"][0]
+    raw = write_lines(tmp_path / "raw.jsonl", [good, {"content": "x"}, {"content": "y"}, {"summary": "z"}])
+    with pytest.raises(ConversionError) as info:
+        run(tmp_path, raw, "advertisegen", on_invalid="skip")  # 3 of 4 rejected: above the default 0.5
+    message = str(info.value)
+    assert message.startswith(f"{raw}: 3 of 4 records rejected (75%; duplicates not counted), more than "
+                              "datasets.ds.max_reject_ratio 0.5")
+    assert "2 x missing key 'summary' (first at line 2)" in message and "raise max_reject_ratio" in message
+    assert not (tmp_path / "out").exists()
+    report = run(tmp_path, raw, "advertisegen", on_invalid="skip", max_reject_ratio=0.75)  # exactly at the limit
+    assert (report["records_out"], report["rejected"]) == (1, 3)
+
+
+def test_drop_intro_line_that_changes_nothing_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    records = [{"content": "你是谁", "summary": "好，我是小助手。"}, {"content": "你好", "summary": "好，我是小助手。\n很高兴见到你。"}]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    with caplog.at_level("WARNING"):
+        report = run(tmp_path, raw, "advertisegen", clean={"drop_intro_line": "好，我是"})
+    assert report["steps"]["intro_lines_dropped"] == 1 and report["steps"]["intro_line_matched_one_line_answer"] == 1
+    assert "drop_intro_line matched 1 one-line answers and changed nothing" in caplog.text

@@ -80,6 +80,8 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: Cleaning, coun
             if newline:
                 msg["content"] = rest
                 counts["intro_lines_dropped"] += 1
+            else:  # matched, but a one-line answer has no intro line to drop: counted, so a rule doing nothing shows
+                counts["intro_line_matched_one_line_answer"] += 1
         if msg["content"] != original and rules.remove_strings:
             counts["messages_with_strings_removed"] += 1
     cleaned = _drop_emptied_system(messages, cleaned, counts)

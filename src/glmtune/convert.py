@@ -41,15 +41,29 @@ def add_system_prompt(messages: list[dict[str, Any]], prompt: str | None) -> boo
     return content != prompt
 
 
-def nothing_kept(raw_path: str | Path, fmt: str, rejects: list[dict[str, Any]]) -> str:
-    """Why every record of a file was rejected: its three most common reasons, each with where it first occurs."""
+DUPLICATE = "exact duplicate of an earlier conversation"
+
+
+def top_reasons(rejects: list[dict[str, Any]]) -> str:
+    """The three most common reject reasons, each with its count and where it first occurs."""
     reasons = Counter(reject["reason"] for reject in rejects)
     first: dict[str, str] = {}
     for reject in rejects:
         first.setdefault(reject["reason"], reject["where"])
-    top = "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
+    return "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
+
+
+def nothing_kept(raw_path: str | Path, fmt: str, rejects: list[dict[str, Any]]) -> str:
+    """Why every record of a file was rejected."""
     return (f"{raw_path}: all {len(rejects)} records were rejected, so the dataset yields nothing. Most common "
-            f"reasons: {top}. Check that the file is the one meant and that format: {fmt} is its format")
+            f"reasons: {top_reasons(rejects)}. Check that the file is the one meant and that format: {fmt} is its format")
+
+
+def too_many_rejected(raw_path: str | Path, dataset: str, records: int, rejects: list[dict[str, Any]], limit: float) -> str:
+    return (f"{raw_path}: {len(rejects)} of {records} records rejected ({len(rejects) / records:.0%}; duplicates not "
+            f"counted), more than "
+            f"datasets.{dataset}.max_reject_ratio {limit}. Most common reasons: {top_reasons(rejects)}. Fix the data or "
+            f"the format, or raise max_reject_ratio if so many rejects are expected (they are in the rejects file)")
 
 
 def convert_file(
@@ -64,7 +78,8 @@ def convert_file(
     """Convert `raw_path` with converter `fmt`; write conversations, rejects and a report.
 
     options: encoding, on_invalid ("error" | "skip"), system (a fixed system prompt), dedupe (bool),
-    clean (Cleaning's fields), and the converter's own keys.
+    clean (Cleaning's fields), max_reject_ratio (more rejects than this share of the records stop the job),
+    and the converter's own keys.
     Every input record ends up either in the output or in the rejects file, with its reason: invalid
     records and JSON-lines lines that are not JSON (or an error, by on_invalid), records that cleaning
     empties, filters or leaves invalid, and duplicates.
@@ -112,12 +127,17 @@ def convert_file(
         key = json.dumps(messages, ensure_ascii=False, sort_keys=True)
         if options.get("dedupe", True) and key in seen:
             counts["duplicates"] += 1
-            rejects.append({"where": where, "reason": "exact duplicate of an earlier conversation", "record": record})
+            rejects.append({"where": where, "reason": DUPLICATE, "record": record})
             continue
         seen.add(key)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
         raise ConversionError(nothing_kept(raw_path, fmt, rejects))
+    # Duplicates are the dedupe option at work (the official cognition_dev repeats 50 of 60), not broken records.
+    broken = [reject for reject in rejects if reject["reason"] != DUPLICATE]
+    limit = options.get("max_reject_ratio", 0.5)
+    if len(broken) > limit * len(records):
+        raise ConversionError(too_many_rejected(raw_path, dataset, len(records), broken, limit))
     write_jsonl(rejects_path, rejects)
     write_jsonl(out_path, kept)
     report = {"dataset": dataset, "file": str(raw_path), "format": fmt, "records_in": len(records),
@@ -128,6 +148,9 @@ def convert_file(
              dataset, len(records), len(kept), len(rejects), rejects_path, report["steps"])
     if counts["invalid_json"]:
         log.warning("%s: %d lines of %s are not valid JSON; skipped to %s", dataset, counts["invalid_json"], raw_path, rejects_path)
+    if counts["intro_line_matched_one_line_answer"]:
+        log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
+                    "to drop)", dataset, counts["intro_line_matched_one_line_answer"])
     if counts["system_prompt_kept_from_record"]:
         log.warning("%s: %d records have their own system prompt, kept instead of the configured `system:`",
                     dataset, counts["system_prompt_kept_from_record"])

@@ -199,7 +199,7 @@ def raw_member(wildcards):
 
 
 def convert_options(wildcards):
-    keys = ("encoding", "on_invalid", "system", "dedupe", "clean", "columns", "tags")
+    keys = ("encoding", "on_invalid", "system", "dedupe", "clean", "columns", "tags", "max_reject_ratio")
     dataset = DATASETS[wildcards.dataset]
     return {key: dataset[key] for key in keys if key in dataset}
 
