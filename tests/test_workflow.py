@@ -310,3 +310,9 @@ def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_p
     edit_config(workdir, lambda c: c.update(model={"name": "mine", "source": "path", "path": str(local)}))
     jobs = planned_jobs(workdir, "results/tokenized/stats.json")
     assert "prepare_model[model=mine]" in jobs and not any(job.startswith("fetch_model") for job in jobs)
+
+
+def test_full_sft_writes_a_model_folder_not_an_adapter(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    result = snakemake(workdir, "-n", "results/merged_model", "--configfile", "config/presets/full.yaml")
+    assert "output: results/train/model," in result.stdout and "results/train/adapter" not in result.stdout

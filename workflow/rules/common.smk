@@ -59,6 +59,8 @@ ENV = "../envs/glmtune.yaml"
 # ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
 MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
 LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
+# What training writes: an adapter (LoRA, P-Tuning v2), or with full SFT a whole model.
+TRAINED = "results/train/model" if config["train"]["method"] == "full" else "results/train/adapter"
 
 
 def resolve_llamafactory(name, dataset):
@@ -222,8 +224,8 @@ def trained_for_export(wildcards):
             "results/train/adapter results/eval/metrics.md; then use it as it is: glmtune infer results/train/adapter "
             "--prompt ..."
         )
-    return "results/train/adapter"
+    return TRAINED
 
 
 def eval_model_dir(wildcards):
-    return "results/train/adapter" if wildcards.variant == "finetuned" else base_model_dir()
+    return TRAINED if wildcards.variant == "finetuned" else base_model_dir()

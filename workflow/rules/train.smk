@@ -7,7 +7,7 @@ rule train:
         validation="results/tokenized/validation",
         model=base_model_dir(),
     output:
-        adapter=directory("results/train/adapter"),
+        adapter=directory(TRAINED),
         log="results/train/log.jsonl",
         plot=report("results/train/loss.png", caption="../report/loss.rst", category="Training"),
     resources:
