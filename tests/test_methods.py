@@ -12,7 +12,7 @@ from glmtune.evaluation import evaluate_model
 from glmtune.export import CannotMerge, export_model, trained_kind
 from glmtune.generation import load_model
 from glmtune.io import read_jsonl
-from glmtune.methods import MethodError, check_method, lora_targets
+from glmtune.config_rules import MethodError, check_method, lora_targets
 from glmtune.training import train_lora
 
 

@@ -26,7 +26,8 @@ import reference_glm  # noqa: E402
 import remote_code_model as stand_in  # noqa: E402
 
 from glmtune.fetch import FetchError, fetch_model_folder  # noqa: E402
-from glmtune.methods import MethodError, check_method, lora_targets, resolve_all  # noqa: E402
+from glmtune.config_rules import MethodError, check_method, lora_targets  # noqa: E402
+from glmtune.methods import resolve_all  # noqa: E402
 from glmtune.remote_code import MARKER, RemoteCodeError  # noqa: E402
 
 OLD_PYTHON = os.environ.get("GLMTUNE_REMOTE_CODE_PYTHON", "")

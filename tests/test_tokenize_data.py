@@ -9,7 +9,8 @@ import pytest
 
 from glmtune.io import write_jsonl
 from glmtune.templates import IGNORE_INDEX, encode_conversation, get_template
-from glmtune.tokenize_data import min_cutoff_len, tokenize_splits
+from glmtune.config_rules import min_cutoff_len
+from glmtune.tokenize_data import tokenize_splits
 
 from conftest import TRAIN_SETTINGS
 

@@ -3,65 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
+from .config_rules import MethodError, check_method, lora_targets
+
 log = logging.getLogger(__name__)
 
-GLM_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
-# The original ChatGLM module names the official demos' configs use, mapped to transformers' GLM names.
-ORIGINAL_NAMES = {
-    "query_key_value": ("q_proj", "k_proj", "v_proj"),
-    "dense": ("o_proj",),
-    "dense_h_to_4h": ("gate_up_proj",),
-    "dense_4h_to_h": ("down_proj",),
-    "all": GLM_LINEAR,
-}
-# With model.trust_remote_code the original ChatGLM modules are trained as they are, under these names.
-REMOTE_LINEAR = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 OUTPUT_LAYERS = ("output_layer", "lm_head")  # never a LoRA target under `all`
-
-
-class MethodError(ValueError):
-    """A method setting that cannot work; the message names the key and what to do."""
-
-
-def lora_targets(names: Iterable[str], remote_code: bool = False) -> list[str]:
-    """GLM module names for `train.lora.target_modules`, accepting the demos' original names.
-
-    With `remote_code` (model.trust_remote_code) the model has the original modules, so original names are
-    used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`).
-    """
-    if remote_code:
-        return _remote_targets(names)
-    targets: list[str] = []
-    for name in names:
-        if name in GLM_LINEAR:
-            expanded: tuple[str, ...] = (name,)
-        elif name in ORIGINAL_NAMES:
-            expanded = ORIGINAL_NAMES[name]
-            log.info("train.lora.target_modules: %r is the original ChatGLM name; using %s", name, ", ".join(expanded))
-        else:
-            raise MethodError(f"train.lora.target_modules: {name!r} matches no GLM layer; use {', '.join(GLM_LINEAR)}, "
-                              f"'all', or an original name ({', '.join(k for k in ORIGINAL_NAMES if k != 'all')})")
-        targets += [t for t in expanded if t not in targets]
-    return targets
-
-
-def _remote_targets(names: Iterable[str]) -> list[str]:
-    targets: list[str] = []
-    for name in names:
-        if name not in (*REMOTE_LINEAR, "all"):
-            raise MethodError(f"train.lora.target_modules: {name!r} is not an original ChatGLM module, and with "
-                              f"model.trust_remote_code: true the model keeps the original modules: use "
-                              f"{', '.join(REMOTE_LINEAR)} or 'all'")
-        if name not in targets:
-            targets.append(name)
-    return ["all"] if "all" in targets else targets
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:
@@ -84,31 +36,6 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
         raise MethodError(f"train.lora.target_modules: {', '.join(missing)} not among the model's linear layers "
                           f"({', '.join(present)})")
     return targets
-
-
-def check_method(settings: dict[str, Any], remote_code: bool = False) -> None:
-    """Refuse combinations known to fail mid-run, before any model is loaded."""
-    method = settings.get("method", "lora")
-    if method not in ("lora", "ptuning", "full"):
-        raise MethodError(f"train.method: unknown method {method!r}; use lora, ptuning or full")
-    if method == "ptuning" and settings.get("gradient_checkpointing"):
-        raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
-                          "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
-                          "turn gradient_checkpointing off or use lora")
-    if method == "ptuning" and remote_code:
-        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
-                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
-                          "not tested here); use lora or full, or model.trust_remote_code: false")
-    if settings.get("packing") and method == "ptuning":
-        raise MethodError("train.packing cannot be combined with train.method: ptuning: the prefix is passed as a KV "
-                          "cache, and transformers then builds no per-sample mask, so packed samples would attend to "
-                          "each other; turn packing off or use lora / full")
-    if settings.get("packing") and remote_code:
-        raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
-                          "position ids); the original remote code would attend across packed samples: turn packing "
-                          "off, or set model.trust_remote_code: false")
-    if method == "lora":
-        lora_targets(settings["lora"]["target_modules"], remote_code)
 
 
 def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False) -> PreTrainedModel:

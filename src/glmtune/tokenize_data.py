@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 
 from .compat import load_kwargs
 from .io import atomic_path, read_jsonl, write_json
+from .config_rules import cutoff_setting, effective_cutoff
 from .templates import IGNORE_INDEX, encode_conversation, get_template
 
 log = logging.getLogger(__name__)
@@ -25,22 +26,6 @@ def _percentiles(values: list[int]) -> dict[str, float]:
         return {}
     points = np.percentile(values, [50, 90, 99, 100])
     return {"mean": round(float(np.mean(values)), 2), **{f"p{p}": float(v) for p, v in zip((50, 90, 99, 100), points)}}
-
-
-def effective_cutoff(max_input_length: int, max_output_length: int, cutoff_len: int | None = None) -> int:
-    """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
-    return cutoff_len or max_input_length + max_output_length + 1
-
-
-def cutoff_setting(cutoff_len: int | None) -> str:
-    """The setting(s) a too-small limit comes from, as the config spells them."""
-    return "tokenize.cutoff_len" if cutoff_len else "tokenize.max_input_length + max_output_length + 1"
-
-
-def min_cutoff_len(template_name: str) -> int:
-    """The shortest limit that can keep an answer token: the chat prefix, the answer's role header (its role token
-    and newline) and that token. A smaller one leaves no sample anything to learn, whatever the data."""
-    return len(get_template(template_name).prefix) + 2 + 1
 
 
 def _save(columns: dict[str, list[list[int]]], out_dir: str | Path) -> None:

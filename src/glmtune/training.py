@@ -24,7 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 from .compat import eval_strategy_arg, load_kwargs
 from .finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from .io import read_jsonl, write_json, write_text
-from .methods import apply_method, check_method
+from .config_rules import check_method
+from .methods import apply_method
 from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
 from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint

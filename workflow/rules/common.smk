@@ -118,7 +118,7 @@ def check_encoding(name, encoding):
 
 def check_tokenize():
     """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
-    from glmtune.tokenize_data import cutoff_setting, effective_cutoff, min_cutoff_len
+    from glmtune.config_rules import cutoff_setting, effective_cutoff, min_cutoff_len
 
     lengths = config["tokenize"]
     limit, shortest = effective_cutoff(**lengths), min_cutoff_len(MODEL["template"])
@@ -130,7 +130,7 @@ def check_tokenize():
 
 def check_train():
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are)."""
-    from glmtune.methods import MethodError, check_method
+    from glmtune.config_rules import MethodError, check_method
 
     try:
         check_method(config["train"], remote_code=MODEL["trust_remote_code"])
