@@ -64,3 +64,20 @@ def test_a_tracker_that_is_not_installed_fails_before_training(small_run, tmp_pa
     with pytest.raises(ValueError, match=r"train\.report_to: wandb .*pip install wandb"):
         train(small_run, tmp_path, max_steps=2, report_to=["wandb"])
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_resumed_run_keeps_the_validation_rows_before_its_checkpoint(tmp_path) -> None:
+    """Validation rows up to the checkpoint stay (the Trainer evaluated before it saved); after the last step the final
+    validation and the summary are logged again."""
+    import json
+
+    from glmtune.training import trim_log
+
+    rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"step": 2, "eval_loss": 2.0}, {"step": 4, "eval_loss": 1.5},
+                                                               {"step": 4, "train_runtime": 1.0}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "lo', encoding="utf-8")
+    trim_log(log, 4, 10)
+    assert list(read_jsonl(log)) == rows[:6]
+    trim_log(log, 4, 4)
+    assert list(read_jsonl(log)) == rows[:5]

@@ -43,6 +43,8 @@ class JsonlLogger(TrainerCallback):
             row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_time, self.last_tokens = now, tokens
         row["elapsed_s"] = round(now - self.start, 2)
+        if "eval_runtime" in logs:  # the next tokens/s is of training alone
+            self.last_time += logs["eval_runtime"]
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
         if "loss" in row or "eval_loss" in row:

@@ -60,15 +60,16 @@ def run_id_of(settings: dict[str, Any], world_size: int, train_dir: str | Path, 
     return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir)
 
 
-def trim_log(path: Path, step: int) -> None:
+def trim_log(path: Path, step: int, max_steps: int) -> None:
     """Keep the training rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
-    repeats (without this the log has them twice and the loss plot zig-zags). Periodic validation rows before `step`
-    stay; the final validation row and the run's summary are written again at the end of every run."""
-    kept = []
+    repeats (without this the log has them twice and the loss plot zig-zags). Periodic validation rows up to `step`
+    stay (the Trainer evaluates before it saves); the validation at max_steps and the run's summary are written again
+    at the end of every run."""
+    kept, eval_until = [], step if step < max_steps else step - 1
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-            if ("loss" in row and row["step"] <= step) or ("eval_loss" in row and row["step"] < step):
+            if ("loss" in row and row["step"] <= step) or ("eval_loss" in row and row["step"] <= eval_until):
                 kept.append(line + "\n")
         except (json.JSONDecodeError, KeyError):  # the line a kill cut short
             continue
@@ -160,7 +161,7 @@ def train_lora(
     resumed_at = checkpoint_step(resume) if resume else 0
     earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
     if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
-        trim_log(steps_log, resumed_at)
+        trim_log(steps_log, resumed_at, settings["max_steps"])
         earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
