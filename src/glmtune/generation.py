@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .logs import bar_options
 from .templates import ChatTemplate, stop_token_ids
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def generate_batches(
         compile_config = compile_config or decode_compile_config(device)
         if compile_config is not None:
             options["compile_config"] = compile_config
-    for rows in tqdm(batches, desc="generate", disable=not progress or None, mininterval=2):
+    for rows in tqdm(batches, desc="generate", **{**bar_options(), "disable": not progress}):
         fed = rows
         if static and shape is not None:
             fed = pad_rows(rows, shape.rows)

@@ -28,3 +28,9 @@ def job_logging(log_file: str | Path | None) -> Iterator[logging.Logger]:
     except Exception as err:
         logger.error("%s: %s", type(err).__name__, err)
         raise
+
+
+def bar_options() -> dict[str, float | bool]:
+    """tqdm options for a bar that also shows in a log file (nohup, sbatch): never disabled, and at most one line
+    every 10 s when stderr is not a terminal (tqdm's default would vanish there, or flood the file)."""
+    return {"disable": False, "mininterval": 2 if sys.stderr.isatty() else 10}

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from .compat import load_kwargs
 from .io import atomic_path, read_jsonl, write_json
 from .config_rules import cutoff_setting, effective_cutoff
+from .logs import bar_options
 from .templates import IGNORE_INDEX, encode_conversation, get_template
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
     lengths, trained, truncated, no_target = [], [], 0, 0
     rows = list(read_jsonl(split_path))
-    for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", mininterval=2, disable=None):
+    for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", **bar_options()):
         ids, labels, was_cut = encode_conversation(tokenizer, template, row["conversations"], cutoff_len)
         target = sum(label != IGNORE_INDEX for label in labels)
         if target == 0:

@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainerState, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
 
 from .compat import eval_strategy_arg, load_kwargs
 from .finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
@@ -31,6 +30,7 @@ from .plots import plot_loss
 from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
 from .templates import IGNORE_INDEX
 from .tokenizer_files import save_tokenizer
+from .train_callbacks import JsonlLogger, check_report_to, eval_args, report_args
 
 log = logging.getLogger(__name__)
 # transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.
@@ -38,6 +38,8 @@ CHECKPOINTING_ARG = next(n for n in ("activation_checkpointing", "gradient_check
 
 
 WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are hashed by size, head and tail: reading 18 GB costs minutes
+# Settings that change what a run shows, not what it trains: a change keeps resuming the same run.
+OBSERVING_KEYS = ("eval_steps", "report_to")
 EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
 
 
@@ -55,18 +57,20 @@ def run_id_of(settings: dict[str, Any], world_size: int, train_dir: str | Path, 
               model_dir: str | Path) -> str:
     """The checkpoint folder's name. The process count changes the samples per step, and the validation data the
     validation loss, so a change of either is another run, not a finished one to resume."""
-    return fingerprint({**settings, "world_size": world_size}, train_dir, validation_dir, model_dir)
+    trained = {key: value for key, value in settings.items() if key not in OBSERVING_KEYS}
+    return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir)
 
 
-def trim_log(path: Path, step: int) -> None:
+def trim_log(path: Path, step: int, max_steps: int) -> None:
     """Keep the training rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
-    repeats (without this the log has them twice and the loss plot zig-zags). Rows without a loss (the validation
-    loss, the run's summary) are written again at the end of every run."""
-    kept = []
+    repeats (without this the log has them twice and the loss plot zig-zags). Periodic validation rows up to `step`
+    stay (the Trainer evaluates before it saves); the validation at max_steps and the run's summary are written again
+    at the end of every run."""
+    kept, eval_until = [], step if step < max_steps else step - 1
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-            if "loss" in row and row["step"] <= step:
+            if ("loss" in row and row["step"] <= step) or ("eval_loss" in row and row["step"] <= eval_until):
                 kept.append(line + "\n")
         except (json.JSONDecodeError, KeyError):  # the line a kill cut short
             continue
@@ -114,28 +118,6 @@ class PadCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", IGNORE_INDEX)}
 
 
-class JsonlLogger(TrainerCallback):
-    """Writes every logged step (loss, lr, grad norm, real tokens/s, elapsed seconds) as a JSON line."""
-
-    def __init__(self, path: Path, collator: Any) -> None:
-        self.path, self.collator = path, collator
-        self.start = self.last_time = time.time()
-        self.last_tokens = 0
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if not (state.is_world_process_zero and logs):
-            return
-        # Every rank collates the same amount on average: this rank's count times the world size.
-        now, tokens = time.time(), self.collator.real_tokens * args.world_size
-        row = {"step": state.global_step, **logs}
-        if "loss" in logs and now > self.last_time:
-            row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-            self.last_time, self.last_tokens = now, tokens
-        row["elapsed_s"] = round(now - self.start, 2)
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
-
-
 def sampling_args(sampling: str) -> dict[str, Any]:
     """random, sequential, or group_by_length (batches of similar lengths: little padding)."""
     if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
@@ -170,6 +152,7 @@ def train_lora(
     the original ChatGLM module names (glmtune.methods).
     """
     check_method(settings, trust_remote_code)
+    check_report_to(settings.get("report_to", []))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
@@ -179,7 +162,7 @@ def train_lora(
     resumed_at = checkpoint_step(resume) if resume else 0
     earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
     if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
-        trim_log(steps_log, resumed_at)
+        trim_log(steps_log, resumed_at, settings["max_steps"])
         earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
     dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
@@ -192,19 +175,21 @@ def train_lora(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.get("method", "lora"), trainable, total, 100 * trainable / total)
+    train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
     args = TrainingArguments(
         output_dir=str(checkpoints), max_steps=settings["max_steps"],
         per_device_train_batch_size=settings["batch_size"], per_device_eval_batch_size=settings["batch_size"],
         gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
         lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
         logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
-        **{eval_strategy_arg(): "no"}, seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
+        **eval_args(settings.get("eval_steps"), len(validation_data) > 0, eval_strategy_arg()),
+        seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
         deepspeed=settings.get("deepspeed"), **sampling_args(settings.get("sampling", "random")),
         **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
-        report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
+        **report_args(settings.get("report_to", []), run_id, Path(checkpoint_root).parent),
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)
     )
-    train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
     model.config.use_cache = False  # a training forward needs no KV cache (and packing needs it off)
     collator: Any = PadCollator(tokenizer.pad_token_id)
     if settings.get("packing"):
@@ -229,7 +214,7 @@ def train_lora(
         raise TrainingDiverged(f"after {trainer.state.global_step} steps the trained weight {bad} holds NaN or inf; "
                                f"no adapter was written. Try a lower train.learning_rate (now {settings['learning_rate']})")
     if trainer.eval_dataset is not None:
-        summary["validation_loss"] = trainer.evaluate()["eval_loss"]
+        summary["validation_loss"] = final_validation_loss(trainer, trained[2])
     model.config.use_cache = True  # saved configs keep fast generation
     save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
     if trainer.is_world_process_zero():
@@ -256,6 +241,15 @@ def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[
     result = trainer.train(resume_from_checkpoint=resume)
     steps = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)
     return result.training_loss, trainer._total_loss_scalar, steps
+
+
+def final_validation_loss(trainer: Trainer, steps_trained: int) -> float:
+    """The validation loss of the trained weights: the periodic evaluation's when this process just ran one at the
+    last step (train.eval_steps dividing max_steps), else one evaluation now."""
+    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
+    if steps_trained and evals and evals[-1]["step"] == trainer.state.global_step:
+        return evals[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[str, Any],

@@ -1,0 +1,98 @@
+"""What a training run shows while it runs: the jsonl rows, the log lines, and the experiment trackers.
+
+Rank 0 writes; nothing here touches the model, the data order or the RNG, so what is trained stays the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+log = logging.getLogger("glmtune.training")  # the training job's log file (logs/train.log) shows these lines
+# train.report_to value -> the module it needs (pip install <name> installs it)
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
+
+
+class JsonlLogger(TrainerCallback):
+    """Writes every logged step (loss, lr, grad norm, real tokens/s, elapsed seconds) as a JSON line, and the
+    same as a log line with the ETA; a validation row (eval_loss) gets its own line."""
+
+    def __init__(self, path: Path, collator: Any) -> None:
+        self.path, self.collator = path, collator
+        self.start = self.last_time = time.time()
+        self.last_tokens = 0
+        self.first_step: int | None = None  # a resumed run's mean step time counts only its own steps
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.first_step, self.start = state.global_step, time.time()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not (state.is_world_process_zero and logs):
+            return
+        # Every rank collates the same amount on average: this rank's count times the world size.
+        now, tokens = time.time(), self.collator.real_tokens * args.world_size
+        row = {"step": state.global_step, **logs}
+        if "loss" in logs and now > self.last_time:
+            row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            self.last_time, self.last_tokens = now, tokens
+        row["elapsed_s"] = round(now - self.start, 2)
+        if "eval_runtime" in logs:  # the next tokens/s is of training alone
+            self.last_time += logs["eval_runtime"]
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+        if "loss" in row or "eval_loss" in row:
+            log.info("%s", self.line(row, state.max_steps))
+
+    def eta_s(self, step: int, max_steps: int, elapsed: float) -> float | None:
+        """Seconds left at the mean time per step so far (None before the first step of this process)."""
+        done = step - (self.first_step or 0)
+        return (max_steps - step) * elapsed / done if done > 0 else None
+
+    def line(self, row: dict[str, Any], max_steps: int) -> str:
+        step, elapsed = row["step"], row["elapsed_s"]
+        if "eval_loss" in row:
+            return f"step {step}/{max_steps} validation loss {row['eval_loss']:.4f}"
+        eta = self.eta_s(step, max_steps, elapsed)
+        parts = [f"step {step}/{max_steps}", f"loss {row['loss']:.4f}", f"lr {row.get('learning_rate', float('nan')):.3g}",
+                 f"grad norm {row.get('grad_norm', float('nan')):.3g}", f"{row.get('tokens_per_second', 0):.0f} tokens/s",
+                 f"elapsed {clock(elapsed)}", f"ETA {clock(eta) if eta is not None else '?'}"]
+        return " | ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss"""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def eval_args(eval_steps: int | None, has_validation: bool, strategy_arg: str) -> dict[str, Any]:
+    """TrainingArguments for train.eval_steps: evaluate every N steps, or never during training (the final
+    validation loss is computed after training either way)."""
+    if eval_steps and has_validation:
+        return {strategy_arg: "steps", "eval_steps": eval_steps}
+    return {strategy_arg: "no"}
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Fail before loading anything when a tracker's package is not installed."""
+    for name in report_to:
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise ValueError(f"train.report_to: {name} needs its package: pip install {name} "
+                             f"(or pip install -e .[{name}]), or remove {name} from train.report_to")
+
+
+def report_args(report_to: list[str], run_id: str, results: Path) -> dict[str, Any]:
+    """TrainingArguments for train.report_to. Trackers run offline unless the user's environment says otherwise;
+    TensorBoard writes under the checkpoint folder (the Trainer's default: <output_dir>/runs)."""
+    if report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("SWANLAB_MODE", "offline")
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (results / "mlruns").resolve().as_uri())
+    return {"report_to": list(report_to), "run_name": run_id}
