@@ -57,10 +57,8 @@ def test_tensorboard_events_go_under_the_runs_checkpoint_folder(small_run, tmp_p
 
 
 def test_a_tracker_that_is_not_installed_fails_before_training(small_run, tmp_path, monkeypatch) -> None:
-    import glmtune.train_callbacks as callbacks
-
     real = importlib.util.find_spec
-    monkeypatch.setattr(callbacks.importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ValueError, match=r"train\.report_to: wandb .*pip install wandb"):
         train(small_run, tmp_path, max_steps=2, report_to=["wandb"])
     assert not (tmp_path / "ckpt").exists()

@@ -316,3 +316,16 @@ def test_full_sft_writes_a_model_folder_not_an_adapter(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     result = snakemake(workdir, "-n", "results/merged_model", "--configfile", "config/presets/full.yaml")
     assert "output: results/train/model," in result.stdout and "results/train/adapter" not in result.stdout
+
+
+def test_a_tracker_that_is_not_installed_stops_before_any_job(tmp_path: Path) -> None:
+    import importlib.util
+
+    missing = next((name for name in ("swanlab", "wandb", "mlflow") if importlib.util.find_spec(name) is None), None)
+    if missing is None:
+        pytest.skip("every tracker is installed here")
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c["train"].update(report_to=[missing]))
+    result = snakemake(workdir, "-n", "results/merged_model", check=False)
+    assert result.returncode != 0
+    assert f"train.report_to: {missing} needs its package: pip install {missing}" in result.stdout + result.stderr

@@ -7,6 +7,7 @@ functions again when used without Snakemake.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -105,3 +106,15 @@ def min_cutoff_len(template_name: str) -> int:
     """The shortest limit that can keep an answer token: the chat prefix, the answer's role header (its role token
     and newline) and that token. A smaller one leaves no sample anything to learn, whatever the data."""
     return len(get_template(template_name).prefix) + 2 + 1
+
+
+# train.report_to value -> the package it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Fail before loading anything when a tracker's package is not installed."""
+    for name in report_to:
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise ValueError(f"train.report_to: {name} needs its package: pip install {name} "
+                             f"(or pip install -e .[{name}]), or remove {name} from train.report_to")

@@ -5,7 +5,6 @@ Rank 0 writes; nothing here touches the model, the data order or the RNG, so wha
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ from transformers import TrainerCallback
 
 log = logging.getLogger("glmtune.training")  # the training job's log file (logs/train.log) shows these lines
 # train.report_to value -> the module it needs (pip install <name> installs it)
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
 
 
 class JsonlLogger(TrainerCallback):
@@ -78,14 +76,6 @@ def eval_args(eval_steps: int | None, has_validation: bool, strategy_arg: str) -
     if eval_steps and has_validation:
         return {strategy_arg: "steps", "eval_steps": eval_steps}
     return {strategy_arg: "no"}
-
-
-def check_report_to(report_to: list[str]) -> None:
-    """Fail before loading anything when a tracker's package is not installed."""
-    for name in report_to:
-        if importlib.util.find_spec(TRACKERS[name]) is None:
-            raise ValueError(f"train.report_to: {name} needs its package: pip install {name} "
-                             f"(or pip install -e .[{name}]), or remove {name} from train.report_to")
 
 
 def report_args(report_to: list[str], run_id: str, results: Path) -> dict[str, Any]:

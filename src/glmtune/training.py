@@ -23,14 +23,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerSt
 from .compat import eval_strategy_arg, load_kwargs
 from .finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from .io import read_jsonl, write_json, write_text
-from .config_rules import check_method
+from .config_rules import check_method, check_report_to
 from .methods import apply_method
 from .packing import PackedCollator, pack_dataset
 from .plots import plot_loss
 from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
 from .templates import IGNORE_INDEX
 from .tokenizer_files import save_tokenizer
-from .train_callbacks import JsonlLogger, check_report_to, eval_args, report_args
+from .train_callbacks import JsonlLogger, eval_args, report_args
 
 log = logging.getLogger(__name__)
 # transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.

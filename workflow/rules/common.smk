@@ -130,11 +130,12 @@ def check_tokenize():
 
 def check_train():
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are)."""
-    from glmtune.config_rules import MethodError, check_method
+    from glmtune.config_rules import MethodError, check_method, check_report_to
 
     try:
         check_method(config["train"], remote_code=MODEL["trust_remote_code"])
-    except MethodError as err:
+        check_report_to(config["train"]["report_to"])
+    except (MethodError, ValueError) as err:
         raise WorkflowError(f"config: {err}")
     deepspeed = config["train"]["deepspeed"]
     if deepspeed and not Path(deepspeed).is_file():
