@@ -158,8 +158,8 @@ def load_yaml(path: Path) -> dict:
 
 
 def converted(workdir: Path, *args: str) -> set[tuple[str, str]]:
-    """(dataset, part) of every convert job a dry run of results/train/adapter plans."""
-    jobs = planned_jobs(workdir, "results/train/adapter", *args)
+    """(dataset, part) of every convert job a dry run of the evaluation (after training, whatever the method) plans."""
+    jobs = planned_jobs(workdir, "results/eval/metrics.md", *args)
     assert "train" in jobs
     return {tuple(re.findall(r"dataset=([^,\]]+), part=(\w+)", job)[0]) for job in jobs if job.startswith("convert[")}
 
