@@ -1,0 +1,77 @@
+"""Files that must not convert quietly: empty, all or mostly rejected, the wrong shape; and cleaning that does nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_convert import GOOD, run, write_lines
+
+from glmtune.convert import ConversionError
+from glmtune.io import DataFileError, read_jsonl
+
+# --- a file that yields nothing stops the job -------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", " \n\t\r\n", "\ufeff\n", "[]"])
+@pytest.mark.parametrize("on_invalid", ["error", "skip"])
+def test_an_empty_file_is_an_error_naming_it(tmp_path: Path, text: str, on_invalid: str) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError, match=f"^{raw}: no records: the file is empty.*check dataset 'ds''s files"):
+        run(tmp_path, raw, "advertisegen", on_invalid=on_invalid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_all_records_rejected_is_an_error_with_the_top_reasons(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text('{"content": "a"}\nnot json\n{"content": "b"}\n', encoding="utf-8")
+    with pytest.raises(ConversionError) as info:
+        run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    message = str(info.value)
+    assert message.startswith(f"{raw}: all 3 records were rejected, so the dataset yields nothing")
+    assert "2 x " in message and "(first at line 1)" in message and "1 x invalid JSON" in message
+    assert "(first at line 2)" in message and "format: advertisegen" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_top_level_object_stops_conversion_in_both_modes(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps({"data": GOOD["advertisegen"]}, indent=2, ensure_ascii=False), encoding="utf-8")
+    for on_invalid in ("error", "skip"):
+        with pytest.raises(DataFileError, match=f"^{raw}: line 1: top level is a JSON object"):
+            run(tmp_path, raw, "advertisegen", on_invalid=on_invalid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(tmp_path: Path) -> None:
+    records = [{"content": "类型#裙\u2028颜色#红色", "summary": "红色\u2029长裙\u0085"}, GOOD["advertisegen"][1]]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    report = run(tmp_path, raw, "advertisegen", on_invalid="skip")
+    assert (report["records_in"], report["records_out"], report["rejected"]) == (2, 2, 0)
+    out = list(read_jsonl(tmp_path / "out" / "conv.jsonl"))
+    assert [row["source"]["index"] for row in out] == ["line 1", "line 2"]
+    assert out[0]["conversations"][0]["content"] == records[0]["content"]
+
+
+def test_more_rejects_than_max_reject_ratio_stop_with_the_top_reasons(tmp_path: Path) -> None:
+    good = GOOD["advertisegen"][0]
+    raw = write_lines(tmp_path / "raw.jsonl", [good, {"content": "x"}, {"content": "y"}, {"summary": "z"}])
+    with pytest.raises(ConversionError) as info:
+        run(tmp_path, raw, "advertisegen", on_invalid="skip")  # 3 of 4 rejected: above the default 0.5
+    message = str(info.value)
+    assert message.startswith(f"{raw}: 3 of 4 records rejected (75%; duplicates not counted), more than "
+                              "datasets.ds.max_reject_ratio 0.5")
+    assert "2 x missing key 'summary' (first at line 2)" in message and "raise max_reject_ratio" in message
+    assert not (tmp_path / "out").exists()
+    report = run(tmp_path, raw, "advertisegen", on_invalid="skip", max_reject_ratio=0.75)  # exactly at the limit
+    assert (report["records_out"], report["rejected"]) == (1, 3)
+
+
+def test_drop_intro_line_that_changes_nothing_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    records = [{"content": "你是谁", "summary": "好，我是小助手。"}, {"content": "你好", "summary": "好，我是小助手。\n很高兴见到你。"}]
+    raw = write_lines(tmp_path / "raw.jsonl", records)
+    with caplog.at_level("WARNING"):
+        report = run(tmp_path, raw, "advertisegen", clean={"drop_intro_line": "好，我是"})
+    assert report["steps"]["intro_lines_dropped"] == 1 and report["steps"]["intro_line_matched_one_line_answer"] == 1
+    assert "drop_intro_line matched 1 one-line answers and changed nothing" in caplog.text
