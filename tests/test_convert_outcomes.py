@@ -29,7 +29,7 @@ def test_all_records_rejected_is_an_error_with_the_top_reasons(tmp_path: Path) -
     with pytest.raises(ConversionError) as info:
         run(tmp_path, raw, "advertisegen", on_invalid="skip")
     message = str(info.value)
-    assert message.startswith(f"{raw}: all 3 records were rejected, so the dataset yields nothing")
+    assert message.startswith(f"{raw}: all 3 records were rejected, so dataset 'ds' yields nothing")
     assert "2 x " in message and "(first at line 1)" in message and "1 x invalid JSON" in message
     assert "(first at line 2)" in message and "format: advertisegen" in message
     assert not (tmp_path / "out").exists()

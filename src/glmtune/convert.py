@@ -53,9 +53,9 @@ def top_reasons(rejects: list[dict[str, Any]]) -> str:
     return "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
 
 
-def nothing_kept(raw_path: str | Path, fmt: str, rejects: list[dict[str, Any]]) -> str:
+def nothing_kept(raw_path: str | Path, dataset: str, fmt: str, rejects: list[dict[str, Any]]) -> str:
     """Why every record of a file was rejected."""
-    return (f"{raw_path}: all {len(rejects)} records were rejected, so the dataset yields nothing. Most common "
+    return (f"{raw_path}: all {len(rejects)} records were rejected, so dataset '{dataset}' yields nothing. Most common "
             f"reasons: {top_reasons(rejects)}. Check that the file is the one meant and that format: {fmt} is its format")
 
 
@@ -132,7 +132,7 @@ def convert_file(
         seen.add(key)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
-        raise ConversionError(nothing_kept(raw_path, fmt, rejects))
+        raise ConversionError(nothing_kept(raw_path, dataset, fmt, rejects))
     # Duplicates are the dedupe option at work (the official cognition_dev repeats 50 of 60), not broken records.
     broken = [reject for reject in rejects if reject["reason"] != DUPLICATE]
     limit = options.get("max_reject_ratio", 0.5)
