@@ -258,10 +258,3 @@ def generate(
     batches = plan_batches(prompts, batch_size, sort_by_length)
     outputs = generate_batches(model, tokenizer, template, prompts, batches, max_new_tokens, progress, cache, min_new_tokens)
     return [outputs[i] for i in range(len(prompts))]
-
-
-def chat_once(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
-              messages: list[dict[str, Any]], max_new_tokens: int = 256) -> str:
-    from .templates import encode_prompt
-
-    return generate(model, tokenizer, template, [encode_prompt(tokenizer, template, messages)], 1, max_new_tokens, progress=False)[0]

@@ -55,8 +55,6 @@ CHATGLM3_SPECIAL_TOKENS = (
 # while "[gMASK]sop<|user|>" (the chat template's text) still yields the `sop` token.
 _BARE_WORD_TOKENS = {"sop", "eop"}
 
-FAMILIES = ("glm4", "chatglm3")
-
 
 # --------------------------------------------------------------------------- GLM-4 (tiktoken ranks)
 
