@@ -27,12 +27,12 @@ def shared_data(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic data -> conversations -> splits -> tiny model -> tokenized -> 40 LoRA steps."""
-    from glmtune.convert import convert_file
-    from glmtune.split import Part, merge_and_split
-    from glmtune.synthetic import write_advertisegen
-    from glmtune.tiny import build_tiny_model
-    from glmtune.tokenize_data import tokenize_splits
-    from glmtune.training import train_lora
+    from glmtune.data.convert import convert_file
+    from glmtune.data.split import Part, merge_and_split
+    from glmtune.data.synthetic import write_advertisegen
+    from glmtune.model.tiny import build_tiny_model
+    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.train.trainer import train_model
 
     root = tmp_path_factory.mktemp("small_run")
     raw = write_advertisegen(root / "raw", 400, 40, 1)
@@ -43,7 +43,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", {"hidden_size": 64, "intermediate_size": 128})
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model, "glm4", 64, 128)
-    train_lora(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter", root / "log.jsonl",
+    train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter", root / "log.jsonl",
                root / "loss.png", root / "checkpoints", TRAIN_SETTINGS)
     return {"root": root, "model": model, "adapter": root / "adapter", "test": root / "splits" / "test.jsonl",
             "log": root / "log.jsonl", "plot": root / "loss.png", "tokenized": root / "tok", "checkpoints": root / "checkpoints"}

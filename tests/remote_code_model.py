@@ -75,8 +75,8 @@ from transformers import PreTrainedModel
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_chatglm import ChatGLMConfig
-from .reference_glm import rms_norm, rotary
+from glmtune.configuration_chatglm import ChatGLMConfig
+from glmtune.reference_glm import rms_norm, rotary
 
 
 class RMSNorm(nn.Module):
@@ -269,18 +269,18 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from glmtune.evaluation import evaluate_model
-    from glmtune.export import merge_adapter
-    from glmtune.generation import generate, load_model
+    from glmtune.evaluate.predict import evaluate_model
+    from glmtune.export.merge import merge_adapter
+    from glmtune.evaluate.generation import generate, load_model
     from glmtune.io import read_jsonl
-    from glmtune.templates import get_template
-    from glmtune.tokenize_data import tokenize_splits
-    from glmtune.training import train_lora
+    from glmtune.data.templates import get_template
+    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.train.trainer import train_model
 
     tokenized = {"train": work / "tok" / "train", "validation": work / "tok" / "validation"}
     stats = tokenize_splits({s: splits / f"{s}.jsonl" for s in tokenized}, tokenized, work / "tok" / "stats.json",
                             model_dir, "glm4", 64, 64, trust_remote_code=True)
-    summary = train_lora(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter",
+    summary = train_model(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter",
                          work / "log.jsonl", work / "loss.png", work / "checkpoints", TRAIN_SETTINGS, trust_remote_code=True)
     adapter_config = json.loads((work / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     scores = evaluate_model(model_dir=work / "adapter", test_path=splits / "test.jsonl",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
-from glmtune.benchmark import bench_eval, bench_samples, bench_train
-from glmtune.benchmark_models import arch_config, random_lora_model
+from glmtune.bench.recipes import bench_eval, bench_samples, bench_train
+from glmtune.bench.models import arch_config, random_lora_model
 
 
 def test_bench_eval_prints_both_recipes(small_run: dict[str, Path]) -> None:
@@ -49,7 +49,7 @@ def test_bench_train_command_on_a_raw_file_needs_no_tokenized_split(small_run: d
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """What a GPU measures for GLM-4-9B: a raw AdvertiseGen file encoded on the fly (no `datasets` there)."""
     from glmtune.cli import main
-    from glmtune.synthetic import write_advertisegen
+    from glmtune.data.synthetic import write_advertisegen
 
     raw = write_advertisegen(tmp_path / "raw", 40, 1, 3)["train"]
     samples = bench_samples(raw, small_run["model"], "glm4", "advertisegen", 64)

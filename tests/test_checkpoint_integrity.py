@@ -14,14 +14,14 @@ from safetensors.torch import load_file, save_file
 
 from glmtune.finite import TrainingDiverged
 from glmtune.io import read_jsonl
-from glmtune.training import train_lora
+from glmtune.train.trainer import train_model
 
 SETTINGS = {**TRAIN_SETTINGS, "max_steps": 10, "save_steps": 5, "logging_steps": 5}
 
 
 def _train(small_run: dict[str, Path], out: Path, settings: dict = SETTINGS, model: Path | None = None) -> dict:
     tokenized = small_run["tokenized"]
-    return train_lora(tokenized / "train", tokenized / "validation", model or small_run["model"], out / "adapter",
+    return train_model(tokenized / "train", tokenized / "validation", model or small_run["model"], out / "adapter",
                       out / "log.jsonl", out / "loss.png", out / "ckpt", settings)
 
 
@@ -64,7 +64,7 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(
     name, corrupt = CORRUPTIONS[corruption]
     run = _copy(finished, tmp_path)
     corrupt(run / "checkpoint-10" / name)
-    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+    with caplog.at_level("WARNING", logger="glmtune.train.resume"):
         summary = _train(small_run, tmp_path)
     assert f"checkpoint checkpoint-10 is not used: {run / 'checkpoint-10' / name}" in caplog.text
     assert summary["resumed_from"] == str(run / "checkpoint-5") and summary["steps"] == 10
@@ -82,7 +82,7 @@ def test_with_every_checkpoint_corrupt_the_run_starts_over_and_says_so(
     run = _copy(finished, tmp_path)
     for step in (5, 10):
         _flip_bytes(run / f"checkpoint-{step}" / "adapter_model.safetensors")
-    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+    with caplog.at_level("WARNING", logger="glmtune.train.resume"):
         summary = _train(small_run, tmp_path)
     assert "training starts from step 0" in caplog.text and summary["resumed_from"] is None
     assert summary["steps"] == 10 and summary["train_loss"] == finished[1]["train_loss"]
@@ -91,7 +91,7 @@ def test_with_every_checkpoint_corrupt_the_run_starts_over_and_says_so(
 def test_nan_weights_in_a_checkpoint_are_refused_even_with_a_matching_manifest(
     finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
 ) -> None:
-    from glmtune.run_checkpoints import write_manifest
+    from glmtune.train.resume import write_manifest
 
     run = _copy(finished, tmp_path)
     path = run / "checkpoint-10" / "adapter_model.safetensors"
@@ -99,7 +99,7 @@ def test_nan_weights_in_a_checkpoint_are_refused_even_with_a_matching_manifest(
     next(iter(weights.values()))[0, 0] = float("nan")
     save_file(weights, str(path))
     write_manifest(run / "checkpoint-10")  # a checkpoint saved from an already diverged model
-    with caplog.at_level("WARNING", logger="glmtune.run_checkpoints"):
+    with caplog.at_level("WARNING", logger="glmtune.train.resume"):
         summary = _train(small_run, tmp_path)
     assert "holds NaN or inf" in caplog.text and summary["resumed_from"] == str(run / "checkpoint-5")
 

@@ -1,4 +1,4 @@
-"""glmtune.checkpoints: original ChatGLM3 / GLM-4 checkpoints -> native GlmForCausalLM folders.
+"""glmtune.model.convert_original: original ChatGLM3 / GLM-4 checkpoints -> native GlmForCausalLM folders.
 
 Random scaled-down checkpoints in the ORIGINAL on-disk layout are converted, loaded with plain
 `AutoModelForCausalLM` (no remote code) and compared with an independent reference forward pass
@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from glmtune import checkpoints
-from glmtune.checkpoints import (
+from glmtune.model import convert_original as checkpoints
+from glmtune.model.convert_original import (
     convert_checkpoint,
     convert_state_dict_shard,
     is_native,
@@ -242,7 +242,7 @@ def test_fetch_converts_an_original_glm4_folder_with_its_real_tokenizer(tmp_path
     """`source: path` on an original-layout GLM-4 folder gives a native folder and tokenizer, no remote code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from glmtune.fetch import fetch_model_folder
+    from helpers.model_folders import fetch_model_folder
 
     ranks = shared_data("tokenizers/glm-4-9b-chat/tokenizer.model")
     config = {**ORIGINAL_CONFIGS["glm4"], "padded_vocab_size": 151552, "eos_token_id": [151329, 151336, 151338],
@@ -268,7 +268,7 @@ def test_fetch_converts_an_original_chatglm3_folder_with_its_real_tokenizer(tmp_
     at </s>, <|user|> and <|observation|>; padded rows of the output layer are never produced by the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from glmtune.fetch import fetch_model_folder
+    from helpers.model_folders import fetch_model_folder
 
     sentencepiece = shared_data("tokenizers/chatglm3-6b/tokenizer.model")
     config = {**ORIGINAL_CONFIGS["chatglm3"], "padded_vocab_size": 65024}

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import shared_data
 
-from glmtune.cleaning import Cleaning, Dropped, clean_conversation
-from glmtune.convert import convert_file
+from glmtune.data.cleaning import Cleaning, Dropped, clean_conversation
+from glmtune.data.convert import convert_file
 from glmtune.io import read_jsonl
-from glmtune.schema import message
+from glmtune.data.schema import message
 
 
 def test_removes_strings_and_counts_messages() -> None:

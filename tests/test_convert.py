@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from glmtune.convert import ConversionError, convert_file
-from glmtune.formats import CONVERTERS, chatglm3
+from glmtune.data.convert import ConversionError, convert_file
+from glmtune.data.formats import CONVERTERS, chatglm3
 from glmtune.io import DataFileError, read_jsonl
-from glmtune.schema import InvalidRecord
+from glmtune.data.schema import InvalidRecord
 
 
 def user(content: Any, **extra: Any) -> dict[str, Any]:

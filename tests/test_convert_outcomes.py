@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_convert import GOOD, run, write_lines
 
-from glmtune.convert import ConversionError
+from glmtune.data.convert import ConversionError
 from glmtune.io import DataFileError, read_jsonl
 
 # --- a file that yields nothing stops the job -------------------------------------------------------

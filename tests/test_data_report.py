@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from glmtune.data_report import top_reasons, write_data_report
+from glmtune.data.report import top_reasons, write_data_report
 
 
 def _cells(html: str, first: str) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_formats import A, S, U, convert
 
-from glmtune.formats import dataset_info_file, from_dataset_info
-from glmtune.schema import InvalidRecord
+from glmtune.data.formats import dataset_info_file, from_dataset_info
+from glmtune.data.schema import InvalidRecord
 
 INFO = {
     "plain": {"file_name": "plain.json"},

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from conftest import TRAIN_SETTINGS
 
-from glmtune.evaluation import evaluate_model
+from glmtune.evaluate.predict import evaluate_model
 from glmtune.io import read_jsonl
 from glmtune.launch import Layout, launch_command
-from glmtune.training import train_lora
+from glmtune.train.trainer import train_model
 
 
 def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, P
                 "plot_path": str(tmp_path / name / "loss.png"), "checkpoint_root": str(tmp_path / name / "ckpt"),
                 "settings": {**settings, "batch_size": batch_size}}
 
-    train_lora(**arguments("one", 8))
+    train_model(**arguments("one", 8))
     command = launch_command("train", [json.dumps(arguments("two", 4))], Layout(nodes=1, per_node=2))
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from glmtune.export import ExportCheckFailed, merge_adapter
+from glmtune.export.merge import ExportCheckFailed, merge_adapter
 
 
 def test_a_half_precision_export_is_the_fp32_merge_rounded_and_its_check_is_tight(small_run: dict[str, Path],
@@ -46,7 +46,7 @@ def test_a_nan_adapter_is_never_exported(small_run: dict[str, Path], tmp_path: P
 def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[str, Path], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`worst > tolerance` is False for a NaN worst: the comparison must be written the other way round."""
-    import glmtune.export as export
+    import glmtune.export.merge as export
 
     monkeypatch.setattr(export, "_require_finite_adapter", lambda folder: None)  # reach the logit check itself
     out = tmp_path / "merged"
@@ -78,7 +78,7 @@ def test_a_save_that_changes_a_weight_is_refused(small_run: dict[str, Path], tmp
 
 
 def test_a_fully_trained_model_with_nan_weights_is_never_exported(small_run: dict[str, Path], tmp_path: Path) -> None:
-    from glmtune.export import export_model
+    from glmtune.export.merge import export_model
 
     trained = tmp_path / "full"
     shutil.copytree(small_run["model"], trained)  # a full-SFT output is a whole model folder

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import shared_data
 
-from glmtune.convert import convert_file
-from glmtune.formats import dataset_info_file, from_dataset_info
+from glmtune.data.convert import convert_file
+from glmtune.data.formats import dataset_info_file, from_dataset_info
 from glmtune.io import read_jsonl
 
 

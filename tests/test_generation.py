@@ -15,14 +15,15 @@ import torch
 from conftest import shared_data
 from transformers import cache_utils
 
-from glmtune.benchmark_models import arch_config
-from glmtune.evaluation import evaluate_model
-from glmtune.generation import (
-    AUTO_CPU_BATCH, bytes_per_row, decode_compile_config, drop_static_cache, even_batch_size, generate, generate_batches, load_model, plan_batches,
+from glmtune.bench.models import arch_config
+from glmtune.evaluate.predict import evaluate_model
+from glmtune.evaluate.generation import (
+    _STATIC_CACHES,
+    AUTO_CPU_BATCH, bytes_per_row, decode_compile_config, even_batch_size, generate, generate_batches, load_model, plan_batches,
     resolve_batch_size, rows_for_memory, static_shape,
 )
 from glmtune.io import read_jsonl
-from glmtune.templates import encode_prompt, get_template, split_for_generation
+from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 
 TEMPLATE = get_template("glm4")
 NEW_TOKENS = 12
@@ -87,7 +88,7 @@ def test_static_equals_dynamic_in_prompt_order_with_one_cache(
     tuned: tuple[Any, Any, list[list[int]]], allocations: list[torch.Size], generate_calls: list[dict[str, Any]],
 ) -> None:
     model, tokenizer, prompts = tuned
-    drop_static_cache(model)  # count from nothing, whichever test ran before
+    _STATIC_CACHES.pop(model, None)  # count from nothing, whichever test ran before
     one_by_one = [generate(model, tokenizer, TEMPLATE, [p], 1, NEW_TOKENS, progress=False)[0] for p in prompts]
     dynamic = generate(model, tokenizer, TEMPLATE, prompts, 4, NEW_TOKENS, progress=False)
     assert not allocations  # the dynamic path makes no static cache
@@ -126,7 +127,7 @@ def test_ranks_sharing_a_plan_share_one_cache_shape(
     plan = plan_batches(prompts, 4)
     shape = static_shape(prompts, plan, NEW_TOKENS)
     whole = generate_batches(model, tokenizer, TEMPLATE, prompts, plan, NEW_TOKENS, False, "dynamic")
-    drop_static_cache(model)
+    _STATIC_CACHES.pop(model, None)
     parts: dict[int, str] = {}
     for rank in range(2):  # rank 1 alone holds the short batch; it still fills 4-row batches of the same length
         parts |= generate_batches(model, tokenizer, TEMPLATE, prompts, plan[rank::2], NEW_TOKENS, False, "static", shape=shape)

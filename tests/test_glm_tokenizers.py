@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import shared_data
 
-from glmtune.glm_tokenizers import (
+from glmtune.model.tokenizers import (
     CHATGLM3_SPECIAL_TOKENS,
     GLM4_PATTERN,
     GLM4_SPECIAL_TOKENS,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import TRAIN_SETTINGS
 
-from glmtune.evaluation import evaluate_model
-from glmtune.export import CannotMerge, export_model, trained_kind
-from glmtune.generation import load_model
+from glmtune.evaluate.predict import evaluate_model
+from glmtune.export.merge import CannotMerge, export_model, trained_kind
+from glmtune.evaluate.generation import load_model
 from glmtune.io import read_jsonl
 from glmtune.config_rules import MethodError, check_method, lora_targets
-from glmtune.training import train_lora
+from glmtune.train.trainer import train_model
 
 
 def test_original_chatglm_names_map_to_glm_layers() -> None:
@@ -59,7 +59,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
                                                               extra: dict, kind: str) -> None:
     settings = {**TRAIN_SETTINGS, "method": method, "max_steps": 20, "save_steps": 20, **extra}
     tok = small_run["tokenized"]
-    summary = train_lora(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
+    summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
                          tmp_path / "loss.png", tmp_path / "ckpt", settings)
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20

@@ -10,7 +10,7 @@ from pathlib import Path
 import jieba
 import pytest
 
-from glmtune.metrics import METRIC_KEYS, corpus_scores, score_pair
+from glmtune.evaluate.metrics import METRIC_KEYS, corpus_scores, score_pair
 
 
 def f1(p: F, r: F) -> float:
@@ -125,7 +125,7 @@ def test_mismatched_lengths_raise() -> None:
 
 JIEBA_RUN = """
 import sys
-from glmtune.metrics import score_pair
+from glmtune.evaluate.metrics import score_pair
 print(score_pair("我们去公园散步", "我们去公园")["rouge-1"])
 """
 
@@ -147,7 +147,7 @@ def test_jieba_caches_in_the_users_folder_not_the_shared_temp_folder(tmp_path: P
 
 
 def test_a_caller_can_pass_the_jieba_cache_folder(tmp_path: Path) -> None:
-    from glmtune.metrics import use_private_jieba_cache
+    from glmtune.evaluate.metrics import use_private_jieba_cache
 
     tokenizer = jieba.Tokenizer()
     assert use_private_jieba_cache(tmp_path / "mine", tokenizer) == tmp_path / "mine"

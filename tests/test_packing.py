@@ -11,8 +11,8 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM
 
 from glmtune.io import read_jsonl
-from glmtune.packing import PackedCollator, pack_dataset, plan_rows
-from glmtune.training import PadCollator, train_lora
+from glmtune.train.packing import PackedCollator, pack_dataset, plan_rows
+from glmtune.train.trainer import PadCollator, train_model
 
 
 def test_best_fit_decreasing_fills_rows_without_overflow() -> None:
@@ -53,7 +53,7 @@ def test_packed_row_gives_the_same_loss_as_separate_samples(small_run: dict[str,
 def test_training_with_packing_learns(small_run: dict[str, Path], tmp_path: Path) -> None:
     settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 256, "batch_size": 2, "max_steps": 20}
     tok = small_run["tokenized"]
-    train_lora(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
+    train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
                tmp_path / "loss.png", tmp_path / "ckpt", settings)
     rows = [row for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert rows[-1]["loss"] < rows[0]["loss"]

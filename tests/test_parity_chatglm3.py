@@ -8,7 +8,7 @@ assistant call ```` ```python\\ntool_call(...)\\n``` ```` plus an untrained obse
 JSON). Segments become ids with the `sentencepiece` package as chatglm3-6b's tokenization_chatglm.py
 `build_single_message` does: [<|role|>] + sp.encode(f"{metadata}\\n") + sp.encode(text). The real-data checks use
 official_reference.chatglm3_segments, the same procedure written out from preprocess_utils.py.
-Nothing here is derived from glmtune.templates.
+Nothing here is derived from glmtune.data.templates.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from official_reference import (chatglm3_ids, chatglm3_segments, emollm_messages
                                 format_function_call, glaive_as_chatglm3, glaive_tool_rows, json_lines)
 from transformers import AutoTokenizer
 
-from glmtune.formats import CONVERTERS, from_dataset_info
-from glmtune.glm_tokenizers import load_chatglm3_tokenizer
-from glmtune.templates import encode_conversation, encode_prompt, get_template
+from glmtune.data.formats import CONVERTERS, from_dataset_info
+from glmtune.model.tokenizers import load_chatglm3_tokenizer
+from glmtune.data.templates import encode_conversation, encode_prompt, get_template
 
 CHATGLM3 = get_template("chatglm3")
 WEATHER = {"name": "get_weather", "description": "查询城市的实时天气",

@@ -5,7 +5,7 @@ official_reference.glm4_process: per message `apply_chat_template([message])[2:]
 glm-4-9b-chat chat template (shared tokenizer_config.json), rendered by transformers' own Jinja environment
 on the real tokenizer (whose plain encoding equals tiktoken, see test_glm_tokenizers.py). Input records are
 in the demo's own `messages` format; the project reads them with its `glm4` converter (and the glaive /
-EmoLLM rows with the converters the README names). Nothing here is derived from glmtune.templates.
+EmoLLM rows with the converters the README names). Nothing here is derived from glmtune.data.templates.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from official_reference import (emollm_messages, emollm_multiturn_rows, glaive_a
                                 glm4_tool, json_lines)
 from transformers import AutoTokenizer
 
-from glmtune.formats import CONVERTERS, from_dataset_info
-from glmtune.glm_tokenizers import load_glm4_tokenizer
-from glmtune.templates import encode_conversation, encode_prompt, get_template
+from glmtune.data.formats import CONVERTERS, from_dataset_info
+from glmtune.model.tokenizers import load_glm4_tokenizer
+from glmtune.data.templates import encode_conversation, encode_prompt, get_template
 
 GLM4 = get_template("glm4")
 WEATHER = {"name": "get_weather", "description": "查询城市的实时天气",

@@ -12,8 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from glmtune.evaluation import compare, evaluate_model
-from glmtune.export import ExportCheckFailed, merge_adapter
+from glmtune.evaluate.compare import compare
+from glmtune.evaluate.predict import evaluate_model
+from glmtune.export.merge import ExportCheckFailed, merge_adapter
 from glmtune.inference import Chat, batch_file, interactive
 from glmtune.io import read_jsonl
 
@@ -124,7 +125,7 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
     # The child dies (SIGKILL) on the reload check: every file is written, the rename has not happened.
     script = (
         "import os, signal, sys\n"
-        "import glmtune.export as e\n"
+        "import glmtune.export.merge as e\n"
         "real = e.AutoTokenizer.from_pretrained\n"
         "calls = []\n"
         "def dying(*a, **k):\n"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from glmtune.export import export_model
+from glmtune.export.merge import export_model
 
 pytestmark = pytest.mark.old_transformers
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from conftest import shared_data
 
-from glmtune.convert import convert_file
-from glmtune.glm_tokenizers import load_glm4_tokenizer
-from glmtune.tokenize_data import tokenize_split
+from glmtune.data.convert import convert_file
+from glmtune.model.tokenizers import load_glm4_tokenizer
+from glmtune.data.tokenize_splits import tokenize_split
 
 
 def test_convert_and_tokenize_real_advertisegen_in_seconds(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

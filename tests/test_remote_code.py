@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import reference_glm  # noqa: E402
 import remote_code_model as stand_in  # noqa: E402
 
-from glmtune.fetch import FetchError, fetch_model_folder  # noqa: E402
+from glmtune.fetch import FetchError  # noqa: E402
+from helpers.model_folders import fetch_model_folder  # noqa: E402
 from glmtune.config_rules import MethodError, check_method, lora_targets  # noqa: E402
-from glmtune.methods import resolve_all  # noqa: E402
-from glmtune.remote_code import MARKER, RemoteCodeError  # noqa: E402
+from glmtune.train.methods import resolve_all  # noqa: E402
+from glmtune.model.remote_code import MARKER, RemoteCodeError  # noqa: E402
 
 OLD_PYTHON = os.environ.get("GLMTUNE_REMOTE_CODE_PYTHON", "")
 
@@ -143,7 +144,7 @@ def test_stages_run_the_remote_code(prepared: Path, splits: Path, tmp_path: Path
     from transformers import AutoTokenizer
 
     from glmtune.io import read_jsonl
-    from glmtune.templates import encode_conversation, get_template
+    from glmtune.data.templates import encode_conversation, get_template
 
     result = stand_in.run_stages(prepared, splits, tmp_path)
     _check_stages(result)
@@ -156,15 +157,15 @@ def test_stages_run_the_remote_code(prepared: Path, splits: Path, tmp_path: Path
 def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from glmtune.export import export_model
-    from glmtune.tokenize_data import tokenize_splits
-    from glmtune.training import train_lora
+    from glmtune.export.merge import export_model
+    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.train.trainer import train_model
 
     tok = {"train": tmp_path / "train", "validation": tmp_path / "validation"}
     tokenize_splits({s: splits / f"{s}.jsonl" for s in tok}, tok, tmp_path / "stats.json", prepared, "glm4", 64, 64,
                     trust_remote_code=True)
     settings = {**stand_in.TRAIN_SETTINGS, "method": "full", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}
-    train_lora(tok["train"], tok["validation"], prepared.resolve(), tmp_path / "full", tmp_path / "log.jsonl",
+    train_model(tok["train"], tok["validation"], prepared.resolve(), tmp_path / "full", tmp_path / "log.jsonl",
                tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=True)
     assert (tmp_path / "full" / MARKER).is_file() and (tmp_path / "full" / "modeling_chatglm.py").is_file()
     export_model(tmp_path / "full", prepared, tmp_path / "merged", splits / "test.jsonl", "glm4", 1e-3,
@@ -201,7 +202,7 @@ def test_infer_runs_a_folders_code_only_with_the_flag(tmp_path: Path, capsys: py
 
 
 def test_evaluation_runs_a_folders_code_only_with_the_key(tmp_path: Path, splits: Path) -> None:
-    from glmtune.evaluation import evaluate_model
+    from glmtune.evaluate.predict import evaluate_model
 
     folder, sentinel = _sentinel_model(tmp_path)
     arguments = {"model_dir": folder, "test_path": splits / "test.jsonl", "predictions_path": tmp_path / "p.jsonl",
@@ -218,7 +219,7 @@ def test_a_native_folder_with_an_auto_map_loads_without_its_code(original: tuple
     """A native model_type wins over a stray auto_map: loaded natively, the folder's code never runs."""
     import shutil
 
-    from glmtune.generation import load_model
+    from glmtune.evaluate.generation import load_model
 
     native = fetch_model_folder("glm4", {"source": "path", "path": str(original[0])}, tmp_path / "linked", tmp_path / "c")
     folder, sentinel = tmp_path / f"native-{tmp_path.name}", tmp_path / "sentinel"
@@ -267,7 +268,7 @@ def test_model_rules_use_the_pinned_environment_only_with_the_flag(original: tup
                                       "train": {"lora": {"target_modules": ["query_key_value"]}}}))
     remote = _rule_envs(REPO / "config" / "config.yaml", config)
     envs = remote["envs"]
-    model_rules = {"tokenize", "train", "evaluate", "merge_adapters"}
+    model_rules = {"tokenize", "train", "evaluate", "export_model"}
     assert {rule for rule, env in envs.items() if env == "../envs/glmtune_remote_code.yaml"} == model_rules
     assert {env for rule, env in envs.items() if rule not in model_rules and rule != "all"} == {"../envs/glmtune.yaml"}
     assert set(remote["remote_code_params"]) == model_rules  # every loading rule gets the user's say-so
@@ -301,8 +302,8 @@ print(json.dumps([tokenizer.encode(text, add_special_tokens=False) for text in j
 @pytest.mark.parametrize(("family", "folder"), [("glm4", "glm-4-9b-chat"), ("chatglm3", "chatglm3-6b")])
 def test_real_tokenizers_give_the_same_ids_under_old_transformers(family: str, folder: str, tmp_path: Path) -> None:
     """The tokenizer fetch writes (with transformers 5) loads in transformers 4.40 and encodes identically."""
-    from glmtune.glm_tokenizers import load_tokenizer
-    from glmtune.tokenizer_files import save_tokenizer
+    from glmtune.model.tokenizers import load_tokenizer
+    from glmtune.model.tokenizer_files import save_tokenizer
 
     python = _old_transformers()
     source = shared_data(f"tokenizers/{folder}/tokenizer.model").parent

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glmtune.synthetic import write_advertisegen
+from glmtune.data.synthetic import write_advertisegen
 
 import slurm_cluster
 from conftest import REPO
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 PLUGIN_DIR = Path(os.environ.get("GLMTUNE_SLURM_PLUGINS", REPO / ".venv" / "slurm-plugins"))
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.?$", re.M)
 AFFECTED = {"convert/local_adgen_all", "merge_splits", "build_tiny_model", "tokenize", "train",
-            "evaluate/base", "evaluate/finetuned", "compare_models", "merge_adapters", "report_data"}
+            "evaluate/base", "evaluate/finetuned", "compare_models", "export_model", "report_data"}
 ALL_JOBS = AFFECTED | {"fetch_dataset/synthetic_adgen", "convert/synthetic_adgen_all", "convert/synthetic_adgen_test"}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from glmtune.io import read_jsonl, write_jsonl
-from glmtune.split import Part, merge_and_split
+from glmtune.data.split import Part, merge_and_split
 
 
 def rows(dataset: str, n: int) -> list[dict[str, Any]]:

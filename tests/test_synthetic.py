@@ -7,7 +7,7 @@ import random
 import re
 import time
 
-from glmtune.synthetic import KEY_ORDER, PHRASES, TYPES, generate, make_record, write_advertisegen
+from glmtune.data.synthetic import KEY_ORDER, PHRASES, TYPES, generate, make_record, write_advertisegen
 
 CONTENT_RE = re.compile(r"^([^#*]+#[^#*]+)(\*[^#*]+#[^#*]+)*$")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from glmtune.io import write_jsonl
-from glmtune.templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
 from glmtune.config_rules import min_cutoff_len
-from glmtune.tokenize_data import tokenize_splits
+from glmtune.data.tokenize_splits import tokenize_splits
 
 from conftest import TRAIN_SETTINGS
 
@@ -18,9 +18,9 @@ from conftest import TRAIN_SETTINGS
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Converted synthetic train rows, an empty validation file, and a tiny model built on them."""
-    from glmtune.convert import convert_file
-    from glmtune.synthetic import write_advertisegen
-    from glmtune.tiny import build_tiny_model
+    from glmtune.data.convert import convert_file
+    from glmtune.data.synthetic import write_advertisegen
+    from glmtune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tokenize")
     raw = write_advertisegen(root / "raw", 60, 6, 3)
@@ -70,9 +70,9 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
     """The README's train + test layout leaves validation empty: it is logged, loads as 0 rows, and is skipped."""
     from datasets import load_from_disk
 
-    from glmtune.training import train_lora
+    from glmtune.train.trainer import train_model
 
-    with caplog.at_level(logging.WARNING, logger="glmtune.tokenize_data"):
+    with caplog.at_level(logging.WARNING, logger="glmtune.data.tokenize_splits"):
         stats = tokenize(data, tmp_path / "tok")
     assert stats["splits"]["validation"]["samples"] == 0
     assert "validation split has no sample" in caplog.text
@@ -81,10 +81,10 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
     train = load_from_disk(str(tmp_path / "tok" / "train"))
     assert len(train) == 60 and train.features == validation.features
     settings = {**TRAIN_SETTINGS, "max_steps": 2, "save_steps": 2}
-    summary = train_lora(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
+    summary = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
                          tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt", settings)
     assert summary["steps"] == 2 and "validation_loss" not in summary
-    packed = train_lora(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
+    packed = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
                         tmp_path / "packed", tmp_path / "plog.jsonl", tmp_path / "ploss.png", tmp_path / "pckpt",
                         {**settings, "packing": True, "pack_length": 512})
     assert packed["steps"] == 2 and "validation_loss" not in packed

@@ -3,7 +3,7 @@ text the saved chat template renders, and the two agreeing after a save/load rou
 
 The expected GLM-4 text is written out here from the official glm-4-9b-chat chat template as transformers
 renders it, the ChatGLM3 text from its tool finetune code (finetune_demo/preprocess_utils.py), not taken
-from glmtune.templates.
+from glmtune.data.templates.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from glmtune.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
-from glmtune.tiny import train_tokenizer
+from glmtune.data.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
+from glmtune.model.tiny import train_tokenizer
 
 GLM4 = get_template("glm4")
 # The ChatGLM3 layout on GLM-4's special tokens, so the tiny tokenizer can encode it.

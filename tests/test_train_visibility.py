@@ -11,14 +11,14 @@ from conftest import TRAIN_SETTINGS
 
 from glmtune.io import read_jsonl
 from glmtune.logs import job_logging
-from glmtune.train_callbacks import clock
-from glmtune.training import train_lora
+from glmtune.train.callbacks import clock
+from glmtune.train.trainer import train_model
 
 
 def train(small_run: dict[str, Path], out: Path, **settings) -> dict:
     tokenized = small_run["tokenized"]
     with job_logging(out / "train.log"):
-        return train_lora(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
+        return train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
                           out / "log.jsonl", out / "loss.png", out / "ckpt", {**TRAIN_SETTINGS, **settings})
 
 
@@ -69,7 +69,7 @@ def test_a_resumed_run_keeps_the_validation_rows_before_its_checkpoint(tmp_path)
     validation and the summary are logged again."""
     import json
 
-    from glmtune.training import trim_log
+    from glmtune.train.trainer import trim_log
 
     rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"step": 2, "eval_loss": 2.0}, {"step": 4, "eval_loss": 1.5},
                                                                {"step": 4, "train_runtime": 1.0}]

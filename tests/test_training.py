@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import TRAIN_SETTINGS
 
 from glmtune.io import read_jsonl
-from glmtune.training import last_complete_checkpoint, run_id_of, train_lora
+from glmtune.train.trainer import last_complete_checkpoint, run_id_of, train_model
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -26,8 +26,8 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
         import json, sys, time, torch
         step = torch.optim.AdamW.step
         torch.optim.AdamW.step = lambda self, *a, **k: (time.sleep(0.15), step(self, *a, **k))[1]
-        from glmtune.training import train_lora
-        train_lora(*{args!r}, json.loads(sys.argv[1]))
+        from glmtune.train.trainer import train_model
+        train_model(*{args!r}, json.loads(sys.argv[1]))
     """)
     process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings)], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -50,7 +50,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     (partial / "adapter_model.safetensors").write_bytes(b"\0" * 64)
     assert last_complete_checkpoint(run) == saved
 
-    summary = train_lora(*args, settings)
+    summary = train_model(*args, settings)
     assert summary["resumed_from"] == saved and summary["steps"] == 30
     resumed = {row["step"]: row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row}
     steps = [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
@@ -58,7 +58,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
 
     # Same step counter, optimizer and RNG state: the resumed curve is the uninterrupted run's.
     straight = tmp_path / "straight"
-    whole = train_lora(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
+    whole = train_model(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
                        str(straight / "ckpt"), settings)
     uninterrupted = {row["step"]: row["loss"] for row in read_jsonl(straight / "log.jsonl") if "loss" in row}
     assert all(abs(resumed[s] - uninterrupted[s]) <= 1e-4 * abs(uninterrupted[s]) for s in range(11, 31)), (resumed, uninterrupted)
@@ -70,13 +70,13 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     tokenized = small_run["tokenized"]
     settings = {**TRAIN_SETTINGS, "max_steps": 5, "save_steps": 5}
     outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
-    first = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings)
-    second = train_lora(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, {**settings, "learning_rate": 1e-3})
+    first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings)
+    second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, {**settings, "learning_rate": 1e-3})
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
 
 
 def test_run_id_follows_settings_and_file_contents_and_reads_big_files_only_at_the_ends(tmp_path: Path, monkeypatch) -> None:
-    import glmtune.training as training
+    import glmtune.train.trainer as training
 
     monkeypatch.setattr(training, "WHOLE_FILE_LIMIT", 4 << 20)
     folder = tmp_path / "model"
@@ -108,7 +108,7 @@ def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path
     runs = []
     for name in ("first", "second"):
         out = tmp_path / name
-        train_lora(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
+        train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
                    out / "loss.png", out / "ckpt", settings)
         losses = [row["loss"] for row in read_jsonl(out / "log.jsonl") if "loss" in row]
         runs.append((losses, load_file(out / "adapter" / "adapter_model.safetensors")))
@@ -129,9 +129,9 @@ def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dic
 
 
 def test_far_too_many_epochs_are_warned_about(caplog) -> None:
-    from glmtune.training import epochs_of
+    from glmtune.train.trainer import epochs_of
 
-    with caplog.at_level("WARNING", logger="glmtune.training"):
+    with caplog.at_level("WARNING", logger="glmtune.train.trainer"):
         assert epochs_of({**TRAIN_SETTINGS, "max_steps": 40}, 360, 1) < 1
         assert not caplog.records
         assert epochs_of({**TRAIN_SETTINGS, "max_steps": 5000}, 360, 2) > 200

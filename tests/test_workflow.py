@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glmtune.synthetic import write_advertisegen
+from glmtune.data.synthetic import write_advertisegen
 
 from conftest import REPO
 
@@ -95,7 +95,7 @@ def test_editing_one_raw_file_reruns_only_its_dataset_and_downstream(default_run
     try:
         assert planned_jobs(default_run) == sorted([
             "convert[dataset=local_adgen, part=all]", "merge_splits", "build_tiny_model", "tokenize", "train",
-            "evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "merge_adapters", "report_data",
+            "evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "export_model", "report_data",
         ])
     finally:
         raw.write_text(original, encoding="utf-8")
@@ -108,7 +108,7 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
     edit_config(workdir, lambda c: c["evaluate"].update(max_new_tokens=64))
     jobs = planned_jobs(workdir)
     assert "train" not in jobs and "tokenize" not in jobs
-    assert jobs == sorted(["evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "merge_adapters"])
+    assert jobs == sorted(["evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "export_model"])
 
 
 @pytest.mark.parametrize(

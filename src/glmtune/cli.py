@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from .io import read_jsonl
+from glmtune.io import read_jsonl
 
 
 def infer(args: argparse.Namespace) -> int:
-    from .inference import Chat, batch_file, interactive
+    from glmtune.inference import Chat, batch_file, interactive
 
     chat = Chat(args.model_dir, args.base_model, args.template, args.max_new_tokens, args.batch_size, args.trust_remote_code)
     if args.prompt is not None:
@@ -25,7 +25,7 @@ def infer(args: argparse.Namespace) -> int:
 
 
 def bench_eval(args: argparse.Namespace) -> int:
-    from .benchmark import bench_eval as run
+    from glmtune.bench.recipes import bench_eval as run
 
     print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, args.batch, args.cache,
               args.tokenizer, args.demo_samples))
@@ -42,9 +42,9 @@ def batch_size_arg(text: str) -> int | str:
 
 
 def bench_train(args: argparse.Namespace) -> int:
-    from .benchmark import bench_samples
-    from .benchmark import bench_train as run
-    from .benchmark_models import random_lora_model
+    from glmtune.bench.recipes import bench_samples
+    from glmtune.bench.recipes import bench_train as run
+    from glmtune.bench.models import random_lora_model
 
     def build(checkpointing: bool):  # type: ignore[no-untyped-def]
         return random_lora_model(args.arch, args.lora_targets.split(","), checkpointing)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep answers readable on the terminal
-    from .remote_code import RemoteCodeError
+    from glmtune.model.remote_code import RemoteCodeError
 
     try:
         return args.func(args)

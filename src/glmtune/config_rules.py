@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from .templates import get_template
+from glmtune.data.templates import get_template
 
 log = logging.getLogger(__name__)
 

@@ -231,7 +231,7 @@ def _staged_dataset(out_dir: Path) -> Iterator[Path]:
 def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
     """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir (files read-only)."""
     if spec["source"] == "demo":
-        from .synthetic import write_advertisegen
+        from glmtune.data.synthetic import write_advertisegen
 
         demo = spec.get("demo") or {}
         with _staged_dataset(Path(out_dir)) as staged:
@@ -250,7 +250,7 @@ def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, recor
     """
     folder = Path(cache_dir) / "downloads" / name
     fetch_model(name, spec["source"], spec.get("repo_id"), folder, spec.get("revision"), cache_dir=cache_dir)
-    from .io import write_json
+    from glmtune.io import write_json
 
     write_json(record, {"path": str(folder.resolve()), "source": spec["source"], "repo_id": spec.get("repo_id"),
                         "revision": spec.get("revision")})
@@ -260,54 +260,3 @@ def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, recor
 def downloaded_folder(record: str | Path) -> Path:
     """The folder a fetch_model record names."""
     return Path(json.loads(Path(record).read_text(encoding="utf-8"))["path"])
-
-
-def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: str | Path) -> Path:
-    """Both model stages in one call (without Snakemake): download (or take the local path), then prepare."""
-    if spec["source"] == "path":
-        source = Path(spec["path"])
-    else:
-        record = Path(cache_dir) / "downloads" / f"{name}.json"
-        source = download_model(name, spec, cache_dir, record)
-    return prepare_model_folder(name, spec, source, out_dir)
-
-
-def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
-    """The prepare_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
-
-    A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
-    is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code. With
-    `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.remote_code).
-    A compute job on a cluster: converting 18 GB is no work for a login node.
-    """
-    from .checkpoints import is_native, to_native
-
-    source = Path(source)
-    if not (source / "config.json").is_file():
-        return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
-    if spec.get("trust_remote_code"):
-        return keep_remote_code(name, source, out_dir)
-    if is_native(source):
-        return link_local_model(name, source, out_dir)
-    return to_native(source, out_dir)
-
-
-def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
-    """model.trust_remote_code: the original folder linked as it is, with our fast tokenizer beside it."""
-    from .checkpoints import original_family
-    from .glm_tokenizers import load_tokenizer
-    from .remote_code import modeling_file, prepare_folder
-
-    if modeling_file(source) is None:
-        raise FetchError(
-            f"model {name!r}: model.trust_remote_code is true, but {source / 'config.json'} maps no AutoModelForCausalLM "
-            f"to a modeling file in that folder (auto_map); it is not an original ChatGLM3 / GLM-4 checkpoint with its "
-            f"remote code. Set model.trust_remote_code: false (native and original folders then load without remote code)."
-        )
-    try:
-        config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))  # ChatGLM3's has CRLF
-        tokenizer = load_tokenizer(source, original_family(config))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise FetchError(f"model {name!r}: cannot build the fast tokenizer from {source / 'tokenizer.model'} ({exc}); "
-                         f"model.trust_remote_code runs only the original modeling code, not its tokenizer.") from exc
-    return prepare_folder(source, out_dir, tokenizer)

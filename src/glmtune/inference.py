@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 from transformers import PreTrainedTokenizerBase
 
-from .generation import generate, load_model
-from .templates import TEMPLATES, ChatTemplate, encode_prompt
+from glmtune.evaluate.generation import generate, load_model
+from glmtune.data.templates import TEMPLATES, ChatTemplate, encode_prompt
 
 
 def detect_template(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:

@@ -3,7 +3,7 @@
     python -m glmtune.worker train '{"train_dir": ..., "settings": {...}}' [--deepspeed config/deepspeed/ds_zero_2.json]
     python -m glmtune.worker evaluate '{"model_dir": ..., "test_path": ..., ...}'
 
-The JSON object holds the keyword arguments of glmtune.training.train_lora or glmtune.evaluation.evaluate_model;
+The JSON object holds the keyword arguments of glmtune.train.trainer.train_model or glmtune.evaluate.predict.evaluate_model;
 --deepspeed replaces the training settings' `deepspeed` entry.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from .logs import job_logging
+from glmtune.logs import job_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     if args.task == "train":
-        from .training import train_lora as task
+        from glmtune.train.trainer import train_model as task
 
         if args.deepspeed:
             kwargs["settings"] = {**kwargs["settings"], "deepspeed": args.deepspeed}
     else:
-        from .evaluation import evaluate_model as task
+        from glmtune.evaluate.predict import evaluate_model as task
     with job_logging(None):  # stderr, which the launcher sends to the rule's log file
         try:
             task(**kwargs)

@@ -55,7 +55,7 @@ check_schema()
 DATASETS = config["datasets"]
 MODEL = config["model"]
 ENV = "../envs/glmtune.yaml"
-# The rules that load the model (tokenize, train, evaluate, merge_adapters) need the old transformers the original
+# The rules that load the model (tokenize, train, evaluate, export_model) need the old transformers the original
 # ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
 MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
 LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
@@ -65,7 +65,7 @@ TRAINED = "results/train/model" if config["train"]["method"] == "full" else "res
 
 def resolve_llamafactory(name, dataset):
     """Fill format, columns, tags and files of a dataset_info.json entry, as LLaMA-Factory reads it."""
-    from glmtune.formats import dataset_info_file, from_dataset_info
+    from glmtune.data.formats import dataset_info_file, from_dataset_info
 
     for key in ("dataset_info", "name"):
         if not dataset.get(key):

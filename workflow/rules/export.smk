@@ -1,7 +1,7 @@
 # export: the LoRA merged into the base model, checked against the adapter's logits, at results/merged_model.
 
 
-rule merge_adapters:
+rule export_model:
     input:
         adapter=trained_for_export,
         base=base_model_dir(),
@@ -15,8 +15,8 @@ rule merge_adapters:
         export=config["export"],
         **remote_code_params(),
     log:
-        "logs/merge_adapters.log",
+        "logs/export_model.log",
     conda:
         MODEL_ENV
     script:
-        "../scripts/merge_adapters.py"
+        "../scripts/export_model.py"

@@ -1,7 +1,7 @@
 """Snakemake entry: metrics.json and the comparison table (Markdown, and HTML for the report)."""
 import json
 
-from glmtune.evaluation import compare
+from glmtune.evaluate.compare import compare
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):

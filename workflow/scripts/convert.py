@@ -1,7 +1,7 @@
 """Snakemake entry: convert one raw dataset file into canonical conversations."""
 from pathlib import Path
 
-from glmtune.convert import convert_file
+from glmtune.data.convert import convert_file
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):

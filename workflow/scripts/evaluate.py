@@ -14,7 +14,7 @@ arguments = {
 }
 layout = Layout.from_resources(snakemake.resources.get("gpu", 0), 1)  # all GPUs of one node
 if layout.processes == 1:
-    from glmtune.evaluation import evaluate_model
+    from glmtune.evaluate.predict import evaluate_model
 
     with job_logging(snakemake.log[0]):
         evaluate_model(**arguments)

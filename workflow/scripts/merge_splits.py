@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from glmtune.logs import job_logging
-from glmtune.split import Part, merge_and_split
+from glmtune.data.split import Part, merge_and_split
 
 with job_logging(snakemake.log[0]):
     split = snakemake.params.split

@@ -1,7 +1,8 @@
 """Snakemake entry: the model as a native transformers folder (linked, converted, or kept for remote code)."""
 from pathlib import Path
 
-from glmtune.fetch import downloaded_folder, prepare_model_folder
+from glmtune.fetch import downloaded_folder
+from glmtune.model.prepare import prepare_model_folder
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):

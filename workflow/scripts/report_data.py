@@ -1,5 +1,5 @@
 """Snakemake entry: the report's data page."""
-from glmtune.data_report import write_data_report
+from glmtune.data.report import write_data_report
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry: tokenize the train and validation splits with the chat template."""
 from glmtune.logs import job_logging
-from glmtune.tokenize_data import tokenize_splits
+from glmtune.data.tokenize_splits import tokenize_splits
 
 with job_logging(snakemake.log[0]):
     inp, out = snakemake.input, snakemake.output

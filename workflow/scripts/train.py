@@ -23,9 +23,9 @@ resources = snakemake.resources
 layout = Layout.from_resources(resources.get("gpu", 0), resources.get("nodes", 1), resources.get("cpus_per_task"))
 deepspeed = bool(snakemake.params.settings.get("deepspeed"))  # needs a launcher even for one process
 if layout.processes == 1 and not deepspeed:
-    from glmtune.training import train_lora
+    from glmtune.train.trainer import train_model
 
     with job_logging(snakemake.log[0]):
-        train_lora(**arguments)
+        train_model(**arguments)
 else:
     run(launch_command("train", [json.dumps(arguments, ensure_ascii=False)], layout, distributed=deepspeed), snakemake.log[0])

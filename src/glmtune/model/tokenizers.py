@@ -30,9 +30,9 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from .io import atomic_path
-from .templates import get_template
-from .tokenizer_files import save_tokenizer
+from glmtune.io import atomic_path
+from glmtune.data.templates import get_template
+from glmtune.model.tokenizer_files import save_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 

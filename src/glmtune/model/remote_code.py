@@ -5,7 +5,7 @@ remote code. With the flag, the prepared folder keeps the original weights, conf
 modeling *.py files, linked, and every model load passes `trust_remote_code=True`.
 
 The tokenizer is the one exception: the original `tokenization_chatglm.py` is remote code too and breaks on
-new transformers, while our fast tokenizer (glmtune.glm_tokenizers, built from the shipped tokenizer.model)
+new transformers, while our fast tokenizer (glmtune.model.tokenizers, built from the shipped tokenizer.model)
 gives the same ids. So the folder gets that tokenizer, saved so that transformers 4.40 loads it as well as 5.x,
 and none of the original tokenizer files: only the modeling runs remote code.
 
@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_path
-from .tokenizer_files import save_tokenizer
+from glmtune.io import atomic_path
+from glmtune.model.tokenizer_files import save_tokenizer
 
 MARKER = "glmtune_remote_code.json"
 # The original tokenizer's files: ours replaces them (see the module docstring).

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import read_jsonl, write_json, write_jsonl
+from glmtune.io import read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")

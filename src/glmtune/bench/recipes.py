@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
-from .io import read_jsonl
-from .templates import encode_prompt, get_template, split_for_generation
+from glmtune.evaluate.generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
+from glmtune.io import read_jsonl
+from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 
 # Decode steps of each recipe's untimed first batch: enough for torch.compile and the CUDA-graph capture.
 WARMUP_TOKENS = 8
@@ -40,7 +40,7 @@ def bench_tokenizer(folder: str | Path, template_name: str) -> PreTrainedTokeniz
     if (folder / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     else:
-        from .glm_tokenizers import load_tokenizer
+        from glmtune.model.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(folder, template_name)
     tokenizer.padding_side = "left"
@@ -56,7 +56,7 @@ def bench_model(model: str | Path, tokenizer_dir: str | Path | None,
         return loaded, bench_tokenizer(tokenizer_dir, template_name) if tokenizer_dir else tokenizer
     if not tokenizer_dir:
         raise ValueError(f"{model}: a config.json has no tokenizer; give one with --tokenizer")
-    from .benchmark_models import random_causal_lm
+    from glmtune.bench.models import random_causal_lm
 
     return random_causal_lm(model), bench_tokenizer(tokenizer_dir, template_name)
 
@@ -143,9 +143,9 @@ def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, te
         return [{"input_ids": ids, "labels": labels} for ids, labels in zip(data["input_ids"], data["labels"])]
     if not tokenizer_dir:
         raise ValueError(f"{train}: a raw data file needs a tokenizer; give one with --tokenizer")
-    from .formats import CONVERTERS
-    from .io import read_records
-    from .templates import encode_conversation
+    from glmtune.data.formats import CONVERTERS
+    from glmtune.io import read_records
+    from glmtune.data.templates import encode_conversation
 
     tokenizer, template = bench_tokenizer(tokenizer_dir, template_name), get_template(template_name)
     samples = []
@@ -168,8 +168,8 @@ def bench_train(build_model: Callable[[bool], torch.nn.Module], data: list[dict[
             ../shared/data/tokenizers/glm-4-9b-chat/tokenizer.model ../shared/data/AdvertiseGen/train.json .bench/
         glmtune bench-train .bench/config.json .bench/train.json --tokenizer .bench --peak-tflops 989
     """
-    from .packing import PackedCollator, pack_rows
-    from .training import PadCollator
+    from glmtune.train.packing import PackedCollator, pack_rows
+    from glmtune.train.trainer import PadCollator
 
     needed = steps + 2  # two warm-up steps
 

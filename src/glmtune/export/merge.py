@@ -25,11 +25,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from .compat import load_kwargs
-from .finite import first_nonfinite, nonfinite_in_file
-from .io import atomic_path, read_jsonl
-from .templates import encode_prompt, get_template, split_for_generation
-from .tokenizer_files import save_tokenizer
+from glmtune.model.compat import load_kwargs
+from glmtune.finite import first_nonfinite, nonfinite_in_file
+from glmtune.io import atomic_path, read_jsonl
+from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, Path(tmp) / name)
         if trust_remote_code:
-            from .remote_code import carry_remote_code
+            from glmtune.model.remote_code import carry_remote_code
 
             carry_remote_code(base_dir, tmp)
         _require_saved_as_is(model, Path(tmp), trust_remote_code)

@@ -15,9 +15,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
 
-from .io import atomic_path, read_jsonl
-from .templates import get_template, stop_token_ids
-from .tokenizer_files import save_tokenizer
+from glmtune.io import atomic_path, read_jsonl
+from glmtune.data.templates import get_template, stop_token_ids
+from glmtune.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Checkpoints go to a folder keyed by a fingerprint of the data, settings and process count; it is not a Snakemake
 output, so a killed run leaves them and the next run with the same inputs resumes from the newest
-verified one (same step, optimizer and RNG state; see glmtune.run_checkpoints). A run whose newest checkpoint is
+verified one (same step, optimizer and RNG state; see glmtune.train.resume). A run whose newest checkpoint is
 already at max_steps trains nothing more: it loads that checkpoint and saves the output.
 """
 
@@ -20,17 +20,17 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
 
-from .compat import eval_strategy_arg, load_kwargs
-from .finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
-from .io import read_jsonl, write_json, write_text
-from .config_rules import check_method, check_report_to
-from .methods import apply_method
-from .packing import PackedCollator, pack_dataset
-from .plots import plot_loss
-from .run_checkpoints import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
-from .templates import IGNORE_INDEX
-from .tokenizer_files import save_tokenizer
-from .train_callbacks import JsonlLogger, eval_args, report_args
+from glmtune.model.compat import eval_strategy_arg, load_kwargs
+from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
+from glmtune.io import read_jsonl, write_json, write_text
+from glmtune.config_rules import check_method, check_report_to
+from glmtune.train.methods import apply_method
+from glmtune.train.packing import PackedCollator, pack_dataset
+from glmtune.train.plots import plot_loss
+from glmtune.train.resume import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
+from glmtune.data.templates import IGNORE_INDEX
+from glmtune.model.tokenizer_files import save_tokenizer
+from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
 
 log = logging.getLogger(__name__)
 # transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.
@@ -141,7 +141,7 @@ def precision(setting: str) -> tuple[torch.dtype, bool, bool]:
     return {"bf16": (torch.bfloat16, True, False), "fp16": (torch.float32, False, True), "fp32": (torch.float32, False, False)}[setting]
 
 
-def train_lora(
+def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: dict[str, Any],
     trust_remote_code: bool = False,
@@ -149,7 +149,7 @@ def train_lora(
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 
     `trust_remote_code` (model.trust_remote_code) runs the model folder's own modeling code; LoRA targets are then
-    the original ChatGLM module names (glmtune.methods).
+    the original ChatGLM module names (glmtune.train.methods).
     """
     check_method(settings, trust_remote_code)
     check_report_to(settings.get("report_to", []))
@@ -267,7 +267,7 @@ def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[s
         save_tokenizer(tokenizer, partial)
         write_json(partial / "train_summary.json", summary)
         if code_from is not None and (partial / "config.json").is_file():  # a whole model, not an adapter
-            from .remote_code import carry_remote_code
+            from glmtune.model.remote_code import carry_remote_code
 
             carry_remote_code(code_from, partial)
         if out_dir.exists():

@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .logs import bar_options
-from .templates import ChatTemplate, stop_token_ids
+from glmtune.logs import bar_options
+from glmtune.data.templates import ChatTemplate, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ def load_model(model_dir: str | Path, base_override: str | Path | None = None, d
     """Load a merged/full model folder, or an adapter folder on top of its base model.
 
     `trust_remote_code`: run the folder's own modeling code; only the user's say-so (model.trust_remote_code,
-    `glmtune infer --trust-remote-code`), never the folder's marker (glmtune.remote_code).
+    `glmtune infer --trust-remote-code`), never the folder's marker (glmtune.model.remote_code).
     """
-    from .compat import load_kwargs
-    from .remote_code import check_remote_code
+    from glmtune.model.compat import load_kwargs
+    from glmtune.model.remote_code import check_remote_code
 
     model_dir = Path(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,11 +121,6 @@ def static_cache(model: PreTrainedModel, shape: StaticShape) -> Any:
         _STATIC_CACHES[model] = kept
     kept[1].reset()
     return kept[1]
-
-
-def drop_static_cache(model: PreTrainedModel) -> None:
-    """Forget the model's static cache (its memory goes back once nothing else holds it)."""
-    _STATIC_CACHES.pop(model, None)
 
 
 def decode_compile_config(device: torch.device) -> Any:

@@ -11,11 +11,11 @@ from datasets import Dataset, Features, Sequence, Value
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from .compat import load_kwargs
-from .io import atomic_path, read_jsonl, write_json
-from .config_rules import cutoff_setting, effective_cutoff
-from .logs import bar_options
-from .templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.model.compat import load_kwargs
+from glmtune.io import atomic_path, read_jsonl, write_json
+from glmtune.config_rules import cutoff_setting, effective_cutoff
+from glmtune.logs import bar_options
+from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
 
 log = logging.getLogger(__name__)
 # As datasets infers them for non-empty columns; named so an empty split has them too.
@@ -69,7 +69,7 @@ def tokenize_splits(
     cutoff_len: int | None = None, trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Tokenize each named split; write the stats file. Truncation is the demos' (input + output + 1 tokens)
-    unless one cutoff_len is given. The tokenizer is never remote code (glmtune.remote_code), but with
+    unless one cutoff_len is given. The tokenizer is never remote code (glmtune.model.remote_code), but with
     `trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
     limit = effective_cutoff(max_input_length, max_output_length, cutoff_len)

@@ -9,7 +9,7 @@ from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
-from .config_rules import MethodError, check_method, lora_targets
+from glmtune.config_rules import MethodError, check_method, lora_targets
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from .finite import nonfinite_in_file
-from .io import write_json
+from glmtune.finite import nonfinite_in_file
+from glmtune.io import write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

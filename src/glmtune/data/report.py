@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .io import write_text
+from glmtune.io import write_text
 
 TOP_REASONS = 3
 

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GlmConfig, GlmForCausalLM
 
-from .checkpoints import native_config
+from glmtune.model.convert_original import native_config
 
 
 def arch_config(config_json: str | Path) -> GlmConfig:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .schema import tool_function
+from glmtune.data.schema import tool_function
 
 IGNORE_INDEX = -100
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-log = logging.getLogger("glmtune.training")  # the training job's log file (logs/train.log) shows these lines
+log = logging.getLogger("glmtune.train.trainer")  # the training job's log file (logs/train.log) shows these lines
 # train.report_to value -> the module it needs (pip install <name> installs it)
 
 

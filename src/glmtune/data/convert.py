@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .cleaning import Cleaning, Dropped, clean_conversation
-from .formats import CONVERTERS
-from .io import BadLine, read_records, write_json, write_jsonl
-from .schema import InvalidRecord, message, validate_conversation
+from glmtune.data.cleaning import Cleaning, Dropped, clean_conversation
+from glmtune.data.formats import CONVERTERS
+from glmtune.io import BadLine, read_records, write_json, write_jsonl
+from glmtune.data.schema import InvalidRecord, message, validate_conversation
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from transformers import GenerationConfig, GlmConfig, PreTrainedTokenizerFast
 
 from glmtune.io import atomic_path
-from .tokenizer_files import save_tokenizer
+from glmtune.model.tokenizer_files import save_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # ChatGLM3's chat() also stops at <|user|> and <|observation|>; its config lists only </s> (2).
@@ -252,7 +252,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: str | None = Non
 
 def to_native(src: str | Path, dst: str | Path, dtype: str | None = None) -> Path:
     """An original ChatGLM3 / GLM-4 folder (weights + tokenizer.model) as a native folder with a fast tokenizer."""
-    from .glm_tokenizers import load_tokenizer
+    from glmtune.model.tokenizers import load_tokenizer
 
     family = original_family(_read_json(Path(src) / "config.json"))
     return convert_checkpoint(src, dst, dtype, tokenizer=load_tokenizer(src, family))

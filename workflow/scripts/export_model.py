@@ -1,5 +1,5 @@
 """Snakemake entry: the merged (LoRA) or re-saved (full SFT) model, verified."""
-from glmtune.export import export_model
+from glmtune.export.merge import export_model
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):

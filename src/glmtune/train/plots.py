@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from glmtune.io import atomic_path  # noqa: E402
 
 
 def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .templates import IGNORE_INDEX
+from glmtune.data.templates import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -1,0 +1,1 @@
+"""Export: merge an adapter into its base model, verified."""

@@ -1,0 +1,1 @@
+"""Model folders: original-checkpoint conversion, tokenizers, remote code, the tiny default model."""

@@ -1,0 +1,53 @@
+"""The prepare_model stage: a fetched or local model folder made ready for every later stage.
+
+A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint is converted to native weights
+with a fast tokenizer; with model.trust_remote_code an original folder is kept with its own modeling code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from glmtune.fetch import FetchError, link_local_model
+
+
+def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
+    """The prepare_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
+
+    A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
+    is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code. With
+    `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.model.remote_code).
+    A compute job on a cluster: converting 18 GB is no work for a login node.
+    """
+    from glmtune.model.convert_original import is_native, to_native
+
+    source = Path(source)
+    if not (source / "config.json").is_file():
+        return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
+    if spec.get("trust_remote_code"):
+        return keep_remote_code(name, source, out_dir)
+    if is_native(source):
+        return link_local_model(name, source, out_dir)
+    return to_native(source, out_dir)
+
+
+def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
+    """model.trust_remote_code: the original folder linked as it is, with our fast tokenizer beside it."""
+    from glmtune.model.convert_original import original_family
+    from glmtune.model.tokenizers import load_tokenizer
+    from glmtune.model.remote_code import modeling_file, prepare_folder
+
+    if modeling_file(source) is None:
+        raise FetchError(
+            f"model {name!r}: model.trust_remote_code is true, but {source / 'config.json'} maps no AutoModelForCausalLM "
+            f"to a modeling file in that folder (auto_map); it is not an original ChatGLM3 / GLM-4 checkpoint with its "
+            f"remote code. Set model.trust_remote_code: false (native and original folders then load without remote code)."
+        )
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))  # ChatGLM3's has CRLF
+        tokenizer = load_tokenizer(source, original_family(config))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise FetchError(f"model {name!r}: cannot build the fast tokenizer from {source / 'tokenizer.model'} ({exc}); "
+                         f"model.trust_remote_code runs only the original modeling code, not its tokenizer.") from exc
+    return prepare_folder(source, out_dir, tokenizer)

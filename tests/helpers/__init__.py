@@ -1,0 +1,1 @@
+"""Shared test helpers: reference implementations, tiny models, a local SLURM cluster."""
