@@ -17,11 +17,10 @@ from transformers import cache_utils
 
 from glmtune.bench.models import arch_config
 from glmtune.evaluate.predict import evaluate_model
-from glmtune.evaluate.generation import (
-    _STATIC_CACHES,
-    AUTO_CPU_BATCH, bytes_per_row, decode_compile_config, even_batch_size, generate, generate_batches, load_model, plan_batches,
-    resolve_batch_size, rows_for_memory, static_shape,
+from glmtune.evaluate.batching import (
+    AUTO_CPU_BATCH, bytes_per_row, even_batch_size, plan_batches, resolve_batch_size, rows_for_memory, static_shape,
 )
+from glmtune.evaluate.generation import _STATIC_CACHES, decode_compile_config, generate, generate_batches, load_model
 from glmtune.io import read_jsonl
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 

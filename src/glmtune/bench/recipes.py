@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from glmtune.evaluate.generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.generation import generate_batches, load_model
 from glmtune.io import read_jsonl
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 

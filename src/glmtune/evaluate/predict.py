@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.evaluate.generation import even_batch_size, generate_batches, load_model, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.generation import generate_batches, load_model
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.evaluate.metrics import corpus_scores
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
