@@ -56,8 +56,8 @@ class ModuleNames:
 
 @dataclass(frozen=True)
 class OriginalMatch:
-    """How an original (remote-code) config.json of the family is recognised; glmtune.family.original_family
-    tries every family's names first, then every family's sizes, then the hints."""
+    """How an original (remote-code) config.json of the family is recognised;
+    recognise_original tries every family's names first, then every family's sizes, then the hints."""
 
     names: tuple[str, ...] = ()  # substrings of the lower-cased `_name_or_path`
     sizes: tuple[tuple[str, int], ...] = ()  # (key, value) pairs only this family's configs have
@@ -66,6 +66,8 @@ class OriginalMatch:
 
 @dataclass(frozen=True, kw_only=True)
 class Family:
+    """One model family: everything the stages need to know about it, by name of a FAMILIES key."""
+
     name: str
     title: str  # as people write it, for messages
     chat: ChatLayout
@@ -154,7 +156,7 @@ GLM4 = Family(
     pad="<|endoftext|>",
     tokenizer="tiktoken",
     split_pattern=GLM4_PATTERN,
-    # glm-4-9b-chat's own configs already list every stop token.
+    generation_stops=(),  # glm-4-9b-chat's own configs already list every stop token
     original=OriginalMatch(names=("glm-4", "glm4"), sizes=(("padded_vocab_size", 151552), ("seq_length", 131072)),
                            hint=_glm4_hint),
     modules=CHATGLM_MODULES,
@@ -191,7 +193,7 @@ def get_family(name: str, what: str = "model family") -> Family:
     return FAMILIES[name]
 
 
-def original_family(config: Mapping[str, Any]) -> str | None:
+def recognise_original(config: Mapping[str, Any]) -> str | None:
     """The family of an original (remote-code) config.json, or None when no family's signs match."""
     originals = [(family.name, family.original) for family in FAMILIES.values() if family.original is not None]
     name = str(config.get("_name_or_path", "")).lower()

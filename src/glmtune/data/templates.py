@@ -160,8 +160,7 @@ class ChatTemplate(ChatLayout):
         default = _jinja_text(opening) + " + m['role'] + " + _jinja_text(closing)
         if not self.role_tokens:
             return default
-        named = " or ".join(f"m['role'] == {_jinja_text(role)}" for role, _ in self.role_tokens)
-        return f"(roles[m['role']] if {named} else {default})"
+        return f"(roles[m['role']] if m['role'] in roles else {default})"  # `roles`: set by jinja() from role_tokens
 
     def blocks(self, msg: dict[str, Any]) -> list[Block]:
         """The segments one message is encoded as."""

@@ -62,7 +62,7 @@ def is_native(folder: str | Path) -> bool:
 
 def original_family(config: dict[str, Any]) -> str:
     """The family ("glm4", "chatglm3", ...) of an original (remote-code) config.json, by glmtune.family's signs."""
-    found = families.original_family(config)
+    found = families.recognise_original(config)
     if found is None:
         known = ", ".join(f.title for f in families.FAMILIES.values() if f.original is not None)
         raise ValueError(f"cannot tell the model family ({known}) of this config.json "
