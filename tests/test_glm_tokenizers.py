@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 from conftest import shared_data
 
+from glmtune.family import CHATGLM3_SPECIAL_TOKENS, GLM4_PATTERN, GLM4_SPECIAL_TOKENS
 from glmtune.model.tokenizers import (
-    CHATGLM3_SPECIAL_TOKENS,
-    GLM4_PATTERN,
-    GLM4_SPECIAL_TOKENS,
     convert_tokenizer,
     load_chatglm3_tokenizer,
     load_glm4_tokenizer,

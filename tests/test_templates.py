@@ -14,7 +14,8 @@ from glmtune.data.templates import (
     split_for_generation,
     stop_token_ids,
 )
-from glmtune.model.tiny import SPECIAL_TOKENS, train_tokenizer
+from glmtune.family import GLM4_CHAT_TOKENS as SPECIAL_TOKENS
+from glmtune.model.tiny import train_tokenizer
 
 GLM4 = get_template("glm4")
 TEXTS = ["你是一个乐于助人的助手", "今天天气怎么样", "今天天气很好，适合去公园散步", "类型#裙*颜色#红色", "你好", "再见"]

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from conftest import shared_data
 
-from glmtune.model.tokenizers import GLM4_PATTERN, load_chatglm3_tokenizer, load_glm4_tokenizer
+from glmtune.family import GLM4_PATTERN
+from glmtune.model.tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
 from glmtune.data.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
 
 SYSTEM = "你是一个乐于助人的助手。"

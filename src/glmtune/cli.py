@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from glmtune.family import DEFAULT_FAMILY, FAMILIES
 from glmtune.io import read_jsonl
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--interactive", action="store_true", help="chat on the terminal (the default without --prompt/--input)")
     p.add_argument("--output", help="where --input answers go (default: stdout)")
     p.add_argument("--base-model", help="base model folder for an adapter whose recorded base has moved")
-    p.add_argument("--template", choices=["glm4", "chatglm3"], help="chat template (default: detected from the tokenizer)")
+    p.add_argument("--template", choices=list(FAMILIES), help="chat template (default: detected from the tokenizer)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--trust-remote-code", action="store_true",
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("model", help="a model folder, or an architecture config.json (random weights; needs --tokenizer)")
     b.add_argument("test", help="a test split (results/splits/test.jsonl) or any JSON lines of {\"conversations\": [...]}")
     b.add_argument("--tokenizer", help="tokenizer folder (saved, or an official one with tokenizer.model); default: the model's")
-    b.add_argument("--template", default="glm4", choices=["glm4", "chatglm3"])
+    b.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))
     b.add_argument("--samples", type=int, default=1070)
     b.add_argument("--max-new-tokens", type=int, default=74)
     b.add_argument("--demo-batch", type=int, default=16)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("train", help="a tokenized train split (results/tokenized/train), or a raw data file with --tokenizer")
     t.add_argument("--tokenizer", help="tokenizer folder for a raw data file (saved, or an official one with tokenizer.model)")
     t.add_argument("--format", default="advertisegen", help="the raw file's format (a converter name; default advertisegen)")
-    t.add_argument("--template", default="glm4", choices=["glm4", "chatglm3"])
+    t.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))
     t.add_argument("--cutoff-len", type=int, default=385, help="tokens kept per sample (the demo's 128 + 256 + 1)")
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--demo-batch", type=int, default=4)

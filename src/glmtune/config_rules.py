@@ -13,61 +13,54 @@ from collections.abc import Iterable
 from typing import Any
 
 from glmtune.data.templates import get_template
+from glmtune.family import DEFAULT_FAMILY, get_family
 
 log = logging.getLogger(__name__)
-
-GLM_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")
-# The original ChatGLM module names the official demos' configs use, mapped to transformers' GLM names.
-ORIGINAL_NAMES = {
-    "query_key_value": ("q_proj", "k_proj", "v_proj"),
-    "dense": ("o_proj",),
-    "dense_h_to_4h": ("gate_up_proj",),
-    "dense_4h_to_h": ("down_proj",),
-    "all": GLM_LINEAR,
-}
-# With model.trust_remote_code the original ChatGLM modules are trained as they are, under these names.
-REMOTE_LINEAR = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
 class MethodError(ValueError):
     """A method setting that cannot work; the message names the key and what to do."""
 
 
-def lora_targets(names: Iterable[str], remote_code: bool = False) -> list[str]:
+def lora_targets(names: Iterable[str], remote_code: bool = False, family: str = DEFAULT_FAMILY) -> list[str]:
     """GLM module names for `train.lora.target_modules`, accepting the demos' original names.
 
     With `remote_code` (model.trust_remote_code) the model has the original modules, so original names are
-    used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`).
+    used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`). The names are the
+    family's (glmtune.family: every known family has the same ones).
     """
+    modules = get_family(family).modules
     if remote_code:
-        return _remote_targets(names)
+        return _remote_targets(names, modules.remote)
     targets: list[str] = []
     for name in names:
-        if name in GLM_LINEAR:
+        if name in modules.native:
             expanded: tuple[str, ...] = (name,)
-        elif name in ORIGINAL_NAMES:
-            expanded = ORIGINAL_NAMES[name]
+        elif name == "all":
+            expanded = modules.native
+        elif name in modules.original:
+            expanded = modules.original[name]
             log.info("train.lora.target_modules: %r is the original ChatGLM name; using %s", name, ", ".join(expanded))
         else:
-            raise MethodError(f"train.lora.target_modules: {name!r} matches no GLM layer; use {', '.join(GLM_LINEAR)}, "
-                              f"'all', or an original name ({', '.join(k for k in ORIGINAL_NAMES if k != 'all')})")
+            raise MethodError(f"train.lora.target_modules: {name!r} matches no GLM layer; use {', '.join(modules.native)}, "
+                              f"'all', or an original name ({', '.join(modules.original)})")
         targets += [t for t in expanded if t not in targets]
     return targets
 
 
-def _remote_targets(names: Iterable[str]) -> list[str]:
+def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     targets: list[str] = []
     for name in names:
-        if name not in (*REMOTE_LINEAR, "all"):
+        if name not in (*remote, "all"):
             raise MethodError(f"train.lora.target_modules: {name!r} is not an original ChatGLM module, and with "
                               f"model.trust_remote_code: true the model keeps the original modules: use "
-                              f"{', '.join(REMOTE_LINEAR)} or 'all'")
+                              f"{', '.join(remote)} or 'all'")
         if name not in targets:
             targets.append(name)
     return ["all"] if "all" in targets else targets
 
 
-def check_method(settings: dict[str, Any], remote_code: bool = False) -> None:
+def check_method(settings: dict[str, Any], remote_code: bool = False, family: str = DEFAULT_FAMILY) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded."""
     method = settings.get("method", "lora")
     if method not in ("lora", "ptuning", "full"):
@@ -89,7 +82,7 @@ def check_method(settings: dict[str, Any], remote_code: bool = False) -> None:
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
     if method == "lora":
-        lora_targets(settings["lora"]["target_modules"], remote_code)
+        lora_targets(settings["lora"]["target_modules"], remote_code, family)
 
 
 def effective_cutoff(max_input_length: int, max_output_length: int, cutoff_len: int | None = None) -> int:

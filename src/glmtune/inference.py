@@ -11,16 +11,18 @@ from typing import Any, TextIO
 from transformers import PreTrainedTokenizerBase
 
 from glmtune.evaluate.generation import generate, load_model
-from glmtune.data.templates import TEMPLATES, ChatTemplate, encode_prompt
+from glmtune.data.templates import ChatTemplate, encode_prompt, get_template
+from glmtune.family import FAMILIES
 
 
 def detect_template(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
-    """GLM-4 tokenizers carry `<sop>`, ChatGLM3's carry `sop`."""
+    """The first family whose chat prefix the tokenizer has: GLM-4 tokenizers carry `<sop>`, ChatGLM3's carry `sop`."""
     vocab = tokenizer.get_vocab()
-    for template in TEMPLATES.values():
+    for name in FAMILIES:
+        template = get_template(name)
         if all(token in vocab for token in template.prefix):
             return template
-    raise ValueError("cannot tell the chat template from the tokenizer; pass --template glm4 or chatglm3")
+    raise ValueError(f"cannot tell the chat template from the tokenizer; pass --template ({' or '.join(FAMILIES)})")
 
 
 class Chat:
@@ -29,7 +31,7 @@ class Chat:
     def __init__(self, model_dir: str | Path, base_model: str | Path | None = None, template: str | None = None,
                  max_new_tokens: int = 256, batch_size: int = 16, trust_remote_code: bool = False) -> None:
         self.model, self.tokenizer = load_model(model_dir, base_model, trust_remote_code=trust_remote_code)
-        self.template = TEMPLATES[template] if template else detect_template(self.tokenizer)
+        self.template = get_template(template) if template else detect_template(self.tokenizer)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def answer(self, conversations: list[list[dict[str, Any]]]) -> list[str]:

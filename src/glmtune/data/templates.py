@@ -17,16 +17,20 @@ function name as metadata) keeps its JSON arguments for GLM-4 and becomes ChatGL
 ```` ```python\\ntool_call(city='北京')\\n``` ````. `ChatTemplate.jinja()` renders the same tools layout, so
 `apply_chat_template` on an exported model gives the ids training used (a call's content it writes as given:
 ChatGLM3's form there).
+
+What a family's template is (prefix, role tokens, eos, stop tokens, which tools layout) is data in glmtune.family;
+this module turns it into ids and Jinja.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from glmtune.data.schema import tool_function
+from glmtune.family import ROLE_FORMAT, ChatLayout, get_family
 
 IGNORE_INDEX = -100
 
@@ -58,8 +62,9 @@ def _jinja_text(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _jinja_plain(header_end: str) -> str:
-    return "{{ '<|' + m['role'] + '|>' + (m.get('metadata') or '') + " + _jinja_text(header_end) + " + m['content'] }}"
+def _jinja_plain(template: ChatTemplate) -> str:
+    return ("{{ " + template.jinja_role() + " + (m.get('metadata') or '') + " + _jinja_text(template.jinja_header_end)
+            + " + m['content'] }}")
 
 
 # The glm-4-9b-chat chat template's tools prompt, word for word.
@@ -82,11 +87,11 @@ def _glm4_tool_blocks(msg: dict[str, Any]) -> list[Block]:
     return [tools, *(_plain_blocks(msg) if msg["content"] else [])]
 
 
-def _glm4_tools_jinja(header_end: str) -> str:
-    return ("{{ '<|system|>' + " + _jinja_text(GLM4_TOOLS_INTRO) + " }}"
+def _glm4_tools_jinja(template: ChatTemplate) -> str:
+    return ("{{ " + _jinja_text(template.role_token("system")) + " + " + _jinja_text(GLM4_TOOLS_INTRO) + " }}"
             "{% for tool in m['tools'] %}{% set f = tool['function'] if tool['function'] is defined else tool %}"
             "{{ '\\n## ' + f['name'] + '\\n\\n' + (f | tojson(indent=4)) + " + _jinja_text(GLM4_TOOL_OUTRO) + " }}"
-            "{% endfor %}{% if m['content'] %}" + _jinja_plain(header_end) + "{% endif %}")
+            "{% endfor %}{% if m['content'] %}" + _jinja_plain(template) + "{% endif %}")
 
 
 # The official ChatGLM3 tool fine-tuning code's TOOL_DEFINITION_PREFIX (finetune_demo/preprocess_utils.py); its
@@ -118,12 +123,13 @@ def _chatglm3_tool_blocks(msg: dict[str, Any]) -> list[Block]:
     return [tools, *(_plain_blocks(msg) if msg["content"] else [])]
 
 
-def _chatglm3_tools_jinja(header_end: str) -> str:
+def _chatglm3_tools_jinja(template: ChatTemplate) -> str:
     # transformers' tojson is json.dumps(ensure_ascii=False); json.dumps(indent=4) of a list, item by item.
-    return ("{{ '<|system|>' + " + _jinja_text(header_end + CHATGLM3_TOOLS_INTRO + "[") + " }}"
+    return ("{{ " + _jinja_text(template.role_token("system")) + " + "
+            + _jinja_text(template.jinja_header_end + CHATGLM3_TOOLS_INTRO + "[") + " }}"
             "{% for tool in m['tools'] %}{{ (',' if not loop.first else '') + '\\n    ' }}"
             "{{ ((tool['function'] if tool['function'] is defined else tool) | tojson(indent=4)).replace('\\n', '\\n    ') }}"
-            "{% endfor %}{{ '\\n]' }}{% if m['content'] %}" + _jinja_plain(header_end) + "{% endif %}")
+            "{% endfor %}{{ '\\n]' }}{% if m['content'] %}" + _jinja_plain(template) + "{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class ToolsLayout:
     arguments (an assistant message with the function name as metadata)."""
 
     blocks: Callable[[dict[str, Any]], list[Block]]
-    jinja: Callable[[str], str]  # header_end -> Jinja rendering such a message `m`
+    jinja: Callable[[ChatTemplate], str]  # the template -> Jinja rendering such a message `m`
     tool_call: Callable[[str], str]  # JSON arguments -> the text the model writes for the call
 
 
@@ -142,26 +148,19 @@ TOOLS_LAYOUTS: dict[str, ToolsLayout] = {
 }
 
 
-@dataclass(frozen=True)
-class ChatTemplate:
-    name: str
-    prefix: tuple[str, ...]
-    eos: str
-    stop: tuple[str, ...]  # tokens that end generation
-    tools_layout: str  # a key of TOOLS_LAYOUTS
-    role_format: str = "<|{role}|>"
-    # What the rendered text puts after a header so that tokenizing it whole gives the ids of encoding
-    # header and content apart. SentencePiece (ChatGLM3) prefixes every text segment with '▁': the
-    # official ChatGLM3 chat template writes "\n " for that reason.
-    jinja_header_end: str = "\n"
-    # GLM-4's chat template writes nothing for a message with empty content (`{% if item['content'] %}`).
-    drop_empty: bool = False
-    # GLM-4's demo tokenizes each rendered message whole (apply_chat_template), so "\n" + a content that starts
-    # with whitespace merges; ChatGLM3's build_single_message encodes header and content apart.
-    encode_whole: bool = False
+@dataclass(frozen=True, kw_only=True)
+class ChatTemplate(ChatLayout):
+    """A family's chat layout (glmtune.family.ChatLayout) with what encodes and renders it."""
 
-    def role_token(self, role: str) -> str:
-        return self.role_format.format(role=role)
+    name: str
+
+    def jinja_role(self) -> str:
+        """A Jinja expression of message `m`'s role token."""
+        opening, closing = ROLE_FORMAT.split("{role}")
+        default = _jinja_text(opening) + " + m['role'] + " + _jinja_text(closing)
+        if not self.role_tokens:
+            return default
+        return f"(roles[m['role']] if m['role'] in roles else {default})"  # `roles`: set by jinja() from role_tokens
 
     def blocks(self, msg: dict[str, Any]) -> list[Block]:
         """The segments one message is encoded as."""
@@ -176,42 +175,25 @@ class ChatTemplate:
 
     def jinja(self) -> str:
         """A Hugging Face chat template that renders the same text (for `apply_chat_template`)."""
-        plain = _jinja_plain(self.jinja_header_end)
+        plain = _jinja_plain(self)
         if self.drop_empty:
             plain = "{% if m['content'] %}" + plain + "{% endif %}"
+        roles = ""
+        if self.role_tokens:
+            pairs = ", ".join(f"{_jinja_text(role)}: {_jinja_text(token)}" for role, token in self.role_tokens)
+            roles = "{% set roles = {" + pairs + "} %}"
         return (
-            "{{ " + _jinja_text("".join(self.prefix)) + " }}"
-            "{% for m in messages %}{% if m.get('tools') %}" + TOOLS_LAYOUTS[self.tools_layout].jinja(self.jinja_header_end)
+            roles + "{{ " + _jinja_text("".join(self.prefix)) + " }}"
+            "{% for m in messages %}{% if m.get('tools') %}" + TOOLS_LAYOUTS[self.tools_layout].jinja(self)
             + "{% else %}" + plain + "{% endif %}{% endfor %}"
-            "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+            "{% if add_generation_prompt %}{{ " + _jinja_text(self.role_token("assistant")) + " }}{% endif %}"
         )
 
 
-TEMPLATES: dict[str, ChatTemplate] = {
-    "glm4": ChatTemplate(
-        name="glm4",
-        prefix=("[gMASK]", "<sop>"),
-        eos="<|endoftext|>",
-        stop=("<|endoftext|>", "<|user|>", "<|observation|>"),
-        tools_layout="glm4",
-        drop_empty=True,
-        encode_whole=True,
-    ),
-    "chatglm3": ChatTemplate(
-        name="chatglm3",
-        prefix=("[gMASK]", "sop"),
-        eos="</s>",
-        stop=("</s>", "<|user|>", "<|observation|>"),
-        tools_layout="chatglm3",
-        jinja_header_end="\n ",
-    ),
-}
-
-
 def get_template(name: str) -> ChatTemplate:
-    if name not in TEMPLATES:
-        raise KeyError(f"unknown chat template {name!r}; known: {', '.join(TEMPLATES)}")
-    return TEMPLATES[name]
+    """The chat template of the registered family `name` (glmtune.family.FAMILIES)."""
+    layout = get_family(name, "chat template").chat
+    return ChatTemplate(name=name, **{f.name: getattr(layout, f.name) for f in fields(ChatLayout)})
 
 
 def _ids(tokenizer: Tokenizer, tokens: Sequence[str]) -> list[int]:

@@ -27,12 +27,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import GenerationConfig, GlmConfig, PreTrainedTokenizerFast
 
+from glmtune import family as families
 from glmtune.io import atomic_path
 from glmtune.model.tokenizer_files import save_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# ChatGLM3's chat() also stops at <|user|> and <|observation|>; its config lists only </s> (2).
-CHATGLM3_CHAT_STOPS = (64795, 64797)
 _LAYER = re.compile(r"transformer\.encoder\.layers\.(\d+)\.(.+)")
 _LAYER_NAMES = {
     "input_layernorm.weight": "input_layernorm.weight",
@@ -62,21 +61,14 @@ def is_native(folder: str | Path) -> bool:
 
 
 def original_family(config: dict[str, Any]) -> str:
-    """"chatglm3" or "glm4" for an original (remote-code) config.json."""
-    name = str(config.get("_name_or_path", "")).lower()
-    if "glm-4" in name or "glm4" in name:
-        return "glm4"
-    if "chatglm3" in name:
-        return "chatglm3"
-    vocab = config.get("padded_vocab_size")
-    if vocab == 151552 or config.get("seq_length") == 131072:
-        return "glm4"
-    if vocab == 65024:
-        return "chatglm3"
-    if isinstance(config.get("eos_token_id"), list) or "rope_ratio" in config:
-        return "glm4"
-    raise ValueError("cannot tell ChatGLM3 from GLM-4 by this config.json "
-                     f"(_name_or_path={name!r}, padded_vocab_size={vocab!r})")
+    """The family ("glm4", "chatglm3", ...) of an original (remote-code) config.json, by glmtune.family's signs."""
+    found = families.recognise_original(config)
+    if found is None:
+        known = ", ".join(f.title for f in families.FAMILIES.values() if f.original is not None)
+        raise ValueError(f"cannot tell the model family ({known}) of this config.json "
+                         f"(_name_or_path={config.get('_name_or_path', '')!r}, "
+                         f"padded_vocab_size={config.get('padded_vocab_size')!r})")
+    return found
 
 
 def _check_supported(original: dict[str, Any]) -> None:
@@ -185,8 +177,9 @@ def _generation_config(src: Path, original: dict[str, Any], family: str) -> Gene
     settings.pop("transformers_version", None)
     eos = settings.get("eos_token_id", original.get("eos_token_id"))
     eos = [eos] if isinstance(eos, int) else list(eos or [])
-    if family == "chatglm3" and original["padded_vocab_size"] > max(CHATGLM3_CHAT_STOPS):
-        eos += [token for token in CHATGLM3_CHAT_STOPS if token not in eos]
+    stops = families.get_family(family).generation_stop_ids()
+    if stops and original["padded_vocab_size"] > max(stops):
+        eos += [token for token in stops if token not in eos]
     settings["eos_token_id"] = eos
     settings.setdefault("pad_token_id", original.get("pad_token_id"))
     return GenerationConfig(**settings)

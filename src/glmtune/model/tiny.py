@@ -1,7 +1,9 @@
 """The embedded default model: a tiny random GLM-4 (`GlmForCausalLM`) and a locally trained tokenizer.
 
 It lets the whole workflow run offline on a CPU in minutes while exercising the real architecture,
-the real special tokens and the real chat layout.
+the real special tokens and the real chat layout. Any registered family (glmtune.family) can be built so: its
+tokenizer carries the family's chat special tokens and chat template, its generation stops at the family's stop
+tokens.
 """
 
 from __future__ import annotations
@@ -15,17 +17,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
 
-from glmtune.io import atomic_path, read_jsonl
 from glmtune.data.templates import get_template, stop_token_ids
+from glmtune.family import DEFAULT_FAMILY, get_family
+from glmtune.io import atomic_path, read_jsonl
 from glmtune.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
-
-# GLM-4's special tokens, in the official order (their ids follow the learned vocabulary here).
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-]
 
 
 def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:
@@ -35,31 +32,36 @@ def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:
                 yield msg["content"]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE over the training text, carrying GLM-4's special tokens and chat template."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT_FAMILY) -> PreTrainedTokenizerFast:
+    """A byte-level BPE over the training text, carrying the family's chat special tokens (in its official order;
+    their ids follow the learned vocabulary here) and its chat template."""
+    spec = get_family(family)
+    specials = spec.chat_special_tokens()
+    named = {"eos_token": spec.chat.eos, "pad_token": spec.pad, **({"unk_token": spec.unk} if spec.unk else {})}
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:], padding_side="left",
+        tokenizer_object=core, **named,
+        additional_special_tokens=[token for token in specials if token not in named.values()], padding_side="left",
     )
-    tokenizer.chat_template = get_template("glm4").jinja()
+    tokenizer.chat_template = get_template(family).jinja()
     return tokenizer
 
 
 def build_tiny_model(
-    train_files: Iterable[str | Path], out_dir: str | Path, size: dict[str, Any], seed: int = 0
+    train_files: Iterable[str | Path], out_dir: str | Path, size: dict[str, Any], seed: int = 0,
+    family: str = DEFAULT_FAMILY,
 ) -> Path:
     """Train the tokenizer on `train_files`, initialise a random GlmForCausalLM, save both to out_dir."""
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(conversation_texts(train_files), size.get("vocab_size", 4000))
-    template = get_template("glm4")
+    tokenizer = train_tokenizer(conversation_texts(train_files), size.get("vocab_size", 4000), family)
+    template = get_template(family)
     stops = stop_token_ids(tokenizer, template)
     heads = size.get("num_attention_heads", 4)
     config = GlmConfig(
@@ -82,5 +84,6 @@ def build_tiny_model(
         model.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
     params = sum(p.numel() for p in model.parameters())
-    log.info("tiny GLM-4 model: %d parameters, vocabulary %d, saved to %s", params, len(tokenizer), out_dir)
+    log.info("tiny %s model: %d parameters, vocabulary %d, saved to %s", get_family(family).title, params, len(tokenizer),
+             out_dir)
     return Path(out_dir)

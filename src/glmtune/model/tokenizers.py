@@ -7,53 +7,36 @@ The official checkpoints ship a `tokenizer.model` and a `tokenization_chatglm.py
   It becomes a byte-level BPE whose merges are every split of a token into two tokens, ranked by
   the merged token's rank, with the whole-piece shortcut (`ignore_merges`) that tiktoken takes;
   the pre-tokenizer is GLM-4's cl100k-style regex with `\\p{N}{1,3}`. The special tokens follow the
-  ranks in the official order (151329 `<|endoftext|>` ...).
+  ranks in the official order.
 * ChatGLM3 (`chatglm3-6b`): `tokenizer.model` is a SentencePiece BPE model (byte fallback, identity
   normalizer, dummy prefix). It becomes a `tokenizers` BPE whose merge priority is the pieces'
   score, with the dummy prefix and the space escaping as normalizers, so `encode(text,
   add_special_tokens=False)` equals `SentencePieceProcessor.encode(text)`; the command tokens
-  follow at 64789 (`[MASK]` ...).
+  follow the pieces, also in the official order.
 
 Neither tokenizer adds anything on `add_special_tokens=True` (the `[gMASK]` prefix comes from the
 chat template, as everywhere in this package). Only `tokenizers` and `transformers` are needed:
-the rank file and the SentencePiece protobuf are read here directly.
+the rank file and the SentencePiece protobuf are read here directly. The special tokens, their official ids,
+eos / pad / unk and which reader a family's `tokenizer.model` needs are the family's (glmtune.family).
 """
 
 from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from glmtune.io import atomic_path
 from glmtune.data.templates import get_template
+from glmtune.family import Family, get_family
+from glmtune.io import atomic_path
 from glmtune.model.tokenizer_files import save_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
-
-# GLM-4's pre-tokenizer pattern (tokenization_chatglm.py of glm-4-9b-chat).
-GLM4_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# In id order from 151329 (the number of ranks).
-GLM4_SPECIAL_TOKENS = (
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
-)
-# In id order from 64789 (the SentencePiece vocabulary size).
-CHATGLM3_SPECIAL_TOKENS = (
-    "[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-)
-# Bare words: matched only as a whole word, so that "philosophy" or "develop" stay ordinary text,
-# while "[gMASK]sop<|user|>" (the chat template's text) still yields the `sop` token.
-_BARE_WORD_TOKENS = {"sop", "eop"}
 
 
 # --------------------------------------------------------------------------- GLM-4 (tiktoken ranks)
@@ -111,33 +94,20 @@ def tiktoken_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], 
     return vocab, [(text(left), text(right)) for _, _, _, left, right in ranked]
 
 
-def build_glm4_backend(model_file: str | Path) -> Tokenizer:
+def build_tiktoken_backend(model_file: str | Path, family: Family) -> Tokenizer:
+    """GLM-4's kind: a tiktoken rank file, the family's split pattern, its special tokens after the ranks."""
+    if family.split_pattern is None:
+        raise ValueError(f"family {family.name}: a tiktoken tokenizer needs its split_pattern")
     ranks = read_tiktoken_ranks(model_file)
     vocab, merges = tiktoken_vocab_and_merges(ranks)
     backend = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, ignore_merges=True))
     backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(GLM4_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(family.split_pattern), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     backend.decoder = decoders.ByteLevel()
-    _add_specials(backend, GLM4_SPECIAL_TOKENS, first_id=len(ranks))
+    _add_specials(backend, family, first_id=len(ranks))
     return backend
-
-
-def load_glm4_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """GLM-4-9B-chat's tokenizer from a folder holding its tiktoken `tokenizer.model`."""
-    backend = build_glm4_backend(_model_file(folder))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=list(GLM4_SPECIAL_TOKENS[1:]),
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = get_template("glm4").jinja()
-    _check_ids(tokenizer, GLM4_SPECIAL_TOKENS, backend.get_vocab_size(with_added_tokens=False))
-    return tokenizer
 
 
 # --------------------------------------------------------------------------- ChatGLM3 (SentencePiece)
@@ -257,7 +227,8 @@ def sentencepiece_vocab_and_merges(spm: SentencePieceModel) -> tuple[dict[str, i
     return vocab, [(left, right) for *_, left, right in ranked]
 
 
-def build_chatglm3_backend(model_file: str | Path) -> Tokenizer:
+def build_sentencepiece_backend(model_file: str | Path, family: Family) -> Tokenizer:
+    """ChatGLM3's kind: a SentencePiece BPE model, its own control pieces kept, the family's special tokens after."""
     spm = read_sentencepiece_model(model_file)
     unsupported = []
     if spm.model_type != 2:
@@ -290,25 +261,8 @@ def build_chatglm3_backend(model_file: str | Path) -> Tokenizer:
     backend.add_special_tokens([AddedToken(piece, special=True, normalized=False)
                                 for piece, _, kind in spm.pieces
                                 if kind in (SentencePieceModel.CONTROL, SentencePieceModel.UNKNOWN)])
-    _add_specials(backend, CHATGLM3_SPECIAL_TOKENS, first_id=len(spm.pieces))
+    _add_specials(backend, family, first_id=len(spm.pieces))
     return backend
-
-
-def load_chatglm3_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """ChatGLM3-6B's tokenizer from a folder holding its SentencePiece `tokenizer.model`."""
-    backend = build_chatglm3_backend(_model_file(folder))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<unk>",
-        additional_special_tokens=list(CHATGLM3_SPECIAL_TOKENS),
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = get_template("chatglm3").jinja()
-    _check_ids(tokenizer, CHATGLM3_SPECIAL_TOKENS, backend.get_vocab_size(with_added_tokens=False))
-    return tokenizer
 
 
 # --------------------------------------------------------------------------- shared
@@ -323,12 +277,13 @@ def _model_file(folder: str | Path) -> Path:
     return path
 
 
-def _add_specials(backend: Tokenizer, tokens: tuple[str, ...], first_id: int) -> None:
+def _add_specials(backend: Tokenizer, family: Family, first_id: int) -> None:
+    tokens = family.special_tokens
     existing = [token for token in tokens if backend.token_to_id(token) is not None]
     if existing:
         raise ValueError(f"special tokens already in the base vocabulary: {existing}")
     backend.add_special_tokens([
-        AddedToken(token, special=True, normalized=False, single_word=token in _BARE_WORD_TOKENS) for token in tokens
+        AddedToken(token, special=True, normalized=False, single_word=token in family.bare_words) for token in tokens
     ])
     _check_backend_ids(backend, tokens, first_id)
 
@@ -346,17 +301,45 @@ def _check_ids(tokenizer: PreTrainedTokenizerFast, tokens: tuple[str, ...], firs
         raise RuntimeError(f"special token ids {dict(zip(tokens, got))} are not the official ones from {first_id}")
 
 
-LOADERS = {"glm4": load_glm4_tokenizer, "chatglm3": load_chatglm3_tokenizer}
+# Family.tokenizer -> the reader of that kind of tokenizer.model.
+BUILDERS: dict[str, Callable[[Path, Family], Tokenizer]] = {
+    "tiktoken": build_tiktoken_backend,
+    "sentencepiece": build_sentencepiece_backend,
+}
 
 
 def load_tokenizer(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
-    if family not in LOADERS:
-        raise KeyError(f"unknown tokenizer family {family!r}; known: {', '.join(LOADERS)}")
-    return LOADERS[family](folder)
+    """The tokenizer of a registered family (glmtune.family) from a folder holding its official `tokenizer.model`."""
+    spec = get_family(family, "tokenizer family")
+    if spec.tokenizer not in BUILDERS:
+        raise KeyError(f"family {family!r} has no tokenizer.model reader (tokenizer={spec.tokenizer!r}; "
+                       f"known readers: {', '.join(BUILDERS)})")
+    backend = BUILDERS[spec.tokenizer](_model_file(folder), spec)
+    named = {"eos_token": spec.chat.eos, "pad_token": spec.pad, **({"unk_token": spec.unk} if spec.unk else {})}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        **named,
+        additional_special_tokens=[token for token in spec.special_tokens if token not in named.values()],
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = get_template(family).jinja()
+    _check_ids(tokenizer, spec.special_tokens, backend.get_vocab_size(with_added_tokens=False))
+    return tokenizer
+
+
+def load_glm4_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+    """GLM-4-9B-chat's tokenizer from a folder holding its tiktoken `tokenizer.model`."""
+    return load_tokenizer(folder, "glm4")
+
+
+def load_chatglm3_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+    """ChatGLM3-6B's tokenizer from a folder holding its SentencePiece `tokenizer.model`."""
+    return load_tokenizer(folder, "chatglm3")
 
 
 def convert_tokenizer(folder: str | Path, family: str, out_dir: str | Path) -> Path:
-    """Save the fast tokenizer of `family` ("glm4" or "chatglm3") so `AutoTokenizer.from_pretrained(out_dir)`
+    """Save the fast tokenizer of a registered `family` (e.g. "glm4") so `AutoTokenizer.from_pretrained(out_dir)`
     loads it without remote code (tokenizer.json + tokenizer_config.json + chat template)."""
     tokenizer = load_tokenizer(folder, family)
     with atomic_path(out_dir) as tmp:

@@ -10,6 +10,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from glmtune.config_rules import MethodError, check_method, lora_targets
+from glmtune.family import DEFAULT_FAMILY
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,14 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
     return targets
 
 
-def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False) -> PreTrainedModel:
-    """Wrap the model for its method; full SFT trains every weight as it is."""
-    check_method(settings, remote_code)
+def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False,
+                 family: str = DEFAULT_FAMILY) -> PreTrainedModel:
+    """Wrap the model for its method; full SFT trains every weight as it is. LoRA target names are the family's."""
+    check_method(settings, remote_code, family)
     method = settings.get("method", "lora")
     if method == "lora":
         lora = settings["lora"]
-        targets = lora_targets(lora["target_modules"], remote_code)
+        targets = lora_targets(lora["target_modules"], remote_code, family)
         if remote_code:
             targets = resolve_all(model, targets)
         config: Any = LoraConfig(
