@@ -38,14 +38,15 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
     return targets
 
 
-def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False) -> PreTrainedModel:
-    """Wrap the model for its method; full SFT trains every weight as it is."""
-    check_method(settings, remote_code)
+def apply_method(model: PreTrainedModel, settings: dict[str, Any], trust_remote_code: bool = False) -> PreTrainedModel:
+    """Wrap the model for its method; full SFT trains every weight as it is. With `trust_remote_code` the model
+    has the original ChatGLM modules, so LoRA targets take their names."""
+    check_method(settings, trust_remote_code)
     method = settings.get("method", "lora")
     if method == "lora":
         lora = settings["lora"]
-        targets = lora_targets(lora["target_modules"], remote_code)
-        if remote_code:
+        targets = lora_targets(lora["target_modules"], trust_remote_code)
+        if trust_remote_code:
             targets = resolve_all(model, targets)
         config: Any = LoraConfig(
             task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
