@@ -17,6 +17,9 @@ One dtype policy, `resolve_dtype(setting, device)`, which each stage calls with 
                  (exactly, on any device)                              float32, a fully trained model in export.dtype
     "saved"      the dtype the folder's config records                 export: the reload that checks the saved folder
 
+A CUDA device is "cuda" or "cuda:N" (each rank of a torchrun evaluation loads for its own GPU, in the same dtype
+as one process). Training's auto on a GPU without bf16 trains in fp16 mixed precision, whose weights load as fp32.
+
 Nothing here imports torch, transformers or peft at import time: glmtune.data loads its tokenizer through here.
 """
 
