@@ -75,8 +75,8 @@ from transformers import PreTrainedModel
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from glmtune.configuration_chatglm import ChatGLMConfig
-from glmtune.reference_glm import rms_norm, rotary
+from .configuration_chatglm import ChatGLMConfig
+from .reference_glm import rms_norm, rotary
 
 
 class RMSNorm(nn.Module):
