@@ -75,8 +75,8 @@ from transformers import PreTrainedModel
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from glmtune.configuration_chatglm import ChatGLMConfig
-from glmtune.reference_glm import rms_norm, rotary
+from .configuration_chatglm import ChatGLMConfig
+from .reference_glm import rms_norm, rotary
 
 
 class RMSNorm(nn.Module):
@@ -271,7 +271,8 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
 
     from glmtune.evaluate.predict import evaluate_model
     from glmtune.export.merge import merge_adapter
-    from glmtune.evaluate.generation import generate, load_model
+    from glmtune.evaluate.generation import generate
+    from glmtune.model.loading import load_trained
     from glmtune.io import read_jsonl
     from glmtune.data.templates import get_template
     from glmtune.data.tokenize_splits import tokenize_splits
@@ -289,7 +290,7 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
                             base_model=model_dir, trust_remote_code=True)
     worst = merge_adapter(work / "adapter", model_dir, work / "merged", splits / "test.jsonl", "glm4", 1e-4,
                           trust_remote_code=True)
-    merged, tokenizer = load_model(work / "merged", trust_remote_code=True)
+    merged, tokenizer = load_trained(work / "merged", trust_remote_code=True)
     again = generate(merged, tokenizer, get_template("glm4"), [tokenizer.encode("describe", add_special_tokens=False)],
                      max_new_tokens=3, progress=False)
     reloaded = AutoModelForCausalLM.from_pretrained(str(work / "merged"), trust_remote_code=True)

@@ -20,8 +20,9 @@ from glmtune.evaluate.predict import evaluate_model
 from glmtune.evaluate.batching import (
     AUTO_CPU_BATCH, bytes_per_row, even_batch_size, plan_batches, resolve_batch_size, rows_for_memory, static_shape,
 )
-from glmtune.evaluate.generation import _STATIC_CACHES, decode_compile_config, generate, generate_batches, load_model
+from glmtune.evaluate.generation import _STATIC_CACHES, decode_compile_config, generate, generate_batches
 from glmtune.io import read_jsonl
+from glmtune.model.loading import load_trained
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 
 TEMPLATE = get_template("glm4")
@@ -31,7 +32,7 @@ NEW_TOKENS = 12
 @pytest.fixture(scope="module")
 def tuned(small_run: dict[str, Path]) -> tuple[Any, Any, list[list[int]]]:
     """The fine-tuned tiny model (adapter on its base) and 11 test prompts: batches of 4 leave a short last one."""
-    model, tokenizer = load_model(small_run["adapter"])
+    model, tokenizer = load_trained(small_run["adapter"], trust_remote_code=False)
     rows = list(read_jsonl(small_run["test"]))[:11]
     prompts = [encode_prompt(tokenizer, TEMPLATE, split_for_generation(r["conversations"])[0]) for r in rows]
     return model, tokenizer, prompts

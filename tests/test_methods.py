@@ -10,7 +10,7 @@ from conftest import TRAIN_SETTINGS
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import CannotMerge, export_model, trained_kind
-from glmtune.evaluate.generation import load_model
+from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl
 from glmtune.config_rules import MethodError, check_method, lora_targets
 from glmtune.train.trainer import train_model
@@ -65,7 +65,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
     assert trained_kind(tmp_path / "out") == kind
-    model, _ = load_model(tmp_path / "out")
+    model, _ = load_trained(tmp_path / "out", trust_remote_code=False)
     assert model is not None
     # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",

@@ -126,13 +126,13 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
     script = (
         "import os, signal, sys\n"
         "import glmtune.export.merge as e\n"
-        "real = e.AutoTokenizer.from_pretrained\n"
+        "real = e.load_tokenizer\n"
         "calls = []\n"
         "def dying(*a, **k):\n"
         "    calls.append(a)\n"
         "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **k)\n"
-        "e.AutoTokenizer.from_pretrained = dying\n"
+        "e.load_tokenizer = dying\n"
         f"e.merge_adapter({str(small_run['adapter'])!r}, {str(small_run['model'])!r}, {str(out)!r}, {str(small_run['test'])!r}, 'glm4')\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -219,7 +219,7 @@ def test_a_native_folder_with_an_auto_map_loads_without_its_code(original: tuple
     """A native model_type wins over a stray auto_map: loaded natively, the folder's code never runs."""
     import shutil
 
-    from glmtune.evaluate.generation import load_model
+    from glmtune.model.loading import load_trained
 
     native = fetch_model_folder("glm4", {"source": "path", "path": str(original[0])}, tmp_path / "linked", tmp_path / "c")
     folder, sentinel = tmp_path / f"native-{tmp_path.name}", tmp_path / "sentinel"
@@ -229,7 +229,7 @@ def test_a_native_folder_with_an_auto_map_loads_without_its_code(original: tuple
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil"}
     (folder / "config.json").write_text(json.dumps(config))
-    model, _ = load_model(folder, device="cpu")
+    model, _ = load_trained(folder, device="cpu", trust_remote_code=False)
     assert type(model).__name__ == "GlmForCausalLM" and not sentinel.exists()
 
 

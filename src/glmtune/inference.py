@@ -10,7 +10,8 @@ from typing import Any, TextIO
 
 from transformers import PreTrainedTokenizerBase
 
-from glmtune.evaluate.generation import generate, load_model
+from glmtune.evaluate.generation import generate
+from glmtune.model.loading import load_trained
 from glmtune.data.templates import ChatTemplate, encode_prompt, get_template
 from glmtune.family import FAMILIES
 
@@ -30,7 +31,7 @@ class Chat:
 
     def __init__(self, model_dir: str | Path, base_model: str | Path | None = None, template: str | None = None,
                  max_new_tokens: int = 256, batch_size: int = 16, trust_remote_code: bool = False) -> None:
-        self.model, self.tokenizer = load_model(model_dir, base_model, trust_remote_code=trust_remote_code)
+        self.model, self.tokenizer = load_trained(model_dir, base_model, trust_remote_code=trust_remote_code)
         self.template = get_template(template) if template else detect_template(self.tokenizer)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
-from glmtune.evaluate.generation import generate_batches, load_model
+from glmtune.evaluate.generation import generate_batches
+from glmtune.model import loading
 from glmtune.io import read_jsonl
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 
@@ -39,7 +40,7 @@ def bench_tokenizer(folder: str | Path, template_name: str) -> PreTrainedTokeniz
     """A saved tokenizer folder, or an official one holding only tokenizer.model (rebuilt by glm_tokenizers)."""
     folder = Path(folder)
     if (folder / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = loading.load_tokenizer(folder, trust_remote_code=False)
     else:
         from glmtune.model.tokenizers import load_tokenizer
 
@@ -53,7 +54,7 @@ def bench_model(model: str | Path, tokenizer_dir: str | Path | None,
     """A model folder (with its own tokenizer unless `tokenizer_dir` is given), or an architecture config.json
     with random weights (bf16 on a GPU, as bench-train builds them) and the tokenizer of `tokenizer_dir`."""
     if Path(model).is_dir():
-        loaded, tokenizer = load_model(model)
+        loaded, tokenizer = loading.load_trained(model, trust_remote_code=False)
         return loaded, bench_tokenizer(tokenizer_dir, template_name) if tokenizer_dir else tokenizer
     if not tokenizer_dir:
         raise ValueError(f"{model}: a config.json has no tokenizer; give one with --tokenizer")

@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, Sequence, Value
 from tqdm import tqdm
-from transformers import AutoTokenizer
 
-from glmtune.model.compat import load_kwargs
 from glmtune.io import atomic_path, read_jsonl, write_json
 from glmtune.config_rules import cutoff_setting, effective_cutoff
 from glmtune.logs import bar_options
 from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.model.loading import load_tokenizer
 
 log = logging.getLogger(__name__)
 # As datasets infers them for non-empty columns; named so an empty split has them too.
@@ -71,7 +70,7 @@ def tokenize_splits(
     """Tokenize each named split; write the stats file. Truncation is the demos' (input + output + 1 tokens)
     unless one cutoff_len is given. The tokenizer is never remote code (glmtune.model.remote_code), but with
     `trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     limit = effective_cutoff(max_input_length, max_output_length, cutoff_len)
     stats: dict[str, Any] = {"template": template_name, "cutoff_len": limit, "splits": {}}
     for name, path in splits.items():

@@ -1,4 +1,4 @@
-"""Loading a model folder (merged or adapter) and batched greedy generation with the family's stop tokens.
+"""Batched greedy generation with the family's stop tokens (models load through glmtune.model.loading).
 
 Batches run longest prompts first. With cache="static" the whole plan shares one preallocated KV cache (one batch
 size, one length), so on a GPU generate compiles the decode step once and replays it as a CUDA graph; batch_size
@@ -7,65 +7,20 @@ size, one length), so on a GPU generate compiles the decode step once and replay
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from glmtune.evaluate.batching import StaticShape, pad_rows, plan_batches, static_shape
 from glmtune.logs import bar_options
 from glmtune.data.templates import ChatTemplate, stop_token_ids
 
 log = logging.getLogger(__name__)
-
-
-def resolve_base(adapter_dir: Path, base_override: str | Path | None) -> str:
-    """The base model of an adapter folder: the override if given, else adapter_config.json's path."""
-    if base_override:
-        return str(base_override)
-    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-    if not Path(base).exists():
-        raise FileNotFoundError(
-            f"{adapter_dir}: the base model recorded in adapter_config.json ({base}) does not exist here; "
-            f"pass the base model's folder with --base-model"
-        )
-    return base
-
-
-def load_model(model_dir: str | Path, base_override: str | Path | None = None, device: str | None = None,
-               trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a merged/full model folder, or an adapter folder on top of its base model.
-
-    `trust_remote_code`: run the folder's own modeling code; only the user's say-so (model.trust_remote_code,
-    `glmtune infer --trust-remote-code`), never the folder's marker (glmtune.model.remote_code).
-    """
-    from glmtune.model.compat import load_kwargs
-    from glmtune.model.remote_code import check_remote_code
-
-    model_dir = Path(model_dir)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = resolve_base(model_dir, base_override)
-        check_remote_code(base, trust_remote_code)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **load_kwargs(dtype, trust_remote_code)),
-                                          str(model_dir))
-        tokenizer_dir = model_dir if (model_dir / "tokenizer_config.json").is_file() else Path(base)
-    else:
-        check_remote_code(model_dir, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust_remote_code))
-        tokenizer_dir = model_dir
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), **load_kwargs(None, trust_remote_code))
-    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-    return model.to(device).eval(), tokenizer
 
 
 # One static cache per model, kept between calls: new cache tensors would make CUDA graphs re-record.

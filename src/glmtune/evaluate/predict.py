@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
-from glmtune.evaluate.generation import generate_batches, load_model
+from glmtune.evaluate.generation import generate_batches
+from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.evaluate.metrics import corpus_scores
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
@@ -74,7 +75,7 @@ def evaluate_model(
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty; give a test file or a test ratio above 0")
     rank, world, device = join_process_group()
-    model, tokenizer = load_model(model_dir, base_model, device=device, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=trust_remote_code)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
     limit = agree_on_batch_size(resolve_batch_size(batch_size, model, prompts, max_new_tokens), world, device)

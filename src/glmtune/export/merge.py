@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from glmtune.model.compat import load_kwargs
 from glmtune.finite import first_nonfinite, nonfinite_in_file
 from glmtune.io import atomic_path, read_jsonl
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.model.loading import load_adapter, load_generation_config, load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -70,9 +68,9 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
         merge_adapter(trained_dir, base_dir, out_dir, test_path, template_name, tolerance, extra_files, dtype, max_shard_size_gb,
                       trust_remote_code)
         return
-    model = AutoModelForCausalLM.from_pretrained(str(trained_dir), **load_kwargs(getattr(torch, dtype), trust_remote_code))
+    model = load_model(trained_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     _require_finite_weights(model, f"the trained model {trained_dir} loaded in {dtype}")
-    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir), **load_kwargs(None, trust_remote_code))
+    tokenizer = load_tokenizer(trained_dir, trust_remote_code=trust_remote_code)
     _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
 
 
@@ -96,9 +94,9 @@ def merge_adapter(
     check passes. Returns the largest logit difference.
     """
     _require_finite_adapter(Path(adapter_dir))
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), **load_kwargs(torch.float32, trust_remote_code))
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), **load_kwargs(None, trust_remote_code))
-    adapter_model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    base = load_model(base_dir, dtype="float32", trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code)
+    adapter_model = load_adapter(base, adapter_dir).eval()
     inputs = sample_inputs(test_path, tokenizer, template_name)
     reference = _logits(adapter_model, inputs, "the adapter model")
     merged = adapter_model.merge_and_unload().eval()
@@ -140,8 +138,8 @@ def _require_finite_weights(model: Any, what: str) -> None:
 
 def _require_saved_as_is(model: Any, folder: Path, trust_remote_code: bool) -> None:
     """The folder, reloaded, holds bitwise the tensors in memory (the dtype too): saving changed nothing."""
-    # "auto": the dtype the folder records (transformers 4.x would otherwise load float32 and hide a wrong dtype)
-    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs("auto", trust_remote_code)).state_dict()
+    # "saved": the dtype the folder records (transformers 4.x would otherwise load float32 and hide a wrong dtype)
+    reloaded = load_model(folder, dtype="saved", trust_remote_code=trust_remote_code).state_dict()
     for name, tensor in model.state_dict().items():
         again = reloaded.get(name)
         if again is None or again.dtype != tensor.dtype or not torch.equal(again, tensor):
@@ -156,7 +154,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
         model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
         save_tokenizer(tokenizer, tmp)
         if model.generation_config is None:
-            model.generation_config = GenerationConfig.from_pretrained(str(base_dir))
+            model.generation_config = load_generation_config(base_dir)
         model.generation_config.save_pretrained(tmp)
         for name, path in (extra_files or {}).items():
             shutil.copyfile(path, Path(tmp) / name)
@@ -165,4 +163,4 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
 
             carry_remote_code(base_dir, tmp)
         _require_saved_as_is(model, Path(tmp), trust_remote_code)
-        AutoTokenizer.from_pretrained(str(tmp), **load_kwargs(None, trust_remote_code))
+        load_tokenizer(tmp, trust_remote_code=trust_remote_code)

@@ -2,7 +2,8 @@
 
 The default path runs on transformers 5. With `model.trust_remote_code: true` the same stages may run in
 workflow/envs/glmtune_remote_code.yaml (transformers 4.40.2), because the original ChatGLM3 / GLM-4 modeling
-code breaks on newer releases; these helpers give each release the argument names it knows.
+code breaks on newer releases; these helpers give each release the argument names it knows. load_kwargs is for
+glmtune.model.loading alone (the one module that calls from_pretrained).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ if TYPE_CHECKING:
 _DTYPE_ARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
-def load_kwargs(dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Keyword arguments for `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`: the load dtype, if any, and
-    `trust_remote_code` always explicit: left out (None), transformers prompts on a terminal for a folder with code
-    of its own, so the folder, not the caller, could end up deciding."""
+def load_kwargs(dtype: torch.dtype | str | None, trust_remote_code: bool) -> dict[str, Any]:
+    """Keyword arguments for `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`: the load dtype (a torch dtype,
+    or "auto" for the folder's own), if any, and `trust_remote_code` always explicit: left out (None), transformers
+    prompts on a terminal for a folder with code of its own, so the folder, not the caller, could end up deciding."""
     kwargs: dict[str, Any] = {} if dtype is None else {_DTYPE_ARG: dtype}
     kwargs["trust_remote_code"] = trust_remote_code
     return kwargs

@@ -39,15 +39,16 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
     return targets
 
 
-def apply_method(model: PreTrainedModel, settings: dict[str, Any], remote_code: bool = False,
+def apply_method(model: PreTrainedModel, settings: dict[str, Any], trust_remote_code: bool = False,
                  family: str = DEFAULT_FAMILY) -> PreTrainedModel:
-    """Wrap the model for its method; full SFT trains every weight as it is. LoRA target names are the family's."""
-    check_method(settings, remote_code, family)
+    """Wrap the model for its method; full SFT trains every weight as it is. LoRA target names are the family's;
+    with `trust_remote_code` the model has the original ChatGLM modules, so the targets take their names."""
+    check_method(settings, trust_remote_code, family)
     method = settings.get("method", "lora")
     if method == "lora":
         lora = settings["lora"]
-        targets = lora_targets(lora["target_modules"], remote_code, family)
-        if remote_code:
+        targets = lora_targets(lora["target_modules"], trust_remote_code, family)
+        if trust_remote_code:
             targets = resolve_all(model, targets)
         config: Any = LoraConfig(
             task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],

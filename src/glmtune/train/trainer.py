@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
+from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
-from glmtune.model.compat import eval_strategy_arg, load_kwargs
+from glmtune.model.compat import eval_strategy_arg
+from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.config_rules import check_method, check_report_to
@@ -129,16 +130,16 @@ def sampling_args(sampling: str) -> dict[str, Any]:
     return {}
 
 
-def precision(setting: str) -> tuple[torch.dtype, bool, bool]:
-    """(load dtype, bf16, fp16) for train.precision: auto is bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU."""
+def precision(setting: str) -> tuple[bool, bool]:
+    """The Trainer's (bf16, fp16) flags for train.precision: auto is bf16 where the GPU has it, else fp16 on GPU,
+    fp32 on CPU. The weights load in glmtune.model.loading.resolve_dtype(setting) (fp16 keeps fp32 master weights)."""
     if not torch.cuda.is_available():
         if setting in ("bf16", "fp16"):
             log.warning("train.precision %s asked for, but no GPU: training in fp32", setting)
-        return torch.float32, False, False
+        return False, False
     if setting == "auto":
         setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    # fp16 mixed precision keeps fp32 master weights (the GradScaler needs them); bf16 loads in bf16.
-    return {"bf16": (torch.bfloat16, True, False), "fp16": (torch.float32, False, True), "fp32": (torch.float32, False, False)}[setting]
+    return setting == "bf16", setting == "fp16"
 
 
 def train_model(
@@ -165,12 +166,12 @@ def train_model(
         trim_log(steps_log, resumed_at, settings["max_steps"])
         earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
-    dtype, bf16, fp16 = precision(settings.get("precision", "auto"))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **load_kwargs(None, trust_remote_code))
+    bf16, fp16 = precision(settings.get("precision", "auto"))
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
     set_seed(settings["seed"])
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs(dtype, trust_remote_code))
+    model = load_model(model_dir, dtype=settings.get("precision", "auto"), trust_remote_code=trust_remote_code)
     model = apply_method(model, settings, trust_remote_code)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
