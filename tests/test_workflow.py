@@ -229,6 +229,27 @@ def test_a_user_file_with_no_datasets_stops(tmp_path: Path) -> None:
     assert result.returncode != 0 and "config: datasets: no datasets" in result.stdout + result.stderr
 
 
+DAG_IMPORTS = """
+import atexit, sys
+from snakemake.cli import main
+def record():
+    heavy = sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules)
+    open("imported.txt", "w").write(" ".join(heavy) or "none")
+atexit.register(record)
+sys.argv = ["snakemake", "--cores", "2", "-n", "results/merged_model"]
+main()
+"""
+
+
+def test_building_the_job_graph_imports_no_torch(tmp_path: Path) -> None:
+    """The config is checked and typed (glmtune.settings, glmtune.config_rules) while the graph is built: no torch."""
+    workdir = copy_workflow(tmp_path)
+    done = subprocess.run([sys.executable, "-c", DAG_IMPORTS], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Job stats" in done.stdout + done.stderr  # the graph was built
+    assert (workdir / "imported.txt").read_text() == "none"
+
+
 @pytest.mark.parametrize("section", ["datasets", "model"])
 @pytest.mark.parametrize("name", [".", "..", ".hidden"])
 def test_a_name_that_is_no_plain_folder_name_stops_before_any_job(tmp_path: Path, section: str, name: str) -> None:
