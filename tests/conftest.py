@@ -34,7 +34,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from glmtune.model.tiny import build_tiny_model
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.train.trainer import train_model
-    from helpers.settings import model_settings, tokenize_settings, train_settings
+    from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
 
     root = tmp_path_factory.mktemp("small_run")
     raw = write_advertisegen(root / "raw", 400, 40, 1)
@@ -42,7 +42,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json", "advertisegen", "adgen")
     merge_and_split([Part("adgen", "all", str(root / "train.jsonl")), Part("adgen", "test", str(root / "dev.jsonl"))],
                     root / "splits", 0.1, 0.0, 0)
-    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", {"hidden_size": 64, "intermediate_size": 128})
+    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", tiny_settings(hidden_size=64, intermediate_size=128))
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model,
                     tokenize_settings(max_input_length=64, max_output_length=128), model_settings(template="glm4"))

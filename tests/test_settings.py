@@ -16,12 +16,13 @@ from conftest import REPO
 from helpers.settings import schema, section, train_settings
 
 from glmtune.settings import (EvaluateSettings, ExportSettings, LoraSettings, ModelSettings, PtuningSettings, Section,
-                              SettingsError, TokenizeSettings, TrainSettings)
+                              SettingsError, TinySettings, TokenizeSettings, TrainSettings)
 
 # typed section -> where its keys are in the schema
 SECTIONS: dict[type[Section], tuple[str, ...]] = {
     TrainSettings: ("train",), LoraSettings: ("train", "lora"), PtuningSettings: ("train", "ptuning"),
     EvaluateSettings: ("evaluate",), TokenizeSettings: ("tokenize",), ExportSettings: ("export",),
+    TinySettings: ("model", "tiny"),
 }
 
 

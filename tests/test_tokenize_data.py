@@ -13,7 +13,7 @@ from glmtune.config_rules import min_cutoff_len
 from glmtune.data.tokenize_splits import tokenize_splits
 
 from conftest import TRAIN_SETTINGS
-from helpers.settings import model_settings, tokenize_settings, train_settings
+from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw = write_advertisegen(root / "raw", 60, 6, 3)
     convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
     write_jsonl(root / "validation.jsonl", [])
-    model = build_tiny_model([root / "train.jsonl"], root / "model", {"hidden_size": 32, "intermediate_size": 64})
+    model = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
     return {"root": root, "model": model, "train": root / "train.jsonl", "validation": root / "validation.jsonl"}
 
 

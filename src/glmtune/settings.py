@@ -148,6 +148,22 @@ class ExportSettings(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class TinySettings(Section):
+    """model.tiny: the random GLM-4 model built for model.source: tiny."""
+
+    SECTION = "model.tiny"
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    initializer_range: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSettings(Section):
     """What the model-loading stages need of the model section: the chat template and whether the folder's own
     modeling code runs (model.trust_remote_code)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from glmtune.settings import EvaluateSettings, ExportSettings, ModelSettings, TokenizeSettings, TrainSettings
+from glmtune.settings import EvaluateSettings, ExportSettings, ModelSettings, TinySettings, TokenizeSettings, TrainSettings
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -51,6 +51,10 @@ def tokenize_settings(**overrides: Any) -> TokenizeSettings:
 
 def export_settings(**overrides: Any) -> ExportSettings:
     return ExportSettings.from_config(section("export", overrides))
+
+
+def tiny_settings(**overrides: Any) -> TinySettings:
+    return TinySettings.from_config(with_defaults(schema()["properties"]["model"]["properties"]["tiny"], overrides))
 
 
 def model_settings(**overrides: Any) -> ModelSettings:

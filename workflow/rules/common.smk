@@ -133,11 +133,12 @@ def check_train():
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
     the KV cache the method allows: decided here, once; the stages do not decide them again."""
     from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
-    from glmtune.settings import EvaluateSettings, ExportSettings, SettingsError, TrainSettings
+    from glmtune.settings import EvaluateSettings, ExportSettings, SettingsError, TinySettings, TrainSettings
 
     try:
         train, evaluate = TrainSettings.from_config(config["train"]), EvaluateSettings.from_config(config["evaluate"])
         ExportSettings.from_config(config["export"])  # the schema and the typed sections agree
+        TinySettings.from_config(MODEL["tiny"])
         check_method(train, remote_code=MODEL["trust_remote_code"])
         check_report_to(train.report_to)
         check_cache(train, evaluate)
