@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# The tests' training overrides of the schema defaults (helpers.settings.train_settings fills in the rest).
 TRAIN_SETTINGS = {
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]},
     "max_steps": 40, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 1e-2, "lr_scheduler": "constant",
@@ -33,6 +34,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from glmtune.model.tiny import build_tiny_model
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.train.trainer import train_model
+    from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
 
     root = tmp_path_factory.mktemp("small_run")
     raw = write_advertisegen(root / "raw", 400, 40, 1)
@@ -40,10 +42,11 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json", "advertisegen", "adgen")
     merge_and_split([Part("adgen", "all", str(root / "train.jsonl")), Part("adgen", "test", str(root / "dev.jsonl"))],
                     root / "splits", 0.1, 0.0, 0)
-    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", {"hidden_size": 64, "intermediate_size": 128})
+    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", tiny_settings(hidden_size=64, intermediate_size=128))
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
-    tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model, "glm4", 64, 128)
+    tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model,
+                    tokenize_settings(max_input_length=64, max_output_length=128), model_settings(template="glm4"))
     train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter", root / "log.jsonl",
-               root / "loss.png", root / "checkpoints", TRAIN_SETTINGS)
+               root / "loss.png", root / "checkpoints", train_settings(**TRAIN_SETTINGS), trust_remote_code=False)
     return {"root": root, "model": model, "adapter": root / "adapter", "test": root / "splits" / "test.jsonl",
             "log": root / "log.jsonl", "plot": root / "loss.png", "tokenized": root / "tok", "checkpoints": root / "checkpoints"}

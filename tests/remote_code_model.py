@@ -257,6 +257,7 @@ def write_splits(folder: Path) -> Path:
     return folder
 
 
+# Overrides of the schema's train defaults (tests/helpers/settings.py fills in the rest).
 TRAIN_SETTINGS = {
     "method": "lora", "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["query_key_value"]},
     "max_steps": 24, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 1e-2, "lr_scheduler": "constant",
@@ -277,19 +278,22 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     from glmtune.data.templates import get_template
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.train.trainer import train_model
+    from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings
 
+    model = model_settings(template="glm4", trust_remote_code=True)
     tokenized = {"train": work / "tok" / "train", "validation": work / "tok" / "validation"}
     stats = tokenize_splits({s: splits / f"{s}.jsonl" for s in tokenized}, tokenized, work / "tok" / "stats.json",
-                            model_dir, "glm4", 64, 64, trust_remote_code=True)
+                            model_dir, tokenize_settings(max_input_length=64, max_output_length=64), model)
     summary = train_model(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter",
-                         work / "log.jsonl", work / "loss.png", work / "checkpoints", TRAIN_SETTINGS, trust_remote_code=True)
+                         work / "log.jsonl", work / "loss.png", work / "checkpoints", train_settings(**TRAIN_SETTINGS),
+                         trust_remote_code=True)
     adapter_config = json.loads((work / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     scores = evaluate_model(model_dir=work / "adapter", test_path=splits / "test.jsonl",
                             predictions_path=work / "eval" / "predictions.jsonl", scores_path=work / "eval" / "scores.json",
-                            template_name="glm4", max_samples=2, batch_size=2, max_new_tokens=6, max_input_length=64,
-                            base_model=model_dir, trust_remote_code=True)
-    worst = merge_adapter(work / "adapter", model_dir, work / "merged", splits / "test.jsonl", "glm4", 1e-4,
-                          trust_remote_code=True)
+                            settings=evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=6), model=model,
+                            max_input_length=64, base_model=model_dir)
+    worst = merge_adapter(work / "adapter", model_dir, work / "merged", splits / "test.jsonl",
+                          export_settings(tolerance=1e-4), model)
     merged, tokenizer = load_trained(work / "merged", trust_remote_code=True)
     again = generate(merged, tokenizer, get_template("glm4"), [tokenizer.encode("describe", add_special_tokens=False)],
                      max_new_tokens=3, progress=False)

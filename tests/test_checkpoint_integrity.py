@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TRAIN_SETTINGS
+from helpers.settings import train_settings
 from safetensors.torch import load_file, save_file
 
 from glmtune.finite import TrainingDiverged
@@ -22,7 +23,8 @@ SETTINGS = {**TRAIN_SETTINGS, "max_steps": 10, "save_steps": 5, "logging_steps":
 def _train(small_run: dict[str, Path], out: Path, settings: dict = SETTINGS, model: Path | None = None) -> dict:
     tokenized = small_run["tokenized"]
     return train_model(tokenized / "train", tokenized / "validation", model or small_run["model"], out / "adapter",
-                      out / "log.jsonl", out / "loss.png", out / "ckpt", settings)
+                      out / "log.jsonl", out / "loss.png", out / "ckpt", train_settings(**settings),
+                      trust_remote_code=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ two evaluating processes write the same predictions as one."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from conftest import TRAIN_SETTINGS
+from helpers.settings import evaluate_settings, model_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.io import read_jsonl
-from glmtune.launch import Layout, launch_command
+from glmtune.launch import Layout, run_stage
 from glmtune.train.trainer import train_model
 
 
@@ -24,14 +24,13 @@ def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, P
         return {"train_dir": str(tok / "train"), "validation_dir": str(tok / "validation"), "model_dir": str(small_run["model"]),
                 "adapter_dir": str(tmp_path / name / "adapter"), "log_path": str(tmp_path / name / "log.jsonl"),
                 "plot_path": str(tmp_path / name / "loss.png"), "checkpoint_root": str(tmp_path / name / "ckpt"),
-                "settings": {**settings, "batch_size": batch_size}}
+                "settings": train_settings(**{**settings, "batch_size": batch_size}), "trust_remote_code": False}
 
     train_model(**arguments("one", 8))
-    command = launch_command("train", [json.dumps(arguments("two", 4))], Layout(nodes=1, per_node=2))
-    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stderr.count("training done") == 2  # each rank ran the whole loop
+    run_stage("train", arguments("two", 4), Layout(nodes=1, per_node=2), tmp_path / "two.log")  # typed settings as JSON
+    log = (tmp_path / "two.log").read_text()
+    assert " -m torch.distributed.run --standalone --nproc_per_node 2 -m glmtune.worker train " in log.splitlines()[0]
+    assert log.count("training done") == 2  # each rank ran the whole loop
     one = [row["loss"] for row in read_jsonl(tmp_path / "one" / "log.jsonl") if "loss" in row]
     two = [row["loss"] for row in read_jsonl(tmp_path / "two" / "log.jsonl") if "loss" in row]
     assert len(one) == len(two) == 12
@@ -45,13 +44,11 @@ def test_two_evaluating_processes_write_what_one_process_writes(small_run: dict[
     def arguments(name: str) -> dict:
         return {"model_dir": str(small_run["adapter"]), "test_path": str(small_run["test"]),
                 "predictions_path": str(tmp_path / name / "predictions.jsonl"), "scores_path": str(tmp_path / name / "scores.json"),
-                "template_name": "glm4", "max_samples": 14, "batch_size": 4, "max_new_tokens": 16, "max_input_length": 64,
-                "base_model": str(small_run["model"])}
+                "settings": evaluate_settings(max_samples=14, batch_size=4, max_new_tokens=16),
+                "model": model_settings(template="glm4"), "max_input_length": 64, "base_model": str(small_run["model"])}
 
     one = evaluate_model(**arguments("one"))
-    result = subprocess.run(launch_command("evaluate", [json.dumps(arguments("two"))], Layout(nodes=1, per_node=2)),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_stage("evaluate", arguments("two"), Layout(nodes=1, per_node=2), tmp_path / "two.log")
     # 14 prompts in 4 batches: rank 0 generated batches 0 and 2, rank 1 batches 1 and 3 (each batch as in one process).
     assert list(read_jsonl(tmp_path / "two" / "predictions.jsonl")) == list(read_jsonl(tmp_path / "one" / "predictions.jsonl"))
     two = json.loads((tmp_path / "two" / "scores.json").read_text())

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from glmtune.export.merge import ExportCheckFailed, merge_adapter
+from helpers.settings import export_settings, model_settings
 
 
 def test_a_half_precision_export_is_the_fp32_merge_rounded_and_its_check_is_tight(small_run: dict[str, Path],
@@ -17,10 +18,10 @@ def test_a_half_precision_export_is_the_fp32_merge_rounded_and_its_check_is_tigh
     """The logit check runs in fp32 on every machine (bf16 logits differed by 0.14 on an AMD EPYC), and the saved
     bf16 tensors are exactly the fp32 merge rounded."""
     fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
-    worst = merge_adapter(small_run["adapter"], small_run["model"], bf16, small_run["test"], "glm4", tolerance=1e-4,
-                          dtype="bfloat16")
+    worst = merge_adapter(small_run["adapter"], small_run["model"], bf16, small_run["test"],
+                          export_settings(tolerance=1e-4, dtype="bfloat16"), model_settings(template="glm4"))
     assert worst < 1e-4
-    merge_adapter(small_run["adapter"], small_run["model"], fp32, small_run["test"], "glm4", tolerance=1e-4)
+    merge_adapter(small_run["adapter"], small_run["model"], fp32, small_run["test"], export_settings(tolerance=1e-4), model_settings(template="glm4"))
     full, half = load_file(fp32 / "model.safetensors"), load_file(bf16 / "model.safetensors")
     assert full.keys() == half.keys()
     assert all(half[k].dtype == torch.bfloat16 and torch.equal(half[k], full[k].to(torch.bfloat16)) for k in full)
@@ -39,7 +40,7 @@ def test_a_nan_adapter_is_never_exported(small_run: dict[str, Path], tmp_path: P
     adapter = _nan_adapter(small_run, tmp_path / "adapter")
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match=r"adapter_model\.safetensors: tensor .* holds NaN or inf"):
-        merge_adapter(adapter, small_run["model"], out, small_run["test"], "glm4", tolerance=1e3)
+        merge_adapter(adapter, small_run["model"], out, small_run["test"], export_settings(tolerance=1e3), model_settings(template="glm4"))
     assert not out.exists()
 
 
@@ -51,8 +52,8 @@ def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[st
     monkeypatch.setattr(export, "_require_finite_adapter", lambda folder: None)  # reach the logit check itself
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match="NaN or inf logits"):
-        merge_adapter(_nan_adapter(small_run, tmp_path / "adapter"), small_run["model"], out, small_run["test"], "glm4",
-                      tolerance=1e3)
+        merge_adapter(_nan_adapter(small_run, tmp_path / "adapter"), small_run["model"], out, small_run["test"],
+                      export_settings(tolerance=1e3), model_settings(template="glm4"))
     assert not out.exists()
 
 
@@ -73,7 +74,8 @@ def test_a_save_that_changes_a_weight_is_refused(small_run: dict[str, Path], tmp
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", lossy)
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match="is not the merged weight cast to torch.bfloat16"):
-        merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", dtype="bfloat16")
+        merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"],
+                      export_settings(tolerance=1e-4, dtype="bfloat16"), model_settings(template="glm4"))
     assert not out.exists()
 
 
@@ -87,5 +89,5 @@ def test_a_fully_trained_model_with_nan_weights_is_never_exported(small_run: dic
     save_file(weights, str(trained / "model.safetensors"), metadata={"format": "pt"})
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match="holds NaN or inf; nothing was written"):
-        export_model(trained, small_run["model"], out, small_run["test"], "glm4", 1e-3)
+        export_model(trained, small_run["model"], out, small_run["test"], export_settings(tolerance=1e-3), model_settings(template="glm4"))
     assert not out.exists()

@@ -24,6 +24,7 @@ from glmtune.family import CHATGLM_MODULES, DEFAULT_FAMILY, FAMILIES, ChatLayout
 from glmtune.io import read_jsonl, write_jsonl
 
 from conftest import REPO, TRAIN_SETTINGS
+from helpers.settings import evaluate_settings, model_settings, tiny_settings, tokenize_settings, train_settings
 
 GLMX = Family(
     name="glmx",
@@ -72,16 +73,17 @@ def glmx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     write_jsonl(splits["test"], [conversation(n) for n in range(52, 57)])
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(FAMILIES, "glmx", GLMX)
-        model = build_tiny_model([splits["train"]], root / "model", {"hidden_size": 64, "intermediate_size": 128,
-                                                                     "vocab_size": 600}, family="glmx")
+        model = build_tiny_model([splits["train"]], root / "model",
+                                 tiny_settings(hidden_size=64, intermediate_size=128, vocab_size=600), family="glmx")
+        glmx = model_settings(template="glmx")
         tokenized = {name: root / "tok" / name for name in ("train", "validation")}
         stats = tokenize_splits({name: splits[name] for name in tokenized}, tokenized, root / "tok" / "stats.json",
-                                model, "glmx", 64, 64)
-        settings = {**TRAIN_SETTINGS, "max_steps": 30, "logging_steps": 10, "save_steps": 30}
+                                model, tokenize_settings(max_input_length=64, max_output_length=64), glmx)
+        settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
         summary = train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter",
-                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings)
+                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False)
         scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
-                                "glmx", None, 2, 32, 64, base_model=model)
+                                evaluate_settings(batch_size=2, max_new_tokens=32), glmx, 64, base_model=model)
     yield {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,
            "test": splits["test"]}
 

@@ -104,3 +104,49 @@ def test_two_node_command_expands_per_node_in_a_faked_slurm_step(tmp_path: Path)
          "-m", ENTRY, "train", ARGS, *DEEPSPEED]
         for node in range(2)
     ]
+
+
+def test_typed_settings_round_trip_through_the_worker_arguments() -> None:
+    """What a worker rebuilds from the JSON is the same typed settings the script made; a wrong key is named."""
+    from helpers.settings import evaluate_settings, model_settings, train_settings
+
+    from glmtune.launch import decode_arguments, encode_arguments
+    from glmtune.settings import SettingsError, TrainSettings
+
+    train = {"train_dir": Path("tok/train"), "settings": train_settings(max_steps=7, lora={"r": 4}),
+             "trust_remote_code": False}
+    again = decode_arguments("train", encode_arguments("train", train))
+    assert again == {**train, "train_dir": "tok/train"}  # paths travel as text
+    assert isinstance(again["settings"], TrainSettings) and again["settings"].lora.r == 4
+    evaluate = {"settings": evaluate_settings(batch_size="auto"), "model": model_settings(template="chatglm3"),
+                "max_input_length": 64}
+    assert decode_arguments("evaluate", encode_arguments("evaluate", evaluate)) == evaluate
+    broken = json.loads(encode_arguments("train", train))
+    broken["settings"]["lora"]["rank"] = broken["settings"]["lora"].pop("r")
+    with pytest.raises(SettingsError, match=r"unknown key\(s\) train.lora.rank; missing key\(s\) train.lora.r"):
+        decode_arguments("train", json.dumps(broken))
+
+
+def test_one_process_runs_the_stage_here_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import glmtune.launch as launch
+
+    calls = []
+
+    def stage(**arguments) -> None:
+        calls.append(arguments)
+        logging.getLogger("glmtune.test").info("stage ran")
+
+    monkeypatch.setattr(launch, "task_function", lambda task: stage)
+    monkeypatch.setattr(launch, "run", lambda *a: pytest.fail("one process must not start a launcher"))
+    launch.run_stage("evaluate", {"max_input_length": 64}, Layout(1, 1), tmp_path / "evaluate.log")
+    assert calls == [{"max_input_length": 64}] and "stage ran" in (tmp_path / "evaluate.log").read_text()
+    launched = []
+    monkeypatch.setattr(launch, "run", lambda command, log: launched.append((command, log)))
+    from helpers.settings import train_settings
+
+    launch.run_stage("train", {"settings": train_settings()}, Layout(1, 1), tmp_path / "train.log", distributed=True)
+    (command, log), = launched
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] and log == tmp_path / "train.log"
+    assert calls == [{"max_input_length": 64}]  # DeepSpeed: through the launcher even for one process

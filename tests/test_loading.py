@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from helpers.settings import tiny_settings
 from glmtune.model import loading
 from glmtune.model.remote_code import MARKER, RemoteCodeError
 from glmtune.train import trainer
@@ -31,7 +32,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("loading")
     raw = write_advertisegen(root / "raw", 40, 4, 5)
     convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
-    model_dir = build_tiny_model([root / "train.jsonl"], root / "model", {"hidden_size": 32, "intermediate_size": 64})
+    model_dir = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
     base = loading.load_model(model_dir, dtype="float32", trust_remote_code=False)
     torch.manual_seed(1)
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 from conftest import TRAIN_SETTINGS
+from helpers.settings import evaluate_settings, export_settings, model_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import CannotMerge, export_model, trained_kind
 from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl
-from glmtune.config_rules import MethodError, check_method, lora_targets
+from glmtune.config_rules import MethodError, check_cache, check_method, lora_targets
 from glmtune.train.trainer import train_model
 
 
@@ -29,7 +30,7 @@ def test_unknown_module_is_rejected_naming_the_key() -> None:
 
 def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None:
     with pytest.raises(MethodError, match="gradient_checkpointing cannot be combined with train.method: ptuning"):
-        check_method({"method": "ptuning", "gradient_checkpointing": True})
+        check_method(train_settings(method="ptuning", gradient_checkpointing=True), remote_code=False)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None
 )
 def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: dict, remote_code: bool, message: str) -> None:
     with pytest.raises(MethodError, match=message):
-        check_method(settings, remote_code)
+        check_method(train_settings(**settings), remote_code)
 
 
 @pytest.mark.parametrize(
@@ -57,10 +58,10 @@ def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: di
 )
 def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[str, Path], tmp_path: Path, method: str,
                                                               extra: dict, kind: str) -> None:
-    settings = {**TRAIN_SETTINGS, "method": method, "max_steps": 20, "save_steps": 20, **extra}
+    settings = train_settings(**{**TRAIN_SETTINGS, "method": method, "max_steps": 20, "save_steps": 20, **extra})
     tok = small_run["tokenized"]
     summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-                         tmp_path / "loss.png", tmp_path / "ckpt", settings)
+                         tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
@@ -68,17 +69,30 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     model, _ = load_trained(tmp_path / "out", trust_remote_code=False)
     assert model is not None
     # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
+    dynamic = evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8, cache="dynamic")
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
-                            "glm4", 6, 4, 8, 64)
+                            dynamic, model_settings(template="glm4"), 64)
     assert scores["num_samples"] == 6 and len(list(read_jsonl(tmp_path / "predictions.jsonl"))) == 6
-    # The static cache gives the same answers (a prefix adapter falls back to the dynamic cache: its prefix is the cache).
-    evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
-                   "glm4", 6, 4, 8, 64, cache="static")
-    assert list(read_jsonl(tmp_path / "static.jsonl")) == list(read_jsonl(tmp_path / "predictions.jsonl"))
+    # The static cache gives the same answers; a prefix adapter's prefix is itself the cache, so that combination is
+    # refused before the run (check_cache), and the stage stops rather than decide otherwise.
+    static = evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8, cache="static")
+    if kind == "prefix":
+        with pytest.raises(MethodError, match="evaluate.cache: static cannot be used with train.method: ptuning"):
+            check_cache(settings, static)
+        with pytest.raises(ValueError, match="static cannot hold a P-Tuning v2"):
+            evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
+                           static, model_settings(template="glm4"), 64)
+    else:
+        check_cache(settings, static)
+        evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
+                       static, model_settings(template="glm4"), 64)
+        assert list(read_jsonl(tmp_path / "static.jsonl")) == list(read_jsonl(tmp_path / "predictions.jsonl"))
     if kind == "prefix":
         with pytest.raises(CannotMerge, match="P-Tuning v2"):
-            export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"], "glm4", 1e-3)
+            export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
+                         export_settings(tolerance=1e-3), model_settings(template="glm4"))
         assert not (tmp_path / "merged").exists()
     else:
-        export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"], "glm4", 1e-3)
+        export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
+                     export_settings(tolerance=1e-3), model_settings(template="glm4"))
         assert json.loads((tmp_path / "merged" / "config.json").read_text())["model_type"] == "glm"

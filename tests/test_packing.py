@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TRAIN_SETTINGS
+from helpers.settings import train_settings
 from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM
 
@@ -54,7 +55,7 @@ def test_training_with_packing_learns(small_run: dict[str, Path], tmp_path: Path
     settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 256, "batch_size": 2, "max_steps": 20}
     tok = small_run["tokenized"]
     train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-               tmp_path / "loss.png", tmp_path / "ckpt", settings)
+               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False)
     rows = [row for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["tokens_per_second"] > 0

@@ -17,6 +17,7 @@ from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import ExportCheckFailed, merge_adapter
 from glmtune.inference import Chat, batch_file, interactive
 from glmtune.io import read_jsonl
+from helpers.settings import evaluate_settings, export_settings, model_settings
 
 
 def test_training_lowers_the_loss_and_writes_log_and_plot(small_run: dict[str, Path]) -> None:
@@ -34,7 +35,8 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
     scores = {}
     for name, model in (("base", small_run["model"]), ("finetuned", small_run["adapter"])):
         scores[name] = evaluate_model(model, small_run["test"], tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json",
-                                      "glm4", 12, 4, 24, 64, base_model=small_run["model"])
+                                      evaluate_settings(max_samples=12, batch_size=4, max_new_tokens=24),
+                                      model_settings(template="glm4"), 64, base_model=small_run["model"])
         rows = list(read_jsonl(tmp_path / f"{name}.jsonl"))
         assert len(rows) == 12 and set(rows[0]) == {"prompt", "reference", "prediction"}
         assert rows[0]["prompt"].startswith("类型#")
@@ -50,7 +52,8 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
 
 def test_merged_model_reproduces_adapter_logits_and_loads_plainly(small_run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    worst = merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=1e-4)
+    worst = merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], export_settings(tolerance=1e-4),
+                          model_settings(template="glm4"))
     assert worst < 1e-4
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -67,7 +70,8 @@ def test_merged_model_reproduces_adapter_logits_and_loads_plainly(small_run: dic
 def test_a_failed_export_check_leaves_no_folder(small_run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match="nothing was written"):
-        merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=0.0)
+        merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"],
+                      export_settings(tolerance=0.0), model_settings(template="glm4"))
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -104,8 +108,8 @@ def test_inference_command_with_moved_base(small_run: dict[str, Path], tmp_path:
 
 def test_sharded_half_precision_export_reloads(small_run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", tolerance=0.1,
-                  dtype="bfloat16", max_shard_size_gb=0.0001)
+    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"],
+                  export_settings(tolerance=0.1, dtype="bfloat16", export_size=0.0001), model_settings(template="glm4"))
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
     # Each shard holds tensors up to the limit (a single tensor larger than it stands alone), not one tensor each.
@@ -133,7 +137,11 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
         "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **k)\n"
         "e.load_tokenizer = dying\n"
-        f"e.merge_adapter({str(small_run['adapter'])!r}, {str(small_run['model'])!r}, {str(out)!r}, {str(small_run['test'])!r}, 'glm4')\n"
+        "from glmtune.settings import ExportSettings, ModelSettings\n"
+        f"settings = ExportSettings.from_config({export_settings(tolerance=1e-4).to_config()!r})\n"
+        f"model = ModelSettings.from_config({model_settings(template='glm4').to_config()!r})\n"
+        f"e.merge_adapter({str(small_run['adapter'])!r}, {str(small_run['model'])!r}, {str(out)!r}, {str(small_run['test'])!r}, "
+        "settings, model)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == -9
@@ -141,14 +149,14 @@ def test_a_killed_export_leaves_no_complete_looking_folder(small_run: dict[str, 
     leftovers = list(tmp_path.iterdir())
     assert leftovers and all(p.name.startswith(".merged.partial-") for p in leftovers)
     # The next export clears what the killed one left, then writes the folder.
-    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4")
+    merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"], export_settings(tolerance=1e-4), model_settings(template="glm4"))
     assert list(tmp_path.iterdir()) == [out] and (out / "config.json").is_file()
 
 
 def test_infer_command_on_a_merged_folder_in_all_three_modes(small_run: dict[str, Path], tmp_path: Path) -> None:
     """`glmtune infer MERGED` with --prompt, --input/--output and interactively (stdin), as a user runs it."""
     merged = tmp_path / "merged"
-    merge_adapter(small_run["adapter"], small_run["model"], merged, small_run["test"], "glm4")
+    merge_adapter(small_run["adapter"], small_run["model"], merged, small_run["test"], export_settings(tolerance=1e-4), model_settings(template="glm4"))
     base = [sys.executable, "-m", "glmtune.cli", "infer", str(merged), "--max-new-tokens", "12"]
     single = subprocess.run([*base, "--prompt", "类型#裙*颜色#红色"], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]

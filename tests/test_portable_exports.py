@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from glmtune.export.merge import export_model
+from helpers.settings import export_settings, model_settings
 
 pytestmark = pytest.mark.old_transformers
 
@@ -54,7 +55,7 @@ def _load_elsewhere(python: str, folder: Path, with_model: bool) -> dict:
 @pytest.fixture(scope="module")
 def merged(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("portable") / "merged_model"
-    export_model(small_run["adapter"], small_run["model"], out, small_run["test"], "glm4", 1e-3)
+    export_model(small_run["adapter"], small_run["model"], out, small_run["test"], export_settings(tolerance=1e-3), model_settings(template="glm4"))
     return out
 
 

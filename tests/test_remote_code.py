@@ -27,6 +27,7 @@ import remote_code_model as stand_in  # noqa: E402
 
 from glmtune.fetch import FetchError  # noqa: E402
 from helpers.model_folders import fetch_model_folder  # noqa: E402
+from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings  # noqa: E402
 from glmtune.config_rules import MethodError, check_method, lora_targets  # noqa: E402
 from glmtune.train.methods import resolve_all  # noqa: E402
 from glmtune.model.remote_code import MARKER, RemoteCodeError  # noqa: E402
@@ -132,7 +133,7 @@ def test_lora_targets_keep_the_original_names(prepared: Path) -> None:
     with pytest.raises(MethodError, match=r"'q_proj' is not an original ChatGLM module, and with model.trust_remote_code"):
         lora_targets(["q_proj"], remote_code=True)
     with pytest.raises(MethodError, match="ptuning is not supported with model.trust_remote_code"):
-        check_method({"method": "ptuning"}, remote_code=True)
+        check_method(train_settings(method="ptuning"), remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(prepared, trust_remote_code=True)
     assert resolve_all(model, ["all"]) == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
     assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]  # the default path maps as before
@@ -162,14 +163,14 @@ def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: 
     from glmtune.train.trainer import train_model
 
     tok = {"train": tmp_path / "train", "validation": tmp_path / "validation"}
-    tokenize_splits({s: splits / f"{s}.jsonl" for s in tok}, tok, tmp_path / "stats.json", prepared, "glm4", 64, 64,
-                    trust_remote_code=True)
+    tokenize_splits({s: splits / f"{s}.jsonl" for s in tok}, tok, tmp_path / "stats.json", prepared,
+                    tokenize_settings(max_input_length=64, max_output_length=64), model_settings(template="glm4", trust_remote_code=True))
     settings = {**stand_in.TRAIN_SETTINGS, "method": "full", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}
     train_model(tok["train"], tok["validation"], prepared.resolve(), tmp_path / "full", tmp_path / "log.jsonl",
-               tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=True)
+               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=True)
     assert (tmp_path / "full" / MARKER).is_file() and (tmp_path / "full" / "modeling_chatglm.py").is_file()
-    export_model(tmp_path / "full", prepared, tmp_path / "merged", splits / "test.jsonl", "glm4", 1e-3,
-                 trust_remote_code=True)
+    export_model(tmp_path / "full", prepared, tmp_path / "merged", splits / "test.jsonl", export_settings(tolerance=1e-3),
+                 model_settings(template="glm4", trust_remote_code=True))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", trust_remote_code=True)
     assert type(model).__name__ == "ChatGLMForConditionalGeneration"
 
@@ -206,12 +207,12 @@ def test_evaluation_runs_a_folders_code_only_with_the_key(tmp_path: Path, splits
 
     folder, sentinel = _sentinel_model(tmp_path)
     arguments = {"model_dir": folder, "test_path": splits / "test.jsonl", "predictions_path": tmp_path / "p.jsonl",
-                 "scores_path": tmp_path / "s.json", "template_name": "glm4", "max_samples": 2, "batch_size": 2,
-                 "max_new_tokens": 2, "max_input_length": 64}
+                 "scores_path": tmp_path / "s.json", "settings": evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=2),
+                 "max_input_length": 64}
     with pytest.raises(RemoteCodeError, match=r"model\.trust_remote_code: true in the workflow config"):
-        evaluate_model(**arguments)
+        evaluate_model(**arguments, model=model_settings(template="glm4"))
     assert not sentinel.exists() and not (tmp_path / "s.json").exists()
-    assert evaluate_model(**arguments, trust_remote_code=True)["num_samples"] == 2
+    assert evaluate_model(**arguments, model=model_settings(template="glm4", trust_remote_code=True))["num_samples"] == 2
     assert sentinel.exists()
 
 

@@ -13,6 +13,7 @@ from glmtune.config_rules import min_cutoff_len
 from glmtune.data.tokenize_splits import tokenize_splits
 
 from conftest import TRAIN_SETTINGS
+from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw = write_advertisegen(root / "raw", 60, 6, 3)
     convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
     write_jsonl(root / "validation.jsonl", [])
-    model = build_tiny_model([root / "train.jsonl"], root / "model", {"hidden_size": 32, "intermediate_size": 64})
+    model = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
     return {"root": root, "model": model, "train": root / "train.jsonl", "validation": root / "validation.jsonl"}
 
 
 def tokenize(data: dict[str, Path], out: Path, **lengths) -> dict:
     lengths = {"max_input_length": 64, "max_output_length": 128, **lengths}
     return tokenize_splits({s: data[s] for s in ("train", "validation")}, {s: out / s for s in ("train", "validation")},
-                           out / "stats.json", data["model"], "glm4", **lengths)
+                           out / "stats.json", data["model"], tokenize_settings(**lengths), model_settings(template="glm4"))
 
 
 @pytest.mark.parametrize(("lengths", "setting"), [
@@ -82,9 +83,10 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
     assert len(train) == 60 and train.features == validation.features
     settings = {**TRAIN_SETTINGS, "max_steps": 2, "save_steps": 2}
     summary = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
-                         tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt", settings)
+                         tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt",
+                         train_settings(**settings), trust_remote_code=False)
     assert summary["steps"] == 2 and "validation_loss" not in summary
     packed = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
                         tmp_path / "packed", tmp_path / "plog.jsonl", tmp_path / "ploss.png", tmp_path / "pckpt",
-                        {**settings, "packing": True, "pack_length": 512})
+                        train_settings(**{**settings, "packing": True, "pack_length": 512}), trust_remote_code=False)
     assert packed["steps"] == 2 and "validation_loss" not in packed

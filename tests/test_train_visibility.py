@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TRAIN_SETTINGS
+from helpers.settings import train_settings
 
 from glmtune.io import read_jsonl
 from glmtune.logs import job_logging
@@ -19,7 +20,8 @@ def train(small_run: dict[str, Path], out: Path, **settings) -> dict:
     tokenized = small_run["tokenized"]
     with job_logging(out / "train.log"):
         return train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
-                          out / "log.jsonl", out / "loss.png", out / "ckpt", {**TRAIN_SETTINGS, **settings})
+                          out / "log.jsonl", out / "loss.png", out / "ckpt", train_settings(**{**TRAIN_SETTINGS, **settings}),
+                          trust_remote_code=False)
 
 
 def test_every_logged_step_has_a_log_line_and_validation_runs_every_eval_steps(small_run, tmp_path) -> None:

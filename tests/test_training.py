@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 from conftest import TRAIN_SETTINGS
+from helpers.settings import train_settings
 
 from glmtune.io import read_jsonl
 from glmtune.train.trainer import last_complete_checkpoint, run_id_of, train_model
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, Path], tmp_path: Path) -> None:
-    settings = {**TRAIN_SETTINGS, "max_steps": 30, "save_steps": 10, "logging_steps": 1}
+    settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 30, "save_steps": 10, "logging_steps": 1})
     tokenized, checkpoints = small_run["tokenized"], tmp_path / "checkpoints"
     args = [str(tokenized / "train"), str(tokenized / "validation"), str(small_run["model"]), str(tmp_path / "adapter"),
             str(tmp_path / "log.jsonl"), str(tmp_path / "loss.png"), str(checkpoints)]
@@ -26,10 +27,11 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
         import json, sys, time, torch
         step = torch.optim.AdamW.step
         torch.optim.AdamW.step = lambda self, *a, **k: (time.sleep(0.15), step(self, *a, **k))[1]
+        from glmtune.settings import TrainSettings
         from glmtune.train.trainer import train_model
-        train_model(*{args!r}, json.loads(sys.argv[1]))
+        train_model(*{args!r}, TrainSettings.from_config(json.loads(sys.argv[1])), trust_remote_code=False)
     """)
-    process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings)], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings.to_config())], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
 
     def logged_past_checkpoint() -> bool:  # killed mid-way between checkpoints 10 and 20, after logging step 12
@@ -50,7 +52,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     (partial / "adapter_model.safetensors").write_bytes(b"\0" * 64)
     assert last_complete_checkpoint(run) == saved
 
-    summary = train_model(*args, settings)
+    summary = train_model(*args, settings, trust_remote_code=False)
     assert summary["resumed_from"] == saved and summary["steps"] == 30
     resumed = {row["step"]: row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row}
     steps = [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
@@ -59,7 +61,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     # Same step counter, optimizer and RNG state: the resumed curve is the uninterrupted run's.
     straight = tmp_path / "straight"
     whole = train_model(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
-                       str(straight / "ckpt"), settings)
+                       str(straight / "ckpt"), settings, trust_remote_code=False)
     uninterrupted = {row["step"]: row["loss"] for row in read_jsonl(straight / "log.jsonl") if "loss" in row}
     assert all(abs(resumed[s] - uninterrupted[s]) <= 1e-4 * abs(uninterrupted[s]) for s in range(11, 31)), (resumed, uninterrupted)
     # train_loss is the whole run's mean, not the mean of the 20 resumed steps.
@@ -70,8 +72,10 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     tokenized = small_run["tokenized"]
     settings = {**TRAIN_SETTINGS, "max_steps": 5, "save_steps": 5}
     outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
-    first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings)
-    second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, {**settings, "learning_rate": 1e-3})
+    first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
+                        train_settings(**settings), trust_remote_code=False)
+    second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
+                         train_settings(**{**settings, "learning_rate": 1e-3}), trust_remote_code=False)
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
 
 
@@ -104,12 +108,12 @@ def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path
     from safetensors.torch import load_file
 
     tokenized = small_run["tokenized"]
-    settings = {**TRAIN_SETTINGS, "max_steps": 4, "save_steps": 100, "logging_steps": 1}
+    settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 4, "save_steps": 100, "logging_steps": 1})
     runs = []
     for name in ("first", "second"):
         out = tmp_path / name
         train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
-                   out / "loss.png", out / "ckpt", settings)
+                   out / "loss.png", out / "ckpt", settings, trust_remote_code=False)
         losses = [row["loss"] for row in read_jsonl(out / "log.jsonl") if "loss" in row]
         runs.append((losses, load_file(out / "adapter" / "adapter_model.safetensors")))
     (first_losses, first_weights), (second_losses, second_weights) = runs
@@ -122,17 +126,18 @@ def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dic
     """A validation edit or another GPU count is not the finished run: resuming it would train nothing new."""
     tokenized = small_run["tokenized"]
     same = (tokenized / "train", tokenized / "validation", small_run["model"])
-    base = run_id_of(TRAIN_SETTINGS, 1, *same)
-    assert run_id_of(TRAIN_SETTINGS, 1, *same) == base
-    assert run_id_of(TRAIN_SETTINGS, 2, *same) != base
-    assert run_id_of(TRAIN_SETTINGS, 1, tokenized / "train", tokenized / "train", small_run["model"]) != base
+    settings = train_settings(**TRAIN_SETTINGS)
+    base = run_id_of(settings, 1, *same)
+    assert run_id_of(settings, 1, *same) == base
+    assert run_id_of(settings, 2, *same) != base
+    assert run_id_of(settings, 1, tokenized / "train", tokenized / "train", small_run["model"]) != base
 
 
 def test_far_too_many_epochs_are_warned_about(caplog) -> None:
     from glmtune.train.trainer import epochs_of
 
     with caplog.at_level("WARNING", logger="glmtune.train.trainer"):
-        assert epochs_of({**TRAIN_SETTINGS, "max_steps": 40}, 360, 1) < 1
+        assert epochs_of(train_settings(**{**TRAIN_SETTINGS, "max_steps": 40}), 360, 1) < 1
         assert not caplog.records
-        assert epochs_of({**TRAIN_SETTINGS, "max_steps": 5000}, 360, 2) > 200
+        assert epochs_of(train_settings(**{**TRAIN_SETTINGS, "max_steps": 5000}), 360, 2) > 200
     assert "is 222 epochs over 360 training rows" in caplog.text

@@ -1,8 +1,9 @@
 """Cross-key config rules that decide, before any job runs, whether a run can work: fine-tuning method
-combinations, LoRA target names, the shortest usable length limit.
+combinations, LoRA target names, the KV cache a method allows, the shortest usable length limit.
 
-Pure Python (no torch, peft or transformers), so building the job graph stays fast; the stages call the same
-functions again when used without Snakemake.
+Pure Python (no torch, peft or transformers), so building the job graph stays fast. The workflow runs them once,
+in common.smk's check_config; the stages trust that decision and do not run them again (code that calls a stage
+without Snakemake calls these first).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from glmtune.data.templates import get_template
 from glmtune.family import DEFAULT_FAMILY, get_family
+from glmtune.settings import EvaluateSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,12 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     return ["all"] if "all" in targets else targets
 
 
-def check_method(settings: dict[str, Any], remote_code: bool = False, family: str = DEFAULT_FAMILY) -> None:
+def check_method(settings: TrainSettings, remote_code: bool, family: str = DEFAULT_FAMILY) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded."""
-    method = settings.get("method", "lora")
+    method = settings.method
     if method not in ("lora", "ptuning", "full"):
         raise MethodError(f"train.method: unknown method {method!r}; use lora, ptuning or full")
-    if method == "ptuning" and settings.get("gradient_checkpointing"):
+    if method == "ptuning" and settings.gradient_checkpointing:
         raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
                           "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
                           "turn gradient_checkpointing off or use lora")
@@ -73,26 +74,23 @@ def check_method(settings: dict[str, Any], remote_code: bool = False, family: st
         raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
                           "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
                           "not tested here); use lora or full, or model.trust_remote_code: false")
-    if settings.get("packing") and method == "ptuning":
+    if settings.packing and method == "ptuning":
         raise MethodError("train.packing cannot be combined with train.method: ptuning: the prefix is passed as a KV "
                           "cache, and transformers then builds no per-sample mask, so packed samples would attend to "
                           "each other; turn packing off or use lora / full")
-    if settings.get("packing") and remote_code:
+    if settings.packing and remote_code:
         raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
     if method == "lora":
-        lora_targets(settings["lora"]["target_modules"], remote_code, family)
+        lora_targets(settings.lora.target_modules, remote_code, family)
 
 
-def effective_cutoff(max_input_length: int, max_output_length: int, cutoff_len: int | None = None) -> int:
-    """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
-    return cutoff_len or max_input_length + max_output_length + 1
-
-
-def cutoff_setting(cutoff_len: int | None) -> str:
-    """The setting(s) a too-small limit comes from, as the config spells them."""
-    return "tokenize.cutoff_len" if cutoff_len else "tokenize.max_input_length + max_output_length + 1"
+def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:
+    """A static KV cache cannot hold a P-Tuning v2 prefix, which is itself fed as the KV cache."""
+    if train.method == "ptuning" and evaluate.cache == "static":
+        raise MethodError("evaluate.cache: static cannot be used with train.method: ptuning (the P-Tuning v2 prefix "
+                          "is itself the KV cache); set evaluate.cache: dynamic")
 
 
 def min_cutoff_len(template_name: str) -> int:
@@ -105,7 +103,7 @@ def min_cutoff_len(template_name: str) -> int:
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
 
 
-def check_report_to(report_to: list[str]) -> None:
+def check_report_to(report_to: Iterable[str]) -> None:
     """Fail before loading anything when a tracker's package is not installed."""
     for name in report_to:
         if importlib.util.find_spec(TRACKERS[name]) is None:

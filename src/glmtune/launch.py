@@ -15,6 +15,10 @@ TASK below is `train` or `evaluate` (glmtune.worker).
   exist only inside the step srun starts (the slurm-jobstep executor also removes SLURM_* variables from the
   rule's own environment), so a short `bash -c` in each task reads them.
 
+`run_stage` is what the workflow's train and evaluate scripts call: the stage function in this process, or the
+command above with the function's arguments as one JSON object (typed settings as their config sections, made
+typed again in each worker by `decode_arguments`).
+
 torchrun is called as `python -m torch.distributed.run`, the same program as the `torchrun` script, so it runs
 with the interpreter that runs the workflow whatever is on PATH. Arguments after the training arguments
 (`--deepspeed config/deepspeed/ds_zero_2.json`) are passed through to glmtune.worker unchanged.
@@ -22,15 +26,25 @@ with the interpreter that runs the workflow whatever is on PATH. Arguments after
 
 from __future__ import annotations
 
+import importlib
+import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from glmtune.settings import EvaluateSettings, ModelSettings, Section, TrainSettings
 
 ENTRY = "glmtune.worker"
 RDZV_PORT = 29500
+# task -> the stage function (module, name) and its keyword arguments that are typed settings
+TASKS: dict[str, tuple[str, str, dict[str, type[Section]]]] = {
+    "train": ("glmtune.train.trainer", "train_model", {"settings": TrainSettings}),
+    "evaluate": ("glmtune.evaluate.predict", "evaluate_model", {"settings": EvaluateSettings, "model": ModelSettings}),
+}
 
 # Run by bash inside each srun task; "$@" holds the arguments that are the same on every node.
 PER_NODE = ('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); '
@@ -87,3 +101,37 @@ def run(command: Sequence[str], log_path: str | Path) -> None:
         code = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if code:
         raise RuntimeError(f"{shlex.join(command[:8])} ... exited with status {code}; its output is in {log_path}")
+
+
+def task_function(task: str) -> Callable[..., Any]:
+    """The stage function of `task` (imported only now: it imports torch)."""
+    module, name, _ = TASKS[task]
+    return getattr(importlib.import_module(module), name)
+
+
+def encode_arguments(task: str, arguments: Mapping[str, Any]) -> str:
+    """The stage function's keyword arguments as one JSON object; settings as their plain config sections."""
+    typed = TASKS[task][2]
+    plain = {key: value.to_config() if key in typed else value for key, value in arguments.items()}
+    return json.dumps(plain, ensure_ascii=False, default=str)  # default: paths as text
+
+
+def decode_arguments(task: str, text: str) -> dict[str, Any]:
+    """encode_arguments undone: the settings typed again (a section with a wrong key is refused by name)."""
+    arguments = json.loads(text)
+    for key, kind in TASKS[task][2].items():
+        arguments[key] = kind.from_config(arguments[key])
+    return arguments
+
+
+def run_stage(task: str, arguments: Mapping[str, Any], layout: Layout, log_path: str | Path, *,
+              distributed: bool = False) -> None:
+    """Run `task`'s stage function with `arguments`: here when `layout` is one process (and nothing needs a launcher:
+    `distributed`, e.g. DeepSpeed), else through launch_command, one process per GPU; the log goes to `log_path`."""
+    if layout.processes == 1 and not distributed:
+        from glmtune.logs import job_logging
+
+        with job_logging(str(log_path)):
+            task_function(task)(**arguments)
+        return
+    run(launch_command(task, [encode_arguments(task, arguments)], layout, distributed=distributed), log_path)

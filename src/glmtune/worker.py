@@ -3,37 +3,35 @@
     python -m glmtune.worker train '{"train_dir": ..., "settings": {...}}' [--deepspeed config/deepspeed/ds_zero_2.json]
     python -m glmtune.worker evaluate '{"model_dir": ..., "test_path": ..., ...}'
 
-The JSON object holds the keyword arguments of glmtune.train.trainer.train_model or glmtune.evaluate.predict.evaluate_model;
---deepspeed replaces the training settings' `deepspeed` entry.
+The JSON object holds the keyword arguments of glmtune.train.trainer.train_model or glmtune.evaluate.predict.evaluate_model,
+their settings as plain config sections (glmtune.launch.encode_arguments); --deepspeed replaces the training
+settings' `deepspeed` entry.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 
+from glmtune.launch import TASKS, decode_arguments, task_function
 from glmtune.logs import job_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glmtune.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["train", "evaluate"])
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("arguments", help="JSON object of the task function's keyword arguments")
     parser.add_argument("--deepspeed", help="train: a DeepSpeed JSON config (overrides settings.deepspeed)")
     args = parser.parse_args(argv)
-    kwargs = json.loads(args.arguments)
+    kwargs = decode_arguments(args.task, args.arguments)
 
     import torch.distributed as dist
 
-    if args.task == "train":
-        from glmtune.train.trainer import train_model as task
-
-        if args.deepspeed:
-            kwargs["settings"] = {**kwargs["settings"], "deepspeed": args.deepspeed}
-    else:
-        from glmtune.evaluate.predict import evaluate_model as task
+    if args.task == "train" and args.deepspeed:
+        kwargs["settings"] = dataclasses.replace(kwargs["settings"], deepspeed=args.deepspeed)
+    task = task_function(args.task)
     with job_logging(None):  # stderr, which the launcher sends to the rule's log file
         try:
             task(**kwargs)

@@ -118,32 +118,35 @@ def check_encoding(name, encoding):
 
 def check_tokenize():
     """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
-    from glmtune.config_rules import cutoff_setting, effective_cutoff, min_cutoff_len
+    from glmtune.config_rules import min_cutoff_len
+    from glmtune.settings import TokenizeSettings
 
-    lengths = config["tokenize"]
-    limit, shortest = effective_cutoff(**lengths), min_cutoff_len(MODEL["template"])
+    lengths = TokenizeSettings.from_config(config["tokenize"])
+    limit, shortest = lengths.cutoff, min_cutoff_len(MODEL["template"])
     if limit < shortest:
-        raise WorkflowError(f"config: {cutoff_setting(lengths['cutoff_len'])} is {limit} tokens: no sample fits, as "
+        raise WorkflowError(f"config: {lengths.cutoff_setting} is {limit} tokens: no sample fits, as "
                             f"the {MODEL['template']} chat prefix, the answer's role header and one answer token take "
                             f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
 
 
 def check_train():
-    """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are)."""
-    from glmtune.config_rules import MethodError, check_method, check_report_to
+    """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
+    the KV cache the method allows: decided here, once; the stages do not decide them again."""
+    from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
+    from glmtune.settings import EvaluateSettings, ExportSettings, SettingsError, TinySettings, TrainSettings
 
     try:
-        check_method(config["train"], remote_code=MODEL["trust_remote_code"])
-        check_report_to(config["train"]["report_to"])
-    except (MethodError, ValueError) as err:
+        train, evaluate = TrainSettings.from_config(config["train"]), EvaluateSettings.from_config(config["evaluate"])
+        ExportSettings.from_config(config["export"])  # the schema and the typed sections agree
+        TinySettings.from_config(MODEL["tiny"])
+        check_method(train, remote_code=MODEL["trust_remote_code"], family=MODEL["template"])
+        check_report_to(train.report_to)
+        check_cache(train, evaluate)
+    except (MethodError, SettingsError, ValueError) as err:
         raise WorkflowError(f"config: {err}")
-    deepspeed = config["train"]["deepspeed"]
-    if deepspeed and not Path(deepspeed).is_file():
-        raise WorkflowError(f"config: train.deepspeed: no such file: {deepspeed} (config/deepspeed/ has "
+    if train.deepspeed and not Path(train.deepspeed).is_file():
+        raise WorkflowError(f"config: train.deepspeed: no such file: {train.deepspeed} (config/deepspeed/ has "
                             "ds_zero_2.json and ds_zero_3.json)")
-    if config["train"]["method"] == "ptuning" and config["evaluate"]["cache"] == "static":
-        raise WorkflowError("config: evaluate.cache: static cannot be used with train.method: ptuning (the P-Tuning v2 "
-                            "prefix is itself the KV cache); set evaluate.cache: dynamic")
 
 
 check_config()

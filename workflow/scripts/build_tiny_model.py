@@ -1,6 +1,7 @@
 """Snakemake entry: the tiny random GLM-4 model and a tokenizer trained on the training text."""
 from glmtune.logs import job_logging
 from glmtune.model.tiny import build_tiny_model
+from glmtune.settings import TinySettings
 
 with job_logging(snakemake.log[0]):
-    build_tiny_model([snakemake.input.train], snakemake.output[0], snakemake.params.size, snakemake.params.size["seed"])
+    build_tiny_model([snakemake.input.train], snakemake.output[0], TinySettings.from_config(snakemake.params.size))

@@ -11,10 +11,10 @@ from datasets import Dataset, Features, Sequence, Value
 from tqdm import tqdm
 
 from glmtune.io import atomic_path, read_jsonl, write_json
-from glmtune.config_rules import cutoff_setting, effective_cutoff
 from glmtune.logs import bar_options
 from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
 from glmtune.model.loading import load_tokenizer
+from glmtune.settings import ModelSettings, TokenizeSettings
 
 log = logging.getLogger(__name__)
 # As datasets infers them for non-empty columns; named so an empty split has them too.
@@ -64,19 +64,18 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
 
 def tokenize_splits(
     splits: dict[str, str | Path], out_dirs: dict[str, str | Path], stats_path: str | Path,
-    model_dir: str | Path, template_name: str, max_input_length: int, max_output_length: int,
-    cutoff_len: int | None = None, trust_remote_code: bool = False,
+    model_dir: str | Path, settings: TokenizeSettings, model: ModelSettings,
 ) -> dict[str, Any]:
-    """Tokenize each named split; write the stats file. Truncation is the demos' (input + output + 1 tokens)
-    unless one cutoff_len is given. The tokenizer is never remote code (glmtune.model.remote_code), but with
-    `trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    limit = effective_cutoff(max_input_length, max_output_length, cutoff_len)
-    stats: dict[str, Any] = {"template": template_name, "cutoff_len": limit, "splits": {}}
+    """Tokenize each named split with model.template; write the stats file. Truncation is the demos' (input + output
+    + 1 tokens) unless one cutoff_len is given. The tokenizer is never remote code (glmtune.model.remote_code), but
+    with `model.trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=model.trust_remote_code)
+    limit = settings.cutoff
+    stats: dict[str, Any] = {"template": model.template, "cutoff_len": limit, "splits": {}}
     for name, path in splits.items():
-        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, template_name, limit)
+        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, model.template, limit)
         log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, dict)})
-        check_samples_left(name, stats["splits"][name], limit, cutoff_setting(cutoff_len))
+        check_samples_left(name, stats["splits"][name], limit, settings.cutoff_setting)
     write_json(stats_path, stats)
     return stats
 

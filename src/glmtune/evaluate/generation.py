@@ -72,9 +72,9 @@ def generate_batches(
     options: dict[str, Any] = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
     static = cache == "static" and len(batches) > 0
     if static and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
-        # P-Tuning v2 feeds its prefix as the KV cache itself; a cache of ours cannot hold it.
-        log.warning("cache: static is not possible with a P-Tuning v2 (prefix) adapter; generating with the dynamic cache")
-        static, cache = False, "dynamic"
+        # Decided before the run (glmtune.config_rules.check_cache): P-Tuning v2 feeds its prefix as the KV cache itself.
+        raise ValueError("cache: static cannot hold a P-Tuning v2 (prefix) adapter's prefix, which is itself the KV cache; "
+                         "use cache: dynamic (the workflow refuses evaluate.cache: static with train.method: ptuning)")
     if static:
         shape = shape or static_shape(prompts, batches, max_new_tokens)
         compile_config = compile_config or decode_compile_config(device)

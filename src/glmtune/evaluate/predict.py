@@ -14,6 +14,7 @@ from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.evaluate.metrics import corpus_scores
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.settings import EvaluateSettings, ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +61,27 @@ def agree_on_batch_size(rows: int, world: int, device: str | None) -> int:
 
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
-    template_name: str, max_samples: int | None, batch_size: int | str, max_new_tokens: int, max_input_length: int,
-    base_model: str | Path | None = None, cache: str = "dynamic", trust_remote_code: bool = False,
+    settings: EvaluateSettings, model: ModelSettings, max_input_length: int, base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it.
 
     Under torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0
     writes the files; the predictions are the same as in one process. Other ranks return {}.
-    `batch_size` "auto" sizes batches by free GPU memory (glmtune.evaluate.generation.resolve_batch_size).
-    `trust_remote_code` (model.trust_remote_code) runs the model folder's own code; a folder's marker never does.
+    `settings.batch_size` "auto" sizes batches by free GPU memory (glmtune.evaluate.generation.resolve_batch_size).
+    `max_input_length` (tokenize.max_input_length) cuts the prompts. `model.trust_remote_code` runs the model
+    folder's own code; a folder's marker never does. A static cache with a P-Tuning v2 adapter was refused before
+    the run (glmtune.config_rules.check_cache); generation raises if it comes anyway.
     """
-    template = get_template(template_name)
-    rows = list(read_jsonl(test_path))[: max_samples or None]
+    template = get_template(model.template)
+    max_new_tokens, cache = settings.max_new_tokens, settings.cache
+    rows = list(read_jsonl(test_path))[: settings.max_samples or None]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty; give a test file or a test ratio above 0")
     rank, world, device = join_process_group()
-    model, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
-    limit = agree_on_batch_size(resolve_batch_size(batch_size, model, prompts, max_new_tokens), world, device)
+    limit = agree_on_batch_size(resolve_batch_size(settings.batch_size, loaded, prompts, max_new_tokens), world, device)
     rows_per_batch = even_batch_size(len(prompts), limit)
     plan = plan_batches(prompts, rows_per_batch)
     # Every rank gets the whole plan's cache shape, so each compiles the same decode step once.
@@ -88,7 +91,7 @@ def evaluate_model(
 
         dist.barrier()  # time generation only, not the ranks' model loading
     start = time.perf_counter()
-    mine = generate_batches(model, tokenizer, template, prompts, plan[rank::world], max_new_tokens, rank == 0, cache,
+    mine = generate_batches(loaded, tokenizer, template, prompts, plan[rank::world], max_new_tokens, rank == 0, cache,
                             shape=shape)
     outputs = gather_predictions(mine, world)
     seconds = time.perf_counter() - start

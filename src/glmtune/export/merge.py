@@ -28,6 +28,7 @@ from glmtune.io import atomic_path, read_jsonl
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
 from glmtune.model.loading import load_adapter, load_generation_config, load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
+from glmtune.settings import ExportSettings, ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,11 @@ def trained_kind(trained_dir: str | Path) -> str:
 
 
 def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
-                 template_name: str, tolerance: float, extra_files: dict[str, str | Path] | None = None,
-                 dtype: str = "float32", max_shard_size_gb: float = 5.0, trust_remote_code: bool = False) -> None:
+                 settings: ExportSettings, model: ModelSettings, extra_files: dict[str, str | Path] | None = None) -> None:
     """The export stage: merge a LoRA, re-save a fully fine-tuned model, refuse P-Tuning v2 with the reason.
 
-    `trust_remote_code` (model.trust_remote_code): the model runs its folder's own modeling code, and the saved
-    folder keeps that code (*.py, config auto_map) so it loads again with trust_remote_code.
+    `model.trust_remote_code`: the model runs its folder's own modeling code, and the saved folder keeps that code
+    (*.py, config auto_map) so it loads again with trust_remote_code. `extra_files`: name -> file copied in.
     """
     kind = trained_kind(trained_dir)
     if kind == "prefix":
@@ -65,13 +65,13 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
             f"as it is: `glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
         )
     if kind == "lora":
-        merge_adapter(trained_dir, base_dir, out_dir, test_path, template_name, tolerance, extra_files, dtype, max_shard_size_gb,
-                      trust_remote_code)
+        merge_adapter(trained_dir, base_dir, out_dir, test_path, settings, model, extra_files)
         return
-    model = load_model(trained_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    _require_finite_weights(model, f"the trained model {trained_dir} loaded in {dtype}")
-    tokenizer = load_tokenizer(trained_dir, trust_remote_code=trust_remote_code)
-    _save_checked(model, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
+    remote = model.trust_remote_code
+    full = load_model(trained_dir, dtype=settings.dtype, trust_remote_code=remote)
+    _require_finite_weights(full, f"the trained model {trained_dir} loaded in {settings.dtype}")
+    tokenizer = load_tokenizer(trained_dir, trust_remote_code=remote)
+    _save_checked(full, tokenizer, out_dir, base_dir, extra_files, settings.export_size, remote)
 
 
 def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, count: int = 4) -> list[list[int]]:
@@ -82,22 +82,22 @@ def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, cou
 
 
 def merge_adapter(
-    adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, template_name: str,
-    tolerance: float = 1e-4, extra_files: dict[str, str | Path] | None = None,
-    dtype: str = "float32", max_shard_size_gb: float = 5.0, trust_remote_code: bool = False,
+    adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, settings: ExportSettings,
+    model: ModelSettings, extra_files: dict[str, str | Path] | None = None,
 ) -> float:
     """merge_and_unload the adapter into the base in fp32, check logits on test prompts, cast, save to out_dir.
 
-    `tolerance` bounds the fp32 merged-vs-adapter logit difference (see the module docstring); `dtype` is the
-    precision saved (bfloat16/float16 halve the folder); the safetensors are sharded at `max_shard_size_gb`
-    (LLaMA-Factory's export_size). The folder is written beside out_dir and renamed into place only after every
-    check passes. Returns the largest logit difference.
+    `settings.tolerance` bounds the fp32 merged-vs-adapter logit difference (see the module docstring);
+    `settings.dtype` is the precision saved (bfloat16/float16 halve the folder); the safetensors are sharded at
+    `settings.export_size` GB (LLaMA-Factory's export_size). The folder is written beside out_dir and renamed into
+    place only after every check passes. Returns the largest logit difference.
     """
+    tolerance, dtype, trust_remote_code = settings.tolerance, settings.dtype, model.trust_remote_code
     _require_finite_adapter(Path(adapter_dir))
     base = load_model(base_dir, dtype="float32", trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code)
     adapter_model = load_adapter(base, adapter_dir).eval()
-    inputs = sample_inputs(test_path, tokenizer, template_name)
+    inputs = sample_inputs(test_path, tokenizer, model.template)
     reference = _logits(adapter_model, inputs, "the adapter model")
     merged = adapter_model.merge_and_unload().eval()
     worst = max(((got - ref).abs().max().item() for got, ref in zip(_logits(merged, inputs, "the merged model"), reference)),
@@ -109,7 +109,7 @@ def merge_adapter(
     _require_finite_weights(merged, "the merged model")
     merged.to(getattr(torch, dtype))  # in place, tensor by tensor: the saved weights are these roundings, checked below
     _require_finite_weights(merged, f"the merged model cast to {dtype} (use bfloat16 or float32: float16 overflows)")
-    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, max_shard_size_gb, trust_remote_code)
+    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, settings.export_size, trust_remote_code)
     return worst
 
 
@@ -148,7 +148,7 @@ def _require_saved_as_is(model: Any, folder: Path, trust_remote_code: bool) -> N
 
 
 def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
-                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool = False) -> None:
+                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool) -> None:
     """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)

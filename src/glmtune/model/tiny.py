@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -21,8 +20,11 @@ from glmtune.data.templates import get_template, stop_token_ids
 from glmtune.family import DEFAULT_FAMILY, get_family
 from glmtune.io import atomic_path, read_jsonl
 from glmtune.model.tokenizer_files import save_tokenizer
+from glmtune.settings import TinySettings
 
 log = logging.getLogger(__name__)
+
+MAX_POSITIONS = 1024  # positions the random model is built for (no config key: the tiny job's samples are short)
 
 
 def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:
@@ -55,28 +57,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT
 
 
 def build_tiny_model(
-    train_files: Iterable[str | Path], out_dir: str | Path, size: dict[str, Any], seed: int = 0,
-    family: str = DEFAULT_FAMILY,
+    train_files: Iterable[str | Path], out_dir: str | Path, size: TinySettings, family: str = DEFAULT_FAMILY,
 ) -> Path:
-    """Train the tokenizer on `train_files`, initialise a random GlmForCausalLM, save both to out_dir."""
-    torch.manual_seed(seed)
-    tokenizer = train_tokenizer(conversation_texts(train_files), size.get("vocab_size", 4000), family)
+    """Train the tokenizer on `train_files`, initialise a random GlmForCausalLM (seeded by size.seed), save both."""
+    torch.manual_seed(size.seed)
+    tokenizer = train_tokenizer(conversation_texts(train_files), size.vocab_size, family)
     template = get_template(family)
     stops = stop_token_ids(tokenizer, template)
-    heads = size.get("num_attention_heads", 4)
     config = GlmConfig(
         vocab_size=-(-len(tokenizer) // 64) * 64,  # padded like the real 151552-word vocabulary
-        hidden_size=size.get("hidden_size", 128),
-        intermediate_size=size.get("intermediate_size", 384),
-        num_hidden_layers=size.get("num_hidden_layers", 2),
-        num_attention_heads=heads,
-        num_key_value_heads=size.get("num_key_value_heads", 2),
-        head_dim=size.get("hidden_size", 128) // heads,
-        max_position_embeddings=size.get("max_position_embeddings", 1024),
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        num_key_value_heads=size.num_key_value_heads,
+        head_dim=size.hidden_size // size.num_attention_heads,
+        max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops,
         attention_bias=True,
-        initializer_range=size.get("initializer_range", 0.1),
+        initializer_range=size.initializer_range,
     )
     model = GlmForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, do_sample=False)

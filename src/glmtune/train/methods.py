@@ -1,4 +1,4 @@
-"""Fine-tuning methods: LoRA, P-Tuning v2 (peft prefix tuning) and full SFT, checked before a run starts."""
+"""Fine-tuning methods: LoRA, P-Tuning v2 (peft prefix tuning) and full SFT (combinations checked before the run)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
-from glmtune.config_rules import MethodError, check_method, lora_targets
+from glmtune.config_rules import MethodError, lora_targets
 from glmtune.family import DEFAULT_FAMILY
+from glmtune.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +40,26 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
     return targets
 
 
-def apply_method(model: PreTrainedModel, settings: dict[str, Any], trust_remote_code: bool = False,
+def apply_method(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool,
                  family: str = DEFAULT_FAMILY) -> PreTrainedModel:
-    """Wrap the model for its method; full SFT trains every weight as it is. LoRA target names are the family's;
-    with `trust_remote_code` the model has the original ChatGLM modules, so the targets take their names."""
-    check_method(settings, trust_remote_code, family)
-    method = settings.get("method", "lora")
-    if method == "lora":
-        lora = settings["lora"]
-        targets = lora_targets(lora["target_modules"], trust_remote_code, family)
+    """Wrap the model for its method; full SFT trains every weight as it is. The combination was checked before the
+    run (glmtune.config_rules.check_method). LoRA target names are the family's; with `trust_remote_code` the model
+    has the original ChatGLM modules, so the targets take their names."""
+    if settings.method == "lora":
+        lora = settings.lora
+        targets = lora_targets(lora.target_modules, trust_remote_code, family)
         if trust_remote_code:
             targets = resolve_all(model, targets)
         config: Any = LoraConfig(
-            task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=targets, use_rslora=lora.get("use_rslora", False),
-            use_dora=lora.get("use_dora", False),
+            task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=targets, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
         )
-    elif method == "ptuning":
-        ptuning = settings.get("ptuning", {})
+    elif settings.method == "ptuning":
+        ptuning = settings.ptuning
         config = PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=ptuning.get("num_virtual_tokens", 128),
-            prefix_projection=ptuning.get("prefix_projection", False),
-            encoder_hidden_size=ptuning.get("encoder_hidden_size") or model.config.hidden_size,
+            task_type="CAUSAL_LM", num_virtual_tokens=ptuning.num_virtual_tokens,
+            prefix_projection=ptuning.prefix_projection,
+            encoder_hidden_size=ptuning.encoder_hidden_size or model.config.hidden_size,
         )
     else:
         return model

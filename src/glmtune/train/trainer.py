@@ -24,7 +24,8 @@ from glmtune.model.compat import eval_strategy_arg
 from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from glmtune.io import read_jsonl, write_json, write_text
-from glmtune.config_rules import check_method, check_report_to
+from glmtune.config_rules import check_report_to
+from glmtune.settings import TrainSettings
 from glmtune.train.methods import apply_method
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
@@ -54,11 +55,12 @@ def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_id_of(settings: dict[str, Any], world_size: int, train_dir: str | Path, validation_dir: str | Path,
+def run_id_of(settings: TrainSettings, world_size: int, train_dir: str | Path, validation_dir: str | Path,
               model_dir: str | Path) -> str:
     """The checkpoint folder's name. The process count changes the samples per step, and the validation data the
-    validation loss, so a change of either is another run, not a finished one to resume."""
-    trained = {key: value for key, value in settings.items() if key not in OBSERVING_KEYS}
+    validation loss, so a change of either is another run, not a finished one to resume. The settings hash as the
+    plain config section, as they did when they were one, so runs made before keep resuming."""
+    trained = {key: value for key, value in settings.to_config().items() if key not in OBSERVING_KEYS}
     return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir)
 
 
@@ -92,13 +94,13 @@ def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, sum_now: float, 
     return total / steps if steps else float("nan")
 
 
-def epochs_of(settings: dict[str, Any], rows: int, world_size: int) -> float:
+def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
     """Passes over the training rows that max_steps makes; warns when they are far too many."""
-    per_step = settings["batch_size"] * settings["gradient_accumulation_steps"] * world_size
-    epochs = settings["max_steps"] * per_step / max(rows, 1)
+    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
+    epochs = settings.max_steps * per_step / max(rows, 1)
     if epochs > EPOCHS_WARNING:
         log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d rows a step): the model will "
-                    "memorise them; lower max_steps or add data", settings["max_steps"], epochs, rows, per_step)
+                    "memorise them; lower max_steps or add data", settings.max_steps, epochs, rows, per_step)
     return epochs
 
 
@@ -144,16 +146,16 @@ def precision(setting: str) -> tuple[bool, bool]:
 
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
-    log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: dict[str, Any],
-    trust_remote_code: bool = False,
+    log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
+    trust_remote_code: bool,
 ) -> dict[str, Any]:
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 
-    `trust_remote_code` (model.trust_remote_code) runs the model folder's own modeling code; LoRA targets are then
-    the original ChatGLM module names (glmtune.train.methods).
+    `settings` passed glmtune.config_rules.check_method before the run. `trust_remote_code` (model.trust_remote_code)
+    runs the model folder's own modeling code; LoRA targets are then the original ChatGLM module names
+    (glmtune.train.methods).
     """
-    check_method(settings, trust_remote_code)
-    check_report_to(settings.get("report_to", []))
+    check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
@@ -163,48 +165,48 @@ def train_model(
     resumed_at = checkpoint_step(resume) if resume else 0
     earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
     if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
-        trim_log(steps_log, resumed_at, settings["max_steps"])
+        trim_log(steps_log, resumed_at, settings.max_steps)
         earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
-    bf16, fp16 = precision(settings.get("precision", "auto"))
+    bf16, fp16 = precision(settings.precision)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
-    set_seed(settings["seed"])
-    model = load_model(model_dir, dtype=settings.get("precision", "auto"), trust_remote_code=trust_remote_code)
+    set_seed(settings.seed)
+    model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code)
     model = apply_method(model, settings, trust_remote_code)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.get("method", "lora"), trainable, total, 100 * trainable / total)
+    log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.method, trainable, total, 100 * trainable / total)
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
     args = TrainingArguments(
-        output_dir=str(checkpoints), max_steps=settings["max_steps"],
-        per_device_train_batch_size=settings["batch_size"], per_device_eval_batch_size=settings["batch_size"],
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
-        lr_scheduler_type=settings["lr_scheduler"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
-        logging_steps=settings["logging_steps"], save_steps=settings["save_steps"], save_total_limit=2,
-        **eval_args(settings.get("eval_steps"), len(validation_data) > 0, eval_strategy_arg()),
-        seed=settings["seed"], data_seed=settings["seed"], bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
-        deepspeed=settings.get("deepspeed"), **sampling_args(settings.get("sampling", "random")),
-        **{CHECKPOINTING_ARG: settings.get("gradient_checkpointing", False)},
-        **report_args(settings.get("report_to", []), run_id, Path(checkpoint_root).parent),
+        output_dir=str(checkpoints), max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=2,
+        **eval_args(settings.eval_steps, len(validation_data) > 0, eval_strategy_arg()),
+        seed=settings.seed, data_seed=settings.seed, bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
+        deepspeed=settings.deepspeed, **sampling_args(settings.sampling),
+        **{CHECKPOINTING_ARG: settings.gradient_checkpointing},
+        **report_args(list(settings.report_to), run_id, Path(checkpoint_root).parent),
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)
     )
     model.config.use_cache = False  # a training forward needs no KV cache (and packing needs it off)
     collator: Any = PadCollator(tokenizer.pad_token_id)
-    if settings.get("packing"):
-        train_data = pack_dataset(train_data, settings["pack_length"])
-        validation_data = pack_dataset(validation_data, settings["pack_length"])
+    if settings.packing:
+        train_data = pack_dataset(train_data, settings.pack_length)
+        validation_data = pack_dataset(validation_data, settings.pack_length)
         collator = PackedCollator(tokenizer.pad_token_id)
-        log.info("packing: %d rows of up to %d tokens", len(train_data), settings["pack_length"])
+        log.info("packing: %d rows of up to %d tokens", len(train_data), settings.pack_length)
     epochs = epochs_of(settings, len(train_data), world_size)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_data,
         eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
-        callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings["learning_rate"]), ManifestWriter()],
+        callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings.learning_rate), ManifestWriter()],
     )
-    trained = run_or_reuse(trainer, resume, settings["max_steps"])
+    trained = run_or_reuse(trainer, resume, settings.max_steps)
     # Not resumed: the Trainer's own mean, as before.
     train_loss = whole_run_loss(earlier_rows, resumed_at, *trained[1:]) if resume else trained[0]
     summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": train_loss,
@@ -213,7 +215,7 @@ def train_model(
     bad = first_nonfinite((n, p) for n, p in model.named_parameters() if p.requires_grad)
     if bad:  # a NaN between two logged steps: never save it as the result
         raise TrainingDiverged(f"after {trainer.state.global_step} steps the trained weight {bad} holds NaN or inf; "
-                               f"no adapter was written. Try a lower train.learning_rate (now {settings['learning_rate']})")
+                               f"no adapter was written. Try a lower train.learning_rate (now {settings.learning_rate})")
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = final_validation_loss(trainer, trained[2])
     model.config.use_cache = True  # saved configs keep fast generation

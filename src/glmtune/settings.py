@@ -1,0 +1,185 @@
+"""Typed settings the workflow hands to the stages, one frozen dataclass per config section.
+
+No field has a default: workflow/schemas/config.schema.yaml is the only place defaults live, and Snakemake's
+validate fills them in before a section reaches a stage. `from_config` takes one validated section and refuses
+an unknown or a missing key by name, so a section that did not come through the schema fails at once instead of
+silently running on a default written somewhere else. `to_config` gives the plain section back (lists, not
+tuples): what travels as JSON to a torchrun worker and what the checkpoint fingerprint hashes.
+
+Pure Python (no torch): common.smk builds these while building the job graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_type_hints
+
+S = TypeVar("S", bound="Section")
+
+
+class SettingsError(ValueError):
+    """A section whose keys are not the schema's: the message names the section and the keys."""
+
+
+class Section:
+    """from_config / to_config for the dataclasses below."""
+
+    SECTION = ""  # the config path of the section, for messages
+
+    @classmethod
+    def from_config(cls: type[S], section: Mapping[str, Any], where: str | None = None) -> S:
+        """The typed section; every key of the schema's section must be there, and no other."""
+        where = where or cls.SECTION
+        if not isinstance(section, Mapping):
+            raise SettingsError(f"{where}: expected a mapping of settings, got {type(section).__name__}")
+        names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = [key for key in section if key not in names]
+        missing = [name for name in names if name not in section]
+        if unknown or missing:
+            parts = [f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}" if unknown else "",
+                     f"missing key(s) {', '.join(f'{where}.{k}' for k in missing)}" if missing else ""]
+            raise SettingsError(f"{where}: {'; '.join(p for p in parts if p)} (the section must come validated "
+                                f"against workflow/schemas/config.schema.yaml, which fills in every default)")
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for name in names:
+            value, kind = section[name], hints[name]
+            if isinstance(kind, type) and issubclass(kind, Section):
+                value = kind.from_config(value, f"{where}.{name}")
+            elif isinstance(value, list):
+                value = tuple(value)  # frozen all the way down
+            values[name] = value
+        return cls(**values)
+
+    def to_config(self) -> dict[str, Any]:
+        """The plain section again (tuples as lists), as from_config takes it."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, Section):
+                return value.to_config()
+            return list(value) if isinstance(value, tuple) else value
+        return {field.name: plain(getattr(self, field.name)) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings(Section):
+    SECTION = "train.lora"
+
+    r: int
+    alpha: float
+    dropout: float
+    use_rslora: bool
+    use_dora: bool
+    target_modules: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PtuningSettings(Section):
+    SECTION = "train.ptuning"
+
+    num_virtual_tokens: int
+    prefix_projection: bool
+    encoder_hidden_size: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(Section):
+    SECTION = "train"
+
+    method: str
+    precision: str
+    deepspeed: str | None
+    sampling: str
+    packing: bool
+    pack_length: int
+    gradient_checkpointing: bool
+    ptuning: PtuningSettings
+    lora: LoraSettings
+    max_steps: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    lr_scheduler: str
+    warmup_steps: int
+    weight_decay: float
+    logging_steps: int
+    save_steps: int
+    eval_steps: int | None
+    report_to: tuple[str, ...]
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings(Section):
+    SECTION = "evaluate"
+
+    max_samples: int | None
+    batch_size: int | str  # rows, or "auto"
+    max_new_tokens: int
+    cache: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeSettings(Section):
+    SECTION = "tokenize"
+
+    max_input_length: int
+    max_output_length: int
+    cutoff_len: int | None
+
+    @property
+    def cutoff(self) -> int:
+        """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
+        return self.cutoff_len or self.max_input_length + self.max_output_length + 1
+
+    @property
+    def cutoff_setting(self) -> str:
+        """The setting(s) the limit comes from, as the config spells them."""
+        return "tokenize.cutoff_len" if self.cutoff_len else "tokenize.max_input_length + max_output_length + 1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings(Section):
+    SECTION = "export"
+
+    tolerance: float
+    dtype: str
+    export_size: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TinySettings(Section):
+    """model.tiny: the random GLM-4 model built for model.source: tiny."""
+
+    SECTION = "model.tiny"
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    initializer_range: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings(Section):
+    """What the model-loading stages need of the model section: the chat template and whether the folder's own
+    modeling code runs (model.trust_remote_code)."""
+
+    SECTION = "model"
+
+    template: str
+    trust_remote_code: bool
+
+    @classmethod
+    def from_params(cls, template: str, params: Mapping[str, Any]) -> ModelSettings:
+        """From a rule's params (see remote_code_param)."""
+        return cls.from_config({"template": template, "trust_remote_code": remote_code_param(params)})
+
+
+def remote_code_param(params: Mapping[str, Any]) -> bool:
+    """model.trust_remote_code from a rule's params: common.smk's remote_code_params adds it only when true (a new
+    false param would re-run results made before the key existed), so its absence is the schema's false."""
+    return bool(params.get("trust_remote_code"))

@@ -1,0 +1,63 @@
+"""Typed stage settings for tests: the schema's defaults (read from workflow/schemas/config.schema.yaml, the only
+place defaults live) with a test's overrides, as the workflow's validated config would hand them to a stage."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glmtune.settings import EvaluateSettings, ExportSettings, ModelSettings, TinySettings, TokenizeSettings, TrainSettings
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
+def with_defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` with every missing key of the object schema `node` set to its default, nested objects too (as
+    Snakemake's validate fills them); a nested dict in `given` is filled the same way, so it may be partial."""
+    filled = copy.deepcopy(given)
+    for key, sub in node.get("properties", {}).items():
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(filled.get(key), dict):
+            filled[key] = with_defaults(sub, filled[key])
+    return filled
+
+
+def section(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A config section as validated: the overrides and the schema's defaults for everything else."""
+    return with_defaults(schema()["properties"][name], overrides)
+
+
+def train_settings(**overrides: Any) -> TrainSettings:
+    return TrainSettings.from_config(section("train", overrides))
+
+
+def evaluate_settings(**overrides: Any) -> EvaluateSettings:
+    return EvaluateSettings.from_config(section("evaluate", overrides))
+
+
+def tokenize_settings(**overrides: Any) -> TokenizeSettings:
+    return TokenizeSettings.from_config(section("tokenize", overrides))
+
+
+def export_settings(**overrides: Any) -> ExportSettings:
+    return ExportSettings.from_config(section("export", overrides))
+
+
+def tiny_settings(**overrides: Any) -> TinySettings:
+    return TinySettings.from_config(with_defaults(schema()["properties"]["model"]["properties"]["tiny"], overrides))
+
+
+def model_settings(**overrides: Any) -> ModelSettings:
+    """template and trust_remote_code of the model section (its schema defaults: glm4, false)."""
+    model = section("model", overrides)
+    return ModelSettings.from_config({key: model[key] for key in ("template", "trust_remote_code")})
