@@ -18,6 +18,7 @@ arguments = {
     "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
     "checkpoint_root": snakemake.params.checkpoints, "settings": snakemake.params.settings,
     "trust_remote_code": snakemake.params.get("trust_remote_code", False),
+    "run_name": snakemake.params.get("run_name"),
 }
 resources = snakemake.resources
 layout = Layout.from_resources(resources.get("gpu", 0), resources.get("nodes", 1), resources.get("cpus_per_task"))
