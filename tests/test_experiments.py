@@ -139,3 +139,4 @@ def test_the_runs_loss_curves_are_drawn_in_one_plot(tmp_path: Path) -> None:
         write_jsonl(logs[name], [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}, {"step": 2, "eval_loss": 1.2}])
     plot_loss_curves(logs, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+

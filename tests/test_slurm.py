@@ -142,3 +142,21 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     assert len(list((workdir / "logs/slurm").rglob("*.log"))) == len(submitted) + len(resubmitted)
 
     assert "Nothing to be done" in snakemake(workdir, "-n", "results/merged_model")
+
+
+def test_two_runs_are_submitted_as_two_training_jobs(cluster: str, tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    site_profile(workdir, cluster)
+
+    def two_small_runs(config: dict) -> None:
+        config["datasets"]["synthetic_adgen"]["demo"].update(train_rows=200, dev_rows=20)
+        config["train"].update(max_steps=4, batch_size=4, logging_steps=2, save_steps=4, eval_steps=None)
+        config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
+        config["runs"] = {"a": {}, "b": {"train": {"lora": {"r": 4}}}}
+
+    edit_config(workdir, two_small_runs)
+    submitted = submissions(workdir, snakemake(workdir, "results/eval/metrics.md"))
+    # One tokenized set and one base evaluation shared; each run its own training and evaluation job.
+    assert {"tokenize/default", "evaluate_base", "train/a", "train/b", "evaluate/a", "evaluate/b"} <= set(submitted)
+    assert len({submitted["train/a"], submitted["train/b"]}) == 2
+    assert list(json.loads((workdir / "results/eval/metrics.json").read_text())) == ["base", "a", "b"]
