@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from glmtune.config_errors import config_problems
+from glmtune.config_errors import config_problems, format_problems
 
 # The sections a run may override; everything upstream of tokenizing (data, splits, model) is shared by all runs.
 OVERRIDABLE = ("train", "tokenize", "evaluate")
@@ -100,7 +100,7 @@ def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, di
         problems += [f"runs.{name}.{line}" for line in config_problems(merged, section_schema)]
         runs[name] = merged
     if problems:
-        raise RunError("config: " + "; ".join(problems[:8]) + (f"; ... and {len(problems) - 8} more" if len(problems) > 8 else ""))
+        raise RunError(format_problems(problems))
     return runs
 
 
