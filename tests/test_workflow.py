@@ -159,7 +159,7 @@ def load_yaml(path: Path) -> dict:
 def converted(workdir: Path, *args: str) -> set[tuple[str, str]]:
     """(dataset, part) of every convert job a dry run of the evaluation (after training, whatever the method) plans."""
     jobs = planned_jobs(workdir, "results/eval/metrics.md", *args)
-    assert "train" in jobs
+    assert any(job.startswith(("train[", "train_full[")) for job in jobs)
     return {tuple(re.findall(r"dataset=([^,\]]+), part=(\w+)", job)[0]) for job in jobs if job.startswith("convert[")}
 
 
