@@ -33,9 +33,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 PLUGIN_DIR = Path(os.environ.get("GLMTUNE_SLURM_PLUGINS", REPO / ".venv" / "slurm-plugins"))
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.?$", re.M)
-AFFECTED = {"convert/local_adgen_all", "merge_splits", "build_tiny_model", "tokenize", "train",
-            "evaluate/base", "evaluate/finetuned", "compare_models", "export_model", "report_data"}
-ALL_JOBS = AFFECTED | {"fetch_dataset/synthetic_adgen", "convert/synthetic_adgen_all", "convert/synthetic_adgen_test"}
+AFFECTED = {"convert/local_adgen_all", "merge_splits", "build_tiny_model", "tokenize/default", "train/main",
+            "evaluate_base", "evaluate/main", "compare_models", "export_chosen", "report_data"}
+ALL_JOBS = AFFECTED | {"fetch_dataset/synthetic_adgen", "convert/synthetic_adgen_all", "convert/synthetic_adgen_test",
+                       "split_test"}
 
 
 def plugin_path() -> str | None:
@@ -121,8 +122,8 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     assert set(submitted) == {job for job in ALL_JOBS if job.split("/")[0] not in local}
     assert (workdir / "results/merged_model/config.json").is_file()
     metrics = json.loads((workdir / "results/eval/metrics.json").read_text())
-    assert metrics["finetuned"]["rouge-l"] > metrics["base"]["rouge-l"]
-    assert not (workdir / "logs/train.log").read_text().startswith("launch:")  # one process: trained in the job
+    assert metrics["main"]["rouge-l"] > metrics["base"]["rouge-l"]
+    assert not (workdir / "logs/runs/main/train.log").read_text().startswith("launch:")  # one process: trained in the job
 
     raw = workdir / "data/train.json"
     raw.write_text(raw.read_text(encoding="utf-8")
@@ -131,13 +132,31 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     resubmitted = submissions(workdir, second)
     assert set(resubmitted) == AFFECTED
     # Training asked SLURM for the two (fake) GPUs and ran as two torchrun processes.
-    job = subprocess.run(["scontrol", "show", "job", resubmitted["train"]], capture_output=True, text=True).stdout
+    job = subprocess.run(["scontrol", "show", "job", resubmitted["train/main"]], capture_output=True, text=True).stdout
     assert "gres:gpu:2" in job, job
-    launch = (workdir / "logs/train.log").read_text().splitlines()[0]
+    launch = (workdir / "logs/runs/main/train.log").read_text().splitlines()[0]
     assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.worker train" in launch
-    launch = (workdir / "logs/evaluate/finetuned.log").read_text().splitlines()[0]
+    launch = (workdir / "logs/runs/main/evaluate.log").read_text().splitlines()[0]
     assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.worker evaluate" in launch
-    assert json.loads((workdir / "results/eval/finetuned/scores.json").read_text())["processes"] == 2
+    assert json.loads((workdir / "results/runs/main/eval/scores.json").read_text())["processes"] == 2
     assert len(list((workdir / "logs/slurm").rglob("*.log"))) == len(submitted) + len(resubmitted)
 
     assert "Nothing to be done" in snakemake(workdir, "-n", "results/merged_model")
+
+
+def test_two_runs_are_submitted_as_two_training_jobs(cluster: str, tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    site_profile(workdir, cluster)
+
+    def two_small_runs(config: dict) -> None:
+        config["datasets"]["synthetic_adgen"]["demo"].update(train_rows=200, dev_rows=20)
+        config["train"].update(max_steps=4, batch_size=4, logging_steps=2, save_steps=4, eval_steps=None)
+        config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
+        config["runs"] = {"a": {}, "b": {"train": {"lora": {"r": 4}}}}
+
+    edit_config(workdir, two_small_runs)
+    submitted = submissions(workdir, snakemake(workdir, "results/eval/metrics.md"))
+    # One tokenized set and one base evaluation shared; each run its own training and evaluation job.
+    assert {"tokenize/default", "evaluate_base", "train/a", "train/b", "evaluate/a", "evaluate/b"} <= set(submitted)
+    assert len({submitted["train/a"], submitted["train/b"]}) == 2
+    assert list(json.loads((workdir / "results/eval/metrics.json").read_text())) == ["base", "a", "b"]

@@ -58,6 +58,22 @@ def test_tensorboard_events_go_under_the_runs_checkpoint_folder(small_run, tmp_p
     assert list((tmp_path / "ckpt" / summary["run_id"] / "runs").rglob("events.out.tfevents.*"))
 
 
+def test_a_run_is_logged_to_trackers_under_its_name(small_run, tmp_path, monkeypatch) -> None:
+    """The workflow passes the run's name (runs.<name>) as TrainingArguments.run_name; without one, the run id."""
+    import glmtune.train.trainer as trainer
+
+    seen = []
+    real = trainer.report_args
+    monkeypatch.setattr(trainer, "report_args", lambda report_to, name, results: seen.append(name) or real(report_to, name, results))
+    tokenized = small_run["tokenized"]
+    for run_name in ("lora_r4", None):
+        out = tmp_path / str(run_name)
+        summary = trainer.train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
+                                      out / "log.jsonl", out / "loss.png", out / "ckpt",
+                                      {**TRAIN_SETTINGS, "max_steps": 1, "save_steps": 100}, run_name=run_name)
+    assert seen == ["lora_r4", summary["run_id"]]
+
+
 def test_a_tracker_that_is_not_installed_fails_before_training(small_run, tmp_path, monkeypatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))

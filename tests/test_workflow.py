@@ -68,8 +68,8 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_default_job_trains_visibly_and_exports_a_plain_model(default_run: Path) -> None:
     metrics = json.loads((default_run / "results/eval/metrics.json").read_text())
-    assert metrics["finetuned"]["rouge-l"] > metrics["base"]["rouge-l"] + 30
-    assert metrics["finetuned"]["num_samples"] == 200
+    assert metrics["main"]["rouge-l"] > metrics["base"]["rouge-l"] + 30
+    assert metrics["main"]["num_samples"] == 200
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merged = default_run / "results/merged_model"
@@ -77,11 +77,11 @@ def test_default_job_trains_visibly_and_exports_a_plain_model(default_run: Path)
     assert AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids("[gMASK]") is not None
     assert "ROUGE-L" in (merged / "eval_metrics.md").read_text()
     assert "<h2>Datasets</h2>" in (merged / "data_report.html").read_text()
-    assert (default_run / "results/train/loss.png").is_file()
-    assert list((default_run / "results/checkpoints").glob("*/checkpoint-*"))
-    stats = json.loads((default_run / "results/tokenized/stats.json").read_text())
+    assert (default_run / "results/runs/main/loss.png").is_file()
+    assert list((default_run / "results/runs/main/checkpoints").glob("*/checkpoint-*"))
+    stats = json.loads((default_run / "results/tokenized/default/stats.json").read_text())
     assert stats["splits"]["train"]["samples"] > 2000 and "p99" in stats["splits"]["train"]["length"]
-    assert (default_run / "logs/train.log").read_text()
+    assert (default_run / "logs/runs/main/train.log").read_text()
 
 
 def test_second_run_has_nothing_to_do(default_run: Path) -> None:
@@ -94,8 +94,8 @@ def test_editing_one_raw_file_reruns_only_its_dataset_and_downstream(default_run
     raw.write_text(original + json.dumps({"content": "类型#裙", "summary": "新的一条。"}, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         assert planned_jobs(default_run) == sorted([
-            "convert[dataset=local_adgen, part=all]", "merge_splits", "build_tiny_model", "tokenize", "train",
-            "evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "export_model", "report_data",
+            "convert[dataset=local_adgen, part=all]", "merge_splits", "build_tiny_model", "tokenize[tokenized=default]",
+            "train[run=main]", "evaluate_base", "evaluate[run=main]", "compare_models", "export_chosen", "report_data",
         ])
     finally:
         raw.write_text(original, encoding="utf-8")
@@ -107,8 +107,7 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
     shutil.copytree(default_run, workdir, symlinks=True)
     edit_config(workdir, lambda c: c["evaluate"].update(max_new_tokens=64))
     jobs = planned_jobs(workdir)
-    assert "train" not in jobs and "tokenize" not in jobs
-    assert jobs == sorted(["evaluate[variant=base]", "evaluate[variant=finetuned]", "compare_models", "export_model"])
+    assert jobs == sorted(["evaluate_base", "evaluate[run=main]", "compare_models", "export_chosen"])
 
 
 @pytest.mark.parametrize(
@@ -160,7 +159,7 @@ def load_yaml(path: Path) -> dict:
 def converted(workdir: Path, *args: str) -> set[tuple[str, str]]:
     """(dataset, part) of every convert job a dry run of the evaluation (after training, whatever the method) plans."""
     jobs = planned_jobs(workdir, "results/eval/metrics.md", *args)
-    assert "train" in jobs
+    assert any(job.startswith(("train[", "train_full[")) for job in jobs)
     return {tuple(re.findall(r"dataset=([^,\]]+), part=(\w+)", job)[0]) for job in jobs if job.startswith("convert[")}
 
 
@@ -201,7 +200,7 @@ def test_the_readme_offline_layout_uses_only_its_own_data_and_model(tmp_path: Pa
         "datasets": {"advertisegen": {"source": "path", "format": "advertisegen", "files": {"train": str(train), "test": str(dev)}}},
         "model": {"name": "glm-4-9b-chat-hf", "source": "path", "path": str(model), "template": "glm4"},
     }))
-    jobs = planned_jobs(workdir, "results/train/adapter", "--configfile", "offline.yaml")
+    jobs = planned_jobs(workdir, "results/runs/main/adapter", "--configfile", "offline.yaml")
     assert {job for job in jobs if job.startswith(("convert", "fetch", "build", "prepare"))} == {
         "convert[dataset=advertisegen, part=test]", "convert[dataset=advertisegen, part=train]",
         "prepare_model[model=glm-4-9b-chat-hf]"}
@@ -217,7 +216,7 @@ def test_user_files_naming_datasets_merge_with_each_other_and_config_values_appl
     (workdir / "first.yaml").write_text(yaml.safe_dump(first))
     (workdir / "second.yaml").write_text(yaml.safe_dump(second))
     args = ("--configfile", "first.yaml", "second.yaml", "--config", "model={'name': 'renamed'}")
-    jobs = planned_jobs(workdir, "results/train/adapter", *args)
+    jobs = planned_jobs(workdir, "results/runs/main/adapter", *args)
     assert {job for job in jobs if job.startswith(("convert", "fetch"))} == {
         "convert[dataset=a, part=all]", "convert[dataset=b, part=test]", "fetch_model[model=renamed]"}
 
@@ -301,14 +300,15 @@ def test_report_shows_the_metrics_table_and_the_loss_curve(default_run: Path) ->
     snakemake(default_run, "--report", "report.html")
     report = (default_run / "report.html").read_text(encoding="utf-8")
     embedded = {}
-    for path in ("results/eval/metrics.html", "results/train/loss.png", "results/report/data.html"):
+    for path in ("results/eval/metrics.html", "results/runs/main/loss.png", "results/eval/loss_curves.png", "results/report/data.html"):
         match = re.search(re.escape(f'"{path}": ') + r'\{.*?"mime_type": "([^"]+)".*?"data_uri": "data:[^"]*?base64,([^"]+)"', report)
         assert match, f"{path} is not in the report"
         embedded[path] = (match.group(1), base64.b64decode(match.group(2)))
-    assert embedded["results/train/loss.png"][0] == "image/png" and embedded["results/train/loss.png"][1][:4] == b"\x89PNG"
+    assert embedded["results/runs/main/loss.png"][0] == "image/png" and embedded["results/runs/main/loss.png"][1][:4] == b"\x89PNG"
+    assert embedded["results/eval/loss_curves.png"][1][:4] == b"\x89PNG"
     mime, html = embedded["results/eval/metrics.html"]
-    finetuned = json.loads((default_run / "results/eval/metrics.json").read_text())["finetuned"]["rouge-l"]
-    assert mime == "text/html" and "<td>ROUGE-L (F×100, jieba)</td>" in html.decode() and f"{finetuned:.4g}" in html.decode()
+    finetuned = json.loads((default_run / "results/eval/metrics.json").read_text())["main"]["rouge-l"]
+    assert mime == "text/html" and "<th>ROUGE-L (F×100, jieba)</th>" in html.decode() and f"{finetuned:.4g}" in html.decode()
     mime, data = embedded["results/report/data.html"]
     rejected = json.loads((default_run / "results/converted/synthetic_adgen/all.report.json").read_text())["rejected"]
     assert mime == "text/html" and f"<td>{rejected}</td><td>duplicates {rejected}</td>" in data.decode()
@@ -320,7 +320,7 @@ def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_p
     needs no download."""
     workdir = copy_workflow(tmp_path / "hub")
     edit_config(workdir, lambda c: c.update(model={"name": "glm4", "source": "huggingface", "repo_id": "THUDM/glm-4-9b-chat-hf"}))
-    assert {"fetch_model[model=glm4]", "prepare_model[model=glm4]"} <= set(planned_jobs(workdir, "results/tokenized/stats.json"))
+    assert {"fetch_model[model=glm4]", "prepare_model[model=glm4]"} <= set(planned_jobs(workdir, "results/tokenized/default/stats.json"))
     rules = "".join(path.read_text() for path in sorted((workdir / "workflow/rules").glob("*.smk")))
     local_rules = {name for block in re.findall(r"^localrules:\n((?:\s+\w+,\n)+)", rules, re.M) for name in re.findall(r"\w+", block)}
     assert {"fetch_dataset", "fetch_model"} <= local_rules and "prepare_model" not in local_rules
@@ -330,14 +330,14 @@ def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_p
     (local / "config.json").write_text("{}")
     workdir = copy_workflow(tmp_path / "path")
     edit_config(workdir, lambda c: c.update(model={"name": "mine", "source": "path", "path": str(local)}))
-    jobs = planned_jobs(workdir, "results/tokenized/stats.json")
+    jobs = planned_jobs(workdir, "results/tokenized/default/stats.json")
     assert "prepare_model[model=mine]" in jobs and not any(job.startswith("fetch_model") for job in jobs)
 
 
 def test_full_sft_writes_a_model_folder_not_an_adapter(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     result = snakemake(workdir, "-n", "results/merged_model", "--configfile", "config/presets/full.yaml")
-    assert "output: results/train/model," in result.stdout and "results/train/adapter" not in result.stdout
+    assert "output: results/runs/main/model," in result.stdout and "results/runs/main/adapter" not in result.stdout
 
 
 def test_a_tracker_that_is_not_installed_stops_before_any_job(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glmtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("infer", help="answer prompts with a merged model folder or a LoRA adapter folder")
-    p.add_argument("model_dir", help="results/merged_model, results/train/adapter, or any model folder")
+    p.add_argument("model_dir", help="results/merged_model, results/runs/<run>/adapter, or any model folder")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--prompt", help="answer one prompt and exit")
     mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches')
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = commands.add_parser("bench-train", help="training tokens/s: the demo recipe vs packing (a benchmark)")
     t.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
-    t.add_argument("train", help="a tokenized train split (results/tokenized/train), or a raw data file with --tokenizer")
+    t.add_argument("train", help="a tokenized train split (results/tokenized/default/train), or a raw data file with --tokenizer")
     t.add_argument("--tokenizer", help="tokenizer folder for a raw data file (saved, or an official one with tokenizer.model)")
     t.add_argument("--format", default="advertisegen", help="the raw file's format (a converter name; default advertisegen)")
     t.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))

@@ -183,3 +183,13 @@ def remote_code_param(params: Mapping[str, Any]) -> bool:
     """model.trust_remote_code from a rule's params: common.smk's remote_code_params adds it only when true (a new
     false param would re-run results made before the key existed), so its absence is the schema's false."""
     return bool(params.get("trust_remote_code"))
+
+
+# Keys of a section that steer the workflow rather than the section's stage: export.run chooses the run whose
+# export is results/merged_model; the export job itself never reads it (so choosing another run re-runs nothing).
+WORKFLOW_KEYS: dict[str, tuple[str, ...]] = {"export": ("run",)}
+
+
+def stage_section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The validated config's section `name` as its stage takes it: without the workflow's own keys."""
+    return {key: value for key, value in config[name].items() if key not in WORKFLOW_KEYS.get(name, ())}

@@ -3,13 +3,17 @@ import codecs
 import re
 from pathlib import Path
 
+from glmtune.experiments import tokenized_name
+from glmtune.settings import stage_section
+
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 # Sections a --configfile replaces instead of merging into the embedded default: merged, the default's synthetic
-# dataset would stay in training and test, and its model keys would mix with another model's.
-REPLACED_SECTIONS = ("datasets", "model")
+# dataset would stay in training and test, its model keys would mix with another model's, and its run would join
+# the user's runs.
+REPLACED_SECTIONS = ("datasets", "model", "runs")
 
 
 def merge_sections(sections):
@@ -47,10 +51,22 @@ def check_schema():
     if problems:
         raise WorkflowError(format_problems(problems))
     validate(config, schema="../schemas/config.schema.yaml")
+    return schema
+
+
+def check_runs(schema):
+    """Each run's train / tokenize / evaluate (the config's with the run's overrides), checked like the config."""
+    from glmtune.experiments import RunError, export_run, run_settings
+
+    try:
+        runs = run_settings(config, schema)
+        return runs, export_run(config, runs)
+    except RunError as err:
+        raise WorkflowError(str(err))
 
 
 layer_user_config()
-check_schema()
+RUNS, EXPORT_RUN = check_runs(check_schema())
 
 DATASETS = config["datasets"]
 MODEL = config["model"]
@@ -59,8 +75,12 @@ ENV = "../envs/glmtune.yaml"
 # ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
 MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
 LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
-# What training writes: an adapter (LoRA, P-Tuning v2), or with full SFT a whole model.
-TRAINED = "results/train/model" if config["train"]["method"] == "full" else "results/train/adapter"
+# Where each run's training reads its tokenized data: runs with equal tokenize settings share one set.
+TOKENIZED = {run: tokenized_name(settings["tokenize"], config["tokenize"]) for run, settings in RUNS.items()}
+TOKENIZE_SETTINGS = {TOKENIZED[run]: settings["tokenize"] for run, settings in RUNS.items()}
+EXPORT_SETTINGS = stage_section(config, "export")  # without export.run, which only chooses a run
+FULL_RUNS = [run for run, settings in RUNS.items() if settings["train"]["method"] == "full"]
+MERGEABLE_RUNS = [run for run, settings in RUNS.items() if settings["train"]["method"] != "ptuning"]
 
 
 def resolve_llamafactory(name, dataset):
@@ -83,6 +103,8 @@ def resolve_llamafactory(name, dataset):
 
 def check_config():
     """Fail before any job runs, naming the key, when the config points at things that are not there."""
+    from glmtune.settings import ExportSettings, SettingsError, TinySettings
+
     for name, dataset in DATASETS.items():
         if dataset["source"] == "llamafactory":
             resolve_llamafactory(name, dataset)
@@ -103,8 +125,15 @@ def check_config():
     if MODEL["trust_remote_code"] and MODEL["source"] == "tiny":
         raise WorkflowError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                             "model.source: tiny has none: set model.trust_remote_code: false")
-    check_tokenize()
-    check_train()
+    try:  # the schema and the typed sections agree
+        ExportSettings.from_config(EXPORT_SETTINGS)
+        TinySettings.from_config(MODEL["tiny"])
+    except SettingsError as err:
+        raise WorkflowError(f"config: {err}")
+    for run, settings in RUNS.items():
+        where = "" if len(RUNS) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
+        check_tokenize(settings["tokenize"], where)
+        check_train(settings["train"], settings["evaluate"], where)
 
 
 def check_encoding(name, encoding):
@@ -116,36 +145,35 @@ def check_encoding(name, encoding):
                             "(e.g. utf-8, utf-8-sig, gbk, gb18030)")
 
 
-def check_tokenize():
+def check_tokenize(lengths, where):
     """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
     from glmtune.config_rules import min_cutoff_len
     from glmtune.settings import TokenizeSettings
 
-    lengths = TokenizeSettings.from_config(config["tokenize"])
+    lengths = TokenizeSettings.from_config(lengths)
     limit, shortest = lengths.cutoff, min_cutoff_len(MODEL["template"])
     if limit < shortest:
-        raise WorkflowError(f"config: {lengths.cutoff_setting} is {limit} tokens: no sample fits, as "
+        raise WorkflowError(f"config: {where}{lengths.cutoff_setting} is {limit} tokens: no sample fits, as "
                             f"the {MODEL['template']} chat prefix, the answer's role header and one answer token take "
                             f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
 
 
-def check_train():
+def check_train(train, evaluate, where):
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
-    the KV cache the method allows: decided here, once; the stages do not decide them again."""
+    the KV cache the method allows: decided here, once; the stages do not decide them again. `where` names the run
+    ("runs.<name>: ") where the config has several."""
     from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
-    from glmtune.settings import EvaluateSettings, ExportSettings, SettingsError, TinySettings, TrainSettings
+    from glmtune.settings import EvaluateSettings, SettingsError, TrainSettings
 
     try:
-        train, evaluate = TrainSettings.from_config(config["train"]), EvaluateSettings.from_config(config["evaluate"])
-        ExportSettings.from_config(config["export"])  # the schema and the typed sections agree
-        TinySettings.from_config(MODEL["tiny"])
+        train, evaluate = TrainSettings.from_config(train), EvaluateSettings.from_config(evaluate)
         check_method(train, remote_code=MODEL["trust_remote_code"], family=MODEL["template"])
         check_report_to(train.report_to)
         check_cache(train, evaluate)
     except (MethodError, SettingsError, ValueError) as err:
-        raise WorkflowError(f"config: {err}")
+        raise WorkflowError(f"config: {where}{err}")
     if train.deepspeed and not Path(train.deepspeed).is_file():
-        raise WorkflowError(f"config: train.deepspeed: no such file: {train.deepspeed} (config/deepspeed/ has "
+        raise WorkflowError(f"config: {where}train.deepspeed: no such file: {train.deepspeed} (config/deepspeed/ has "
                             "ds_zero_2.json and ds_zero_3.json)")
 
 
@@ -157,7 +185,8 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     model=re.escape(MODEL["name"]),
     part="all|train|validation|test",
-    variant="base|finetuned",
+    run="|".join(map(re.escape, RUNS)),
+    tokenized="|".join(map(re.escape, TOKENIZE_SETTINGS)),
 
 
 def base_model_dir():
@@ -219,17 +248,63 @@ def converted_parts():
     ]
 
 
-def trained_for_export(wildcards):
-    """The training output to merge; P-Tuning v2 has nothing to merge, so its merged_model stops before any job runs."""
-    if config["train"]["method"] == "ptuning":
+def test_parts():
+    """The converted files given for the test split, when the test split is made of them alone (no cross-dataset
+    dedupe): then split_test writes it from these, and a training record's edit leaves it, and the base model's
+    evaluation, untouched. Otherwise (test cut from "all" files by ratio) merge_splits writes it with the rest."""
+    if config["split"]["dedupe_across_datasets"]:
+        return []
+    return [part for part in converted_parts() if part[1] == "test"]
+
+
+def merge_outputs():
+    """merge_splits' outputs: the test split too unless split_test writes it."""
+    outputs = {"train": "results/splits/train.jsonl", "validation": "results/splits/validation.jsonl"}
+    if not test_parts():
+        outputs["test"] = "results/splits/test.jsonl"
+    return {**outputs, "report": "results/splits/report.json"}
+
+
+def one_of(runs):
+    """A wildcard pattern matching exactly these run names (none: a pattern that never matches)."""
+    return "|".join(map(re.escape, runs)) or "(?!)"
+
+
+def trained_dir(run):
+    """What a run's training writes: an adapter (LoRA, P-Tuning v2), or with full SFT a whole model."""
+    return f"results/runs/{run}/" + ("model" if run in FULL_RUNS else "adapter")
+
+
+def tokenized_input(part):
+    return lambda wildcards: f"results/tokenized/{TOKENIZED[wildcards.run]}/{part}"
+
+
+def run_setting(section, key=None):
+    """A params function: the run's settings of one section (or one key of it)."""
+    def params(wildcards):
+        settings = RUNS[wildcards.run][section]
+        return settings if key is None else settings[key]
+
+    return params
+
+
+def trained_for_export(run):
+    """The training output to merge; P-Tuning v2 has nothing to merge, so its export stops before any job runs."""
+    if RUNS[run]["train"]["method"] == "ptuning":
         raise WorkflowError(
-            "results/merged_model: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
-            "nothing to merge into the base model. Build the adapter and its evaluation instead: snakemake --cores 8 "
-            "results/train/adapter results/eval/metrics.md; then use it as it is: glmtune infer results/train/adapter "
-            "--prompt ..."
+            f"export of run {run}: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
+            "nothing to merge into the base model. Build the adapter and the comparison instead: snakemake --cores 8 "
+            f"results/runs/{run}/adapter results/eval/metrics.md; then use it as it is: glmtune infer "
+            f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
         )
-    return TRAINED
+    return trained_dir(run)
 
 
-def eval_model_dir(wildcards):
-    return TRAINED if wildcards.variant == "finetuned" else base_model_dir()
+def comparison_inputs():
+    """compare_models' inputs: every run's scores, log, training summary and the training job's benchmark."""
+    return {
+        "scores": [f"results/runs/{run}/eval/scores.json" for run in RUNS],
+        "logs": [f"results/runs/{run}/log.jsonl" for run in RUNS],
+        "trained": [trained_dir(run) for run in RUNS],
+        "benchmarks": [f"benchmarks/runs/{run}/train.tsv" for run in RUNS],
+    }

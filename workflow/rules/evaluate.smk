@@ -1,40 +1,64 @@
-# evaluate: generation on the test split for the base and the fine-tuned model, then one comparison.
+# evaluate: generation on the test split for the base model (once) and each run, then one comparison of them all.
 
 
 rule evaluate:
     input:
-        model=eval_model_dir,
+        model=lambda wildcards: trained_dir(wildcards.run),
         base=base_model_dir(),
         test="results/splits/test.jsonl",
     output:
-        predictions="results/eval/{variant}/predictions.jsonl",
-        scores="results/eval/{variant}/scores.json",
+        predictions="results/runs/{run}/eval/predictions.jsonl",
+        scores="results/runs/{run}/eval/scores.json",
     resources:
         # GPUs of one node: more than one starts one generating process per GPU (torchrun); each takes every N-th batch.
         gpu=0,
     params:
-        settings=config["evaluate"],
+        settings=run_setting("evaluate"),
         template=MODEL["template"],
-        max_input_length=config["tokenize"]["max_input_length"],
+        max_input_length=run_setting("tokenize", "max_input_length"),
         **remote_code_params(),
     log:
-        "logs/evaluate/{variant}.log",
+        "logs/runs/{run}/evaluate.log",
     benchmark:
-        "benchmarks/evaluate/{variant}.tsv"
+        "benchmarks/runs/{run}/evaluate.tsv"
     conda:
         MODEL_ENV
     script:
         "../scripts/evaluate.py"
 
 
+# The base model with the config's own evaluate and tokenize settings: its inputs name no run, so it runs once.
+use rule evaluate as evaluate_base with:
+    input:
+        model=base_model_dir(),
+        base=base_model_dir(),
+        test="results/splits/test.jsonl",
+    output:
+        predictions="results/eval/base/predictions.jsonl",
+        scores="results/eval/base/scores.json",
+    params:
+        settings=config["evaluate"],
+        template=MODEL["template"],
+        max_input_length=config["tokenize"]["max_input_length"],
+        **remote_code_params(),
+    log:
+        "logs/evaluate/base.log",
+    benchmark:
+        "benchmarks/evaluate/base.tsv"
+
+
 rule compare_models:
     input:
         base="results/eval/base/scores.json",
-        finetuned="results/eval/finetuned/scores.json",
+        **comparison_inputs(),
     output:
         metrics="results/eval/metrics.json",
         table="results/eval/metrics.md",
         html=report("results/eval/metrics.html", caption="../report/metrics.rst", category="Evaluation"),
+        curves=report("results/eval/loss_curves.png", caption="../report/loss_curves.rst", category="Evaluation"),
+    params:
+        runs=list(RUNS),
+        methods={run: settings["train"]["method"] for run, settings in RUNS.items()},
     log:
         "logs/compare_models.log",
     conda:

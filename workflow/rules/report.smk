@@ -7,7 +7,7 @@ rule report_data:
         reports=[f"results/converted/{name}/{part}.report.json" for name, part, *_ in converted_parts()],
         rejects=[f"results/converted/{name}/{part}.rejects.jsonl" for name, part, *_ in converted_parts()],
         splits="results/splits/report.json",
-        tokens="results/tokenized/stats.json",
+        tokens=f"results/tokenized/{TOKENIZED[EXPORT_RUN]}/stats.json",
     output:
         report("results/report/data.html", caption="../report/data.rst", category="Data"),
     log:

@@ -5,10 +5,7 @@ rule merge_splits:
     input:
         [part[2] for part in converted_parts()],
     output:
-        train="results/splits/train.jsonl",
-        validation="results/splits/validation.jsonl",
-        test="results/splits/test.jsonl",
-        report="results/splits/report.json",
+        **merge_outputs(),
     params:
         parts=converted_parts(),
         split=config["split"],
@@ -18,3 +15,20 @@ rule merge_splits:
         ENV
     script:
         "../scripts/merge_splits.py"
+
+
+# The test split from the files given for it alone (see test_parts): the base model's evaluation depends on these.
+rule split_test:
+    input:
+        [part[2] for part in test_parts()],
+    output:
+        test="results/splits/test.jsonl",
+    params:
+        parts=test_parts(),
+        seed=config["split"]["seed"],
+    log:
+        "logs/split_test.log",
+    conda:
+        ENV
+    script:
+        "../scripts/split_test.py"

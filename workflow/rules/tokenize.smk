@@ -1,4 +1,5 @@
-# tokenize: the chat template with loss masks, cached as Arrow datasets, plus length statistics.
+# tokenize: the chat template with loss masks, cached as Arrow datasets, plus length statistics; one set per distinct
+# tokenize settings among the runs (results/tokenized/default: the config's own).
 
 
 rule tokenize:
@@ -7,15 +8,15 @@ rule tokenize:
         validation="results/splits/validation.jsonl",
         model=base_model_dir(),
     output:
-        train=directory("results/tokenized/train"),
-        validation=directory("results/tokenized/validation"),
-        stats="results/tokenized/stats.json",
+        train=directory("results/tokenized/{tokenized}/train"),
+        validation=directory("results/tokenized/{tokenized}/validation"),
+        stats="results/tokenized/{tokenized}/stats.json",
     params:
         template=MODEL["template"],
-        lengths=config["tokenize"],
+        lengths=lambda wildcards: TOKENIZE_SETTINGS[wildcards.tokenized],
         **remote_code_params(),
     log:
-        "logs/tokenize.log",
+        "logs/tokenize/{tokenized}.log",
     conda:
         MODEL_ENV
     script:

@@ -1,9 +1,16 @@
-"""Snakemake entry: metrics.json and the comparison table (Markdown, and HTML for the report)."""
-import json
+"""Snakemake entry: the comparison of the base and every run (metrics.json, Markdown, HTML) and their loss curves."""
+from pathlib import Path
 
-from glmtune.evaluate.compare import compare
+from glmtune.evaluate.compare import compare_runs
 from glmtune.logs import job_logging
+from glmtune.train.plots import plot_loss_curves
 
 with job_logging(snakemake.log[0]):
-    scores = {name: json.loads(open(path, encoding="utf-8").read()) for name, path in snakemake.input.items()}
-    compare(scores, snakemake.output.metrics, snakemake.output.table, snakemake.output.html)
+    inp, out, runs = snakemake.input, snakemake.output, snakemake.params.runs
+    files = {
+        run: {"method": snakemake.params.methods[run], "scores": scores, "log": log,
+              "summary": str(Path(trained, "train_summary.json")), "benchmark": benchmark}
+        for run, scores, log, trained, benchmark in zip(runs, inp.scores, inp.logs, inp.trained, inp.benchmarks)
+    }
+    compare_runs(inp.base, files, out.metrics, out.table, out.html)
+    plot_loss_curves({run: files[run]["log"] for run in runs}, out.curves)

@@ -43,6 +43,7 @@ def merge_and_split(
     test_ratio: float,
     seed: int,
     dedupe_across_datasets: bool = False,
+    write_test: bool = True,
 ) -> dict[str, Any]:
     """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
 
@@ -50,6 +51,8 @@ def merge_and_split(
     ratio, but only for the splits no part was given for (a given test file wins over a test ratio).
     With dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
     before splitting, so no test conversation repeats a training one.
+    A test split made of given files alone (no cross-dataset dedupe) is shuffled on its own (given_test_rows), so
+    its content never depends on the training data; write_test=False leaves it to write_given_test.
     """
     rng = random.Random(seed)
     given = {part.split for part in parts}
@@ -88,10 +91,35 @@ def merge_and_split(
         report["datasets"][f"{part.dataset}/{part.split}"] = counts
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
+    independent_test = "test" in given and not dedupe_across_datasets
     for name, rows in splits.items():
-        rng.shuffle(rows)
-        write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
+        rng.shuffle(rows)  # the test split too: train and validation come out as before test had its own shuffle
+        if name == "test" and independent_test:
+            rows = given_test_rows(parts, seed)
+        if name != "test" or write_test:
+            write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
     report["sizes"] = {name: len(rows) for name, rows in splits.items()}
     write_json(Path(out_dir) / "report.json", report)
     log.info("splits: %s", report["sizes"])
     return report
+
+
+def given_test_rows(parts: Sequence[Part], seed: int) -> list[Any]:
+    """The test split from the parts given for it, shuffled and sampled with its own generator: editing a training
+    record leaves it byte for byte the same (and the base model's evaluation cached)."""
+    rng = random.Random(f"{seed}:test")
+    rows: list[Any] = []
+    for part in parts:
+        if part.split == "test":
+            taken = list(read_jsonl(part.path))
+            rng.shuffle(taken)
+            rows.extend(_sample(taken, part, rng))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_given_test(parts: Sequence[Part], path: str | Path, seed: int) -> int:
+    """Write the test split of the parts given for it (the split_test rule); return its size."""
+    count = write_jsonl(path, given_test_rows(parts, seed))
+    log.info("test split: %d conversations", count)
+    return count

@@ -1,12 +1,17 @@
-"""The comparison of evaluated models: metrics.json, a Markdown table a person reads first, and the same as HTML."""
+"""The comparison of evaluated models (the base and every run): metrics.json, a Markdown table a person reads first,
+and the same as HTML. A run's row adds its training: final losses, trainable parameters, real tokens/s, peak memory
+and wall time."""
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from glmtune.io import write_json, write_text
+from glmtune.io import read_jsonl, write_json, write_text
 
 METRIC_LABELS = {
     "rouge-1": "ROUGE-1 (F×100, jieba)", "rouge-2": "ROUGE-2 (F×100, jieba)", "rouge-l": "ROUGE-L (F×100, jieba)",
@@ -14,19 +19,71 @@ METRIC_LABELS = {
 }
 
 
-def metrics_rows(scores: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """The comparison table as rows of cells: a header, then one row per metric and per count."""
-    names = list(scores)
-    rows = [["metric", *names]]
-    rows += [[label, *(f"{scores[n][key]:.4g}" for n in names)] for key, label in METRIC_LABELS.items()]
-    rows += [[key, *(str(scores[n].get(key, "")) for n in names)]
-             for key in ("num_samples", "num_empty_predictions", "samples_per_second")]
-    return rows
+def _number(value: Any, fmt: str = ".4g") -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _memory(row: dict[str, Any]) -> str:
+    if row.get("peak_gpu_memory_gb") is not None:
+        return f"{row['peak_gpu_memory_gb']:.2f} GB GPU"
+    if row.get("max_rss_mb") is not None:
+        return f"{row['max_rss_mb'] / 1024:.2f} GB RSS"
+    return ""
+
+
+def _wall(seconds: Any) -> str:
+    if seconds is None:
+        return ""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+# Column -> how a model's metrics.json entry shows in it ("" where it does not apply, e.g. training for the base).
+COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "method": lambda row: row.get("method", ""),
+    **{label: (lambda key: lambda row: _number(row.get(key)))(key) for key, label in METRIC_LABELS.items()},
+    "final train loss": lambda row: _number(row.get("final_train_loss")),
+    "final validation loss": lambda row: _number(row.get("validation_loss")),
+    "trainable parameters": lambda row: "" if row.get("trainable_parameters") is None else f"{row['trainable_parameters']:,}",
+    "real tokens/s": lambda row: _number(row.get("tokens_per_second"), ".0f"),
+    "peak memory": _memory,
+    "training wall time": lambda row: _wall(row.get("train_wall_s")),
+    "test samples": lambda row: str(row.get("num_samples", "")),
+    "empty predictions": lambda row: str(row.get("num_empty_predictions", "")),
+}
+
+
+def training_record(log_path: str | Path, summary_path: str | Path, benchmark_path: str | Path) -> dict[str, Any]:
+    """A run's training numbers: the last logged training loss, the mean real tokens/s over the logged steps, the
+    trainer's summary (trainable parameters, final validation loss, peak GPU memory where trained on a GPU) and the
+    training job's wall time and max RSS from Snakemake's benchmark file."""
+    rows = list(read_jsonl(log_path))
+    losses = [row["loss"] for row in rows if "loss" in row]
+    speeds = [row["tokens_per_second"] for row in rows if "tokens_per_second" in row]
+    summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
+    with open(benchmark_path, encoding="utf-8", newline="") as handle:
+        bench = next(csv.DictReader(handle, delimiter="\t"))
+    record = {
+        "final_train_loss": losses[-1] if losses else None,
+        "validation_loss": summary.get("validation_loss"),
+        "trainable_parameters": summary.get("trainable_parameters"),
+        "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "train_wall_s": float(bench["s"]),
+        "max_rss_mb": float(bench["max_rss"]) if bench.get("max_rss") not in (None, "", "-", "NA") else None,
+    }
+    if summary.get("peak_gpu_memory_gb") is not None:
+        record["peak_gpu_memory_gb"] = summary["peak_gpu_memory_gb"]
+    return record
+
+
+def metrics_rows(models: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The comparison table as rows of cells: a header, then one row per model."""
+    return [["model", *COLUMNS], *([name, *(cell(row) for cell in COLUMNS.values())] for name, row in models.items())]
 
 
 def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_path: str | Path,
             html_path: str | Path | None = None) -> None:
-    """metrics.json with every model's scores, a Markdown table a person reads first, and the same table as HTML
+    """metrics.json with every model's entry, a Markdown table a person reads first, and the same table as HTML
     (what `snakemake --report` shows inline; it only offers Markdown as a download)."""
     write_json(metrics_path, scores)
     header, *body = metrics_rows(scores)
@@ -41,3 +98,15 @@ def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_p
             "<style>table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;padding:4px 10px}"
             "td+td{text-align:right}</style></head>\n"
             f"<body><table>\n<tr>{cells}</tr>\n{rows}</table></body></html>\n")
+
+
+def compare_runs(base_scores: str | Path, runs: dict[str, dict[str, Any]], metrics_path: str | Path,
+                 table_path: str | Path, html_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The base and every run in one comparison. `runs`: name -> {"method", "scores", "log", "summary",
+    "benchmark"} (file paths); returns metrics.json's content: name -> scores (+ the run's training record)."""
+    models: dict[str, dict[str, Any]] = {"base": json.loads(Path(base_scores).read_text(encoding="utf-8"))}
+    for name, files in runs.items():
+        models[name] = {"method": files["method"], **json.loads(Path(files["scores"]).read_text(encoding="utf-8")),
+                        **training_record(files["log"], files["summary"], files["benchmark"])}
+    compare(models, metrics_path, table_path, html_path)
+    return models

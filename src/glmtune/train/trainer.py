@@ -147,13 +147,14 @@ def precision(setting: str) -> tuple[bool, bool]:
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
-    trust_remote_code: bool,
+    trust_remote_code: bool, run_name: str | None = None,
 ) -> dict[str, Any]:
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 
     `settings` passed glmtune.config_rules.check_method before the run. `trust_remote_code` (model.trust_remote_code)
     runs the model folder's own modeling code; LoRA targets are then the original ChatGLM module names
-    (glmtune.train.methods).
+    (glmtune.train.methods). `run_name` (the workflow's run) names the run in the trackers of train.report_to;
+    without it they see the checkpoint folder's id.
     """
     check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -189,7 +190,7 @@ def train_model(
         seed=settings.seed, data_seed=settings.seed, bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
         deepspeed=settings.deepspeed, **sampling_args(settings.sampling),
         **{CHECKPOINTING_ARG: settings.gradient_checkpointing},
-        **report_args(list(settings.report_to), run_id, Path(checkpoint_root).parent),
+        **report_args(list(settings.report_to), run_name or run_id, Path(checkpoint_root).parent),
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)
     )
@@ -216,6 +217,8 @@ def train_model(
     if bad:  # a NaN between two logged steps: never save it as the result
         raise TrainingDiverged(f"after {trainer.state.global_step} steps the trained weight {bad} holds NaN or inf; "
                                f"no adapter was written. Try a lower train.learning_rate (now {settings.learning_rate})")
+    if use_gpu:  # the comparison's peak memory (on CPU it takes the job's max RSS from Snakemake's benchmark)
+        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = final_validation_loss(trainer, trained[2])
     model.config.use_cache = True  # saved configs keep fast generation

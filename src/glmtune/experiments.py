@@ -1,0 +1,122 @@
+"""Named fine-tuning runs: each overrides the config's train / tokenize / evaluate; a grid expands into runs.
+
+Torch-free: the workflow builds its DAG from these (workflow/rules/common.smk).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from typing import Any
+
+from glmtune.config_errors import config_problems, format_problems
+
+# The sections a run may override; everything upstream of tokenizing (data, splits, model) is shared by all runs.
+OVERRIDABLE = ("train", "tokenize", "evaluate")
+# A run name is a folder name (results/runs/<name>) and a column of the comparison table.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED = ("base",)  # the base model's column in the comparison
+DEFAULT_TOKENIZED = "default"  # the tokenized set of the config's own tokenize settings
+
+
+class RunError(ValueError):
+    """A run or grid entry the workflow cannot build; the message names the key."""
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `override`'s keys set, mappings merged key by key (lists are replaced whole)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def grid_value_name(value: Any) -> str:
+    text = format(value, "g") if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[^A-Za-z0-9.-]", "-", text)
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    """Every combination of the grid's values as a run, e.g. {"train.learning_rate": [1e-3, 3e-3], "train.lora.r":
+    [8, 64]} -> learning_rate0.001_r8: {"train": {"learning_rate": 0.001, "lora": {"r": 8}}}, ... (grid order)."""
+    if not grid:
+        return {}
+    for key, values in grid.items():
+        section = key.split(".")[0]
+        if section not in OVERRIDABLE or "." not in key:
+            raise RunError(f"config: grid.{key}: a grid key is a dotted setting under {', '.join(OVERRIDABLE)} "
+                           "(e.g. train.learning_rate)")
+        if not isinstance(values, list) or not values:
+            raise RunError(f"config: grid.{key}: give a non-empty list of values")
+    runs: dict[str, dict[str, Any]] = {}
+    keys = list(grid)
+    for combination in itertools.product(*(grid[key] for key in keys)):
+        override: dict[str, Any] = {}
+        for key, value in zip(keys, combination):
+            *parents, leaf = key.split(".")
+            node = override
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        name = "_".join(f"{key.split('.')[-1]}{grid_value_name(value)}" for key, value in zip(keys, combination))
+        runs[name] = override
+    return runs
+
+
+def run_overrides(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """config runs plus the grid's runs, names checked; a grid run named like a listed run is an error."""
+    runs = dict(config.get("runs") or {})
+    for name, override in expand_grid(config.get("grid") or {}).items():
+        if name in runs:
+            raise RunError(f"config: grid: its run {name} is also named under runs; rename that run")
+        runs[name] = override
+    if not runs:
+        raise RunError("config: runs: no runs; name at least one (e.g. runs: {main: {}} trains the config's train settings)")
+    for name, override in runs.items():
+        if not RUN_NAME.fullmatch(str(name)) or name in RESERVED:
+            raise RunError(f"config: runs.{name}: a run name is a folder name: letters, digits, '.', '_' or '-', "
+                           f"starting with a letter or digit, at most 64 characters, and not {', '.join(RESERVED)}")
+        unknown = sorted(set(override or {}) - set(OVERRIDABLE))
+        if unknown:
+            raise RunError(f"config: runs.{name}.{unknown[0]}: unknown key; a run overrides only "
+                           f"{', '.join(OVERRIDABLE)} (datasets, split and model are shared by every run)")
+    return {name: override or {} for name, override in runs.items()}
+
+
+def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each run's train / tokenize / evaluate: the config's, with the run's overrides merged in, checked against the
+    schema (every problem named under runs.<name>)."""
+    runs, problems = {}, []
+    for name, override in run_overrides(config).items():
+        merged = {section: deep_merge(config[section], override.get(section) or {}) for section in OVERRIDABLE}
+        sections = {key: value for key, value in schema["properties"].items() if key in OVERRIDABLE}
+        section_schema = {"type": "object", "properties": sections}
+        problems += [f"runs.{name}.{line}" for line in config_problems(merged, section_schema)]
+        runs[name] = merged
+    if problems:
+        raise RunError(format_problems(problems))
+    return runs
+
+
+def tokenized_name(tokenize: dict[str, Any], default: dict[str, Any]) -> str:
+    """The folder of a run's tokenized data: runs with equal tokenize settings share one."""
+    if tokenize == default:
+        return DEFAULT_TOKENIZED
+    digest = hashlib.sha256(json.dumps(tokenize, sort_keys=True).encode()).hexdigest()[:10]
+    return f"t{digest}"
+
+
+def export_run(config: dict[str, Any], runs: dict[str, Any]) -> str:
+    """The run whose export is results/merged_model: export.run, or the first run."""
+    chosen = (config.get("export") or {}).get("run")
+    if chosen is None:
+        return next(iter(runs))
+    if chosen not in runs:
+        raise RunError(f"config: export.run: {chosen} is not a run; runs are: {', '.join(runs)}")
+    return chosen

@@ -1,0 +1,142 @@
+"""Named runs (glmtune.experiments), the test split that no training record changes, and the comparison of runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glmtune.data.split import Part, merge_and_split, write_given_test
+from glmtune.evaluate.compare import compare_runs
+from glmtune.experiments import RunError, expand_grid, export_run, run_overrides, run_settings, tokenized_name
+from glmtune.io import write_jsonl
+
+from conftest import REPO
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+BASE = {
+    "train": {"method": "lora", "learning_rate": 3e-3, "lora": {"r": 16, "alpha": 32, "target_modules": ["all"]}},
+    "tokenize": {"max_input_length": 64, "max_output_length": 128, "cutoff_len": None},
+    "evaluate": {"max_samples": 200, "batch_size": 32, "max_new_tokens": 96, "cache": "dynamic"},
+}
+
+
+def test_a_grid_expands_into_every_combination_named_by_its_values() -> None:
+    runs = expand_grid({"train.learning_rate": [1e-3, 3e-3], "train.lora.r": [8, 64]})
+    assert list(runs) == ["learning_rate0.001_r8", "learning_rate0.001_r64", "learning_rate0.003_r8", "learning_rate0.003_r64"]
+    assert runs["learning_rate0.003_r64"] == {"train": {"learning_rate": 3e-3, "lora": {"r": 64}}}
+    assert expand_grid({}) == {}
+    with pytest.raises(RunError, match="grid.model.name"):
+        expand_grid({"model.name": ["a"]})
+
+
+def test_runs_merge_into_the_config_and_keep_its_other_settings() -> None:
+    runs = run_settings({**BASE, "runs": {"a": {}, "b": {"train": {"lora": {"r": 4}}}}, "grid": {}}, SCHEMA)
+    assert runs["a"] == BASE
+    assert runs["b"]["train"]["lora"] == {"r": 4, "alpha": 32, "target_modules": ["all"]}
+    assert runs["b"]["tokenize"] == BASE["tokenize"] and BASE["train"]["lora"]["r"] == 16  # the config is not changed
+
+
+@pytest.mark.parametrize(("runs", "message"), [
+    ({"../x": {}}, "runs.../x: a run name is a folder name"),
+    ({".hidden": {}}, "runs..hidden: a run name is a folder name"),
+    ({"base": {}}, "not base"),
+    ({"a": {"model": {"name": "x"}}}, "runs.a.model: unknown key; a run overrides only train, tokenize, evaluate"),
+    ({"a": {"train": {"lora": {"rr": 4}}}}, "runs.a.train.lora.rr: unknown key; did you mean 'train.lora.r'?"),
+    ({"a": {"train": {"method": "qlora"}}}, "runs.a.train.method: 'qlora' is not allowed"),
+    ({}, "runs: no runs"),
+])
+def test_a_bad_run_is_named_with_its_key(runs: dict, message: str) -> None:
+    with pytest.raises(RunError) as err:
+        run_settings({**BASE, "runs": runs, "grid": {}}, SCHEMA)
+    assert message in str(err.value)
+
+
+def test_a_grid_run_may_not_take_a_listed_runs_name() -> None:
+    with pytest.raises(RunError, match="grid: its run r8 is also named under runs"):
+        run_overrides({"runs": {"r8": {}}, "grid": {"train.lora.r": [8]}})
+
+
+def test_equal_tokenize_settings_share_one_tokenized_set() -> None:
+    longer = {**BASE["tokenize"], "max_output_length": 256}
+    assert tokenized_name(dict(BASE["tokenize"]), BASE["tokenize"]) == "default"
+    assert tokenized_name(longer, BASE["tokenize"]) == tokenized_name(dict(longer), BASE["tokenize"]) != "default"
+    assert tokenized_name({**BASE["tokenize"], "cutoff_len": 100}, BASE["tokenize"]) != tokenized_name(longer, BASE["tokenize"])
+
+
+def test_the_exported_run_is_named_or_the_first() -> None:
+    runs = {"a": {}, "b": {}}
+    assert export_run({"export": {"run": None}}, runs) == "a" and export_run({"export": {"run": "b"}}, runs) == "b"
+    with pytest.raises(RunError, match="export.run: c is not a run; runs are: a, b"):
+        export_run({"export": {"run": "c"}}, runs)
+
+
+def conversations(prefix: str, count: int) -> list[dict]:
+    return [{"conversations": [{"role": "user", "content": f"{prefix}{i}"}, {"role": "assistant", "content": "ok"}]}
+            for i in range(count)]
+
+
+def test_a_given_test_split_does_not_change_when_a_training_record_does(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "test.jsonl", conversations("test", 30))
+    parts = [Part("d", "all", str(tmp_path / "all.jsonl")), Part("d", "test", str(tmp_path / "test.jsonl"))]
+    written = {}
+    for edit in (0, 1):  # the second time one more training record, and one edited
+        rows = conversations("train", 100 + edit)
+        rows[3]["conversations"][1]["content"] = "edited" if edit else "ok"
+        write_jsonl(tmp_path / "all.jsonl", rows)
+        merge_and_split(parts, tmp_path / f"out{edit}", 0.1, 0.1, seed=42)
+        written[edit] = {name: (tmp_path / f"out{edit}/{name}.jsonl").read_bytes() for name in ("train", "test")}
+    assert written[0]["train"] != written[1]["train"]
+    assert written[0]["test"] == written[1]["test"]
+    assert sorted(written[0]["test"].splitlines()) != written[0]["test"].splitlines()  # shuffled all the same
+    # split_test's own file is the same as merge_splits writes, and merge_splits may leave it out.
+    write_given_test(parts, tmp_path / "alone.jsonl", seed=42)
+    assert (tmp_path / "alone.jsonl").read_bytes() == written[1]["test"]
+    merge_and_split(parts, tmp_path / "no_test", 0.1, 0.1, seed=42, write_test=False)
+    assert not (tmp_path / "no_test/test.jsonl").exists() and (tmp_path / "no_test/train.jsonl").is_file()
+
+
+def write_run(folder: Path, scores: dict, losses: list[float], summary: dict, max_rss: str) -> dict[str, str]:
+    folder.mkdir(parents=True)
+    (folder / "scores.json").write_text(json.dumps(scores))
+    rows = [{"step": 10 * (i + 1), "loss": loss, "tokens_per_second": 100.0 * (i + 1)} for i, loss in enumerate(losses)]
+    write_jsonl(folder / "log.jsonl", rows + [{"step": 10 * len(losses), "eval_loss": 1.5}])
+    (folder / "train_summary.json").write_text(json.dumps(summary))
+    (folder / "train.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\n75.4\t0:01:15\t" + max_rss + "\t900\n")
+    return {"method": "lora", "scores": str(folder / "scores.json"), "log": str(folder / "log.jsonl"),
+            "summary": str(folder / "train_summary.json"), "benchmark": str(folder / "train.tsv")}
+
+
+def test_the_comparison_has_one_row_per_model_with_each_runs_training(tmp_path: Path) -> None:
+    scores = {"rouge-1": 30.0, "rouge-2": 10.0, "rouge-l": 20.0, "bleu-4": 0.1, "bleu-4-char": 5.0, "num_samples": 4}
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({**scores, "rouge-l": 1.0}))
+    runs = {
+        "cpu": write_run(tmp_path / "cpu", scores, [3.0, 2.0], {"trainable_parameters": 12345, "validation_loss": 1.5}, "2048"),
+        "gpu": write_run(tmp_path / "gpu", {**scores, "rouge-l": 25.0}, [2.5], {"trainable_parameters": 7,
+                         "validation_loss": 1.25, "peak_gpu_memory_gb": 3.5}, "1024"),
+    }
+    models = compare_runs(base, runs, tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.html")
+    assert list(json.loads((tmp_path / "m.json").read_text())) == ["base", "cpu", "gpu"]
+    assert models["cpu"]["final_train_loss"] == 2.0 and models["cpu"]["tokens_per_second"] == 150.0
+    assert models["cpu"]["train_wall_s"] == 75.4 and models["cpu"]["max_rss_mb"] == 2048.0
+    lines = (tmp_path / "m.md").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("| model | method | ROUGE-1")
+    assert lines[2].startswith("| base |  | 30 | 10 | 1 |") and lines[2].endswith("|  |  |  |  |  |  | 4 |  |")
+    assert "| cpu | lora | 30 | 10 | 20 | 0.1 | 5 | 2 | 1.5 | 12,345 | 150 | 2.00 GB RSS | 0:01:15 | 4 |" in lines[3]
+    assert "| 3.50 GB GPU |" in lines[4]  # a GPU run's peak is the GPU's, not the job's RSS
+    assert "<td>gpu</td><td>lora</td><td>30</td><td>10</td><td>25</td>" in (tmp_path / "m.html").read_text()
+
+
+def test_the_runs_loss_curves_are_drawn_in_one_plot(tmp_path: Path) -> None:
+    from glmtune.train.plots import plot_loss_curves
+
+    logs = {}
+    for name in ("a", "b"):
+        logs[name] = tmp_path / f"{name}.jsonl"
+        write_jsonl(logs[name], [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}, {"step": 2, "eval_loss": 1.2}])
+    plot_loss_curves(logs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+

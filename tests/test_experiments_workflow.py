@@ -1,0 +1,121 @@
+"""Several runs in one DAG on a temporary copy of the workflow: what Snakemake's own dry run re-runs after each edit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from glmtune.data.synthetic import write_advertisegen
+
+from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+TARGET = "results/eval/metrics.md"
+
+
+def small_job(config: dict) -> None:
+    """A few steps on local files, with a model folder of its own (source: path): the tiny model, built from the
+    training text, would change with every training record, and the base evaluation rightly with it."""
+    config["datasets"] = {"local": {"source": "path", "format": "advertisegen",
+                                    "files": {"all": "data/train.json", "test": "data/dev.json"}}}
+    config["train"].update(max_steps=4, batch_size=4, logging_steps=2, save_steps=4, eval_steps=None)
+    config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
+    config["runs"] = {"a": {}, "b": {"train": {"lora": {"r": 4}}}}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("experiments"))
+    write_advertisegen(workdir / "data", 120, 12, 3)
+    edit_config(workdir, small_job)
+    snakemake(workdir, "results/tiny_model")
+    shutil.copytree(workdir / "results/tiny_model", workdir / "models/tiny")
+    shutil.rmtree(workdir / "results")
+    edit_config(workdir, lambda c: c["model"].update(source="path", path="models/tiny"))
+    snakemake(workdir, TARGET)
+    return workdir
+
+
+@contextmanager
+def edited(path: Path, change: Callable[[str], str]) -> Iterator[None]:
+    original = path.read_text(encoding="utf-8")
+    path.write_text(change(original), encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def with_config(workdir: Path, change: Callable[[dict], None]):
+    def apply(text: str) -> str:
+        import yaml
+
+        config = yaml.safe_load(text)
+        change(config)
+        return yaml.safe_dump(config, allow_unicode=True)
+
+    return edited(workdir / "config/config.yaml", apply)
+
+
+def test_both_runs_are_trained_once_on_one_tokenized_set_and_compared_with_the_base(two_runs: Path) -> None:
+    metrics = json.loads((two_runs / "results/eval/metrics.json").read_text())
+    assert list(metrics) == ["base", "a", "b"]
+    assert metrics["a"]["trainable_parameters"] == 4 * metrics["b"]["trainable_parameters"]  # LoRA rank 16 vs 4
+    assert all(metrics[run]["train_wall_s"] > 0 and metrics[run]["max_rss_mb"] > 0 for run in ("a", "b"))
+    assert [p.name for p in (two_runs / "results/tokenized").iterdir()] == ["default"]
+    for run in ("a", "b"):
+        assert (two_runs / f"results/runs/{run}/adapter/adapter_model.safetensors").is_file()
+        assert (two_runs / f"results/runs/{run}/eval/scores.json").is_file()
+        assert list((two_runs / f"results/runs/{run}/checkpoints").glob("*/checkpoint-4"))
+    table = (two_runs / "results/eval/metrics.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| base", "| a", "| b"]
+    assert (two_runs / "results/eval/loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nothing_changed_nothing_to_do(two_runs: Path) -> None:
+    assert planned_jobs(two_runs, TARGET) == []
+
+
+def test_adding_a_run_trains_only_that_run(two_runs: Path) -> None:
+    with with_config(two_runs, lambda c: c["runs"].update(c={"train": {"learning_rate": 1e-3}})):
+        assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=c]", "train[run=c]"]
+    with with_config(two_runs, lambda c: c["runs"].update(c={"tokenize": {"max_output_length": 64}})):
+        jobs = planned_jobs(two_runs, TARGET)
+        # Other tokenize settings: a tokenized set of its own; a and b keep theirs.
+        assert len(jobs) == 4 and jobs[:2] == ["compare_models", "evaluate[run=c]"] and jobs[3] == "train[run=c]"
+        assert jobs[2].startswith("tokenize[tokenized=t")
+
+
+def test_editing_one_runs_settings_reruns_only_that_run(two_runs: Path) -> None:
+    with with_config(two_runs, lambda c: c["runs"]["b"]["train"]["lora"].update(r=8)):
+        assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=b]", "train[run=b]"]
+    with with_config(two_runs, lambda c: c["runs"]["b"].update(evaluate={"max_new_tokens": 4})):
+        assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=b]"]
+
+
+def test_editing_a_training_record_reruns_every_run_but_not_the_base_evaluation(two_runs: Path) -> None:
+    record = json.dumps({"content": "类型#裙", "summary": "新的一条。"}, ensure_ascii=False) + "\n"
+    with edited(two_runs / "data/train.json", lambda text: text + record):
+        assert planned_jobs(two_runs, TARGET) == sorted([
+            "convert[dataset=local, part=all]", "merge_splits", "tokenize[tokenized=default]",
+            "train[run=a]", "train[run=b]", "evaluate[run=a]", "evaluate[run=b]", "compare_models"])
+    # The test file is the base evaluation's input: editing it re-runs it (and, through merge_splits, every run).
+    with edited(two_runs / "data/dev.json", lambda text: text + record):
+        jobs = planned_jobs(two_runs, TARGET)
+        assert {"split_test", "evaluate_base", "train[run=a]", "train[run=b]"} <= set(jobs)
+    assert planned_jobs(two_runs, TARGET) == []
+
+
+def test_every_run_is_exported_and_the_chosen_one_is_the_merged_model(two_runs: Path) -> None:
+    with with_config(two_runs, lambda c: c["export"].update(run="b")):
+        jobs = planned_jobs(two_runs, "results/merged_model")
+        assert jobs == ["export_chosen", "report_data"]
+        out = snakemake(two_runs, "-n", "results/merged_model")
+        assert "input: results/runs/b/adapter," in out.stdout
+    assert planned_jobs(two_runs, "all_runs_exported") == sorted(
+        ["all_runs_exported", "export_model[run=a]", "export_model[run=b]", "report_data"])
