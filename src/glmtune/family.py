@@ -8,7 +8,7 @@ config gains, and the LoRA module names of the native and the remote-code layout
 (glmtune.data.templates), the tokenizers (glmtune.model.tokenizers), the tiny model (glmtune.model.tiny), checkpoint
 conversion (glmtune.model.convert_original), LoRA targets (glmtune.config_rules) and the CLI's choices all read it
 from here. A new family is one more `Family` in FAMILIES (and its name in the schema's `model.template` enum,
-which tests/test_family_registry.py checks against FAMILIES).
+which tests/test_family.py checks against FAMILIES).
 """
 
 from __future__ import annotations

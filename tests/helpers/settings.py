@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from glmtune.settings import EvaluateSettings, ExportSettings, ModelSettings, TinySettings, TokenizeSettings, TrainSettings
+from glmtune.settings import (EvaluateSettings, ExportSettings, ModelSettings, TinySettings, TokenizeSettings, TrainSettings,
+                              stage_section)
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -50,7 +51,7 @@ def tokenize_settings(**overrides: Any) -> TokenizeSettings:
 
 
 def export_settings(**overrides: Any) -> ExportSettings:
-    return ExportSettings.from_config(section("export", overrides))
+    return ExportSettings.from_config(stage_section({"export": section("export", overrides)}, "export"))
 
 
 def tiny_settings(**overrides: Any) -> TinySettings:

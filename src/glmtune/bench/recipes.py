@@ -171,7 +171,7 @@ def bench_train(build_model: Callable[[bool], torch.nn.Module], data: list[dict[
         glmtune bench-train .bench/config.json .bench/train.json --tokenizer .bench --peak-tflops 989
     """
     from glmtune.train.packing import PackedCollator, pack_rows
-    from glmtune.train.trainer import PadCollator
+    from glmtune.train.collate import PadCollator
 
     needed = steps + 2  # two warm-up steps
 

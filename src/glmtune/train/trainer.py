@@ -8,8 +8,6 @@ already at max_steps trains nothing more: it loads that checkpoint and saves the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -20,78 +18,24 @@ import torch
 from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
-from glmtune.model.compat import eval_strategy_arg
-from glmtune.model.loading import load_model, load_tokenizer
+from glmtune.config_rules import check_report_to
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from glmtune.io import read_jsonl, write_json, write_text
-from glmtune.config_rules import check_report_to
+from glmtune.model.compat import checkpointing_arg, eval_strategy_arg, sampling_args
+from glmtune.model.loading import load_model, load_tokenizer
+from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
+from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
+from glmtune.train.collate import PadCollator
 from glmtune.train.methods import apply_method
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
-from glmtune.train.resume import ManifestWriter, checkpoint_step, file_sha256, last_complete_checkpoint
-from glmtune.data.templates import IGNORE_INDEX
-from glmtune.model.tokenizer_files import save_tokenizer
-from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
+from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint
+from glmtune.train.run_id import run_id_of
+from glmtune.train.run_log import trim_log, whole_run_loss
 
 log = logging.getLogger(__name__)
-# transformers renamed the switch (5.2x); the lent GPU machines run older 5.x releases.
-CHECKPOINTING_ARG = next(n for n in ("activation_checkpointing", "gradient_checkpointing") if n in TrainingArguments.__dataclass_fields__)
-
-
-WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are hashed by size, head and tail: reading 18 GB costs minutes
-# Settings that change what a run shows, not what it trains: a change keeps resuming the same run.
-OBSERVING_KEYS = ("eval_steps", "report_to")
 EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
-
-
-def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
-    """Hash of the settings and the files in `folders`: a checkpoint only resumes the same run."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*")):
-            if path.is_file():
-                digest.update(f"{path.name}:{path.stat().st_size}:{file_sha256(path, WHOLE_FILE_LIMIT)}".encode())
-    return digest.hexdigest()[:16]
-
-
-def run_id_of(settings: TrainSettings, world_size: int, train_dir: str | Path, validation_dir: str | Path,
-              model_dir: str | Path) -> str:
-    """The checkpoint folder's name. The process count changes the samples per step, and the validation data the
-    validation loss, so a change of either is another run, not a finished one to resume. The settings hash as the
-    plain config section, as they did when they were one, so runs made before keep resuming."""
-    trained = {key: value for key, value in settings.to_config().items() if key not in OBSERVING_KEYS}
-    return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir)
-
-
-def trim_log(path: Path, step: int, max_steps: int) -> None:
-    """Keep the training rows up to `step`: a killed run logged steps past its last checkpoint, which the resumed run
-    repeats (without this the log has them twice and the loss plot zig-zags). Periodic validation rows up to `step`
-    stay (the Trainer evaluates before it saves); the validation at max_steps and the run's summary are written again
-    at the end of every run."""
-    kept, eval_until = [], step if step < max_steps else step - 1
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            if ("loss" in row and row["step"] <= step) or ("eval_loss" in row and row["step"] <= eval_until):
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError):  # the line a kill cut short
-            continue
-    write_text(path, "".join(kept))
-
-
-def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, sum_now: float, steps_now: int) -> float:
-    """Mean training loss per step over the whole run, not only the steps since the resume.
-
-    Rows logged up to the checkpoint resumed from count with the steps each covers (a row is the mean since the row
-    before); this process's steps with the sum of their losses. Steps between the last row and that checkpoint were
-    never logged and do not count (none when save_steps is a multiple of logging_steps).
-    """
-    total, steps, last = sum_now, steps_now, 0
-    for row in rows:
-        if "loss" in row and last < row["step"] <= resumed_at:
-            total, steps, last = total + row["loss"] * (row["step"] - last), steps + row["step"] - last, row["step"]
-    return total / steps if steps else float("nan")
 
 
 def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
@@ -102,34 +46,6 @@ def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
         log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d rows a step): the model will "
                     "memorise them; lower max_steps or add data", settings.max_steps, epochs, rows, per_step)
     return epochs
-
-
-class PadCollator:
-    """Right-pads a batch: input ids with the pad id, labels with the ignore index."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-        self.real_tokens = 0  # tokens of real samples collated so far, for tokens/s
-
-    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        self.real_tokens += sum(len(f["input_ids"]) for f in features)
-        def pad(key: str, value: int) -> torch.Tensor:
-            return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
-        ids = pad("input_ids", self.pad_id)
-        mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features])
-        return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", IGNORE_INDEX)}
-
-
-def sampling_args(sampling: str) -> dict[str, Any]:
-    """random, sequential, or group_by_length (batches of similar lengths: little padding)."""
-    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
-        return {"train_sampling_strategy": sampling}
-    if sampling == "group_by_length":  # older transformers 5.x releases
-        return {"group_by_length": True}
-    if sampling != "random":
-        raise ValueError(f"train.sampling: {sampling!r} needs a newer transformers (train_sampling_strategy)")
-    return {}
 
 
 def precision(setting: str) -> tuple[bool, bool]:
@@ -189,7 +105,7 @@ def train_model(
         **eval_args(settings.eval_steps, len(validation_data) > 0, eval_strategy_arg()),
         seed=settings.seed, data_seed=settings.seed, bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
         deepspeed=settings.deepspeed, **sampling_args(settings.sampling),
-        **{CHECKPOINTING_ARG: settings.gradient_checkpointing},
+        **{checkpointing_arg(): settings.gradient_checkpointing},
         **report_args(list(settings.report_to), run_name or run_id, Path(checkpoint_root).parent),
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from glmtune.io import read_jsonl
 from glmtune.train.packing import PackedCollator, pack_dataset, plan_rows
-from glmtune.train.trainer import PadCollator, train_model
+from glmtune.train.collate import PadCollator
+from glmtune.train.trainer import train_model
 
 
 def test_best_fit_decreasing_fills_rows_without_overflow() -> None:

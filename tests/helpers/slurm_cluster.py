@@ -1,7 +1,7 @@
 """A throwaway single-node SLURM cluster on localhost (munge, slurmctld, slurmd), for the SLURM test and by hand.
 
-    python tests/slurm_cluster.py up [--gpus 2]    # prints the partition name; `sinfo`, `srun hostname` then work
-    python tests/slurm_cluster.py down
+    python tests/helpers/slurm_cluster.py up [--gpus 2]    # prints the partition name; `sinfo`, `srun hostname` then work
+    python tests/helpers/slurm_cluster.py down
 
 Needs root and the Debian packages slurmctld slurmd slurm-client munge (measured with SLURM 22.05). What it does
 follows ../shared/notes/slurm.md: the configuration goes to /etc/slurm/slurm.conf (the plugin strips SLURM_CONF
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 CONF_DIR = Path("/etc/slurm")
-MARK = "# written by glmtune tests/slurm_cluster.py"
+MARK = "# written by glmtune tests/slurm_cluster.py"  # as first written: a conf from before the move stays ours
 PARTITION = "debug"
 STATE = Path(os.environ.get("GLMTUNE_SLURM_STATE", "/tmp/glmtune-slurm"))
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "srun")

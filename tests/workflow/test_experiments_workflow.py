@@ -112,7 +112,7 @@ def test_editing_a_training_record_reruns_every_run_but_not_the_base_evaluation(
 
 
 def test_every_run_is_exported_and_the_chosen_one_is_the_merged_model(two_runs: Path) -> None:
-    with with_config(two_runs, lambda c: c["export"].update(run="b")):
+    with with_config(two_runs, lambda c: c.setdefault("export", {}).update(run="b")):
         jobs = planned_jobs(two_runs, "results/merged_model")
         assert jobs == ["export_chosen", "report_data"]
         out = snakemake(two_runs, "-n", "results/merged_model")

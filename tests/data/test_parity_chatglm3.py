@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import shared_data
-from official_reference import (chatglm3_ids, chatglm3_segments, emollm_messages, emollm_multiturn_rows,
+from helpers.official_reference import (chatglm3_ids, chatglm3_segments, emollm_messages, emollm_multiturn_rows,
                                 format_function_call, glaive_as_chatglm3, glaive_tool_rows, json_lines)
 from transformers import AutoTokenizer
 

@@ -14,7 +14,8 @@ from conftest import TRAIN_SETTINGS
 from helpers.settings import train_settings
 
 from glmtune.io import read_jsonl
-from glmtune.train.trainer import last_complete_checkpoint, run_id_of, train_model
+from glmtune.train.resume import last_complete_checkpoint
+from glmtune.train.trainer import train_model
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, Path], tmp_path: Path) -> None:
@@ -79,30 +80,6 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
 
 
-def test_run_id_follows_settings_and_file_contents_and_reads_big_files_only_at_the_ends(tmp_path: Path, monkeypatch) -> None:
-    import glmtune.train.trainer as training
-
-    monkeypatch.setattr(training, "WHOLE_FILE_LIMIT", 4 << 20)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"a": 1}')
-    big = folder / "model.safetensors"
-    big.write_bytes(bytes(6 << 20))
-    base = training.fingerprint({"lr": 1}, folder)
-    assert training.fingerprint({"lr": 2}, folder) != base
-    (folder / "config.json").write_text('{"a": 2}')
-    assert training.fingerprint({"lr": 1}, folder) != base
-    (folder / "config.json").write_text('{"a": 1}')
-    assert training.fingerprint({"lr": 1}, folder) == base
-    data = bytearray(big.read_bytes())
-    data[-1] = 1  # the tail of a big file counts
-    big.write_bytes(bytes(data))
-    assert training.fingerprint({"lr": 1}, folder) != base
-    data[-1], data[3 << 20] = 0, 1  # its middle does not: that is what keeps an 18 GB model from being read
-    big.write_bytes(bytes(data))
-    assert training.fingerprint({"lr": 1}, folder) == base
-
-
 def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path], tmp_path: Path) -> None:
     """LoRA weights are initialised before the Trainer seeds: without an early seed two runs differ from step 1."""
     from safetensors.torch import load_file
@@ -120,17 +97,6 @@ def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path
     assert first_losses == second_losses and len(first_losses) == 4
     assert first_weights.keys() == second_weights.keys()
     assert all((first_weights[k] == second_weights[k]).all() for k in first_weights)
-
-
-def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dict[str, Path]) -> None:
-    """A validation edit or another GPU count is not the finished run: resuming it would train nothing new."""
-    tokenized = small_run["tokenized"]
-    same = (tokenized / "train", tokenized / "validation", small_run["model"])
-    settings = train_settings(**TRAIN_SETTINGS)
-    base = run_id_of(settings, 1, *same)
-    assert run_id_of(settings, 1, *same) == base
-    assert run_id_of(settings, 2, *same) != base
-    assert run_id_of(settings, 1, tokenized / "train", tokenized / "train", small_run["model"]) != base
 
 
 def test_far_too_many_epochs_are_warned_about(caplog) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import shared_data
-from official_reference import (emollm_messages, emollm_multiturn_rows, glaive_as_glm4, glaive_tool_rows, glm4_process,
+from helpers.official_reference import (emollm_messages, emollm_multiturn_rows, glaive_as_glm4, glaive_tool_rows, glm4_process,
                                 glm4_tool, json_lines)
 from transformers import AutoTokenizer
 

@@ -70,7 +70,8 @@ def test_a_run_is_logged_to_trackers_under_its_name(small_run, tmp_path, monkeyp
         out = tmp_path / str(run_name)
         summary = trainer.train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
                                       out / "log.jsonl", out / "loss.png", out / "ckpt",
-                                      {**TRAIN_SETTINGS, "max_steps": 1, "save_steps": 100}, run_name=run_name)
+                                      train_settings(**{**TRAIN_SETTINGS, "max_steps": 1, "save_steps": 100}),
+                                      trust_remote_code=False, run_name=run_name)
     assert seen == ["lora_r4", summary["run_id"]]
 
 
@@ -87,7 +88,7 @@ def test_a_resumed_run_keeps_the_validation_rows_before_its_checkpoint(tmp_path)
     validation and the summary are logged again."""
     import json
 
-    from glmtune.train.trainer import trim_log
+    from glmtune.train.run_log import trim_log
 
     rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"step": 2, "eval_loss": 2.0}, {"step": 4, "eval_loss": 1.5},
                                                                {"step": 4, "train_runtime": 1.0}]

@@ -3,12 +3,12 @@
 The real ChatGLM3-6B / GLM-4-9B-chat remote code (modeling_chatglm.py) cannot be downloaded here, so the
 checkpoint folder gets a small modeling module of our own: the original on-disk layout and module names
 (`transformer.encoder.layers.N.self_attention.query_key_value`, ...), a `config.json` whose `auto_map` points at
-it, and the forward pass of tests/reference_glm.py (copied beside it and imported relatively, as the real code
+it, and the forward pass of tests/helpers/reference_glm.py (copied beside it and imported relatively, as the real code
 imports its configuration). No KV cache: generation recomputes the whole sequence each step.
 
 Also runnable as a script, so the same stages run under another interpreter (the pinned old transformers):
 
-    python tests/remote_code_model.py MODEL_DIR SPLITS_DIR WORK_DIR     # prints one JSON object
+    python tests/helpers/remote_code_model.py MODEL_DIR SPLITS_DIR WORK_DIR     # prints one JSON object
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def write_remote_checkpoint(folder: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(HERE))
-    from test_checkpoints import original_state
+    from original_checkpoints import original_state
 
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(CONFIG, indent=2), encoding="utf-8")
@@ -311,5 +311,6 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent))  # tests/, for helpers.settings
     model_arg, splits_arg, work_arg = map(Path, sys.argv[1:4])
     print(json.dumps(run_stages(model_arg, splits_arg, work_arg)))

@@ -25,7 +25,7 @@ import yaml
 
 from glmtune.data.synthetic import write_advertisegen
 
-import slurm_cluster
+from helpers import slurm_cluster
 from conftest import REPO
 from test_workflow import copy_workflow, edit_config
 

@@ -1,6 +1,6 @@
 """model.trust_remote_code: an original-layout checkpoint runs its own modeling code, unconverted.
 
-tests/remote_code_model.py writes a scaled-down GLM-4 checkpoint in the ORIGINAL layout with a stand-in
+tests/helpers/remote_code_model.py writes a scaled-down GLM-4 checkpoint in the ORIGINAL layout with a stand-in
 modeling_chatglm.py (the real one cannot be downloaded here). The main tests run in this environment
 (transformers 5). The `old_transformers` ones run the same stages under the pinned old transformers of
 workflow/envs/glmtune_remote_code.yaml when GLMTUNE_REMOTE_CODE_PYTHON names that environment's python
@@ -21,9 +21,8 @@ import torch
 
 from conftest import REPO, shared_data
 
-sys.path.insert(0, str(Path(__file__).parent))
-import reference_glm  # noqa: E402
-import remote_code_model as stand_in  # noqa: E402
+from helpers import reference_glm
+from helpers import remote_code_model as stand_in
 
 from glmtune.fetch import FetchError  # noqa: E402
 from helpers.model_folders import fetch_model_folder  # noqa: E402
@@ -269,12 +268,13 @@ def test_model_rules_use_the_pinned_environment_only_with_the_flag(original: tup
                                       "train": {"lora": {"target_modules": ["query_key_value"]}}}))
     remote = _rule_envs(REPO / "config" / "config.yaml", config)
     envs = remote["envs"]
-    model_rules = {"tokenize", "train", "evaluate", "export_model"}
+    model_rules = {"tokenize", "train", "train_full", "evaluate", "evaluate_base", "export_model", "export_chosen"}
     assert {rule for rule, env in envs.items() if env == "../envs/glmtune_remote_code.yaml"} == model_rules
-    assert {env for rule, env in envs.items() if rule not in model_rules and rule != "all"} == {"../envs/glmtune.yaml"}
+    aggregates = {"all", "all_runs_exported"}  # rules that only name targets run nothing, so have no environment
+    assert {env for rule, env in envs.items() if rule not in model_rules | aggregates} == {"../envs/glmtune.yaml"}
     assert set(remote["remote_code_params"]) == model_rules  # every loading rule gets the user's say-so
     default = _rule_envs(REPO / "config" / "config.yaml")
-    assert {env for rule, env in default["envs"].items() if rule != "all"} == {"../envs/glmtune.yaml"}
+    assert {env for rule, env in default["envs"].items() if rule not in aggregates} == {"../envs/glmtune.yaml"}
     assert default["remote_code_params"] == []
 
 
@@ -283,7 +283,7 @@ def test_stages_under_the_pinned_old_transformers(prepared: Path, splits: Path, 
     """The folder fetched here (transformers 5) goes through the other stages in the old-transformers environment."""
     python = _old_transformers()
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([python, str(Path(__file__).parent / "remote_code_model.py"), str(prepared), str(splits),
+    done = subprocess.run([python, str(Path(stand_in.__file__)), str(prepared), str(splits),
                            str(tmp_path / "work")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
