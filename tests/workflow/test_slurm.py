@@ -149,7 +149,7 @@ def test_two_runs_are_submitted_as_two_training_jobs(cluster: str, tmp_path: Pat
     site_profile(workdir, cluster)
 
     def two_small_runs(config: dict) -> None:
-        config["datasets"]["synthetic_adgen"]["demo"].update(train_rows=200, dev_rows=20)
+        config["datasets"]["synthetic_adgen"].setdefault("demo", {}).update(train_rows=200, dev_rows=20)
         config["train"].update(max_steps=4, batch_size=4, logging_steps=2, save_steps=4, eval_steps=None)
         config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
         config["runs"] = {"a": {}, "b": {"train": {"lora": {"r": 4}}}}
