@@ -23,15 +23,15 @@ class MethodError(ValueError):
     """A method setting that cannot work; the message names the key and what to do."""
 
 
-def lora_targets(names: Iterable[str], remote_code: bool = False, family: str = DEFAULT_FAMILY) -> list[str]:
+def lora_targets(names: Iterable[str], trust_remote_code: bool = False, family: str = DEFAULT_FAMILY) -> list[str]:
     """GLM module names for `train.lora.target_modules`, accepting the demos' original names.
 
-    With `remote_code` (model.trust_remote_code) the model has the original modules, so original names are
+    With `trust_remote_code` (model.trust_remote_code) the model has the original modules, so original names are
     used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`). The names are the
     family's (glmtune.family: every known family has the same ones).
     """
     modules = get_family(family).modules
-    if remote_code:
+    if trust_remote_code:
         return _remote_targets(names, modules.remote)
     targets: list[str] = []
     for name in names:
@@ -61,7 +61,7 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     return ["all"] if "all" in targets else targets
 
 
-def check_method(settings: TrainSettings, remote_code: bool, family: str = DEFAULT_FAMILY) -> None:
+def check_method(settings: TrainSettings, trust_remote_code: bool, family: str = DEFAULT_FAMILY) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded."""
     method = settings.method
     if method not in ("lora", "ptuning", "full"):
@@ -70,7 +70,7 @@ def check_method(settings: TrainSettings, remote_code: bool, family: str = DEFAU
         raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
                           "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
                           "turn gradient_checkpointing off or use lora")
-    if method == "ptuning" and remote_code:
+    if method == "ptuning" and trust_remote_code:
         raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
                           "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
                           "not tested here); use lora or full, or model.trust_remote_code: false")
@@ -78,12 +78,12 @@ def check_method(settings: TrainSettings, remote_code: bool, family: str = DEFAU
         raise MethodError("train.packing cannot be combined with train.method: ptuning: the prefix is passed as a KV "
                           "cache, and transformers then builds no per-sample mask, so packed samples would attend to "
                           "each other; turn packing off or use lora / full")
-    if settings.packing and remote_code:
+    if settings.packing and trust_remote_code:
         raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
     if method == "lora":
-        lora_targets(settings.lora.target_modules, remote_code, family)
+        lora_targets(settings.lora.target_modules, trust_remote_code, family)
 
 
 def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:

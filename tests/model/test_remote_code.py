@@ -127,12 +127,12 @@ def test_fetch_refuses_a_folder_without_remote_code(tmp_path: Path) -> None:
 def test_lora_targets_keep_the_original_names(prepared: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    assert lora_targets(["query_key_value", "dense"], remote_code=True) == ["query_key_value", "dense"]
-    assert lora_targets(["all", "dense"], remote_code=True) == ["all"]
+    assert lora_targets(["query_key_value", "dense"], trust_remote_code=True) == ["query_key_value", "dense"]
+    assert lora_targets(["all", "dense"], trust_remote_code=True) == ["all"]
     with pytest.raises(MethodError, match=r"'q_proj' is not an original ChatGLM module, and with model.trust_remote_code"):
-        lora_targets(["q_proj"], remote_code=True)
+        lora_targets(["q_proj"], trust_remote_code=True)
     with pytest.raises(MethodError, match="ptuning is not supported with model.trust_remote_code"):
-        check_method(train_settings(method="ptuning"), remote_code=True)
+        check_method(train_settings(method="ptuning"), trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(prepared, trust_remote_code=True)
     assert resolve_all(model, ["all"]) == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
     assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]  # the default path maps as before

@@ -30,7 +30,7 @@ def test_unknown_module_is_rejected_naming_the_key() -> None:
 
 def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None:
     with pytest.raises(MethodError, match="gradient_checkpointing cannot be combined with train.method: ptuning"):
-        check_method(train_settings(method="ptuning", gradient_checkpointing=True), remote_code=False)
+        check_method(train_settings(method="ptuning", gradient_checkpointing=True), trust_remote_code=False)
 
 
 @pytest.mark.parametrize(

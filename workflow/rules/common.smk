@@ -167,7 +167,7 @@ def check_train(train, evaluate, where):
 
     try:
         train, evaluate = TrainSettings.from_config(train), EvaluateSettings.from_config(evaluate)
-        check_method(train, remote_code=MODEL["trust_remote_code"], family=MODEL["template"])
+        check_method(train, trust_remote_code=MODEL["trust_remote_code"], family=MODEL["template"])
         check_report_to(train.report_to)
         check_cache(train, evaluate)
     except (MethodError, SettingsError, ValueError) as err:
