@@ -43,6 +43,7 @@ rule build_tiny_model:
         directory("results/tiny_model"),
     params:
         size=MODEL["tiny"],
+        family=MODEL["template"],  # the tokenizer carries that family's special tokens and chat template
     log:
         "logs/build_tiny_model.log",
     conda:

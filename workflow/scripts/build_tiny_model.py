@@ -4,4 +4,5 @@ from glmtune.model.tiny import build_tiny_model
 from glmtune.settings import TinySettings
 
 with job_logging(snakemake.log[0]):
-    build_tiny_model([snakemake.input.train], snakemake.output[0], TinySettings.from_config(snakemake.params.size))
+    build_tiny_model([snakemake.input.train], snakemake.output[0], TinySettings.from_config(snakemake.params.size),
+                     family=snakemake.params.family)
