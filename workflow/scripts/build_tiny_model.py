@@ -1,4 +1,4 @@
-"""Snakemake entry: the tiny random GLM-4 model and a tokenizer trained on the training text."""
+"""Snakemake entry: the tiny random model (of model.template's family) and a tokenizer trained on the training text."""
 from glmtune.logs import job_logging
 from glmtune.model.tiny import build_tiny_model
 from glmtune.settings import TinySettings
