@@ -44,7 +44,9 @@ def grid_value_name(value: Any) -> str:
 
 def expand_grid(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     """Every combination of the grid's values as a run, e.g. {"train.learning_rate": [1e-3, 3e-3], "train.lora.r":
-    [8, 64]} -> learning_rate0.001_r8: {"train": {"learning_rate": 0.001, "lora": {"r": 8}}}, ... (grid order)."""
+    [8, 64]} -> learning_rate0.001_r8: {"train": {"learning_rate": 0.001, "lora": {"r": 8}}}, ... (grid order).
+    Not snakemake.utils.Paramspace: it takes a pandas table and names each combination by a path pattern
+    (learning_rate~0.001/r~8); a run here is one folder name whose overrides merge into the typed settings."""
     if not grid:
         return {}
     for key, values in grid.items():
