@@ -81,7 +81,8 @@ def glmx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                                 model, tokenize_settings(max_input_length=64, max_output_length=64), glmx)
         settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
         summary = train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter",
-                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False)
+                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False,
+                              family="glmx")
         scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
                                 evaluate_settings(batch_size=2, max_new_tokens=32), glmx, 64, base_model=model)
     yield {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,

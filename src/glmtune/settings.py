@@ -149,7 +149,7 @@ class ExportSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class TinySettings(Section):
-    """model.tiny: the random GLM-4 model built for model.source: tiny."""
+    """model.tiny: the sizes of the random model (of model.template's family) built for model.source: tiny."""
 
     SECTION = "model.tiny"
 

@@ -22,6 +22,7 @@ rule train:
         settings=run_setting("train"),
         checkpoints="results/runs/{run}/checkpoints",
         run_name="{run}",
+        template=MODEL["template"],
         **remote_code_params(),
     log:
         "logs/runs/{run}/train.log",

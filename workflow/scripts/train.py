@@ -17,7 +17,7 @@ arguments = {
     "model_dir": str(Path(inp.model).resolve()),
     "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
     "checkpoint_root": params.checkpoints, "settings": settings, "trust_remote_code": remote_code_param(params),
-    "run_name": params.get("run_name"),
+    "run_name": params.get("run_name"), "family": params.template,
 }
 resources = snakemake.resources
 layout = Layout.from_resources(resources.get("gpu", 0), resources.get("nodes", 1), resources.get("cpus_per_task"))

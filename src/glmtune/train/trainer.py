@@ -19,6 +19,7 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
 from glmtune.config_rules import check_report_to
+from glmtune.family import DEFAULT_FAMILY
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.compat import checkpointing_arg, eval_strategy_arg, sampling_args
@@ -63,14 +64,14 @@ def precision(setting: str) -> tuple[bool, bool]:
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
-    trust_remote_code: bool, run_name: str | None = None,
+    trust_remote_code: bool, run_name: str | None = None, family: str = DEFAULT_FAMILY,
 ) -> dict[str, Any]:
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 
     `settings` passed glmtune.config_rules.check_method before the run. `trust_remote_code` (model.trust_remote_code)
     runs the model folder's own modeling code; LoRA targets are then the original ChatGLM module names
     (glmtune.train.methods). `run_name` (the workflow's run) names the run in the trackers of train.report_to;
-    without it they see the checkpoint folder's id.
+    without it they see the checkpoint folder's id. `family` (model.template) names the LoRA target modules.
     """
     check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -91,7 +92,7 @@ def train_model(
     # too, or two runs of the same config train from different adapters.
     set_seed(settings.seed)
     model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code)
-    model = apply_method(model, settings, trust_remote_code)
+    model = apply_method(model, settings, trust_remote_code, family)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.method, trainable, total, 100 * trainable / total)
