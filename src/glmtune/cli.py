@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches')
     mode.add_argument("--interactive", action="store_true", help="chat on the terminal (the default without --prompt/--input)")
     p.add_argument("--output", help="where --input answers go (default: stdout)")
-    p.add_argument("--base-model", help="base model folder for an adapter whose recorded base has moved")
+    p.add_argument("--base-model", help="base model folder for an adapter whose recorded base has moved; must be the model it was "
+                   "trained on (the adapter's base_model.json fingerprint), or inference refuses it")
     p.add_argument("--template", choices=list(FAMILIES), help="chat template (default: detected from the tokenizer)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
@@ -105,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep answers readable on the terminal
+    from glmtune.model.base_identity import BaseModelMismatch
     from glmtune.model.remote_code import RemoteCodeError
 
     try:
         return args.func(args)
-    except RemoteCodeError as exc:  # the user's decision to make: say so plainly, no traceback
+    except (RemoteCodeError, BaseModelMismatch) as exc:  # the user's decision to make: say so plainly, no traceback
         print(f"glmtune: error: {exc}", file=sys.stderr)
         return 2
 

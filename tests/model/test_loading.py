@@ -162,3 +162,19 @@ def test_only_the_loader_calls_from_pretrained() -> None:
     package = REPO / "src" / "glmtune"
     calls = {str(path.relative_to(package)): _from_pretrained_calls(path) for path in package.rglob("*.py")}
     assert {name: count for name, count in calls.items() if count} == {"model/loading.py": 4}
+
+
+def test_load_adapter_checks_the_folder_the_model_came_from(folders: dict[str, Path], tmp_path: Path) -> None:
+    """The export's way in (a model already loaded, then its adapter): the same refusal as load_trained's."""
+    from glmtune.model.base_identity import BaseModelMismatch, record_base
+
+    adapter = shutil.copytree(folders["adapter"], tmp_path / "adapter")
+    record_base(adapter)
+    other = shutil.copytree(folders["model"], tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config["rope_theta"] = config.get("rope_theta", 10000.0) * 2  # another model: same weights, other positions
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BaseModelMismatch, match=rf"trained on the base model {folders['model']} .*{other}, is a different model"):
+        loading.load_adapter(loading.load_model(other, dtype="float32", trust_remote_code=False), adapter)
+    same = loading.load_adapter(loading.load_model(folders["model"], dtype="float32", trust_remote_code=False), adapter)
+    assert type(same).__name__.startswith("Peft")

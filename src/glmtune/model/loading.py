@@ -91,8 +91,17 @@ def load_model(folder: str | Path, *, dtype: str, trust_remote_code: bool, devic
     return AutoModelForCausalLM.from_pretrained(str(folder), **_kwargs(resolve_dtype(dtype, device), trust_remote_code))
 
 
-def load_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> Any:
-    """`model` with the PEFT adapter (LoRA or P-Tuning v2) of `adapter_dir` on top (a PeftModel)."""
+def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, base_dir: str | Path | None = None) -> Any:
+    """`model` with the PEFT adapter (LoRA or P-Tuning v2) of `adapter_dir` on top (a PeftModel), once the base
+    folder (`base_dir`, default the folder `model` was loaded from) is the one the adapter was trained on
+    (glmtune.model.base_identity.check_base: a BaseModelMismatch names both)."""
+    from glmtune.model.base_identity import check_base
+
+    check_base(adapter_dir, base_dir or model.name_or_path)
+    return _put_adapter(model, adapter_dir)
+
+
+def _put_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> Any:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter_dir))
@@ -127,14 +136,17 @@ def resolve_base(adapter_dir: str | Path, base_override: str | Path | None) -> s
 def load_trained(folder: str | Path, base: str | Path | None = None, *, trust_remote_code: bool,
                  device: str | None = None, dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A trained folder ready to generate: a merged/full model, or an adapter on top of its base model (`base`
-    overrides the one adapter_config.json records), on `device` (default_device()) in eval mode, with its
+    overrides the one adapter_config.json records; either must be the base it was trained on), on `device` (default_device()) in eval mode, with its
     tokenizer (the adapter folder's own, else the base's) padding on the left.
     """
     folder = Path(folder)
     device = device or default_device()
     if is_adapter(folder):
+        from glmtune.model.base_identity import check_base
+
         base_dir = resolve_base(folder, base)
-        model = load_adapter(load_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code, device=device), folder)
+        check_base(folder, base_dir)  # before loading the base (minutes for a 9B model), not after
+        model = _put_adapter(load_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code, device=device), folder)
         tokenizer_dir = folder if (folder / "tokenizer_config.json").is_file() else Path(base_dir)
     else:
         model = load_model(folder, dtype=dtype, trust_remote_code=trust_remote_code, device=device)

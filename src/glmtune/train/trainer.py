@@ -22,6 +22,7 @@ from glmtune.config_rules import check_report_to
 from glmtune.family import DEFAULT_FAMILY
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
 from glmtune.io import read_jsonl, write_json, write_text
+from glmtune.model.base_identity import record_base
 from glmtune.model.compat import checkpointing_arg, eval_strategy_arg, sampling_args
 from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
@@ -188,6 +189,7 @@ def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[s
     trainer.save_model(str(partial))
     if trainer.is_world_process_zero():
         save_tokenizer(tokenizer, partial)
+        record_base(partial)  # an adapter's base_model.json: loads refuse any other base (a whole model: none)
         write_json(partial / "train_summary.json", summary)
         if code_from is not None and (partial / "config.json").is_file():  # a whole model, not an adapter
             from glmtune.model.remote_code import carry_remote_code

@@ -1,0 +1,107 @@
+"""Which base model an adapter was trained on: recorded beside the adapter, checked before it is put on a base.
+
+A LoRA or P-Tuning v2 adapter is a delta against one set of base weights. On any other base (a tiny model that
+another config rebuilt at the same path, another checkpoint passed with --base-model) it generates garbage and
+nothing fails. So training writes `base_model.json` into the adapter folder (`record_base`): the base's path and a
+fingerprint of it; glmtune.model.loading checks it (`check_base`) every time an adapter is put on a base, which is
+how inference, evaluation and export load adapters, and refuses a different base, naming both. An adapter
+trained before glmtune wrote the record loads with a warning. A full SFT run saves a whole model: no base, no record.
+
+The fingerprint is cheap (milliseconds for a 9B model) but real: config.json and the tokenizer files are hashed
+whole; each weight file by its size and the sha256 of its first and last MiB (the safetensors header with every
+tensor's name, shape and offset, and the values at the end), as the checkpoint manifest hashes large files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+RECORD = "base_model.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Files that decide what the token ids mean, beside tokenizer*.* (tokenizer.json, tokenizer.model, tokenizer_config.json).
+TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt")
+HEAD_AND_TAIL = 2 << 20  # weight files above this are hashed by their first and last MiB
+
+
+class BaseModelMismatch(ValueError):
+    """The base model given for an adapter is not the one it was trained on."""
+
+
+def _file_sha256(path: Path, whole_limit: int) -> str:
+    from glmtune.train.resume import file_sha256  # the manifest's hash; imported here (it imports torch)
+
+    return file_sha256(path, whole_limit)
+
+
+def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
+    """File name -> hash of what identifies a base model folder: config.json, tokenizer files, weight files."""
+    folder = Path(base_dir)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+    entries: dict[str, str] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        name = path.name
+        if name.endswith(WEIGHT_SUFFIXES):
+            entries[name] = f"{path.stat().st_size}:{_file_sha256(path, HEAD_AND_TAIL)}"
+        elif name == "config.json" or name.startswith("tokenizer") or name in TOKENIZER_FILES:
+            entries[name] = _file_sha256(path, 1 << 62)  # small files: whole
+    return entries
+
+
+def fingerprint(files: dict[str, str]) -> str:
+    """One sha256 over the per-file hashes of `fingerprint_files`."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def recorded_base(adapter_dir: str | Path) -> dict[str, Any] | None:
+    """The adapter's base_model.json (path, fingerprint, files), or None for an adapter trained without one."""
+    path = Path(adapter_dir) / RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def record_base(adapter_dir: str | Path) -> None:
+    """Write base_model.json into a just-saved adapter folder, for the base its adapter_config.json names.
+
+    A folder without adapter_config.json is a whole model (full SFT): nothing to record.
+    """
+    from glmtune.io import write_json
+
+    adapter_dir = Path(adapter_dir)
+    config = adapter_dir / "adapter_config.json"
+    if not config.is_file():
+        return
+    base = Path(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()
+    files = fingerprint_files(base)
+    write_json(adapter_dir / RECORD, {"path": str(base), "fingerprint": fingerprint(files), "files": files})
+
+
+def check_base(adapter_dir: str | Path, base_dir: str | Path) -> None:
+    """Raise BaseModelMismatch unless `base_dir` is the base `adapter_dir` was trained on (per its base_model.json).
+
+    The message names both folders and both fingerprints, and which files differ. Without a record: a warning.
+    """
+    record = recorded_base(adapter_dir)
+    if record is None:
+        log.warning("%s has no %s (trained before glmtune recorded the base): cannot check that %s is the base model "
+                    "it was trained on; on any other base it generates garbage", adapter_dir, RECORD, base_dir)
+        return
+    files = fingerprint_files(base_dir)
+    found = fingerprint(files)
+    if found == record["fingerprint"]:
+        return
+    trained_on, given = record["path"], str(Path(base_dir).resolve())
+    changed = sorted(name for name in set(files) | set(record["files"]) if files.get(name) != record["files"].get(name))
+    what = (f"{given} now holds a different model (rebuilt or replaced since training?)" if given == trained_on
+            else f"the base model given, {given}, is a different model")
+    raise BaseModelMismatch(
+        f"{adapter_dir} was trained on the base model {trained_on} (fingerprint {record['fingerprint'][:16]}), but "
+        f"{what} (fingerprint {found[:16]}; differing files: {', '.join(changed)}): the adapter would generate "
+        f"garbage on it. Pass --base-model with the model it was trained on, or train again on this one."
+    )
