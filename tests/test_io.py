@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from glmtune.io import BadLine, DataFileError, atomic_path, read_jsonl, read_records, write_json, write_jsonl
+from glmtune.io import (BadLine, DataFileError, DiskFullError, atomic_path, read_jsonl, read_records, reporting_disk_full,
+                        write_json, write_jsonl)
 
 ROWS = [{"content": "类型#裙", "summary": "红色连衣裙"}, {"content": "a", "summary": "b"}]
 
@@ -195,3 +198,84 @@ def test_a_wrapped_object_broken_after_its_first_line_is_refused(tmp_path: Path)
     path.write_text('{"data": [\n{"content": "a", "summary": "b"},\n{"content": "c", "summary": "d"}\n', encoding="utf-8")
     with pytest.raises(DataFileError, match=r"line 4: top level is a JSON object that does not parse"):
         read_records(path, skip_bad_lines=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system (tmpfs) to fill up for real; skipped where mounting is not allowed (not root)."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk tests need a disk to fill")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # torch may still hold its failed file open
+
+
+def _jsonl(path: Path) -> None:
+    write_jsonl(path, ({"text": "x" * 1000, "row": i} for i in range(3000)))
+
+
+def _dataset(path: Path) -> None:
+    import datasets
+
+    with atomic_path(path) as tmp:  # as tokenize_splits writes its Arrow splits
+        datasets.Dataset.from_dict({"ids": [list(range(1000))] * 500}).save_to_disk(str(tmp))
+
+
+def _safetensors(path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:  # as an export or an adapter is saved
+        tmp.mkdir()
+        save_file({"weight": torch.zeros(1 << 20)}, str(tmp / "model.safetensors"))
+
+
+def _torch_save(path: Path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:  # as the Trainer saves optimizer states
+        torch.save({"state": torch.zeros(1 << 20)}, str(tmp))
+
+
+@pytest.mark.parametrize("write", [_jsonl, _dataset, _safetensors, _torch_save], ids=["jsonl", "arrow", "safetensors", "torch"])
+def test_a_full_disk_is_one_line_naming_the_folder_and_free_space(small_disk: Path, write) -> None:
+    target = small_disk / "results" / "artifact"
+    with pytest.raises(DiskFullError) as raised:
+        write(target)
+    message = str(raised.value)
+    assert message.startswith(f"disk full: no space left on the device while writing {target} (")
+    assert re.search(r"\(\d+(\.\d)? (B|KiB|MiB) free there now\)", message) and "\n" not in message
+    assert raised.value.__suppress_context__  # no library traceback chained under it
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing partial left
+
+
+def test_a_training_job_names_its_folders_when_the_disk_fills(small_disk: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_stage (the train / evaluate job in one process) reports a full disk under the checkpoints in one line."""
+    import torch
+
+    from glmtune import launch
+
+    def train(adapter_dir: str, checkpoint_root: str) -> None:  # a checkpoint save that fills the disk
+        Path(checkpoint_root).mkdir(parents=True)
+        torch.save({"optimizer": torch.zeros(1 << 20)}, str(Path(checkpoint_root) / "optimizer.pt"))
+
+    monkeypatch.setattr(launch, "task_function", lambda task: train)
+    arguments = {"adapter_dir": str(small_disk / "adapter"), "checkpoint_root": str(small_disk / "checkpoints")}
+    with pytest.raises(DiskFullError, match=rf"while writing {small_disk}/adapter and {small_disk}/checkpoints \("):
+        launch.run_stage("train", arguments, launch.Layout.from_resources(0, 1), tmp_path / "train.log")
+    assert "DiskFullError: disk full" in (tmp_path / "train.log").read_text(encoding="utf-8")
+
+
+def test_other_write_errors_pass_through_unchanged(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter failed writing file"):  # plenty of space: not the disk
+        with atomic_path(tmp_path / "x"):
+            raise RuntimeError("[enforce fail] PytorchStreamWriter failed writing file data/0: file write failed")
+    with pytest.raises(PermissionError):
+        with reporting_disk_full(tmp_path):
+            raise PermissionError(13, "Permission denied")

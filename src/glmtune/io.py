@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -16,6 +17,67 @@ from typing import Any
 
 class DataFileError(ValueError):
     """A data file cannot be read; the message names the file and the line."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device while writing an artifact; the message names the folder and its free space."""
+
+
+# How the libraries that write artifacts say ENOSPC when they do not raise OSError(ENOSPC): safetensors (Rust's
+# StorageFull), Arrow's and the C library's text. torch.save (checkpoints' optimizer states) says only that its
+# writer failed ("file write failed", "unexpected pos"): that counts as disk full when the disk is then nearly full.
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "os error 28", "errno 28")
+_WRITER_FAILED_TEXT = ("file write failed", "inline_container.cc", "PytorchStreamWriter")
+NEARLY_FULL = 64 << 20
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Free space on the file system of `folder` (or of its nearest existing parent)."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count:.1f} TiB"
+
+
+def is_disk_full(err: BaseException, folder: str | Path) -> bool:
+    """True when `err` (or what it was raised from) is the device running out of space while writing `folder`."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        text = str(seen)
+        if any(marker in text for marker in _DISK_FULL_TEXT):
+            return True
+        if any(marker in text for marker in _WRITER_FAILED_TEXT) and free_bytes(folder) < NEARLY_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def reporting_disk_full(*folders: str | Path) -> Iterator[None]:
+    """Re-raise running out of disk space inside the block as one DiskFullError line naming the folder being
+    written (the first of `folders` is where the free space is measured) instead of a library's traceback."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if not folders or not is_disk_full(err, folders[0]):
+            raise
+        where = " and ".join(str(folder) for folder in folders)
+        raise DiskFullError(
+            f"disk full: no space left on the device while writing {where} ({_size(free_bytes(folders[0]))} free "
+            f"there now); free space on that file system, or point the output elsewhere, and run again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -137,7 +199,8 @@ def write_text(path: str | Path, text: str) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 
-    Works for files and directories alike, so a killed job never leaves an artifact that looks complete.
+    Works for files and directories alike, so a killed job never leaves an artifact that looks complete. A full
+    disk inside the block is a one-line DiskFullError naming `path` (reporting_disk_full).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +209,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent)) / path.name
     try:
-        yield tmp
+        with reporting_disk_full(path):
+            yield tmp
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -103,6 +103,14 @@ def run(command: Sequence[str], log_path: str | Path) -> None:
         raise RuntimeError(f"{shlex.join(command[:8])} ... exited with status {code}; its output is in {log_path}")
 
 
+# The folders a stage writes (checkpoints, adapter, predictions), named when the disk fills up under them.
+WRITTEN = ("adapter_dir", "checkpoint_root", "predictions_path")
+
+
+def written_by(arguments: Mapping[str, Any]) -> list[str]:
+    return [str(arguments[key]) for key in WRITTEN if key in arguments]
+
+
 def task_function(task: str) -> Callable[..., Any]:
     """The stage function of `task` (imported only now: it imports torch)."""
     module, name, _ = TASKS[task]
@@ -129,9 +137,10 @@ def run_stage(task: str, arguments: Mapping[str, Any], layout: Layout, log_path:
     """Run `task`'s stage function with `arguments`: here when `layout` is one process (and nothing needs a launcher:
     `distributed`, e.g. DeepSpeed), else through launch_command, one process per GPU; the log goes to `log_path`."""
     if layout.processes == 1 and not distributed:
+        from glmtune.io import reporting_disk_full
         from glmtune.logs import job_logging
 
-        with job_logging(str(log_path)):
+        with job_logging(str(log_path)), reporting_disk_full(*written_by(arguments)):
             task_function(task)(**arguments)
         return
     run(launch_command(task, [encode_arguments(task, arguments)], layout, distributed=distributed), log_path)

@@ -14,7 +14,8 @@ import argparse
 import dataclasses
 import sys
 
-from glmtune.launch import TASKS, decode_arguments, task_function
+from glmtune.io import reporting_disk_full
+from glmtune.launch import TASKS, decode_arguments, task_function, written_by
 from glmtune.logs import job_logging
 
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "train" and args.deepspeed:
         kwargs["settings"] = dataclasses.replace(kwargs["settings"], deepspeed=args.deepspeed)
     task = task_function(args.task)
-    with job_logging(None):  # stderr, which the launcher sends to the rule's log file
+    with job_logging(None), reporting_disk_full(*written_by(kwargs)):  # stderr: the launcher sends it to the log
         try:
             task(**kwargs)
         finally:
