@@ -288,16 +288,57 @@ def run_setting(section, key=None):
     return params
 
 
+def cannot_export(run):
+    return WorkflowError(
+        f"export of run {run}: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
+        "nothing to merge into the base model. Build the adapter and the comparison instead: snakemake --cores 8 "
+        f"results/runs/{run}/adapter results/eval/metrics.md; then use it as it is: glmtune infer "
+        f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
+    )
+
+
 def trained_for_export(run):
-    """The training output to merge; P-Tuning v2 has nothing to merge, so its export stops before any job runs."""
+    """The training output to merge; P-Tuning v2 has nothing to merge (check_export_targets says so earlier)."""
     if RUNS[run]["train"]["method"] == "ptuning":
-        raise WorkflowError(
-            f"export of run {run}: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
-            "nothing to merge into the base model. Build the adapter and the comparison instead: snakemake --cores 8 "
-            f"results/runs/{run}/adapter results/eval/metrics.md; then use it as it is: glmtune infer "
-            f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
-        )
+        raise cannot_export(run)
     return trained_dir(run)
+
+
+def requested_targets():
+    """The targets on the snakemake command line ({"all"} when none). Empty where that cannot be told: a cluster
+    job's own snakemake (--target-jobs), one started through the API, commands that build no DAG (--list, ...)."""
+    import os
+    import sys
+
+    from snakemake.cli import get_argument_parser
+
+    if "snakemake" not in Path(sys.argv[0]).parts[-2:] and Path(sys.argv[0]).name != "snakemake":
+        return set()
+    try:
+        args = get_argument_parser().parse_args(sys.argv[1:])
+    except (SystemExit, Exception):
+        return set()
+    if args.target_jobs:
+        return set()
+    if args.targets:
+        return {os.path.normpath(target) for target in args.targets}
+    quiet = ("list_rules", "list_target_rules", "lint", "unlock", "cleanup_metadata", "print_compilation", "cleanup_shadow")
+    return set() if any(getattr(args, flag, None) for flag in quiet) else {"all"}
+
+
+def check_export_targets():
+    """Asking for the merged model of a P-Tuning v2 run stops here, in one line: from trained_for_export, an
+    input function, Snakemake would print the reason inside an InputFunctionException and its traceback."""
+    targets = requested_targets()
+    for run, settings in RUNS.items():
+        wanted = {f"results/runs/{run}/merged_model"}
+        if run == EXPORT_RUN:
+            wanted |= {"results/merged_model", "all", "export_chosen"}
+        if settings["train"]["method"] == "ptuning" and targets & wanted:
+            raise cannot_export(run)
+
+
+check_export_targets()
 
 
 def comparison_inputs():

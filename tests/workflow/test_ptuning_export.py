@@ -1,0 +1,36 @@
+"""Asking for the merged model of a P-Tuning v2 run: the reason in one WorkflowError before any job, not an
+InputFunctionException with its traceback; the run's other outputs are still planned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture
+def ptuning(tmp_path: Path) -> Path:
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c["train"].update(method="ptuning"))
+    return workdir
+
+
+@pytest.mark.parametrize("targets", [["results/merged_model"], ["./results/merged_model"], [], ["all"],
+                                     ["results/runs/main/merged_model"]],
+                         ids=["merged-model", "dot-path", "default-target", "all", "run-merged-model"])
+def test_the_merged_model_of_a_ptuning_run_is_refused_in_one_message(ptuning: Path, targets: list[str]) -> None:
+    result = snakemake(ptuning, "-n", *targets, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "export of run main: train.method: ptuning (P-Tuning v2) learns prefixes" in output
+    assert "InputFunctionException" not in output and "Traceback" not in output
+    assert not (ptuning / "results").exists()
+
+
+def test_a_ptuning_run_still_builds_its_adapter(ptuning: Path) -> None:
+    assert "train[run=main]" in planned_jobs(ptuning, "results/runs/main/adapter")
+    assert snakemake(ptuning, "--list").returncode == 0
