@@ -27,3 +27,17 @@ def test_gpu_only_choices_are_refused_on_a_cpu() -> None:
         speed_path(train_settings(loss="liger"), "cpu")
     with pytest.raises(ValueError, match="liger"):
         speed_path(train_settings(liger_kernels=True), "cpu")
+
+
+def test_eta_leaves_the_first_logged_steps_compilation_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 40 s compilation in the first 5 steps, then 1 s a step: the ETA at step 10 of 100 is 90 s, not 450 s."""
+    from types import SimpleNamespace
+
+    from glmtune.train.callbacks import JsonlLogger
+
+    logger = JsonlLogger(tmp_path / "log.jsonl", SimpleNamespace(real_tokens=0))
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True, max_steps=100)
+    logger.on_train_begin(None, state, None)
+    assert logger.eta_s(5, 100, 45.0) == 95 * 9.0  # only one logged step: the plain mean
+    logger.first_logged = (5, 45.0)
+    assert logger.eta_s(10, 100, 50.0) == 90.0
