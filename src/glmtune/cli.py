@@ -28,7 +28,13 @@ def infer(args: argparse.Namespace) -> int:
 def bench_eval(args: argparse.Namespace) -> int:
     from glmtune.bench.recipes import bench_eval as run
 
-    print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, args.batch, args.cache,
+    batch, cache = args.batch, args.cache
+    if args.config:  # the evaluation settings the workflow would run with
+        from glmtune.bench.stage import config_section
+
+        evaluate = config_section("evaluate", args.config)
+        batch, cache = evaluate["batch_size"], evaluate["cache"]
+    print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, batch, cache,
               args.tokenizer, args.demo_samples))
     return 0
 
@@ -43,15 +49,14 @@ def batch_size_arg(text: str) -> int | str:
 
 
 def bench_train(args: argparse.Namespace) -> int:
-    from glmtune.bench.recipes import bench_samples
+    from glmtune.bench.recipes import bench_samples, bench_tokenizer
     from glmtune.bench.recipes import bench_train as run
-    from glmtune.bench.models import random_lora_model
+    from glmtune.bench.stage import train_recipes
 
-    def build(checkpointing: bool):  # type: ignore[no-untyped-def]
-        return random_lora_model(args.arch, args.lora_targets.split(","), checkpointing)
-
+    recipes = train_recipes(args.config, args.recipes.split(","), args.steps, args.logging_steps, args.long_length)
     data = bench_samples(args.train, args.tokenizer, args.template, args.format, args.cutoff_len)
-    print(run(build, data, args.steps, args.demo_batch, args.pack_length, args.rows, args.peak_tflops))
+    tokenizer = bench_tokenizer(args.tokenizer, args.template)
+    print(run(args.arch, data, tokenizer, recipes, args.steps, args.logging_steps, args.workdir, args.peak_tflops))
     return 0
 
 
@@ -84,21 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--demo-batch", type=int, default=16)
     b.add_argument("--demo-samples", type=int, default=None, help="run the demo's way on the first N samples only (default: all)")
     b.add_argument("--batch", type=batch_size_arg, default=128, help="our batch size, or auto (from free GPU memory)")
-    b.add_argument("--cache", default="static", choices=["static", "dynamic"])
+    b.add_argument("--cache", default="static", choices=["static", "dynamic", "auto"])
+    b.add_argument("--config", help="take --batch and --cache from this config's evaluate section (layered as the "
+                                    "workflow does), e.g. config/advertisegen_glm4.yaml")
     b.set_defaults(func=bench_eval)
 
-    t = commands.add_parser("bench-train", help="training tokens/s: the demo recipe vs packing (a benchmark)")
+    t = commands.add_parser("bench-train", help="the train stage's tokens/s and peak memory per recipe, random weights (a benchmark)")
     t.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
-    t.add_argument("train", help="a tokenized train split (results/tokenized/default/train), or a raw data file with --tokenizer")
-    t.add_argument("--tokenizer", help="tokenizer folder for a raw data file (saved, or an official one with tokenizer.model)")
+    t.add_argument("train", help="a tokenized train split (results/tokenized/default/train), or a raw data file")
+    t.add_argument("--tokenizer", required=True, help="tokenizer folder (saved, or an official one with tokenizer.model)")
+    t.add_argument("--config", help="the config whose train section the recipes start from (layered over config/config.yaml "
+                                    "as the workflow does), e.g. config/advertisegen_glm4.yaml")
+    t.add_argument("--recipes", default="demo,config",
+                   help="comma-separated, the first is the ratio's base: config, demo, config+liger, config-plain-loss, long")
+    t.add_argument("--long-length", type=int, default=2048, help="tokens of the `long` recipe's one sample a step")
+    t.add_argument("--logging-steps", type=int, default=5)
+    t.add_argument("--workdir", help="where the stage's folders go (default: a new temporary folder)")
     t.add_argument("--format", default="advertisegen", help="the raw file's format (a converter name; default advertisegen)")
     t.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))
     t.add_argument("--cutoff-len", type=int, default=385, help="tokens kept per sample (the demo's 128 + 256 + 1)")
-    t.add_argument("--steps", type=int, default=20)
-    t.add_argument("--demo-batch", type=int, default=4)
-    t.add_argument("--pack-length", type=int, default=4096)
-    t.add_argument("--rows", type=int, default=1, help="packed rows per step")
-    t.add_argument("--lora-targets", default="q_proj,k_proj,v_proj")
+    t.add_argument("--steps", type=int, default=30)
     t.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU (H100 SXM: 989)")
     t.set_defaults(func=bench_train)
     args = parser.parse_args(argv)

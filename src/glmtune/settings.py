@@ -93,9 +93,14 @@ class TrainSettings(Section):
     packing: bool
     pack_length: int
     gradient_checkpointing: bool
+    attention: str
+    loss: str
+    liger_kernels: bool
+    pad_to_multiple_of: int
     ptuning: PtuningSettings
     lora: LoraSettings
-    max_steps: int
+    max_steps: int | None  # None: num_epochs sets the steps from the data (glmtune.train.steps)
+    num_epochs: float
     batch_size: int
     gradient_accumulation_steps: int
     learning_rate: float
@@ -116,7 +121,7 @@ class EvaluateSettings(Section):
     max_samples: int | None
     batch_size: int | str  # rows, or "auto"
     max_new_tokens: int
-    cache: str
+    cache: str  # dynamic, static, or auto (static on a GPU unless the method is ptuning)
 
 
 @dataclasses.dataclass(frozen=True)

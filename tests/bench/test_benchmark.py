@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
-from glmtune.bench.recipes import bench_eval, bench_samples, bench_train
-from glmtune.bench.models import arch_config, random_lora_model
+from glmtune.bench.models import arch_config
+from glmtune.bench.recipes import bench_eval, bench_samples, long_samples
+from glmtune.bench.stage import config_section, train_recipes
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bench_eval_prints_both_recipes(small_run: dict[str, Path]) -> None:
@@ -20,14 +23,15 @@ def test_bench_eval_prints_both_recipes(small_run: dict[str, Path]) -> None:
 
 
 def test_bench_eval_command_on_an_architecture_config(small_run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    """What a GPU measures for GLM-4-9B: random weights from config.json, a tokenizer folder, batch auto (CPU: 16)."""
+    """What a GPU measures for GLM-4-9B: random weights from config.json, a tokenizer folder, the shipped config's
+    evaluation settings (batch auto: 32 on a CPU; cache auto: dynamic on a CPU)."""
     from glmtune.cli import main
 
     assert main(["bench-eval", str(small_run["model"] / "config.json"), str(small_run["test"]), "--tokenizer",
                  str(small_run["model"]), "--samples", "6", "--demo-samples", "4", "--max-new-tokens", "3",
-                 "--demo-batch", "2", "--batch", "auto"]) == 0
+                 "--demo-batch", "2", "--config", str(REPO / "config" / "advertisegen_glm4.yaml")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "| 2 | dynamic | 4 |" in lines[2] and "| 6 | static 6x" in lines[3]  # auto: 16 rows, so all 6 in one batch
+    assert "| 2 | dynamic | 4 |" in lines[2] and "| 6 | dynamic | 6 |" in lines[3]
     with pytest.raises(SystemExit):
         main(["bench-eval", "m", "t", "--batch", "lots"])
 
@@ -37,27 +41,45 @@ def test_bench_eval_needs_a_tokenizer_for_a_config(small_run: dict[str, Path]) -
         bench_eval(small_run["model"] / "config.json", small_run["test"], "glm4", samples=2)
 
 
-def test_bench_train_prints_both_recipes(small_run: dict[str, Path]) -> None:
-    config = small_run["model"] / "config.json"
-    table = bench_train(lambda ckpt: random_lora_model(config, ["q_proj", "v_proj"], ckpt),
-                        bench_samples(small_run["tokenized"] / "train"), steps=2, demo_batch=2, pack_length=256, peak_tflops=1.0)
-    lines = table.splitlines()
-    assert len(lines) == 4 and "packed rows" in lines[3] and lines[3].endswith("x |")
+def test_shipped_config_packs_and_evaluates_fast_by_default() -> None:
+    shipped = REPO / "config" / "advertisegen_glm4.yaml"
+    train, evaluate = config_section("train", shipped), config_section("evaluate", shipped)
+    assert train["packing"] and train["max_steps"] is None and train["num_epochs"] > 0
+    assert (evaluate["batch_size"], evaluate["cache"]) == ("auto", "auto")
+    recipes = train_recipes(shipped, ["demo", "config", "long"], 3, 1)
+    assert recipes["config"][0]["packing"] and not recipes["demo"][0]["packing"]
+    assert recipes["long"] == ({**recipes["config"][0], "packing": False, "batch_size": 1, "gradient_checkpointing": True,
+                                "loss": "auto"}, 2048)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train_recipes(shipped, ["fast"], 3, 1)
 
 
-def test_bench_train_command_on_a_raw_file_needs_no_tokenized_split(small_run: dict[str, Path], tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """What a GPU measures for GLM-4-9B: a raw AdvertiseGen file encoded on the fly (no `datasets` there)."""
+def test_long_samples_join_to_the_exact_length() -> None:
+    data = [{"input_ids": [1] * 5, "labels": [-100, 1, 1, 1, 1]} for _ in range(5)]
+    joined = long_samples(data, 8)
+    assert len(joined) == 3 and all(len(s["input_ids"]) == len(s["labels"]) == 8 for s in joined)
+
+
+def test_bench_train_runs_the_train_stage_per_recipe(small_run: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """What a GPU measures for GLM-4-9B: the train stage on random weights, a raw AdvertiseGen file encoded on the
+    fly, the shipped config's recipe beside the demo's and the long-sample memory case."""
     from glmtune.cli import main
     from glmtune.data.synthetic import write_advertisegen
 
-    raw = write_advertisegen(tmp_path / "raw", 40, 1, 3)["train"]
+    raw = write_advertisegen(tmp_path / "raw", 60, 1, 3)["train"]
     samples = bench_samples(raw, small_run["model"], "glm4", "advertisegen", 64)
-    assert len(samples) == 40 and all(len(s["input_ids"]) == len(s["labels"]) <= 64 for s in samples)
+    assert len(samples) == 60 and all(len(s["input_ids"]) == len(s["labels"]) <= 64 for s in samples)
     assert all(any(label != -100 for label in s["labels"]) for s in samples)  # the answers are trained
     assert main(["bench-train", str(small_run["model"] / "config.json"), str(raw), "--tokenizer", str(small_run["model"]),
-                 "--steps", "1", "--demo-batch", "2", "--pack-length", "256", "--lora-targets", "q_proj"]) == 0
-    assert "packed rows" in capsys.readouterr().out
+                 "--config", str(REPO / "config" / "advertisegen_glm4.yaml"), "--recipes", "demo,config,long",
+                 "--steps", "2", "--logging-steps", "1", "--long-length", "256", "--workdir", str(tmp_path / "w")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]  # the Trainer prints too
+    assert len(lines) == 5 and [line.split(" | ")[0] for line in lines[2:]] == ["| demo", "| config", "| long"]
+    assert all(" | 2 | " in line for line in lines[2:])  # two steps each: the stage's own count
+    assert lines[2].endswith("| 1.0x |")
+    logged = [json.loads(x) for x in (tmp_path / "w" / "config" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2]
 
 
 def test_the_real_glm4_architecture_is_read_from_its_official_config() -> None:

@@ -68,3 +68,20 @@ def test_packed_dataset_keeps_every_token() -> None:
     row = pack_dataset(data, 8)[0]
     assert sorted(row["input_ids"]) == [1, 2, 3, 4, 5]
     assert row["labels"].count(-100) == 2 and row["position_ids"] == [0, 1, 2, 0, 1]
+
+
+def test_num_epochs_sets_the_steps_so_packing_trains_the_same_samples(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """max_steps null: one epoch is one pass over every sample, packed (fewer, longer rows) or not."""
+    from glmtune.train.trainer import steps_of
+
+    tok = small_run["tokenized"]
+    rows = len(load_from_disk(str(tok / "train")))
+    packed_rows = len(pack_dataset(load_from_disk(str(tok / "train")), 1024))
+    assert steps_of(train_settings(max_steps=None, num_epochs=2, batch_size=8), rows, 1) == -(-2 * rows // 8)
+    assert steps_of(train_settings(max_steps=7, num_epochs=2, batch_size=8), rows, 1) == 7  # max_steps wins
+    settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 1024, "batch_size": 2, "max_steps": None,
+                "num_epochs": 1, "save_steps": 1000}
+    summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
+                          tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False)
+    assert summary["steps"] == -(-packed_rows // 2) and summary["epochs"] == pytest.approx(1, abs=0.2)
+    assert packed_rows < rows / 4  # packing did change the row count; the epochs stayed one

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import GlmConfig, GlmForCausalLM
 
 from glmtune.model.convert_original import native_config
@@ -30,15 +29,14 @@ def random_causal_lm(config_json: str | Path) -> GlmForCausalLM:
     return model.eval()
 
 
-def random_lora_model(config_json: str | Path, targets: list[str], checkpointing: bool, r: int = 8) -> torch.nn.Module:
-    """Random weights (bf16 on a GPU), LoRA on `targets`; checkpointing as the demos turn it on."""
-    config = arch_config(config_json)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with torch.device(device):
-        model = GlmForCausalLM(config).to(dtype)
-    model.config.use_cache = False
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()  # LoRA + checkpointing needs grads flowing from the embeddings
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=32, target_modules=targets))
+def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, device: str | None = None) -> torch.nn.Module:
+    """glmtune.model.loading.load_model's stand-in for bench-train: the folder's architecture with random weights,
+    in the dtype load_model would give, built straight on the GPU when there is one (seconds for 9B; no fp32 copy)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from glmtune.model.loading import default_device, resolve_dtype
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    torch.manual_seed(0)
+    with torch.device(device or default_device()):
+        return AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype, device))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, resolve_cache, static_shape
 from glmtune.evaluate.generation import generate_batches
 from glmtune.model import loading
 from glmtune.io import read_jsonl
@@ -84,6 +84,7 @@ def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str,
             --samples 1070 --max-new-tokens 74 --batch 128 --demo-samples 320
     """
     model, tokenizer = bench_model(model_dir, tokenizer_dir, template_name)
+    cache = resolve_cache(cache, model)  # auto: static on a GPU, as the evaluate stage resolves it
     template = get_template(template_name)
     rows = list(read_jsonl(test_path))[:samples]
     prompts = [encode_prompt(tokenizer, template, split_for_generation(r["conversations"])[0]) for r in rows]
@@ -113,26 +114,6 @@ def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str,
     return _table(results)
 
 
-def _train_steps(model: torch.nn.Module, batches: list[tuple[dict[str, Any], int]], steps: int) -> tuple[float, int, int]:
-    """(seconds, real tokens, padded tokens) of `steps` optimizer steps of a plain loop."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    device = next(model.parameters()).device
-    real = padded = 0
-    _sync()
-    start = time.perf_counter()
-    for batch, tokens in batches[:steps]:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        real += tokens
-        padded += batch["input_ids"].numel()
-    _sync()
-    return time.perf_counter() - start, real, padded
-
-
 def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, template_name: str = "glm4",
                   fmt: str = "advertisegen", cutoff_len: int = 385) -> list[dict[str, list[int]]]:
     """Tokenized training samples: a tokenized split (results/tokenized/train, needs `datasets`), or a raw data file
@@ -157,53 +138,85 @@ def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, te
     return samples
 
 
-def bench_train(build_model: Callable[[bool], torch.nn.Module], data: list[dict[str, list[int]]], steps: int = 20,
-                demo_batch: int = 4, pack_length: int = 4096, rows: int = 1, peak_tflops: float | None = None) -> str:
-    """Real tokens/s, padded tokens/s, peak memory and MFU: demo recipe (padded micro-batches, gradient
-    checkpointing) vs glmtune's (packed rows with a per-sample mask, no checkpointing), on `data` (bench_samples).
+def long_samples(data: list[dict[str, list[int]]], length: int) -> list[dict[str, list[int]]]:
+    """Consecutive samples joined into samples of exactly `length` tokens (the memory case: cutoff_len 2048, one
+    sample a step, needs samples that long; AdvertiseGen's are ~117 tokens). The rest at the end is left out."""
+    ids = [t for row in data for t in row["input_ids"]]
+    labels = [t for row in data for t in row["labels"]]
+    return [{"input_ids": ids[s : s + length], "labels": labels[s : s + length]}
+            for s in range(0, len(ids) - length + 1, length)]
 
-    build_model(checkpointing) returns a fresh trainable model (e.g. LoRA on a random GLM-4-9B).
 
-    LoRA on q/k/v of GLM-4-9B-chat with random weights on the real AdvertiseGen train lengths, on one GPU:
+def arch_model_shapes(arch: str | Path) -> list[torch.Tensor]:
+    """The architecture's parameters as meta tensors (no memory): for counting them."""
+    from transformers import GlmForCausalLM
 
-        mkdir -p .bench && cp ../shared/data/tokenizers/glm-4-9b-chat/config.json \\
-            ../shared/data/tokenizers/glm-4-9b-chat/tokenizer.model ../shared/data/AdvertiseGen/train.json .bench/
-        glmtune bench-train .bench/config.json .bench/train.json --tokenizer .bench --peak-tflops 989
+    from glmtune.bench.models import arch_config
+
+    with torch.device("meta"):
+        return list(GlmForCausalLM(arch_config(arch)).parameters())
+
+
+def _median_second_half(values: list[float]) -> float:
+    half = sorted(values[len(values) // 2 :])
+    return half[len(half) // 2] if half else float("nan")
+
+
+def bench_train(arch: str | Path, data: list[dict[str, list[int]]], tokenizer: PreTrainedTokenizerBase,
+                recipes: dict[str, tuple[dict[str, Any], int | None]], steps: int = 30, logging_steps: int = 5, workdir: str | Path | None = None,
+                peak_tflops: float | None = None) -> str:
+    """The train stage itself (glmtune.train.trainer.train_model) on random weights of the architecture `arch`
+    (only the weight loading is replaced), once per recipe (name -> the validated train section it runs with and the
+sample length it joins the samples to, None to keep them), on `data`; the first recipe is the ratio's base.
+
+    Tokens/s is the stage's own log figure (real tokens, the median of the second half of the logged intervals);
+    the first interval (compilation, first shapes) is shown apart. Peak GB is the stage's summary
+    (torch.cuda.max_memory_allocated). See glmtune.bench.stage for the recipes of a config.
     """
-    from glmtune.train.packing import PackedCollator, pack_rows
-    from glmtune.train.collate import PadCollator
+    import tempfile
+    from unittest import mock
 
-    needed = steps + 2  # two warm-up steps
+    from glmtune.bench.models import arch_config, random_weights
+    from glmtune.data.tokenize_splits import _save
+    from glmtune.io import read_jsonl
+    from glmtune.model.tokenizer_files import save_tokenizer
+    from glmtune.settings import TrainSettings
+    from glmtune.train import trainer
 
-    def collated(collator: Any, rows_of: list[list[dict[str, Any]]]) -> list[tuple[dict[str, Any], int]]:
-        return [(collator(group), sum(len(r["input_ids"]) for r in group)) for group in rows_of]
-
-    demo = collated(PadCollator(0), [[data[i] for i in range(s, s + demo_batch)]
-                                     for s in range(0, min(len(data) - demo_batch, needed * demo_batch), demo_batch)])
-    columns = pack_rows([r["input_ids"] for r in data], [r["labels"] for r in data], pack_length)
-    packed = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    ours = collated(PackedCollator(0), [[packed[i] for i in range(s, s + rows)]
-                                        for s in range(0, min(len(packed) - rows, needed * rows), rows)])
+    root = Path(workdir or tempfile.mkdtemp(prefix="bench-train-"))
+    model_dir = root / "model"
+    arch_config(arch).save_pretrained(model_dir)
+    save_tokenizer(tokenizer, model_dir)
     results = []
-    for name, batches, checkpointing in (("demo: padded micro-batch, checkpointing", demo, True),
-                                         ("glmtune: packed rows, no checkpointing", ours, False)):
-        model = build_model(checkpointing)
-        params = sum(p.numel() for p in model.parameters())
+    for name, (section, sample_length) in recipes.items():
+        settings = TrainSettings.from_config(section)
+        rows = long_samples(data, sample_length) if sample_length else data
+        split = root / name
+        _save({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}, split / "train")
+        _save({"input_ids": [], "labels": []}, split / "validation")  # no validation: the timing is training's
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        _train_steps(model, batches, 2)  # warm-up: first shapes, allocator
-        seconds, real, padded = _train_steps(model, batches[2:], steps)
-        row = {"recipe": name, "steps": min(steps, len(batches) - 2), "real tokens/s": round(real / seconds, 1),
-               "padded tokens/s": round(padded / seconds, 1)}
+        start = time.perf_counter()
+        with mock.patch.object(trainer, "load_model", random_weights):
+            summary = trainer.train_model(split / "train", split / "validation", model_dir, split / "adapter",
+                                          split / "log.jsonl", split / "loss.png", split / "checkpoints", settings,
+                                          trust_remote_code=False)
+        seconds = time.perf_counter() - start
+        logged = [row for row in read_jsonl(split / "log.jsonl") if "tokens_per_second" in row]
+        rate = _median_second_half([row["tokens_per_second"] for row in logged])
+        row = {"recipe": name, "steps": summary["steps"], "rows a step": settings.batch_size,
+               "real tokens/s": round(rate, 1), "first interval s": logged[0]["elapsed_s"] if logged else "?",
+               "stage s": round(seconds, 1)}
         if torch.cuda.is_available():
-            row["peak GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
-        if peak_tflops:
-            row["MFU"] = round(6 * params * real / seconds / (peak_tflops * 1e12), 3)
+            row["peak GB"] = summary.get("peak_gpu_memory_gb", "?")
+        if peak_tflops:  # 6 x all parameters x tokens/s (attention's own FLOPs left out)
+            params = sum(p.numel() for p in arch_model_shapes(arch))
+            row["MFU"] = round(6 * params * rate / (peak_tflops * 1e12), 3)
         results.append(row)
-        del model
-        gc.collect()  # peft modules hold reference cycles: free the first model before the next one's peak is read
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    results[1]["ratio"] = f"{results[1]['real tokens/s'] / results[0]['real tokens/s']:.1f}x"
-    results[0]["ratio"] = "1.0x"
+    base = results[0]["real tokens/s"]
+    for row in results:
+        row["ratio"] = f"{row['real tokens/s'] / base:.1f}x" if base else "?"
     return _table(results)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, static_shape
+from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, resolve_cache, static_shape
 from glmtune.evaluate.generation import generate_batches
 from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl, write_json, write_jsonl
@@ -79,6 +79,7 @@ def evaluate_model(
         raise ValueError(f"{test_path}: the test split is empty; give a test file or a test ratio above 0")
     rank, world, device = join_process_group()
     loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
+    cache = resolve_cache(cache, loaded)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
     limit = agree_on_batch_size(resolve_batch_size(settings.batch_size, loaded, prompts, max_new_tokens), world, device)

@@ -27,9 +27,12 @@ class JsonlLogger(TrainerCallback):
         self.start = self.last_time = time.time()
         self.last_tokens = 0
         self.first_step: int | None = None  # a resumed run's mean step time counts only its own steps
+        # (step, elapsed) of this process's first logged step: later ETAs leave out the steps before it, whose time
+        # holds the one-off compilation (flex attention, ~40 s on GLM-4-9B) and first-shape costs
+        self.first_logged: tuple[int, float] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.first_step, self.start = state.global_step, time.time()
+        self.first_step, self.start, self.first_logged = state.global_step, time.time(), None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not (state.is_world_process_zero and logs):
@@ -47,9 +50,15 @@ class JsonlLogger(TrainerCallback):
             out.write(json.dumps(row) + "\n")
         if "loss" in row or "eval_loss" in row:
             log.info("%s", self.line(row, state.max_steps))
+        if "loss" in row and self.first_logged is None:
+            self.first_logged = (row["step"], row["elapsed_s"])
 
     def eta_s(self, step: int, max_steps: int, elapsed: float) -> float | None:
-        """Seconds left at the mean time per step so far (None before the first step of this process)."""
+        """Seconds left at the mean time per step so far (None before the first step of this process); after the
+        first logged step, the mean of the steps since then (compilation stays out of the estimate)."""
+        if self.first_logged is not None and step > self.first_logged[0]:
+            first_step, first_elapsed = self.first_logged
+            return (max_steps - step) * (elapsed - first_elapsed) / (step - first_step)
         done = step - (self.first_step or 0)
         return (max_steps - step) * elapsed / done if done > 0 else None
 

@@ -1,7 +1,8 @@
 """Packing several samples into one row, with position ids that restart per sample.
 
-With no attention mask and restarting position ids, transformers builds a block-diagonal causal mask
-(attention never crosses samples) — as long as the KV cache is off, which the collator makes sure of.
+With no attention mask and restarting position ids, transformers keeps samples apart (attention never crosses
+samples) — as long as the KV cache is off, which the collator makes sure of: with flex attention (the GPU default,
+glmtune.train.attention) as a block mask from the sequence ids, with sdpa / eager as a dense block-diagonal mask.
 Rows carry no padding inside, so a batch of a few long rows wastes far less compute than many padded samples.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from glmtune.data.templates import IGNORE_INDEX
+from glmtune.train.collate import padded_width
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -56,14 +58,15 @@ def pack_dataset(dataset: Dataset, row_length: int) -> Dataset:
 
 
 class PackedCollator:
-    """Pads packed rows at the end (a separate, untrained block) and turns the KV cache off."""
+    """Pads packed rows at the end (a separate, untrained block; to a multiple of `pad_multiple` tokens) and turns
+    the KV cache off."""
 
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, pad_multiple: int = 1) -> None:
+        self.pad_id, self.pad_multiple = pad_id, pad_multiple
         self.real_tokens = 0  # tokens of real samples collated so far, for tokens/s
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor | bool]:
-        width = max(len(f["input_ids"]) for f in features)
+        width = padded_width(max(len(f["input_ids"]) for f in features), self.pad_multiple)
         self.real_tokens += sum(len(f["input_ids"]) for f in features)
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])

@@ -9,6 +9,7 @@ already at max_steps trains nothing more: it loads that checkpoint and saves the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -28,7 +29,9 @@ from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
 from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
+from glmtune.train.attention import apply_liger_kernels, set_attention, speed_path
 from glmtune.train.collate import PadCollator
+from glmtune.train.loss import HiddenStateLoss, LossTrainer
 from glmtune.train.methods import apply_method
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
@@ -40,13 +43,23 @@ log = logging.getLogger(__name__)
 EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
 
 
-def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
-    """Passes over the training rows that max_steps makes; warns when they are far too many."""
+def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
+    """Optimizer steps of the run: train.max_steps when set (it wins), else train.num_epochs passes over the `rows`
+    training rows (packed rows when packing: the same samples either way, whatever batch_size)."""
+    if settings.max_steps:
+        return settings.max_steps
     per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
-    epochs = settings.max_steps * per_step / max(rows, 1)
+    return max(1, math.ceil(settings.num_epochs * rows / per_step))
+
+
+def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
+    """Passes over the training rows that the run's steps make; warns when they are far too many."""
+    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
+    steps = steps_of(settings, rows, world_size)
+    epochs = steps * per_step / max(rows, 1)
     if epochs > EPOCHS_WARNING:
         log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d rows a step): the model will "
-                    "memorise them; lower max_steps or add data", settings.max_steps, epochs, rows, per_step)
+                    "memorise them; lower max_steps or add data", steps, epochs, rows, per_step)
     return epochs
 
 
@@ -76,6 +89,12 @@ def train_model(
     """
     check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
+    if settings.packing:
+        train_data = pack_dataset(train_data, settings.pack_length)
+        validation_data = pack_dataset(validation_data, settings.pack_length)
+        log.info("packing: %d rows of up to %d tokens", len(train_data), settings.pack_length)
+    max_steps = steps_of(settings, len(train_data), world_size)
     run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -84,9 +103,10 @@ def train_model(
     resumed_at = checkpoint_step(resume) if resume else 0
     earlier_rows: list[dict[str, Any]] = []  # only rank 0 writes the log and the summary
     if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
-        trim_log(steps_log, resumed_at, settings.max_steps)
+        trim_log(steps_log, resumed_at, max_steps)
         earlier_rows = list(read_jsonl(steps_log))
     use_gpu = torch.cuda.is_available()
+    speed = speed_path(settings)
     bf16, fp16 = precision(settings.precision)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
@@ -94,12 +114,14 @@ def train_model(
     set_seed(settings.seed)
     model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code)
     model = apply_method(model, settings, trust_remote_code, family)
+    set_attention(model, speed.attention)
+    if speed.liger_kernels:
+        apply_liger_kernels(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("%s: %d trainable of %d parameters (%.2f%%)", settings.method, trainable, total, 100 * trainable / total)
-    train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
     args = TrainingArguments(
-        output_dir=str(checkpoints), max_steps=settings.max_steps,
+        output_dir=str(checkpoints), max_steps=max_steps,
         per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
@@ -113,19 +135,16 @@ def train_model(
         logging_nan_inf_filter=False,  # the default logs a NaN step's loss as the mean of the others (or 0.0)
     )
     model.config.use_cache = False  # a training forward needs no KV cache (and packing needs it off)
-    collator: Any = PadCollator(tokenizer.pad_token_id)
-    if settings.packing:
-        train_data = pack_dataset(train_data, settings.pack_length)
-        validation_data = pack_dataset(validation_data, settings.pack_length)
-        collator = PackedCollator(tokenizer.pad_token_id)
-        log.info("packing: %d rows of up to %d tokens", len(train_data), settings.pack_length)
+    collator: Any = (PackedCollator if settings.packing else PadCollator)(tokenizer.pad_token_id, speed.pad_multiple)
     epochs = epochs_of(settings, len(train_data), world_size)
-    trainer = Trainer(
+    loss = HiddenStateLoss(model, speed.loss) if speed.loss in ("chunked", "liger") and not settings.deepspeed else None
+    log.info("speed path: %s, loss %s", speed, loss.kind if loss else "plain")
+    trainer = LossTrainer(
         model=model, args=args, train_dataset=train_data,
-        eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
+        eval_dataset=validation_data if len(validation_data) else None, data_collator=collator, compute_loss_func=loss,
         callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings.learning_rate), ManifestWriter()],
     )
-    trained = run_or_reuse(trainer, resume, settings.max_steps)
+    trained = run_or_reuse(trainer, resume, max_steps)
     # Not resumed: the Trainer's own mean, as before.
     train_loss = whole_run_loss(earlier_rows, resumed_at, *trained[1:]) if resume else trained[0]
     summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": train_loss,
@@ -139,6 +158,8 @@ def train_model(
         summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = final_validation_loss(trainer, trained[2])
+    if loss is not None:
+        loss.remove()
     model.config.use_cache = True  # saved configs keep fast generation
     save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
     if trainer.is_world_process_zero():

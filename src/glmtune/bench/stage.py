@@ -1,0 +1,65 @@
+"""What the benchmarks run: a config's train / evaluate sections as the workflow would hand them to the stages
+(config/config.yaml, then the given --configfile key by key, then the schema's defaults), and bench-train's recipes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` with the schema's defaults for every missing key, nested objects too (as Snakemake's validate)."""
+    filled = copy.deepcopy(given)
+    for key, sub in node.get("properties", {}).items():
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(filled.get(key), dict):
+            filled[key] = _defaults(sub, filled[key])
+    return filled
+
+
+def config_section(name: str, configfile: str | Path | None) -> dict[str, Any]:
+    """Section `name` of config/config.yaml with `configfile` layered over it, filled with the schema's defaults."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    if configfile:
+        config = _merge(config, yaml.safe_load(Path(configfile).read_text(encoding="utf-8")) or {})
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    return _defaults(schema["properties"][name], config.get(name) or {})
+
+
+# The official demos' recipe: padded micro-batches of 4, gradient checkpointing, the model's own attention and loss.
+DEMO = {"packing": False, "batch_size": 4, "gradient_checkpointing": True, "attention": "auto", "loss": "plain",
+        "liger_kernels": False, "pad_to_multiple_of": 1}
+# The memory case: one long sample a step (cutoff_len 2048) with checkpointing and the fused / chunked loss.
+LONG = {"packing": False, "batch_size": 1, "gradient_checkpointing": True, "loss": "auto"}
+RECIPES = ("config", "demo", "config+liger", "config-plain-loss", "long")
+
+
+def train_recipes(configfile: str | Path | None, names: list[str], steps: int, logging_steps: int,
+                  long_length: int = 2048) -> dict[str, tuple[dict[str, Any], int | None]]:
+    """bench-train's recipes by name: `config` (the config's train section as it is), `demo`, `config+liger`
+    (Liger's RMSNorm / SwiGLU kernels on), `config-plain-loss` (the model's own loss), `long` (one sample of
+    `long_length` tokens a step); each for `steps` steps, no checkpoint saved, no validation, no trackers."""
+    train = config_section("train", configfile)
+    run = {"max_steps": steps, "logging_steps": logging_steps, "save_steps": 10**9, "eval_steps": None, "report_to": []}
+    changes: dict[str, tuple[dict[str, Any], int | None]] = {
+        "config": ({}, None), "demo": (DEMO, None), "config+liger": ({"liger_kernels": True}, None),
+        "config-plain-loss": ({"loss": "plain"}, None), "long": (LONG, long_length)}
+    unknown = [name for name in names if name not in changes]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    return {name: ({**train, **changes[name][0], **run}, changes[name][1]) for name in names}

@@ -1,0 +1,104 @@
+"""The causal-LM loss without the full-vocabulary logits: Liger's fused linear cross-entropy (a Triton kernel, GPU
+only) or a chunked torch one (any device; each chunk's logits are recomputed in backward, never kept).
+
+The Trainer asks the model for one position's logits (`logits_to_keep=1`); a forward hook on the decoder keeps its
+final hidden states, and the loss is computed from them and the output layer's weight, over the trained positions
+only. It is the model's own loss, term for term: labels shifted by one, -100 ignored, the sum divided by the
+Trainer's num_items_in_batch (or by the count of trained tokens), so what is trained does not change
+(tests/train/test_loss.py, tests/gpu/test_loss_gpu.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import Trainer
+
+from glmtune.data.templates import IGNORE_INDEX
+
+CHUNK_TOKENS = 2048  # 2048 x 151,552 fp32 logits: 1.2 GB at a time instead of the whole row's
+
+
+def _chunk_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy((hidden @ weight.t()).float(), labels, reduction="sum")
+
+
+def trained_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states, next-token labels) of the positions that predict a trained token, flattened."""
+    shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1)
+    keep = shifted != IGNORE_INDEX
+    return hidden.reshape(-1, hidden.shape[-1])[keep], shifted[keep]
+
+
+def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                     chunk: int = CHUNK_TOKENS) -> tuple[torch.Tensor, int]:
+    """(summed cross-entropy, trained tokens) of `labels` given the decoder's `hidden` states and the output
+    layer's `weight`, `chunk` positions at a time."""
+    hidden, targets = trained_positions(hidden, labels)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.numel(), chunk):
+        part = slice(start, start + chunk)
+        total = total + checkpoint(_chunk_sum, hidden[part], weight, targets[part], use_reentrant=False)
+    return total, targets.numel()
+
+
+def liger_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """As chunked_loss_sum, with Liger's fused linear cross-entropy kernel (CUDA only)."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    hidden, targets = trained_positions(hidden, labels)
+    if hidden.dtype != weight.dtype:  # under autocast the decoder may hand fp32 states to a bf16 output layer
+        hidden = hidden.to(weight.dtype)
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, hidden, targets), targets.numel()
+
+
+def causal_lm_of(model: Any) -> Any:
+    """The transformers causal LM inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class HiddenStateLoss:
+    """The Trainer's compute_loss_func: the loss from the decoder's final hidden states (kept by a forward hook)."""
+
+    def __init__(self, model: Any, kind: str) -> None:
+        if kind not in ("chunked", "liger"):
+            raise ValueError(f"train.loss {kind!r}: HiddenStateLoss computes chunked or liger")
+        causal_lm = causal_lm_of(model)
+        self.head = causal_lm.get_output_embeddings()
+        if type(self.head) is not torch.nn.Linear or self.head.bias is not None:
+            raise ValueError(f"train.loss {kind}: the output layer is a {type(self.head).__name__} (wrapped by an adapter, or "
+                             f"with a bias), which only train.loss: plain computes")
+        self.kind = kind
+        self.hidden: torch.Tensor | None = None
+        self.hook = causal_lm.get_decoder().register_forward_hook(self._keep)
+
+    def _keep(self, module: Any, args: Any, output: Any) -> None:
+        self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        if self.hidden is None:
+            raise RuntimeError("the decoder's hidden states were not captured (was the forward hook removed?)")
+        hidden, self.hidden = self.hidden, None  # freed with the step's graph
+        weight = self.head.weight
+        total, count = (liger_loss_sum if self.kind == "liger" else chunked_loss_sum)(hidden, weight, labels.to(hidden.device))
+        if num_items_in_batch is None:
+            return total / count
+        if isinstance(num_items_in_batch, torch.Tensor):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
+
+    def remove(self) -> None:
+        self.hook.remove()
+
+
+class LossTrainer(Trainer):
+    """A Trainer whose model computes one position's logits when a compute_loss_func takes the loss from hidden
+    states (HiddenStateLoss): the full-vocabulary logits are never made."""
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self.compute_loss_func, HiddenStateLoss):
+            inputs = {**inputs, "logits_to_keep": 1}
+        return super().compute_loss(model, inputs, *args, **kwargs)
