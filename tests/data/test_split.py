@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from glmtune.io import read_jsonl, write_jsonl
-from glmtune.data.split import Part, merge_and_split, given_test_only, write_given_test
+from glmtune.data.split import Part, given_test_only, layout_problem, merge_and_split, write_given_test
 
 
 def rows(dataset: str, n: int) -> list[dict[str, Any]]:
@@ -166,3 +166,10 @@ def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> No
     assert report["sizes"]["train"] == 7
     kept = merge_and_split(parts, tmp_path / "out2", 0.0, 0.0, seed=0)
     assert kept["sizes"]["train"] == 9
+
+
+def test_a_layout_without_training_data_is_named() -> None:
+    assert layout_problem({"a": ["all"], "b": ["test"]}) is None and layout_problem({"a": ["train", "test"]}) is None
+    assert layout_problem({"a": ["validation", "test"], "b": ["test"]}) == (
+        "no dataset gives training data (a: test, validation; b: test): give one a `train` file, or an `all` file to "
+        "cut by the split ratios")

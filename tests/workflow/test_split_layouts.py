@@ -110,6 +110,13 @@ def snakemake_splits(workdir: Path) -> Path:
     return workdir
 
 
+def test_a_layout_without_training_data_stops_before_any_job(tmp_path: Path) -> None:
+    workdir = layout(tmp_path, {"a": {"validation": 4, "test": 4}, "b": {"test": 3}})
+    result = snakemake(workdir, "-n", *TARGETS, check=False)
+    assert result.returncode != 0
+    assert "config: datasets: no dataset gives training data (a: test, validation; b: test)" in result.stdout
+
+
 def tar_gz(path: Path, members: dict[str, str]) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         for name, text in members.items():

@@ -118,6 +118,7 @@ def check_config():
         if dataset["source"] == "url" and not dataset.get("url"):
             raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
         check_encoding(name, dataset["encoding"])
+    check_layout()
     needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(MODEL["source"])
     if needs and not MODEL.get(needs):
         raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
@@ -135,6 +136,15 @@ def check_config():
         where = "" if len(RUNS) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
         check_tokenize(settings["tokenize"], where)
         check_train(settings["train"], settings["evaluate"], where)
+
+
+def check_layout():
+    """Split layouts the config alone shows to be empty of training data."""
+    from glmtune.data.split import layout_problem
+
+    problem = layout_problem({name: list(dataset["files"]) for name, dataset in DATASETS.items()})
+    if problem:
+        raise WorkflowError(f"config: datasets: {problem}")
 
 
 def check_fetched_file(name, source, split, file):

@@ -53,6 +53,16 @@ def given_test_only(layouts: Mapping[str, Collection[str]], test_ratio: float, d
     return not any(held_out_shares(files, 0.0, test_ratio)["test"] > 0 for files in layouts.values() if "all" in files)
 
 
+def layout_problem(layouts: Mapping[str, Collection[str]]) -> str | None:
+    """What the datasets' file keys alone show to be wrong (None: nothing): with no `train` or `all` file anywhere
+    the training split is empty, which merge_splits would find only after every conversion."""
+    if not any({"train", "all"} & set(files) for files in layouts.values()):
+        keys = "; ".join(f"{name}: {', '.join(sorted(files))}" for name, files in layouts.items())
+        return (f"no dataset gives training data ({keys}): give one a `train` file, or an `all` file to cut by the "
+                "split ratios")
+    return None
+
+
 def merge_and_split(
     parts: Sequence[Part],
     out_dir: str | Path,
