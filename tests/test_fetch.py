@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from glmtune.fetch import FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, link_local_model, url_file_name
+from glmtune.fetch import (FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, fetched_file_problem, fetched_member,
+                           link_local_model, url_file_name)
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
 
@@ -193,3 +194,43 @@ def test_fetched_and_generated_datasets_are_read_only(tmp_path: Path, archive: P
     assert sorted(p.name for p in out.iterdir()) == ["dev.json", "train.json"] and _writable_files(out) == []
     fetch_dataset("demo", demo, out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folders left
+
+
+@pytest.mark.parametrize("file", ["/etc/hostname", "../x.json", "AdvertiseGen/../../x.json", "C:/x.json", "..\\x.json",
+                                  "", "."])
+def test_a_url_datasets_file_outside_the_download_is_refused(file: str) -> None:
+    problem = fetched_file_problem("url", file)
+    assert problem is not None and problem.startswith(f"not a file inside the download: {file!r}")
+
+
+@pytest.mark.parametrize(("source", "file"), [("url", "AdvertiseGen/train.json"), ("url", "train.json"),
+                                              ("demo", "train.json"), ("demo", "dev.json"), ("path", "/data/x.json")])
+def test_a_fetched_datasets_good_file_passes(source: str, file: str) -> None:
+    assert fetched_file_problem(source, file) is None
+
+
+def test_a_demo_file_the_generator_does_not_write_is_refused(tmp_path: Path) -> None:
+    from glmtune.data.synthetic import write_advertisegen
+
+    written = sorted(path.name for path in write_advertisegen(tmp_path, 2, 2, 0).values())
+    problem = fetched_file_problem("demo", "Train.json")
+    assert problem is not None and problem.startswith("no such demo file 'Train.json': the demo source writes ")
+    assert sorted(problem.rsplit("writes ", 1)[1].split(", ")) == written
+    assert all(fetched_file_problem("demo", name) is None for name in written)
+
+
+def test_a_member_the_download_does_not_hold_stops_listing_what_it_holds(tmp_path: Path, archive: Path) -> None:
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "ds")
+    assert fetched_member(out, "AdvertiseGen/train.json", "advertisegen", "all") == out / "AdvertiseGen/train.json"
+    for missing in ("AdvertiseGen/dev.json", "AdvertiseGen"):  # a folder is no file either
+        with pytest.raises(FetchError) as ei:
+            fetched_member(out, missing, "advertisegen", "test")
+        assert str(ei.value) == (f"datasets.advertisegen.files.test: {out} holds no file {missing!r}; it holds 1: "
+                                 "AdvertiseGen/train.json")
+
+
+def test_a_long_listing_says_how_many_it_leaves_out(tmp_path: Path) -> None:
+    for i in range(25):
+        (tmp_path / f"f{i:02d}.json").write_text("")
+    with pytest.raises(FetchError, match=r"it holds 25: f00.json, .*f19.json and 5 more$"):
+        fetched_member(tmp_path, "x.json", "d", "all")

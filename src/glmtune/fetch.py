@@ -228,6 +228,37 @@ def _staged_dataset(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fetched_file_problem(source: str, file: str) -> str | None:
+    """What is wrong with a `files` entry of a fetched dataset, known from the config alone (None: nothing): a url
+    dataset's file is a relative name inside its download, never outside it (which no job would depend on); a demo
+    dataset's is one the generator writes."""
+    if source == "url":
+        p = PurePosixPath(file.replace("\\", "/"))
+        if not file.strip() or p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")) \
+                or p == PurePosixPath("."):
+            return (f"not a file inside the download: {file!r}; name one relative to resources/datasets/<name>/, "
+                    "without '..' (e.g. AdvertiseGen/train.json); for a local file use source: path")
+    if source == "demo":
+        from glmtune.data.synthetic import FILE_NAMES
+
+        if file not in FILE_NAMES.values():
+            return f"no such demo file {file!r}: the demo source writes {', '.join(FILE_NAMES.values())}"
+    return None
+
+
+def fetched_member(folder: str | Path, member: str, dataset: str, split: str) -> Path:
+    """A file of a fetched dataset (its `files` entry `split`); one the download does not hold stops, listing what it
+    holds, since only the download tells."""
+    path = Path(folder, member)
+    if path.is_file():
+        return path
+    held = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                  if p.is_file() and p.name != ".snakemake_timestamp")  # Snakemake's mark of a directory output
+    shown = ", ".join(held[:20]) + (f" and {len(held) - 20} more" if len(held) > 20 else "")
+    raise FetchError(f"datasets.{dataset}.files.{split}: {folder} holds no file {member!r}; it holds "
+                     f"{len(held)}: {shown or 'nothing'}")
+
+
 def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
     """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir (files read-only)."""
     if spec["source"] == "demo":

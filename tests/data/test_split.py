@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from glmtune.io import read_jsonl, write_jsonl
-from glmtune.data.split import Part, merge_and_split
+from glmtune.data.split import Part, given_test_only, layout_problem, merge_and_split, write_given_test
 
 
 def rows(dataset: str, n: int) -> list[dict[str, Any]]:
@@ -60,21 +60,58 @@ def test_split_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert set(results[0]["validation"]) != set(results[2]["validation"])
 
 
-def test_given_test_part_wins_over_test_ratio(tmp_path: Path) -> None:
+def test_another_datasets_test_file_leaves_the_test_ratio(tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "test", 3)], out, 0.2, 0.5, seed=0)
-    assert report["sizes"] == {"train": 8, "validation": 2, "test": 3}
-    assert sorted(ids(out, "test")) == ["b-0", "b-1", "b-2"]
-    assert all(i.startswith("a-") for i in ids(out, "train") + ids(out, "validation"))
-    assert report["datasets"]["a/all"]["test"] == 0
+    assert report["sizes"] == {"train": 3, "validation": 2, "test": 8}
+    test = ids(out, "test")
+    assert sorted(i for i in test if i.startswith("b-")) == ["b-0", "b-1", "b-2"]
+    assert sum(i.startswith("a-") for i in test) == 5
+    assert report["datasets"]["a/all"] == {"in": 10, "used": 10, "validation": 2, "test": 5, "train": 3}
     assert report["datasets"]["b/test"] == {"in": 3, "used": 3, "test": 3}
 
 
-def test_given_validation_part_wins_over_validation_ratio(tmp_path: Path) -> None:
+def test_a_datasets_own_test_file_wins_over_the_test_ratio(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "validation", 2)], out, 0.5, 0.1, seed=0)
-    assert report["sizes"] == {"train": 9, "validation": 2, "test": 1}
-    assert sorted(ids(out, "validation")) == ["b-0", "b-1"]
+    parts = [part(tmp_path, "a", "all", 10), Part("a", "test", part(tmp_path, "a2", "test", 3).path)]
+    report = merge_and_split(parts, out, 0.2, 0.5, seed=0)
+    assert report["sizes"] == {"train": 8, "validation": 2, "test": 3}
+    assert sorted(ids(out, "test")) == ["a2-0", "a2-1", "a2-2"]
+    assert report["datasets"]["a/all"]["test"] == 0
+
+
+def test_a_datasets_own_validation_file_wins_over_the_validation_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    parts = [part(tmp_path, "a", "all", 10), Part("a", "validation", part(tmp_path, "a2", "validation", 2).path),
+             part(tmp_path, "b", "all", 10)]
+    report = merge_and_split(parts, out, 0.5, 0.1, seed=0)
+    assert report["datasets"]["a/all"] == {"in": 10, "used": 10, "validation": 0, "test": 1, "train": 9}
+    assert report["datasets"]["b/all"] == {"in": 10, "used": 10, "validation": 5, "test": 1, "train": 4}
+    assert sorted(i for i in ids(out, "validation") if not i.startswith("b-")) == ["a2-0", "a2-1"]
+
+
+@pytest.mark.parametrize(("layouts", "test_ratio", "dedupe", "alone"), [
+    ({"a": ["train", "test"]}, 0.1, False, True),
+    ({"a": ["all", "test"]}, 0.1, False, True),            # the dataset's own test file: no share of its all file
+    ({"a": ["all", "test"], "b": ["all"]}, 0.1, False, False),  # b's all file gives a test share
+    ({"a": ["all", "test"], "b": ["all"]}, 0.0, False, True),
+    ({"a": ["all"]}, 0.1, False, False),
+    ({"a": ["train"]}, 0.0, False, False),                  # no test file: merge_splits writes the (empty) split
+    ({"a": ["train", "test"]}, 0.1, True, False),           # dedupe reaches into it
+])
+def test_given_test_only_by_layout(layouts: dict[str, list[str]], test_ratio: float, dedupe: bool, alone: bool) -> None:
+    assert given_test_only(layouts, test_ratio, dedupe) is alone
+
+
+def test_the_split_test_of_given_files_alone_is_the_one_split_test_writes(tmp_path: Path) -> None:
+    """merge_and_split and write_given_test agree exactly when the test split is the given files alone, and only
+    then (another dataset's all file adds its test share)."""
+    given = [part(tmp_path, "a", "all", 20), part(tmp_path, "b", "test", 6)]
+    merge_and_split(given, tmp_path / "alone", 0.1, 0.0, seed=5)
+    write_given_test(given, tmp_path / "given.jsonl", seed=5)
+    assert (tmp_path / "alone/test.jsonl").read_bytes() == (tmp_path / "given.jsonl").read_bytes()
+    merge_and_split(given, tmp_path / "mixed", 0.1, 0.2, seed=5)
+    assert sum(i.startswith("a-") for i in ids(tmp_path / "mixed", "test")) == 4
 
 
 def test_max_samples(tmp_path: Path) -> None:
@@ -129,3 +166,10 @@ def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> No
     assert report["sizes"]["train"] == 7
     kept = merge_and_split(parts, tmp_path / "out2", 0.0, 0.0, seed=0)
     assert kept["sizes"]["train"] == 9
+
+
+def test_a_layout_without_training_data_is_named() -> None:
+    assert layout_problem({"a": ["all"], "b": ["test"]}) is None and layout_problem({"a": ["train", "test"]}) is None
+    assert layout_problem({"a": ["validation", "test"], "b": ["test"]}) == (
+        "no dataset gives training data (a: test, validation; b: test): give one a `train` file, or an `all` file to "
+        "cut by the split ratios")

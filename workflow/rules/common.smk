@@ -114,9 +114,11 @@ def check_config():
         for split, file in dataset["files"].items():
             if dataset["source"] in ("path", "llamafactory") and not Path(file).is_file():
                 raise WorkflowError(f"config: datasets.{name}.files.{split}: no such file: {file}")
+            check_fetched_file(name, dataset["source"], split, file)
         if dataset["source"] == "url" and not dataset.get("url"):
             raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
         check_encoding(name, dataset["encoding"])
+    check_layout()
     needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(MODEL["source"])
     if needs and not MODEL.get(needs):
         raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
@@ -134,6 +136,24 @@ def check_config():
         where = "" if len(RUNS) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
         check_tokenize(settings["tokenize"], where)
         check_train(settings["train"], settings["evaluate"], where)
+
+
+def check_layout():
+    """Split layouts the config alone shows to be empty of training data."""
+    from glmtune.data.split import layout_problem
+
+    problem = layout_problem({name: list(dataset["files"]) for name, dataset in DATASETS.items()})
+    if problem:
+        raise WorkflowError(f"config: datasets: {problem}")
+
+
+def check_fetched_file(name, source, split, file):
+    """A url dataset's files lie inside its download, a demo dataset's are the generator's: known before any job."""
+    from glmtune.fetch import fetched_file_problem
+
+    problem = fetched_file_problem(source, file)
+    if problem:
+        raise WorkflowError(f"config: datasets.{name}.files.{split}: {problem}")
 
 
 def check_encoding(name, encoding):
@@ -248,19 +268,26 @@ def converted_parts():
     ]
 
 
+def test_from_given_files():
+    """Whether the test split is the given test files alone (glmtune.data.split.given_test_only): then the
+    split_test rule exists and writes it, and a training record's edit leaves it, and the base model's evaluation,
+    untouched; otherwise merge_splits writes it with the rest. Decided here, so one rule makes it in every layout."""
+    from glmtune.data.split import given_test_only
+
+    split = config["split"]
+    layouts = {name: list(dataset["files"]) for name, dataset in DATASETS.items()}
+    return given_test_only(layouts, split["test_ratio"], split["dedupe_across_datasets"])
+
+
 def test_parts():
-    """The converted files given for the test split, when the test split is made of them alone (no cross-dataset
-    dedupe): then split_test writes it from these, and a training record's edit leaves it, and the base model's
-    evaluation, untouched. Otherwise (test cut from "all" files by ratio) merge_splits writes it with the rest."""
-    if config["split"]["dedupe_across_datasets"]:
-        return []
-    return [part for part in converted_parts() if part[1] == "test"]
+    """The converted files split_test writes the test split from (none when merge_splits writes it)."""
+    return [part for part in converted_parts() if part[1] == "test"] if test_from_given_files() else []
 
 
 def merge_outputs():
     """merge_splits' outputs: the test split too unless split_test writes it."""
     outputs = {"train": "results/splits/train.jsonl", "validation": "results/splits/validation.jsonl"}
-    if not test_parts():
+    if not test_from_given_files():
         outputs["test"] = "results/splits/test.jsonl"
     return {**outputs, "report": "results/splits/report.json"}
 

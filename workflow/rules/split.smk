@@ -17,18 +17,21 @@ rule merge_splits:
         "../scripts/merge_splits.py"
 
 
-# The test split from the files given for it alone (see test_parts): the base model's evaluation depends on these.
-rule split_test:
-    input:
-        [part[2] for part in test_parts()],
-    output:
-        test="results/splits/test.jsonl",
-    params:
-        parts=test_parts(),
-        seed=config["split"]["seed"],
-    log:
-        "logs/split_test.log",
-    conda:
-        ENV
-    script:
-        "../scripts/split_test.py"
+# The test split from the files given for it alone (see test_from_given_files): the base model's evaluation depends
+# on these. Defined only then, so results/splits/test.jsonl has one rule in every layout.
+if test_from_given_files():
+
+    rule split_test:
+        input:
+            [part[2] for part in test_parts()],
+        output:
+            test="results/splits/test.jsonl",
+        params:
+            parts=test_parts(),
+            seed=config["split"]["seed"],
+        log:
+            "logs/split_test.log",
+        conda:
+            ENV
+        script:
+            "../scripts/split_test.py"

@@ -2,10 +2,12 @@
 from pathlib import Path
 
 from glmtune.data.convert import convert_file
+from glmtune.fetch import fetched_member
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    raw = Path(snakemake.input.raw, snakemake.params.member)  # member is "" for local files
+    member, wildcards = snakemake.params.member, snakemake.wildcards  # member is "" for local files
+    raw = fetched_member(snakemake.input.raw, member, wildcards.dataset, wildcards.part) if member else Path(snakemake.input.raw)
     out = snakemake.output
     convert_file(raw, out.conversations, out.rejects, out.report, snakemake.params.format,
                  snakemake.wildcards.dataset, snakemake.params.options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,33 @@ def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
     return rows[: part.max_samples] if part.max_samples else rows
 
 
+def held_out_shares(files: Collection[str], validation_ratio: float, test_ratio: float) -> dict[str, float]:
+    """The shares of a dataset's `all` file cut out for validation and test: the ratios, except for a split the same
+    dataset gives a file of its own for (AdvertiseGen's train.json as `all` and dev.json as `test`). Other datasets'
+    files never change them."""
+    return {"validation": 0.0 if "validation" in files else validation_ratio,
+            "test": 0.0 if "test" in files else test_ratio}
+
+
+def given_test_only(layouts: Mapping[str, Collection[str]], test_ratio: float, dedupe_across_datasets: bool) -> bool:
+    """Whether the test split is the given `test` files alone, given each dataset's file keys: some dataset gives
+    one, no `all` file has a test share cut from it, and no cross-dataset dedupe reaches into it. Then it is written
+    by its own job (split_test) and no training record changes it; otherwise merge_splits writes it with the rest."""
+    if dedupe_across_datasets or not any("test" in files for files in layouts.values()):
+        return False
+    return not any(held_out_shares(files, 0.0, test_ratio)["test"] > 0 for files in layouts.values() if "all" in files)
+
+
+def layout_problem(layouts: Mapping[str, Collection[str]]) -> str | None:
+    """What the datasets' file keys alone show to be wrong (None: nothing): with no `train` or `all` file anywhere
+    the training split is empty, which merge_splits would find only after every conversion."""
+    if not any({"train", "all"} & set(files) for files in layouts.values()):
+        keys = "; ".join(f"{name}: {', '.join(sorted(files))}" for name, files in layouts.items())
+        return (f"no dataset gives training data ({keys}): give one a `train` file, or an `all` file to cut by the "
+                "split ratios")
+    return None
+
+
 def merge_and_split(
     parts: Sequence[Part],
     out_dir: str | Path,
@@ -48,14 +75,16 @@ def merge_and_split(
     """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
 
     Parts given for a named split go there whole; parts marked "all" are shuffled with `seed` and cut by
-    ratio, but only for the splits no part was given for (a given test file wins over a test ratio).
+    ratio (held_out_shares: a split the same dataset gives a file for takes no share of it).
     With dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
     before splitting, so no test conversation repeats a training one.
-    A test split made of given files alone (no cross-dataset dedupe) is shuffled on its own (given_test_rows), so
+    A test split made of given files alone (given_test_only) is shuffled on its own (given_test_rows), so
     its content never depends on the training data; write_test=False leaves it to write_given_test.
     """
     rng = random.Random(seed)
-    given = {part.split for part in parts}
+    layouts: dict[str, set[str]] = {}
+    for part in parts:
+        layouts.setdefault(part.dataset, set()).add(part.split)
     splits: dict[str, list[Any]] = {name: [] for name in SPLITS}
     report: dict[str, Any] = {"seed": seed, "datasets": {}}
     seen: set[str] = set()
@@ -78,8 +107,7 @@ def merge_and_split(
             splits[part.split].extend(taken)
             counts[part.split] = len(taken)
         else:
-            cuts = {"validation": validation_ratio if "validation" not in given else 0.0,
-                    "test": test_ratio if "test" not in given else 0.0}
+            cuts = held_out_shares(layouts[part.dataset], validation_ratio, test_ratio)
             start = 0
             for name, ratio in cuts.items():
                 size = round(len(taken) * ratio)
@@ -91,7 +119,7 @@ def merge_and_split(
         report["datasets"][f"{part.dataset}/{part.split}"] = counts
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
-    independent_test = "test" in given and not dedupe_across_datasets
+    independent_test = given_test_only(layouts, test_ratio, dedupe_across_datasets)
     for name, rows in splits.items():
         rng.shuffle(rows)  # the test split too: train and validation come out as before test had its own shuffle
         if name == "test" and independent_test:

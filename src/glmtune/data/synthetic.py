@@ -84,10 +84,13 @@ def _write_atomic(path: Path, records: list[dict[str, str]]) -> None:
         raise
 
 
+FILE_NAMES = {"train": "train.json", "dev": "dev.json"}  # what a `demo` dataset's `files` may name
+
+
 def write_advertisegen(out_dir: str | Path, train_rows: int, dev_rows: int, seed: int) -> dict[str, Path]:
     """Write out_dir/train.json and out_dir/dev.json (AdvertiseGen's raw JSON-lines format)."""
     out_dir = Path(out_dir)
-    paths = {"train": out_dir / "train.json", "dev": out_dir / "dev.json"}
+    paths = {name: out_dir / file for name, file in FILE_NAMES.items()}
     # Distinct seed streams: dev draws from a different generator than train.
     _write_atomic(paths["train"], generate(train_rows, seed * 2))
     _write_atomic(paths["dev"], generate(dev_rows, seed * 2 + 1))
