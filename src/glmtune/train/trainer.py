@@ -28,7 +28,7 @@ from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
 from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
 from glmtune.train.collate import PadCollator
-from glmtune.train.methods import apply_method
+from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
 from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint
@@ -91,7 +91,8 @@ def train_model(
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
     set_seed(settings.seed)
-    model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code,
+                       four_bit=uses_four_bit(settings))
     model = apply_method(model, settings, trust_remote_code, family)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
