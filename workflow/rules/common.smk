@@ -184,8 +184,8 @@ def train_gpus_from_scheduler():
     no GPU of its own (train.method: qlora asks for one otherwise)."""
     if workflow.remote_exec:
         return True
-    given = workflow.resource_settings.overwrite_resources.get("train", {}).get("gpu", 0)
-    return str(getattr(given, "value", given)) not in ("0", "None")
+    given = dict((workflow.resource_settings.overwrite_resources.get("train") or {}).items()).get("gpu")
+    return str(getattr(given, "value", given) or 0) != "0"
 
 
 check_config()
