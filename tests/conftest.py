@@ -50,3 +50,31 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                root / "loss.png", root / "checkpoints", train_settings(**TRAIN_SETTINGS), trust_remote_code=False)
     return {"root": root, "model": model, "adapter": root / "adapter", "test": root / "splits" / "test.jsonl",
             "log": root / "log.jsonl", "plot": root / "loss.png", "tokenized": root / "tok", "checkpoints": root / "checkpoints"}
+
+
+# GPU tests: everything under tests/gpu/ is marked `gpu` (`pytest -m gpu` selects exactly those) and every `gpu` test
+# is skipped, with the reason, where torch sees no CUDA device. (No conftest.py under tests/gpu: the tests import
+# this file as `conftest`, and a second one would shadow it.)
+GPU_TESTS = REPO / "tests" / "gpu"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by mark
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if GPU_TESTS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.gpu)
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu_items:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false here)"))
+
+
+@pytest.fixture(scope="session")
+def default_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The default job's data, tiny model and tokenized splits, for tests/gpu (helpers.gpu_stages.build_default_job)."""
+    from helpers.gpu_stages import build_default_job
+
+    return build_default_job(tmp_path_factory.mktemp("default_job"))

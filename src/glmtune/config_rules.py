@@ -1,7 +1,8 @@
 """Cross-key config rules that decide, before any job runs, whether a run can work: fine-tuning method
 combinations, LoRA target names, the KV cache a method allows, the shortest usable length limit.
 
-Pure Python (no torch, peft or transformers), so building the job graph stays fast. The workflow runs them once,
+Pure Python (no torch, peft or transformers; only train.method: qlora imports torch, to ask for a GPU), so building
+the job graph stays fast. The workflow runs them once,
 in common.smk's check_config; the stages trust that decision and do not run them again (code that calls a stage
 without Snakemake calls these first).
 """
@@ -61,11 +62,19 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     return ["all"] if "all" in targets else targets
 
 
-def check_method(settings: TrainSettings, trust_remote_code: bool, family: str = DEFAULT_FAMILY) -> None:
-    """Refuse combinations known to fail mid-run, before any model is loaded."""
+METHODS = ("lora", "qlora", "ptuning", "full")
+QLORA_INSTALL = 'pip install -e ".[qlora]" (bitsandbytes==0.50.2, as constraints.txt pins)'
+
+
+def check_method(settings: TrainSettings, trust_remote_code: bool, family: str = DEFAULT_FAMILY, *,
+                 gpu_from_scheduler: bool = False) -> None:
+    """Refuse combinations known to fail mid-run, before any model is loaded. `gpu_from_scheduler`: the train job
+    gets its GPUs from a cluster scheduler, so this machine needs none (see check_qlora)."""
     method = settings.method
-    if method not in ("lora", "ptuning", "full"):
-        raise MethodError(f"train.method: unknown method {method!r}; use lora, ptuning or full")
+    if method not in METHODS:
+        raise MethodError(f"train.method: unknown method {method!r}; use {', '.join(METHODS)}")
+    if method == "qlora":
+        check_qlora(settings, trust_remote_code, gpu_from_scheduler)
     if method == "ptuning" and settings.gradient_checkpointing:
         raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
                           "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
@@ -82,8 +91,36 @@ def check_method(settings: TrainSettings, trust_remote_code: bool, family: str =
         raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
-    if method == "lora":
+    if method in ("lora", "qlora"):
         lora_targets(settings.lora.target_modules, trust_remote_code, family)
+
+
+def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
+    """QLoRA: a 4-bit NF4 base (bitsandbytes) computing in bf16, LoRA on top. It needs bitsandbytes here, and a
+    CUDA GPU with bf16 here unless the train job gets its GPUs from a cluster scheduler (`gpu_from_scheduler`).
+    torch is imported only for this method, so building the job graph of other methods stays fast."""
+    if trust_remote_code:
+        raise MethodError("train.method: qlora is not supported with model.trust_remote_code: true (the original "
+                          "ChatGLM code runs under an old transformers without a tested 4-bit path); use lora, or "
+                          "model.trust_remote_code: false")
+    if settings.deepspeed:
+        raise MethodError("train.deepspeed cannot be combined with train.method: qlora (DeepSpeed cannot shard or "
+                          "offload a bitsandbytes 4-bit base here); remove train.deepspeed")
+    if settings.precision in ("fp16", "fp32"):
+        raise MethodError(f"train.precision: {settings.precision} cannot be combined with train.method: qlora (the "
+                          f"4-bit base computes in bf16); set train.precision: auto or bf16")
+    if not gpu_from_scheduler:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MethodError("train.method: qlora needs a CUDA GPU (bitsandbytes 4-bit), and this machine has none; "
+                              "use train.method: lora, or run on a GPU machine (on a cluster, give the train rule "
+                              "GPUs: --set-resources train:gpu=1, or profiles/slurm)")
+        if not torch.cuda.is_bf16_supported():
+            raise MethodError("train.method: qlora computes in bf16, which this GPU lacks (bf16 needs compute "
+                              "capability 8.0 or newer); use train.method: lora")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MethodError(f"train.method: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}")
 
 
 def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:

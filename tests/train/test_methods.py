@@ -1,8 +1,10 @@
-"""The three methods train on the tiny model and their artifacts reload; bad combinations are refused early."""
+"""The methods train on the tiny model and their artifacts reload; bad combinations are refused early."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,92 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
         export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
                      export_settings(tolerance=1e-3), model_settings(template="glm4"))
         assert json.loads((tmp_path / "merged" / "config.json").read_text())["model_type"] == "glm"
+
+
+# QLoRA: the refusals run everywhere; training it on the CPU needs bitsandbytes (the `qlora` extra), whose 4-bit
+# layers also run on the CPU, so the stage is tested here too where it is installed (the workflow itself refuses
+# qlora without a GPU). tests/gpu/test_qlora.py runs it on a GPU.
+NEEDS_BITSANDBYTES = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                                        reason="QLoRA needs the qlora extra: pip install -e '.[qlora]'")
+
+
+def test_qlora_is_a_method_of_the_schema_and_loads_its_base_in_four_bit() -> None:
+    from glmtune.config_rules import METHODS
+    from glmtune.train.methods import uses_four_bit
+    from helpers.settings import schema
+
+    assert list(METHODS) == schema()["properties"]["train"]["properties"]["method"]["enum"]
+    assert [method for method in METHODS if uses_four_bit(train_settings(method=method))] == ["qlora"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_qlora_without_a_gpu_is_refused_before_loading() -> None:
+    with pytest.raises(MethodError, match=r"train.method: qlora needs a CUDA GPU \(bitsandbytes 4-bit\)"):
+        check_method(train_settings(method="qlora"), trust_remote_code=False)
+
+
+def test_qlora_without_bitsandbytes_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    # A cluster's train job gets the GPU (gpu_from_scheduler): the package is still needed in this environment.
+    with pytest.raises(MethodError, match=r'needs bitsandbytes, which is not installed: pip install -e "\.\[qlora\]"'):
+        check_method(train_settings(method="qlora"), trust_remote_code=False, gpu_from_scheduler=True)
+
+
+@pytest.mark.parametrize(
+    ("settings", "remote_code", "message"),
+    [
+        ({}, True, "train.method: qlora is not supported with model.trust_remote_code: true"),
+        ({"deepspeed": "config/deepspeed/ds_zero_2.json"}, False, "train.deepspeed cannot be combined with train.method: qlora"),
+        ({"precision": "fp16"}, False, "train.precision: fp16 cannot be combined with train.method: qlora"),
+        ({"precision": "fp32"}, False, "train.precision: fp32 cannot be combined with train.method: qlora"),
+        ({"lora": {"target_modules": ["qkv"]}}, False, "train.lora.target_modules: 'qkv' matches no GLM layer"),
+    ],
+    ids=["remote-code", "deepspeed", "fp16", "fp32", "unknown-lora-module"],
+)
+def test_qlora_combinations_that_cannot_work_are_refused(monkeypatch: pytest.MonkeyPatch, settings: dict,
+                                                          remote_code: bool, message: str) -> None:
+    find_spec = importlib.util.find_spec  # as if bitsandbytes were installed: these refusals come whatever it is
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else find_spec(name, *a))
+    with pytest.raises(MethodError, match=re.escape(message)):
+        check_method(train_settings(method="qlora", **settings), remote_code, gpu_from_scheduler=True)
+
+
+@NEEDS_BITSANDBYTES
+def test_qlora_base_is_nf4_with_double_quantisation_and_only_lora_trains(small_run: dict[str, Path]) -> None:
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    from glmtune.model.loading import load_model
+    from glmtune.train.methods import apply_method
+
+    model = load_model(small_run["model"], dtype="auto", trust_remote_code=False, device="cpu", four_bit=True)
+    four_bit = [module for module in model.modules() if isinstance(module, Linear4bit)]
+    assert len(four_bit) == 2 * 6  # every linear layer of both blocks; the output layer stays a plain layer
+    state = four_bit[0].weight.quant_state
+    assert (state.quant_type, state.nested, four_bit[0].compute_dtype) == ("nf4", True, torch.bfloat16)
+    settings = train_settings(**{**TRAIN_SETTINGS, "method": "qlora"})
+    wrapped = apply_method(model, settings, trust_remote_code=False)
+    trainable = {name for name, p in wrapped.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+    assert len(trainable) == 2 * 2 * 6  # A and B of every linear layer of both blocks
+    assert wrapped.get_input_embeddings().weight.dtype == torch.bfloat16  # kept bf16 (prepare_four_bit)
+    assert wrapped.get_output_embeddings().weight.dtype == torch.float32  # fp32 logits, as peft prepares it
+
+
+@NEEDS_BITSANDBYTES
+def test_qlora_trains_evaluates_on_the_bf16_base_and_merges_into_it(small_run: dict[str, Path], tmp_path: Path) -> None:
+    settings = train_settings(**{**TRAIN_SETTINGS, "method": "qlora", "max_steps": 20, "save_steps": 20})
+    tok = small_run["tokenized"]
+    summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
+                          tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
+    losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
+    assert losses[-1] < losses[0] and summary["steps"] == 20
+    assert trained_kind(tmp_path / "out") == "lora"
+    scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
+                            evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8), model_settings(template="glm4"), 64)
+    assert scores["num_samples"] == 6
+    export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
+                 export_settings(tolerance=1e-3), model_settings(template="glm4"))
+    merged = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert merged["model_type"] == "glm" and "quantization_config" not in merged  # a plain, unquantised model

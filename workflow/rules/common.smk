@@ -187,7 +187,8 @@ def check_train(train, evaluate, where):
 
     try:
         train, evaluate = TrainSettings.from_config(train), EvaluateSettings.from_config(evaluate)
-        check_method(train, trust_remote_code=MODEL["trust_remote_code"], family=MODEL["template"])
+        check_method(train, trust_remote_code=MODEL["trust_remote_code"], family=MODEL["template"],
+                     gpu_from_scheduler=train_gpus_from_scheduler())
         check_report_to(train.report_to)
         check_cache(train, evaluate)
     except (MethodError, SettingsError, ValueError) as err:
@@ -195,6 +196,16 @@ def check_train(train, evaluate, where):
     if train.deepspeed and not Path(train.deepspeed).is_file():
         raise WorkflowError(f"config: {where}train.deepspeed: no such file: {train.deepspeed} (config/deepspeed/ has "
                             "ds_zero_2.json and ds_zero_3.json)")
+
+
+def train_gpus_from_scheduler():
+    """True where the train job gets its GPUs from a cluster scheduler (--set-resources train:gpu=N, as
+    profiles/slurm sets), or this process is itself a cluster job: the machine that builds the job graph then needs
+    no GPU of its own (train.method: qlora asks for one otherwise)."""
+    if workflow.remote_exec:
+        return True
+    given = dict((workflow.resource_settings.overwrite_resources.get("train") or {}).items()).get("gpu")
+    return str(getattr(given, "value", given) or 0) != "0"
 
 
 check_config()

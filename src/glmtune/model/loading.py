@@ -78,17 +78,48 @@ def load_tokenizer(folder: str | Path, *, trust_remote_code: bool) -> PreTrained
     return AutoTokenizer.from_pretrained(str(folder), **_kwargs(None, trust_remote_code))
 
 
-def load_model(folder: str | Path, *, dtype: str, trust_remote_code: bool, device: str | None = None) -> PreTrainedModel:
+def load_model(folder: str | Path, *, dtype: str, trust_remote_code: bool, device: str | None = None,
+               four_bit: bool = False) -> PreTrainedModel:
     """The causal LM in `folder`, on the CPU, in resolve_dtype(dtype, device). `device` is where it will run (the
     caller or the Trainer moves it there): it only picks the dtype. A folder that loads only by running its own
     code stops here with the fix (check_remote_code) unless `trust_remote_code`.
+
+    `four_bit` (train.method: qlora): the base's linear layers in 4-bit NF4 with double quantisation, computing in
+    bf16 (bitsandbytes, as the QLoRA paper), the other weights in bf16, whatever `dtype` says; quantised while loaded
+    onto `device` (default: this process's GPU, LOCAL_RANK under torchrun), where the model then stays.
     """
     from transformers import AutoModelForCausalLM
 
     from glmtune.model.remote_code import check_remote_code
 
     check_remote_code(folder, trust_remote_code)
+    if four_bit:
+        import torch
+
+        return AutoModelForCausalLM.from_pretrained(str(folder), **four_bit_kwargs(device),
+                                                    **_kwargs(torch.bfloat16, trust_remote_code))
     return AutoModelForCausalLM.from_pretrained(str(folder), **_kwargs(resolve_dtype(dtype, device), trust_remote_code))
+
+
+def four_bit_kwargs(device: str | None = None) -> dict[str, Any]:
+    """from_pretrained arguments of a 4-bit NF4 base (see load_model). The workflow checked for bitsandbytes and a GPU
+    before the run (glmtune.config_rules.check_qlora); a job in another environment still gets the install line."""
+    import importlib.util
+    import os
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from glmtune.config_rules import QLORA_INSTALL
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError(f"train.method: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}")
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.bfloat16)
+    # device_map: bitsandbytes quantises each weight as it lands on the device; the Trainer never moves it again.
+    return {"quantization_config": config, "device_map": {"": device}}
 
 
 def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, base_dir: str | Path | None = None) -> Any:

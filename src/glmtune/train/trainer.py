@@ -32,7 +32,7 @@ from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
 from glmtune.train.attention import apply_liger_kernels, set_attention, speed_path
 from glmtune.train.collate import PadCollator
 from glmtune.train.loss import HiddenStateLoss, LossTrainer
-from glmtune.train.methods import apply_method
+from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
 from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint
@@ -112,7 +112,8 @@ def train_model(
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
     set_seed(settings.seed)
-    model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=settings.precision, trust_remote_code=trust_remote_code,
+                       four_bit=uses_four_bit(settings))
     model = apply_method(model, settings, trust_remote_code, family)
     set_attention(model, speed.attention)
     if speed.liger_kernels:

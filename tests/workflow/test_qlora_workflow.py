@@ -1,0 +1,42 @@
+"""train.method: qlora in the workflow: refused before any job on a machine without a CUDA GPU, unless the train job
+gets its GPUs from a scheduler; without bitsandbytes the refusal names the install command."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def qlora_workflow(tmp_path: Path) -> Path:
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c["train"].update(method="qlora"))
+    return workdir
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_qlora_without_a_gpu_stops_before_any_job(tmp_path: Path) -> None:
+    workdir = qlora_workflow(tmp_path)
+    result = snakemake(workdir, "-n", "results/merged_model", check=False)
+    assert result.returncode != 0
+    assert "train.method: qlora needs a CUDA GPU (bitsandbytes 4-bit)" in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) < 12
+    assert not (workdir / "results").exists()
+
+
+def test_qlora_with_the_train_job_given_gpus_needs_only_bitsandbytes_here(tmp_path: Path) -> None:
+    # As on a cluster: --set-resources train:gpu=1 (profiles/slurm sets it) gets the job a GPU node.
+    workdir = qlora_workflow(tmp_path)
+    args = ("results/merged_model", "--set-resources", "train:gpu=1")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        result = snakemake(workdir, "-n", *args, check=False)
+        assert result.returncode != 0
+        assert 'needs bitsandbytes, which is not installed: pip install -e ".[qlora]"' in result.stdout + result.stderr
+    else:
+        assert "train[run=main]" in planned_jobs(workdir, *args)
