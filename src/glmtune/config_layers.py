@@ -94,18 +94,19 @@ def node_at(schema: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]
 
 
 def parse_value(text: str, node: Mapping[str, Any]) -> Any:
-    """A --config string as the schema wants it: kept where the string itself is valid (a name, `auto`), else read
-    as YAML ("5" -> 5, "true" -> True, "null" -> None), and a number PyYAML leaves a string ("1e-4") as a number."""
-    if node and Draft202012Validator(dict(node)).is_valid(text):
-        return text
+    """A --config string as the schema wants it: read as YAML ("5" -> 5, "true" -> True, "null" -> None; "1e-4",
+    which PyYAML leaves a string, as a number) where that value is valid, else kept where the string itself is (a
+    name, a revision, `auto`); anything else is left to the schema check, which names the key."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        return text
+        value = text
     if isinstance(value, str) and NUMBER.match(value.strip()):
-        number = float(value)
-        return int(number) if number.is_integer() and re.fullmatch(r"[-+]?\d+", value.strip()) else number
-    return value
+        value = float(value)
+    if not node:
+        return value
+    validator = Draft202012Validator(dict(node))
+    return text if not validator.is_valid(value) and validator.is_valid(text) else value
 
 
 def parse_overrides(overrides: Any, schema: Mapping[str, Any], path: tuple[str, ...] = ()) -> Any:
