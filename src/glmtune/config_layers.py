@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 OWN_JOB_SECTIONS = ("datasets", "model")  # a file naming one of these is a job of its own
 REPLACED_SECTIONS = ("datasets", "model", "runs")  # over the embedded default, a file's own section replaces these
 RUN_SECTIONS = ("train", "tokenize", "evaluate")  # what runs.<name> and grid override, checked as the config's
-# A number PyYAML 1.1 leaves a string: no dot in the mantissa (1e-4) or a sign in front of inf-like words.
+# A decimal number, which PyYAML 1.1 leaves a string when its exponent has no dot before it (1e-4).
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -102,7 +102,8 @@ def parse_value(text: str, node: Mapping[str, Any]) -> Any:
     except yaml.YAMLError:
         value = text
     if isinstance(value, str) and NUMBER.match(value.strip()):
-        value = float(value)
+        number = float(value)  # 1e4 for an integer key is the integer 10000
+        value = int(number) if number.is_integer() and "." not in value else number
     if not node:
         return value
     validator = Draft202012Validator(dict(node))
