@@ -4,6 +4,7 @@ a rule added to a temporary copy of the workflow writes the layered config and e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,17 @@ def test_a_bad_config_value_is_one_line_naming_the_key(workdir: Path, value: str
     result = snakemake(workdir, "-n", "settings.json", "--config", value, check=False)
     text = result.stdout + result.stderr
     assert result.returncode != 0 and message in text and "Traceback" not in text
+
+
+def test_a_limit_that_cuts_most_answers_stops_the_tokenize_job_naming_the_settings(workdir: Path) -> None:
+    """The embedded default's samples are 38 tokens at the median: a cutoff_len of 30 cuts most answers."""
+    target = "results/tokenized/default/stats.json"
+    result = snakemake(workdir, target, "--config", "tokenize={cutoff_len: 30}", check=False)
+    log = (workdir / "logs/tokenize/default.log").read_text(encoding="utf-8")
+    assert result.returncode != 0 and not (workdir / target).exists()
+    assert re.search(r"train: \d+ of \d+ samples lost answer tokens to truncation at 30 tokens \(tokenize.cutoff_len\)", log)
+    assert re.search(r"more than tokenize.max_truncated_ratio 0.5; 95 % stay whole with tokenize.max_input_length: "
+                     r"\d+ and max_output_length: \d+ \(or cutoff_len: \d+\)", log)
+    snakemake(workdir, target, "--config", "tokenize={cutoff_len: 30, max_truncated_ratio: 1}")
+    train = json.loads((workdir / target).read_text(encoding="utf-8"))["splits"]["train"]
+    assert train["answer_truncated"] + train["dropped_no_trained_tokens"] > train["samples_in"] / 2
