@@ -48,8 +48,20 @@ def test_bad_values_name_what_is_allowed(schema: dict[str, Any], config: dict[st
     assert config_problems(config, schema) == [
         "evaluate.batch_size: 'big' is not valid; expected an integer >= 1 or 'auto'",
         "tokenize.max_input_length: 0 should be >= 1",
-        "train.lora.r: '8' should be an integer",
+        "train.lora.r: '8' should be an integer (a number in quotes is a string: write 8 without quotes)",
         "train.method: 'lorra' is not allowed; use one of lora, ptuning, full (did you mean lora?)",
+    ]
+
+
+def test_a_number_yaml_reads_as_a_string_says_how_to_write_it(schema: dict[str, Any]) -> None:
+    """PyYAML (YAML 1.1) needs a dot in the mantissa: `learning_rate: 1e-4` arrives as the string '1e-4'."""
+    config = yaml.safe_load("datasets: {d: {source: demo}}\nmodel: {name: m, source: tiny}\n"
+                            "train: {learning_rate: 1e-4, weight_decay: 1.0e-2}\nevaluate: {batch_size: '16'}\n")
+    assert config["train"]["learning_rate"] == "1e-4" and config["train"]["weight_decay"] == 0.01
+    assert config_problems(config, schema) == [
+        "evaluate.batch_size: '16' is not valid; expected an integer >= 1 or 'auto' (a number in quotes is a string: "
+        "write 16 without quotes)",
+        "train.learning_rate: '1e-4' should be a number (YAML reads 1e-4 as a string: write 1.0e-4)",
     ]
 
 

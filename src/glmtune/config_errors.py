@@ -14,6 +14,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from glmtune.config_layers import NUMBER
+
 _TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
                "object": "a mapping", "array": "a list", "null": "null"}
 
@@ -30,6 +32,17 @@ def _short(value: Any) -> str:
 def _expected_type(kinds: str | list[str]) -> str:
     kinds = [kinds] if isinstance(kinds, str) else kinds
     return " or ".join(_TYPE_NAMES.get(kind, kind) for kind in kinds)
+
+
+def _number_hint(value: Any, kinds: Any) -> str:
+    """Why a number reached the config as a string: PyYAML (YAML 1.1) reads 1e-4 as one, or it was quoted."""
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    if not (isinstance(value, str) and NUMBER.match(value.strip()) and {"number", "integer"} & set(kinds)):
+        return ""
+    mantissa, _, exponent = value.strip().lower().partition("e")
+    if exponent and "." not in mantissa:
+        return f" (YAML reads {value.strip()} as a string: write {mantissa}.0e{exponent})"
+    return f" (a number in quotes is a string: write {value.strip()} without quotes)"
 
 
 def _unknown_keys(error: ValidationError) -> list[str]:
@@ -54,7 +67,8 @@ def _describe(error: ValidationError) -> list[str]:
         close = difflib.get_close_matches(str(value), list(map(str, error.validator_value)), n=1, cutoff=0.6)
         return [f"{where}: {_short(value)} is not allowed; use one of {allowed}" + (f" (did you mean {close[0]}?)" if close else "")]
     if error.validator == "type":
-        return [f"{where}: {_short(value)} should be {_expected_type(error.validator_value)}"]
+        return [f"{where}: {_short(value)} should be {_expected_type(error.validator_value)}"
+                + _number_hint(value, error.validator_value)]
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[error.validator]
         return [f"{where}: {_short(value)} should be {bound} {error.validator_value}"]
@@ -62,7 +76,8 @@ def _describe(error: ValidationError) -> list[str]:
         return [f"{where}: {error.message}"]
     if error.validator == "anyOf":  # e.g. batch_size: an integer or auto
         options = " or ".join(_option(sub) for sub in error.validator_value)
-        return [f"{where}: {_short(value)} is not valid; expected {options}"]
+        kinds = [sub.get("type", "") for sub in error.validator_value if isinstance(sub.get("type", ""), str)]
+        return [f"{where}: {_short(value)} is not valid; expected {options}" + _number_hint(value, kinds)]
     if error.validator == "pattern" and error.schema.get("description"):
         return [f"{where}: {_short(value)} is not {error.schema['description']}"]
     return [f"{where}: {error.message}"]

@@ -131,6 +131,7 @@ class TokenizeSettings(Section):
     max_input_length: int
     max_output_length: int
     cutoff_len: int | None
+    max_truncated_ratio: float
 
     @property
     def cutoff(self) -> int:

@@ -36,6 +36,11 @@ def test_the_page_holds_what_the_stages_reported(small_run: dict[str, Path], tmp
     sizes = json.loads((root / "splits" / "report.json").read_text(encoding="utf-8"))["sizes"]
     assert _cells(html, "train")[:2] == ["train", str(sizes["train"])]
     stats = json.loads((small_run["tokenized"] / "stats.json").read_text(encoding="utf-8"))["splits"]["train"]
-    tokens = re.findall(r"<tr><td>train</td>(.*?)</tr>", html)[-1]  # the tokens table's row
-    assert re.findall(r"<td>(.*?)</td>", tokens)[:4] == [str(stats["samples_in"]), str(stats["samples"]),
-                                                        str(stats["truncated"]), str(stats["dropped_no_trained_tokens"])]
+    tokens_table = html.split("<h2>Tokens</h2>")[1].split("<h3>")[0]
+    tokens = re.findall(r"<tr><td>train</td>(.*?)</tr>", tokens_table)[0]
+    assert re.findall(r"<td>(.*?)</td>", tokens)[:5] == [
+        str(stats["samples_in"]), str(stats["samples"]), str(stats["answer_truncated"]), str(stats["truncated"]),
+        str(stats["dropped_no_trained_tokens"])]
+    before = stats["before_truncation"]["length"]  # lengths before truncation, with the limit keeping 95 % whole
+    assert _cells(html, "train</td><td>length")[1:] == [*(str(before[f"p{p}"]) for p in (50, 90, 95, 99, 100)),
+                                                      str(stats["whole_95"]["cutoff_len"])]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtune.io import write_jsonl
+from glmtune.io import read_jsonl, write_jsonl
 from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
 from glmtune.config_rules import min_cutoff_len
 from glmtune.data.tokenize_splits import tokenize_splits
@@ -90,3 +90,39 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
                         tmp_path / "packed", tmp_path / "plog.jsonl", tmp_path / "ploss.png", tmp_path / "pckpt",
                         train_settings(**{**settings, "packing": True, "pack_length": 512}), trust_remote_code=False)
     assert packed["steps"] == 2 and "validation_loss" not in packed
+
+
+def test_truncation_is_counted_logged_and_stops_training_over_the_threshold(data, tmp_path: Path, caplog) -> None:
+    """Most answers cut by a cutoff_len below most samples' length: counted per split against an independent count, logged with the limits that
+    keep 95 % whole, and over tokenize.max_truncated_ratio the job stops before writing anything."""
+    from glmtune.model.loading import load_tokenizer
+
+    tokenizer, template = load_tokenizer(data["model"], trust_remote_code=False), get_template("glm4")
+    rows = list(read_jsonl(data["train"]))
+    encoded = [encode_conversation(tokenizer, template, row["conversations"]) for row in rows]
+    answers = [sum(label != IGNORE_INDEX for label in labels) for _, labels, _ in encoded]
+    cutoff = sorted(len(ids) for ids, _, _ in encoded)[len(encoded) // 6]
+    kept = [sum(label != IGNORE_INDEX for label in labels[:cutoff]) for _, labels, _ in encoded]
+    lost = sum(k < a for k, a in zip(kept, answers))
+    assert lost > len(rows) / 2  # the case under test
+
+    with pytest.raises(ValueError, match=rf"tokenize: {lost} of 60 training samples \(\d+%\) lose answer tokens .* at "
+                                         rf"{cutoff} tokens \(tokenize.cutoff_len\), more than tokenize.max_truncated_ratio 0.5; 95 % stay "
+                                         r"whole with tokenize.max_input_length: \d+ and max_output_length: \d+ "
+                                         r"\(or cutoff_len: \d+\), or raise tokenize.max_truncated_ratio"):
+        tokenize(data, tmp_path / "stopped", cutoff_len=cutoff)
+    assert not (tmp_path / "stopped").exists()
+
+    with caplog.at_level(logging.INFO, logger="glmtune.data.tokenize_splits"):
+        stats = tokenize(data, tmp_path / "allowed", cutoff_len=cutoff, max_truncated_ratio=1.0)
+    train = stats["splits"]["train"]
+    assert train["answer_truncated"] + train["dropped_no_trained_tokens"] == lost
+    assert train["dropped_no_trained_tokens"] == sum(k == 0 for k in kept)
+    assert f"train: {lost} of 60 samples lost answer tokens to truncation at {cutoff} tokens" in caplog.text
+    assert train["before_truncation"]["length"]["p100"] == max(len(ids) for ids, _, _ in encoded)
+
+    whole = train["whole_95"]  # the suggested limits keep at least 95 % of the samples whole
+    again = tokenize(data, tmp_path / "whole", max_input_length=whole["max_input_length"],
+                     max_output_length=whole["max_output_length"])["splits"]["train"]
+    assert again["answer_truncated"] + again["dropped_no_trained_tokens"] <= 0.05 * 60
+    assert tokenize(data, tmp_path / "cut", cutoff_len=whole["cutoff_len"])["splits"]["train"]["truncated"] <= 3

@@ -8,45 +8,38 @@ from glmtune.settings import stage_section
 
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import update_config, validate
+from snakemake.utils import validate
 
-# Sections a --configfile replaces instead of merging into the embedded default: merged, the default's synthetic
-# dataset would stay in training and test, its model keys would mix with another model's, and its run would join
-# the user's runs.
-REPLACED_SECTIONS = ("datasets", "model", "runs")
+DEFAULT_CONFIG = "config/config.yaml"  # the embedded default job (the Snakefile's configfile)
 
 
-def merge_sections(sections):
-    """Sections named by several user files, merged in order (null or a wrong type is left to the checks)."""
-    merged = {}
-    for section in sections:
-        if not isinstance(section, dict):
-            return section
-        update_config(merged, section)
-    return merged
+def layer_user_config(schema):
+    """The config the job runs on (glmtune.config_layers): a --configfile naming datasets or model is a job of the
+    user's own, over the schema's defaults only; otherwise the embedded default with the files over it. Snakemake's
+    own merge of the files into config/config.yaml is replaced in place; --config values apply last."""
+    from glmtune.config_layers import LayerError, layer_config
 
-
-def layer_user_config():
-    """Snakemake deep-merges --configfile into config/config.yaml; give each REPLACED_SECTIONS section the user
-    files' own instead. --config key=value overrides still apply last."""
+    default = load_configfile(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else {}
     user_files = [load_configfile(path) or {} for path in workflow.overwrite_configfiles]
-    for key in REPLACED_SECTIONS:
-        named = [user[key] for user in user_files if key in user]
-        if named:
-            config[key] = merge_sections(named)
-    update_config(config, dict(workflow.config_settings.config))
-    if not config.get("datasets"):
-        raise WorkflowError("config: datasets: no datasets; name at least one (a --configfile that names datasets "
-                            "replaces the default's datasets, it does not add to them)")
+    try:
+        layered = layer_config(default or {}, user_files, dict(workflow.config_settings.config), schema)
+    except LayerError as err:
+        raise WorkflowError(str(err))
+    config.clear()
+    config.update(layered)
 
 
-def check_schema():
+def load_schema():
+    import yaml
+
+    return yaml.safe_load(Path(workflow.basedir, "schemas/config.schema.yaml").read_text(encoding="utf-8"))
+
+
+def check_schema(schema):
     """Every schema problem at once, one short line each (Snakemake's validate prints the whole schema and config
     around the first); validate then fills in the schema's defaults."""
-    import yaml
     from glmtune.config_errors import config_problems, format_problems
 
-    schema = yaml.safe_load(Path(workflow.basedir, "schemas/config.schema.yaml").read_text(encoding="utf-8"))
     problems = config_problems(config, schema)
     if problems:
         raise WorkflowError(format_problems(problems))
@@ -65,8 +58,9 @@ def check_runs(schema):
         raise WorkflowError(str(err))
 
 
-layer_user_config()
-RUNS, EXPORT_RUN = check_runs(check_schema())
+SCHEMA = load_schema()
+layer_user_config(SCHEMA)
+RUNS, EXPORT_RUN = check_runs(check_schema(SCHEMA))
 
 DATASETS = config["datasets"]
 MODEL = config["model"]

@@ -64,16 +64,28 @@ def _splits_section(split_report: dict[str, Any]) -> str:
 
 
 def _tokens_section(stats: dict[str, Any]) -> str:
-    rows = []
+    rows, before = [], []
     for name, split in stats["splits"].items():
         length = split.get("length", {})
-        rows.append((name, split["samples_in"], split["samples"], split["truncated"], split["dropped_no_trained_tokens"],
-                     split["tokens"], split["trained_tokens"],
+        rows.append((name, split["samples_in"], split["samples"], split.get("answer_truncated", "-"), split["truncated"],
+                     split["dropped_no_trained_tokens"], split["tokens"], split["trained_tokens"],
                      *(length.get(key, "-") for key in ("mean", "p50", "p90", "p99", "p100"))))
-    header = ("split", "samples in", "samples", "truncated", "dropped (nothing trained)", "tokens", "trained tokens",
-              "mean length", "p50", "p90", "p99", "max")
-    limit = f"<p>template {escape(str(stats['template']))}, cutoff_len {escape(str(stats['cutoff_len']))} tokens</p>"
-    return "<h2>Tokens</h2>" + limit + _table(header, rows)
+        whole = split.get("whole_95", {})
+        for part, points in split.get("before_truncation", {}).items():
+            if points:
+                kept = whole.get({"length": "cutoff_len", "prompt": "max_input_length"}.get(part, ""), "-")
+                before.append((name, part, *(points[f"p{p}"] for p in (50, 90, 95, 99, 100)), kept))
+    header = ("split", "samples in", "samples", "lost answer tokens", "truncated", "dropped (nothing trained)",
+              "tokens", "trained tokens", "mean length", "p50", "p90", "p99", "max")
+    limit = (f"<p>template {escape(str(stats['template']))}, cutoff_len {escape(str(stats['cutoff_len']))} tokens"
+             + (f" ({escape(str(stats['setting']))})" if stats.get("setting") else "") + "</p>")
+    html = "<h2>Tokens</h2>" + limit + _table(header, rows)
+    if before:
+        html += ("<h3>Lengths before truncation</h3><p>prompt: the untrained tokens; answer: the trained ones. "
+                 "The limit column keeps 95 % of the samples whole: max_input_length for prompts, cutoff_len (or "
+                 "max_input_length + max_output_length + 1) for whole samples.</p>"
+                 + _table(("split", "tokens of", "p50", "p90", "p95", "p99", "max", "95 % whole at"), before))
+    return html
 
 
 STYLE = ("<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:0 0 1em}"

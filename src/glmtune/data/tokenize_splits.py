@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from glmtune.settings import ModelSettings, TokenizeSettings
 
 log = logging.getLogger(__name__)
 # As datasets infers them for non-empty columns; named so an empty split has them too.
+WHOLE_POINTS = (50, 90, 95, 99, 100)  # length percentiles before truncation
 FEATURES = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int64"))})
 
 
@@ -36,30 +38,66 @@ def _save(columns: dict[str, list[list[int]]], out_dir: str | Path) -> None:
         dataset.save_to_disk(str(tmp), num_shards=None if len(dataset) else 1)
 
 
-def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int) -> dict[str, Any]:
-    """Encode every conversation of one split; write an Arrow dataset (input_ids, labels) to out_dir."""
+def _before_cut(values: list[int]) -> dict[str, int]:
+    """Percentiles of lengths before truncation, each an actual length (so a limit set to it keeps that share whole)."""
+    if not values:
+        return {}
+    points = np.percentile(values, WHOLE_POINTS, method="higher")
+    return {f"p{p}": int(v) for p, v in zip(WHOLE_POINTS, points)}
+
+
+
+def whole_limits(prompt_p95: int, answer_p95: int, total_p95: int) -> dict[str, int]:
+    """Limits that keep 95 % of the samples whole: the prompts' p95 as max_input_length (what evaluation keeps) and
+    a max_output_length of at least the answers' p95 such that input + output + 1 reaches the samples' p95; or that
+    p95 as one cutoff_len."""
+    max_input = max(prompt_p95, 1)
+    return {"max_input_length": max_input, "max_output_length": max(total_p95 - max_input - 1, answer_p95, 1),
+            "cutoff_len": max(total_p95, 2)}
+
+
+def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int,
+                   before_save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Encode every conversation of one split; write an Arrow dataset (input_ids, labels) to out_dir. The stats count
+    what truncation cost (samples that lost answer tokens, samples left with none) with the lengths before it;
+    `before_save` may refuse them before anything is written."""
     template = get_template(template_name)
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
-    lengths, trained, truncated, no_target = [], [], 0, 0
+    lengths, trained, truncated, lost_answer, no_target = [], [], 0, 0, 0
+    full, prompts, answers = [], [], []
     rows = list(read_jsonl(split_path))
     for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", **bar_options()):
-        ids, labels, was_cut = encode_conversation(tokenizer, template, row["conversations"], cutoff_len)
+        all_ids, all_labels, _ = encode_conversation(tokenizer, template, row["conversations"])
+        answer = sum(label != IGNORE_INDEX for label in all_labels)
+        full.append(len(all_ids))
+        answers.append(answer)
+        prompts.append(len(all_ids) - answer)
+        ids, labels = all_ids[:cutoff_len], all_labels[:cutoff_len]
         target = sum(label != IGNORE_INDEX for label in labels)
         if target == 0:
             # Truncation removed every trained token: the sample would teach nothing. Counted in the stats.
             no_target += 1
             continue
-        truncated += was_cut
+        truncated += len(ids) < len(all_ids)
+        lost_answer += target < answer
         columns["input_ids"].append(ids)
         columns["labels"].append(labels)
         lengths.append(len(ids))
         trained.append(target)
-    _save(columns, out_dir)
-    return {
+    stats = {
         "samples_in": len(rows), "samples": len(lengths), "truncated": truncated,
-        "dropped_no_trained_tokens": no_target, "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
+        "answer_truncated": lost_answer, "dropped_no_trained_tokens": no_target,
+        "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
         "length": _percentiles(lengths), "trained_length": _percentiles(trained),
+        "before_truncation": {"length": _before_cut(full), "prompt": _before_cut(prompts), "answer": _before_cut(answers)},
     }
+    if rows:
+        before = stats["before_truncation"]
+        stats["whole_95"] = whole_limits(before["prompt"]["p95"], before["answer"]["p95"], before["length"]["p95"])
+    if before_save:
+        before_save(stats)
+    _save(columns, out_dir)
+    return stats
 
 
 def tokenize_splits(
@@ -71,13 +109,52 @@ def tokenize_splits(
     with `model.trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
     tokenizer = load_tokenizer(model_dir, trust_remote_code=model.trust_remote_code)
     limit = settings.cutoff
-    stats: dict[str, Any] = {"template": model.template, "cutoff_len": limit, "splits": {}}
+    stats: dict[str, Any] = {"template": model.template, "cutoff_len": limit, "setting": settings.cutoff_setting,
+                             "max_truncated_ratio": settings.max_truncated_ratio, "splits": {}}
+
     for name, path in splits.items():
-        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, model.template, limit)
+        def check(split: dict[str, Any], name: str = name) -> None:
+            log_truncation(name, split, limit, settings.cutoff_setting)
+            check_samples_left(name, split, limit, settings.cutoff_setting)
+            check_truncation(name, split, limit, settings)
+
+        stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, model.template, limit, check)
         log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, dict)})
-        check_samples_left(name, stats["splits"][name], limit, settings.cutoff_setting)
     write_json(stats_path, stats)
     return stats
+
+
+def _limits_text(whole: dict[str, int]) -> str:
+    return (f"tokenize.max_input_length: {whole['max_input_length']} and max_output_length: "
+            f"{whole['max_output_length']} (or cutoff_len: {whole['cutoff_len']})")
+
+
+def log_truncation(name: str, split: dict[str, Any], limit: int, setting: str) -> None:
+    """What truncation cost the split, with the lengths before it and the limits that would keep 95 % whole."""
+    if not split["samples_in"]:
+        return
+    lost = split["answer_truncated"] + split["dropped_no_trained_tokens"]
+    before = split["before_truncation"]
+    points = ", ".join(f"{key} {before['length'][key]}" for key in ("p50", "p90", "p95", "p99"))
+    log.log(logging.WARNING if lost else logging.INFO,
+            "%s: %d of %d samples lost answer tokens to truncation at %d tokens (%s), %d of them dropped with none "
+            "left; lengths before truncation: %s, max %d (prompts p95 %d, answers p95 %d); 95 %% stay whole with %s",
+            name, lost, split["samples_in"], limit, setting, split["dropped_no_trained_tokens"], points,
+            before["length"]["p100"], before["prompt"]["p95"], before["answer"]["p95"], _limits_text(split["whole_95"]))
+
+
+def check_truncation(name: str, split: dict[str, Any], limit: int, settings: TokenizeSettings) -> None:
+    """Stop before training when truncation cuts the answers of more than tokenize.max_truncated_ratio of the
+    training samples: the model would learn to stop mid-answer."""
+    if name != "train" or not split["samples_in"]:
+        return
+    lost = split["answer_truncated"] + split["dropped_no_trained_tokens"]
+    if lost / split["samples_in"] <= settings.max_truncated_ratio:
+        return
+    raise ValueError(f"tokenize: {lost} of {split['samples_in']} training samples ({lost / split['samples_in']:.0%}) lose "
+                     f"answer tokens to truncation at {limit} tokens ({settings.cutoff_setting}), more than "
+                     f"tokenize.max_truncated_ratio {settings.max_truncated_ratio}; 95 % stay whole with "
+                     f"{_limits_text(split['whole_95'])}, or raise tokenize.max_truncated_ratio")
 
 
 def check_samples_left(name: str, split: dict[str, Any], limit: int, setting: str) -> None:

@@ -1,0 +1,121 @@
+"""How the config a job runs on is put together from config/config.yaml, --configfile files and --config values.
+
+A --configfile that names `datasets` or `model` is a job of the user's own: its files are layered in order (then
+the --config values) over nothing but the schema's defaults, which Snakemake's validate fills in afterwards. The
+embedded default job's choices in config/config.yaml (a tiny model's learning rate, step count and length limits)
+would be wrong for real data, so they never leak into it. Without such a file (no --configfile, or only presets
+like config/presets/*.yaml) the job is the embedded default with the files merged key by key over it; a file
+naming `runs` replaces the default's runs.
+
+Snakemake hands --config values over as its CLI parsed them: a nested mapping (`train={max_steps: 5}`) keeps every
+value a string. `parse_overrides` reads such strings as YAML where the schema wants something else than the string.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+OWN_JOB_SECTIONS = ("datasets", "model")  # a file naming one of these is a job of its own
+REPLACED_SECTIONS = ("datasets", "model", "runs")  # over the embedded default, a file's own section replaces these
+RUN_SECTIONS = ("train", "tokenize", "evaluate")  # what runs.<name> and grid override, checked as the config's
+# A decimal number, which PyYAML 1.1 leaves a string when its exponent has no dot before it (1e-4).
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+class LayerError(ValueError):
+    """A config that cannot be put together; the message names the key."""
+
+
+def merge(base: Any, over: Any) -> Any:
+    """`over` merged into a copy of `base` key by key (nested mappings too); anything else replaces."""
+    if not isinstance(base, Mapping) or not isinstance(over, Mapping):
+        return copy.deepcopy(over)
+    merged = dict(copy.deepcopy(base))
+    for key, value in over.items():
+        merged[key] = merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def is_own_job(files: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a --configfile names datasets or model (presets name neither)."""
+    return any(section in user for user in files for section in OWN_JOB_SECTIONS)
+
+
+def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any],
+                 schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The config before validation: the --configfile `files` (in order) over the embedded `default` or, for a job
+    of the user's own, over nothing; then the --config `overrides` (parsed, see parse_overrides) key by key."""
+    if is_own_job(files):
+        config: dict[str, Any] = {}
+        for user in files:
+            config = merge(config, user)
+    else:
+        config = dict(copy.deepcopy(default))
+        for user in files:
+            for section in REPLACED_SECTIONS:
+                if section in user:
+                    config.pop(section, None)  # the files' own, merged with each other below
+            config = merge(config, user)
+    config = merge(config, parse_overrides(overrides, schema))
+    if not config.get("datasets"):
+        raise LayerError("config: datasets: no datasets; name at least one (a --configfile that names datasets "
+                         "replaces the default's datasets, it does not add to them)")
+    return config
+
+
+def node_at(schema: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
+    """The schema of the value at `path` ({} where the schema says nothing): runs.<name>.train and the values of
+    grid.<dotted.key> take the config's own train / tokenize / evaluate schema."""
+    path = list(path)
+    if len(path) >= 3 and path[0] == "runs" and path[2] in RUN_SECTIONS:
+        path = path[2:]
+    elif len(path) >= 2 and path[0] == "grid":
+        return {"type": "array", "items": node_at(schema, str(path[1]).split("."))} if len(path) == 2 else \
+            node_at(schema, str(path[1]).split("."))
+    node: Any = schema
+    for key in path:
+        if not isinstance(node, Mapping):
+            return {}
+        if node.get("type") == "array" or "items" in node:
+            node = node.get("items", {})
+        elif key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif isinstance(node.get("additionalProperties"), Mapping):
+            node = node["additionalProperties"]
+        else:
+            return {}
+    return node if isinstance(node, Mapping) else {}
+
+
+def parse_value(text: str, node: Mapping[str, Any]) -> Any:
+    """A --config string as the schema wants it: read as YAML ("5" -> 5, "true" -> True, "null" -> None; "1e-4",
+    which PyYAML leaves a string, as a number) where that value is valid, else kept where the string itself is (a
+    name, a revision, `auto`); anything else is left to the schema check, which names the key."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str) and NUMBER.match(value.strip()):
+        number = float(value)  # 1e4 for an integer key is the integer 10000
+        value = int(number) if number.is_integer() and "." not in value else number
+    if not node:
+        return value
+    validator = Draft202012Validator(dict(node))
+    return text if not validator.is_valid(value) and validator.is_valid(text) else value
+
+
+def parse_overrides(overrides: Any, schema: Mapping[str, Any], path: tuple[str, ...] = ()) -> Any:
+    """The --config values with the strings inside mappings and lists read as the schema wants them."""
+    if isinstance(overrides, Mapping):
+        return {key: parse_overrides(value, schema, (*path, str(key))) for key, value in overrides.items()}
+    if isinstance(overrides, list):
+        return [parse_overrides(value, schema, (*path, "0")) for value in overrides]
+    if isinstance(overrides, str) and len(path) > 1:  # Snakemake types top-level values itself
+        return parse_value(overrides, node_at(schema, path))
+    return overrides

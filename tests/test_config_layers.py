@@ -1,0 +1,54 @@
+"""glmtune.config_layers without Snakemake: which config a job runs on, and --config strings read as the schema wants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from glmtune.config_layers import LayerError, layer_config, parse_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+DEMO: dict[str, Any] = {"datasets": {"demo": {"source": "demo"}}, "model": {"name": "tiny", "source": "tiny"},
+                        "train": {"max_steps": 500, "lora": {"r": 16}}, "runs": {"x": {}}}
+OWN = {"datasets": {"mine": {"source": "path"}}, "model": {"name": "m", "source": "path"}}
+PRESET = {"train": {"lora": {"r": 8}}}
+
+
+def test_a_file_naming_datasets_or_model_is_a_job_of_its_own() -> None:
+    assert layer_config(DEMO, [OWN, PRESET], {}, SCHEMA) == {**OWN, "train": {"lora": {"r": 8}}}
+    only_model = layer_config(DEMO, [{"model": OWN["model"], "datasets": OWN["datasets"]}], {}, SCHEMA)
+    assert "train" not in only_model and "runs" not in only_model
+
+
+def test_presets_alone_layer_over_the_embedded_default() -> None:
+    layered = layer_config(DEMO, [PRESET, {"runs": {"y": {}}}], {}, SCHEMA)
+    assert layered["train"] == {"max_steps": 500, "lora": {"r": 8}} and layered["runs"] == {"y": {}}
+    assert layered["datasets"] == DEMO["datasets"]
+
+
+def test_config_values_apply_last_typed() -> None:
+    layered = layer_config(DEMO, [OWN], {"train": {"max_steps": "5", "lora": {"r": "4"}}}, SCHEMA)
+    assert layered["train"] == {"max_steps": 5, "lora": {"r": 4}}
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"train": {"learning_rate": "1e-4", "packing": "true", "deepspeed": "null"}},
+     {"train": {"learning_rate": 1e-4, "packing": True, "deepspeed": None}}),
+    ({"evaluate": {"batch_size": "auto", "max_samples": "null"}}, {"evaluate": {"batch_size": "auto", "max_samples": None}}),
+    ({"model": {"name": "123", "revision": "0042"}}, {"model": {"name": "123", "revision": "0042"}}),  # strings stay
+    ({"train": {"lora": {"target_modules": ["q_proj", "v_proj"]}}}, {"train": {"lora": {"target_modules": ["q_proj", "v_proj"]}}}),
+    ({"runs": {"a": {"train": {"max_steps": "7"}}}}, {"runs": {"a": {"train": {"max_steps": 7}}}}),
+    ({"grid": {"train.learning_rate": ["1e-3", "3.0e-3"]}}, {"grid": {"train.learning_rate": [1e-3, 3e-3]}}),
+    ({"train": {"max_steps": "five"}}, {"train": {"max_steps": "five"}}),  # left to the schema check, which names it
+])
+def test_nested_strings_are_read_as_the_schema_wants(given: dict, expected: dict) -> None:
+    assert parse_overrides(given, SCHEMA) == expected
+
+
+def test_no_datasets_stops() -> None:
+    with pytest.raises(LayerError, match="datasets: no datasets"):
+        layer_config(DEMO, [{"datasets": {}}], {}, SCHEMA)

@@ -1,0 +1,144 @@
+"""What settings the jobs get from a user's own --configfile, presets and --config values, read through Snakemake:
+a rule added to a temporary copy of the workflow writes the layered config and every run's settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glmtune.data.synthetic import write_advertisegen
+
+from conftest import REPO
+from helpers.settings import section as section_defaults
+from test_workflow import copy_workflow, snakemake
+
+pytestmark = pytest.mark.workflow
+
+DUMP_RULE = '''
+
+rule dump_config:
+    output:
+        "settings.json",
+    run:
+        import json
+
+        Path(output[0]).write_text(json.dumps({"config": config, "runs": RUNS}))
+'''
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text(encoding="utf-8"))
+LORA_PRESET = yaml.safe_load((REPO / "config/presets/lora.yaml").read_text(encoding="utf-8"))
+
+
+def default(*path: str):
+    node = SCHEMA
+    for key in path:
+        node = node["properties"][key]
+    return node["default"]
+
+
+def settings(workdir: Path, *args: str) -> dict:
+    """The layered config and RUNS, as the workflow built them for `args`."""
+    (workdir / "settings.json").unlink(missing_ok=True)
+    snakemake(workdir, "settings.json", *args)
+    return json.loads((workdir / "settings.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow with the README's offline layout (local train/dev files, a local model folder)."""
+    workdir = copy_workflow(tmp_path)
+    with open(workdir / "workflow" / "Snakefile", "a", encoding="utf-8") as snakefile:
+        snakefile.write(DUMP_RULE)
+    write_advertisegen(workdir / "data", 20, 4, 1)
+    (workdir / "models/glm-4-9b-chat-hf").mkdir(parents=True)
+    (workdir / "models/glm-4-9b-chat-hf/config.json").write_text("{}")
+    (workdir / "offline.yaml").write_text(yaml.safe_dump({
+        "datasets": {"advertisegen": {"source": "path", "format": "advertisegen",
+                                      "files": {"train": "data/train.json", "test": "data/dev.json"}}},
+        "model": {"name": "glm-4-9b-chat-hf", "source": "path", "path": "models/glm-4-9b-chat-hf", "template": "glm4"},
+    }))
+    return workdir
+
+
+def test_a_users_own_config_takes_the_schema_defaults_not_the_demo_jobs(workdir: Path) -> None:
+    """The README's offline snippet names only datasets and model: every other key is the schema's default."""
+    job = settings(workdir, "--configfile", "offline.yaml")
+    train, tokenize, evaluate = (job["runs"]["main"][section] for section in ("train", "tokenize", "evaluate"))
+    for key in ("learning_rate", "max_steps", "batch_size", "warmup_steps", "save_steps", "eval_steps"):
+        assert train[key] == default("train", key) != DEMO["train"][key], key
+    assert train["lora"]["r"] == default("train", "lora", "r") != DEMO["train"]["lora"]["r"]
+    assert train["lora"]["dropout"] == default("train", "lora", "dropout")
+    for key in ("max_input_length", "max_output_length"):
+        assert tokenize[key] == default("tokenize", key) != DEMO["tokenize"][key], key
+    assert evaluate["max_samples"] == default("evaluate", "max_samples") != DEMO["evaluate"]["max_samples"]
+    assert list(job["config"]["datasets"]) == ["advertisegen"] and job["config"]["model"]["source"] == "path"
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["over the demo", "over a user's config"])
+def test_a_preset_layers_over_the_demo_and_over_a_users_config(workdir: Path, own: bool) -> None:
+    files = ("offline.yaml",) if own else ()
+    train = settings(workdir, "--configfile", *files, "config/presets/lora.yaml")["runs"]["main"]["train"]
+    for key, value in LORA_PRESET["train"]["lora"].items():
+        assert train["lora"][key] == value, key
+    under = (lambda key: default("train", key)) if own else (lambda key: DEMO["train"][key])
+    assert [train[key] for key in ("max_steps", "learning_rate")] == [under("max_steps"), under("learning_rate")]
+
+
+def test_the_shipped_real_data_config_gets_what_it_writes_and_the_schema_for_the_rest(workdir: Path) -> None:
+    written = yaml.safe_load((REPO / "config/advertisegen_glm4.yaml").read_text(encoding="utf-8"))
+    job = settings(workdir, "--configfile", "config/advertisegen_glm4.yaml")
+    run = job["runs"]["main"]
+    for section in ("train", "tokenize", "evaluate"):
+        for key, value in written.get(section, {}).items():
+            if isinstance(value, dict):
+                assert {k: run[section][key][k] for k in value} == value, f"{section}.{key}"
+            else:
+                assert run[section][key] == value, f"{section}.{key}"
+        schema_defaults = section_defaults(section, {})
+        for key in set(schema_defaults) - set(written.get(section, {})):
+            assert run[section][key] == schema_defaults[key], f"{section}.{key}"
+    assert list(job["config"]["datasets"]) == list(written["datasets"])
+
+
+def test_numbers_and_booleans_in_nested_config_values_are_typed(workdir: Path) -> None:
+    """Snakemake hands a nested --config value over with every leaf a string."""
+    job = settings(workdir, "--config", 'train={"max_steps": 5, "packing": true, "learning_rate": 1e-4}',
+                   "evaluate={max_new_tokens: 64, batch_size: auto}", "model={tiny: {seed: 3}}",
+                   "runs={a: {}, b: {train: {lora: {r: 4, dropout: 0.5}}}}", "grid={train.warmup_steps: [0, 2]}")
+    runs = job["runs"]
+    assert {run["train"]["max_steps"] for run in runs.values()} == {5} and all(run["train"]["packing"] is True for run in runs.values())
+    assert {run["train"]["learning_rate"] for run in runs.values()} == {1e-4}
+    assert {(run["evaluate"]["max_new_tokens"], run["evaluate"]["batch_size"]) for run in runs.values()} == {(64, "auto")}
+    assert job["config"]["model"]["tiny"]["seed"] == 3
+    demo_r, demo_warmup = DEMO["train"]["lora"]["r"], DEMO["train"]["warmup_steps"]
+    assert {name: (run["train"]["lora"]["r"], run["train"]["lora"]["dropout"], run["train"]["warmup_steps"])
+            for name, run in runs.items()} == {"a": (demo_r, 0.0, demo_warmup), "b": (4, 0.5, demo_warmup),
+                                               "warmup_steps0": (demo_r, 0.0, 0), "warmup_steps2": (demo_r, 0.0, 2)}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("train={max_steps: five}", "train.max_steps: 'five' should be an integer"),
+    ("evaluate={cache: statc}", "evaluate.cache: 'statc' is not allowed; use one of dynamic, static (did you mean static?)"),
+])
+def test_a_bad_config_value_is_one_line_naming_the_key(workdir: Path, value: str, message: str) -> None:
+    result = snakemake(workdir, "-n", "settings.json", "--config", value, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and message in text and "Traceback" not in text
+
+
+def test_a_limit_that_cuts_most_answers_stops_the_tokenize_job_naming_the_settings(workdir: Path) -> None:
+    """The embedded default's samples are 38 tokens at the median: a cutoff_len of 30 cuts most answers."""
+    target = "results/tokenized/default/stats.json"
+    result = snakemake(workdir, target, "--config", "tokenize={cutoff_len: 30}", check=False)
+    log = (workdir / "logs/tokenize/default.log").read_text(encoding="utf-8")
+    assert result.returncode != 0 and not (workdir / target).exists()
+    assert re.search(r"train: \d+ of \d+ samples lost answer tokens to truncation at 30 tokens \(tokenize.cutoff_len\)", log)
+    assert re.search(r"more than tokenize.max_truncated_ratio 0.5; 95 % stay whole with tokenize.max_input_length: "
+                     r"\d+ and max_output_length: \d+ \(or cutoff_len: \d+\)", log)
+    snakemake(workdir, target, "--config", "tokenize={cutoff_len: 30, max_truncated_ratio: 1}")
+    train = json.loads((workdir / target).read_text(encoding="utf-8"))["splits"]["train"]
+    assert train["answer_truncated"] + train["dropped_no_trained_tokens"] > train["samples_in"] / 2
