@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
 OWN_JOB_SECTIONS = ("datasets", "model")  # a file naming one of these is a job of its own
 REPLACED_SECTIONS = ("datasets", "model", "runs")  # over the embedded default, a file's own section replaces these
@@ -106,6 +105,8 @@ def parse_value(text: str, node: Mapping[str, Any]) -> Any:
         value = int(number) if number.is_integer() and "." not in value else number
     if not node:
         return value
+    from jsonschema import Draft202012Validator  # here: the benchmarks layer configs where only the CLI runs
+
     validator = Draft202012Validator(dict(node))
     return text if not validator.is_valid(value) and validator.is_valid(text) else value
 

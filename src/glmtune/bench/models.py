@@ -29,9 +29,13 @@ def random_causal_lm(config_json: str | Path) -> GlmForCausalLM:
     return model.eval()
 
 
-def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, device: str | None = None) -> torch.nn.Module:
+def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, device: str | None = None,
+                   four_bit: bool = False) -> torch.nn.Module:
     """glmtune.model.loading.load_model's stand-in for bench-train: the folder's architecture with random weights,
-    in the dtype load_model would give, built straight on the GPU when there is one (seconds for 9B; no fp32 copy)."""
+    in the dtype load_model would give, built straight on the GPU when there is one (seconds for 9B; no fp32 copy).
+    Not for a 4-bit base (train.method: qlora), which bitsandbytes quantises while loading real weights."""
+    if four_bit:
+        raise ValueError("bench-train has no random 4-bit base: train.method qlora is not benchmarked by it")
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from glmtune.model.loading import default_device, resolve_dtype

@@ -1,5 +1,5 @@
 """What the benchmarks run: a config's train / evaluate sections as the workflow would hand them to the stages
-(config/config.yaml, then the given --configfile key by key, then the schema's defaults), and bench-train's recipes."""
+(built as glmtune.config_layers builds it, then the schema's defaults), and bench-train's recipes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def _defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """`given` with the schema's defaults for every missing key, nested objects too (as Snakemake's validate)."""
     filled = copy.deepcopy(given)
@@ -33,11 +26,14 @@ def _defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_section(name: str, configfile: str | Path | None) -> dict[str, Any]:
-    """Section `name` of config/config.yaml with `configfile` layered over it, filled with the schema's defaults."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-    if configfile:
-        config = _merge(config, yaml.safe_load(Path(configfile).read_text(encoding="utf-8")) or {})
+    """Section `name` of the config the workflow builds from `configfile` (glmtune.config_layers: over the embedded
+    default only when the file names no datasets or model), filled with the schema's defaults."""
+    from glmtune.config_layers import layer_config
+
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    files = [yaml.safe_load(Path(configfile).read_text(encoding="utf-8")) or {}] if configfile else []
+    config = layer_config(default, files, {}, schema)
     return _defaults(schema["properties"][name], config.get(name) or {})
 
 
