@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -130,3 +131,28 @@ def test_a_nan_loss_stops_training_with_the_step_and_no_adapter(small_run: dict[
     with pytest.raises(TrainingDiverged, match=r"training diverged at step 1 \(loss nan.*no adapter was written.*learning_rate"):
         _train(small_run, tmp_path, {**SETTINGS, "logging_steps": 1, "save_steps": 1}, model=model)
     assert not (tmp_path / "adapter").exists() and not list((tmp_path / "ckpt").glob("*/checkpoint-*"))
+
+
+def test_a_live_training_holds_its_checkpoint_folder_until_it_ends(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """A second training of the same run refuses to start while the first lives, naming it; a SIGKILLed holder
+    leaves no stale lock."""
+    import signal
+    import subprocess
+    import sys
+
+    from glmtune.train.holder import CheckpointFolderHeld, hold
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from glmtune.train.holder import hold\n"
+         f"with hold({str(tmp_path / 'ckpt')!r}): print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "SLURM_JOB_ID": "4242"})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointFolderHeld, match=rf"pid {holder.pid} on .*SLURM job 4242 \(scancel 4242"):
+            _train(small_run, tmp_path)
+        assert not (tmp_path / "adapter").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with hold(tmp_path / "ckpt"):  # the kernel released the killed holder's lock
+        pass

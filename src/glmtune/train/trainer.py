@@ -28,6 +28,7 @@ from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
 from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
 from glmtune.train.collate import PadCollator
+from glmtune.train.holder import holding_checkpoints
 from glmtune.train.methods import apply_method
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
@@ -61,6 +62,7 @@ def precision(setting: str) -> tuple[bool, bool]:
     return setting == "bf16", setting == "fp16"
 
 
+@holding_checkpoints  # one live training per run: a second one refuses to start, naming the first
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
