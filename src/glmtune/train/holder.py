@@ -47,6 +47,7 @@ def describe(record: dict[str, object]) -> str:
 def hold(folder: str | Path) -> Iterator[None]:
     """Hold `folder` for the duration; raise CheckpointFolderHeld, naming the holder, when a live process has it."""
     path = Path(folder) / LOCK_NAME
+    created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -63,7 +64,12 @@ def hold(folder: str | Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder_record()) + "\n").encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            if created and os.listdir(path.parent) == [LOCK_NAME]:  # a run that failed before anything: no trace
+                path.unlink()
+                path.parent.rmdir()
     finally:
         os.close(fd)  # releases the lock
 
