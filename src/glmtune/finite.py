@@ -62,6 +62,7 @@ def steps_since(step: int, last_finite: int | None) -> str:
 
 def diverged_message(step: int, values: dict[str, float], learning_rate: float, last_finite: int | None = None) -> str:
     shown = ", ".join(f"{key} {value}" for key, value in values.items())
-    return (f"training diverged {steps_since(step, last_finite)} ({shown}); no adapter was written. Try a lower train.learning_rate "
+    return (f"training diverged {steps_since(step, last_finite)} ({shown}); no adapter was written. "
+            "Try a lower train.learning_rate "
             f"(now {learning_rate}), more train.warmup_steps, train.precision bf16 or fp32 instead of fp16, "
             f"and check the training data for empty or extreme samples")

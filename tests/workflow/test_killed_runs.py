@@ -83,7 +83,9 @@ def kill_training_midway(workdir: Path, *args: str) -> None:
             snake.kill()
 
 
-def test_a_killed_training_after_a_settings_change_leaves_every_dependent_outdated(finished: Path, tmp_path: Path) -> None:
+def test_a_killed_training_after_a_settings_change_leaves_every_dependent_outdated(
+    finished: Path, tmp_path: Path
+) -> None:
     workdir = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
     # A change of a training setting; many steps, so the training is still running when it is killed.

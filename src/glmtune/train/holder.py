@@ -39,7 +39,8 @@ def holder_record() -> dict[str, object]:
 
 
 def describe(record: dict[str, object]) -> str:
-    job = f", SLURM job {record['slurm_job_id']} (scancel {record['slurm_job_id']} stops it)" if record.get("slurm_job_id") else ""
+    job = record.get("slurm_job_id")
+    job = f", SLURM job {job} (scancel {job} stops it)" if job else ""
     return f"pid {record.get('pid', '?')} on {record.get('host', '?')}{job}, started {record.get('started', '?')}"
 
 
