@@ -65,8 +65,9 @@ def cmdline(pid: int) -> str:
 def kill_training_midway(workdir: Path, *args: str) -> None:
     """Start Snakemake on TARGET, kill -9 the train script's process once its log shows a step, wait for Snakemake."""
     command = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--", TARGET]
-    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
+    log.unlink()  # the finished run's: wait for this training's steps
+    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while time.time() < deadline:
             trainer = [pid for pid in children(snake.pid) if "train.py" in cmdline(pid)]
@@ -94,3 +95,44 @@ def test_a_killed_training_after_a_settings_change_leaves_every_dependent_outdat
     assert not (workdir / "results/runs/main/adapter").exists()
     # The merged model, the metrics and the evaluation are still those of the old learning rate: all outdated.
     assert DEPENDENTS <= set(planned_jobs(workdir, TARGET, "--configfile", "changed.yaml"))
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes whose working directory is `folder`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == folder:
+                found.append(f"{entry.name}: {cmdline(int(entry.name))}")
+        except OSError:
+            continue
+    return found
+
+
+def test_no_torchrun_worker_outlives_a_snakemake_killed_with_its_process_group(finished: Path, tmp_path: Path) -> None:
+    """SIGKILL of Snakemake's process group mid-training (two processes under torchrun): every trainer ends with it."""
+    workdir = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
+    (workdir / "changed.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 100000}}))
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "changed.yaml",
+               "--set-resources", "train:gpu=2", "--", TARGET]
+    log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
+    log.unlink()  # the finished run's: wait for this training's steps
+    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        while not (log.is_file() and " | loss " in log.read_text(errors="replace")):
+            assert time.time() < deadline and snake.poll() is None, "the training never logged a step"
+            time.sleep(0.2)
+        assert any("glmtune.worker" in line for line in processes_in(workdir.resolve()))
+    finally:
+        os.killpg(snake.pid, signal.SIGKILL)
+        snake.wait()
+    for _ in range(100):
+        left = [line for line in processes_in(workdir.resolve()) if "glmtune.worker" in line or "torch" in line]
+        if not left:
+            break
+        time.sleep(0.1)
+    for line in left:  # do not leave them running after the test
+        os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    assert not left, f"still training after Snakemake was killed: {left}"
