@@ -64,4 +64,4 @@ def test_a_finished_deepspeed_run_run_again_trains_nothing(small_run: dict[str, 
     assert summaries[1]["train_loss"] == pytest.approx(summaries[0]["train_loss"])
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row] == [1, 2, 3, 4, 5]
-    assert [p.name for p in next((tmp_path / "ckpt").iterdir()).glob("checkpoint-*")] == ["checkpoint-5"]
+    assert [p.name for p in next(p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()).glob("checkpoint-*")] == ["checkpoint-5"]
