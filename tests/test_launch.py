@@ -150,3 +150,57 @@ def test_one_process_runs_the_stage_here_with_its_log(tmp_path: Path, monkeypatc
     (command, log), = launched
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] and log == tmp_path / "train.log"
     assert calls == [{"max_input_length": 64}]  # DeepSpeed: through the launcher even for one process
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that no one reaps has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def killed_parent_leaves(tmp_path: Path, parent_code: str) -> bool:
+    """Start `parent_code` (which starts a child that writes its pid to tmp_path/child and sleeps), SIGKILL the parent
+    once the child runs: is the child still alive 10 s later?"""
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=tmp_path)
+    pid_file, deadline = tmp_path / "child", time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()):
+        assert time.time() < deadline and parent.poll() is None, "the child never started"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    try:
+        for _ in range(100):
+            if not alive(child):
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+CHILD = "import os, time; open('child', 'w').write(str(os.getpid())); time.sleep(120)"
+
+
+def test_the_launched_command_dies_with_the_job_that_launched_it(tmp_path: Path) -> None:
+    """kill -9 of the training job's script (Snakemake's job) must not leave its torchrun running."""
+    parent = f"import sys; from glmtune.launch import run; run([sys.executable, '-c', {CHILD!r}], 'launch.log')"
+    assert not killed_parent_leaves(tmp_path, parent)
+
+
+def test_a_worker_in_a_session_of_its_own_dies_with_its_launcher(tmp_path: Path) -> None:
+    """torchrun starts its workers in sessions of their own, out of reach of a kill of the job's process group;
+    glmtune.worker's first call has the kernel kill it with its parent."""
+    child = f"from glmtune.launch import die_with_parent; die_with_parent(); {CHILD}"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], start_new_session=True)"
+    assert not killed_parent_leaves(tmp_path, parent)
+    # Without it, the same child outlives its parent: the test can tell.
+    orphan = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {CHILD!r}], start_new_session=True)"
+    (tmp_path / "child").unlink()
+    assert killed_parent_leaves(tmp_path, orphan)

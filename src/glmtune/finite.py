@@ -39,16 +39,30 @@ class StopOnNonFinite(TrainerCallback):
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = learning_rate
+        self.last_finite = 0  # the last step checked and found finite: a NaN appeared after it
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last_finite = state.global_step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         watched = ("loss",) if args.fp16 else ("loss", "grad_norm")
         bad = {key: (logs or {})[key] for key in watched if key in (logs or {}) and not math.isfinite((logs or {})[key])}
         if bad:
-            raise TrainingDiverged(diverged_message(state.global_step, bad, self.learning_rate))
+            raise TrainingDiverged(diverged_message(state.global_step, bad, self.learning_rate, self.last_finite))
+        if "loss" in (logs or {}):
+            self.last_finite = state.global_step
 
 
-def diverged_message(step: int, values: dict[str, float], learning_rate: float) -> str:
+def steps_since(step: int, last_finite: int | None) -> str:
+    """Where a NaN appeared: the step, or the steps since the last finite check (a logged loss is their mean)."""
+    if last_finite is None or last_finite >= step - 1:
+        return f"at step {step}"
+    return f"between steps {last_finite + 1} and {step} (finite at step {last_finite}, the last check)"
+
+
+def diverged_message(step: int, values: dict[str, float], learning_rate: float, last_finite: int | None = None) -> str:
     shown = ", ".join(f"{key} {value}" for key, value in values.items())
-    return (f"training diverged at step {step} ({shown}); no adapter was written. Try a lower train.learning_rate "
+    return (f"training diverged {steps_since(step, last_finite)} ({shown}); no adapter was written. "
+            "Try a lower train.learning_rate "
             f"(now {learning_rate}), more train.warmup_steps, train.precision bf16 or fp32 instead of fp16, "
             f"and check the training data for empty or extreme samples")

@@ -26,9 +26,13 @@ with the interpreter that runs the workflow whatever is on PATH. Arguments after
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +44,7 @@ from glmtune.settings import EvaluateSettings, ModelSettings, Section, TrainSett
 
 ENTRY = "glmtune.worker"
 RDZV_PORT = 29500
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # task -> the stage function (module, name) and its keyword arguments that are typed settings
 TASKS: dict[str, tuple[str, str, dict[str, type[Section]]]] = {
     "train": ("glmtune.train.trainer", "train_model", {"settings": TrainSettings}),
@@ -92,13 +97,29 @@ def launch_command(task: str, entry_args: Sequence[str], layout: Layout, *, dist
             "bash", "-c", per_node, "torchrun", "--nproc_per_node", str(layout.per_node), *entry]
 
 
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux prctl PR_SET_PDEATHSIG), however the parent
+    ends. torchrun starts its workers in sessions of their own, so a SIGKILL of the job's process group (a killed
+    Snakemake) would otherwise leave them training; the launcher itself gets it too (a kill of the job's script alone).
+    A no-op where prctl is missing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent ended before the prctl: it will never signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run(command: Sequence[str], log_path: str | Path) -> None:
-    """Run `command` with its output (every rank's) in `log_path`, the command line first; raise if it fails."""
+    """Run `command` with its output (every rank's) in `log_path`, the command line first; raise if it fails.
+    The command dies with this process (die_with_parent), and so do its workers."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"launch: {shlex.join(command)}\n")
         log.flush()
-        code = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        code = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, check=False,
+                              preexec_fn=die_with_parent).returncode
     if code:
         raise RuntimeError(f"{shlex.join(command[:8])} ... exited with status {code}; its output is in {log_path}")
 

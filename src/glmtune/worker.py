@@ -15,11 +15,12 @@ import dataclasses
 import sys
 
 from glmtune.io import reporting_disk_full
-from glmtune.launch import TASKS, decode_arguments, task_function, written_by
+from glmtune.launch import TASKS, decode_arguments, die_with_parent, task_function, written_by
 from glmtune.logs import job_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # torchrun, the parent, starts workers in their own session: never outlive it
     parser = argparse.ArgumentParser(prog="python -m glmtune.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=list(TASKS))

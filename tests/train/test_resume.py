@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ def finished(small_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
 def _copy(finished: tuple[Path, dict], to: Path) -> Path:
     """The finished run's checkpoints, without its adapter: the next call runs the training stage again."""
     shutil.copytree(finished[0] / "ckpt", to / "ckpt")
-    return next((to / "ckpt").iterdir())
+    return next(p for p in (to / "ckpt").iterdir() if p.is_dir())  # not holder.lock
 
 
 def _flip_bytes(path: Path) -> None:
@@ -130,3 +131,76 @@ def test_a_nan_loss_stops_training_with_the_step_and_no_adapter(small_run: dict[
     with pytest.raises(TrainingDiverged, match=r"training diverged at step 1 \(loss nan.*no adapter was written.*learning_rate"):
         _train(small_run, tmp_path, {**SETTINGS, "logging_steps": 1, "save_steps": 1}, model=model)
     assert not (tmp_path / "adapter").exists() and not list((tmp_path / "ckpt").glob("*/checkpoint-*"))
+
+
+def test_a_live_training_holds_its_checkpoint_folder_until_it_ends(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """A second training of the same run refuses to start while the first lives, naming it; a SIGKILLed holder
+    leaves no stale lock."""
+    import signal
+    import subprocess
+    import sys
+
+    from glmtune.train.holder import CheckpointFolderHeld, hold
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from glmtune.train.holder import hold\n"
+         f"with hold({str(tmp_path / 'ckpt')!r}): print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "SLURM_JOB_ID": "4242"})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointFolderHeld, match=rf"pid {holder.pid} on .*SLURM job 4242 \(scancel 4242"):
+            _train(small_run, tmp_path)
+        assert not (tmp_path / "adapter").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with hold(tmp_path / "ckpt"):  # the kernel released the killed holder's lock
+        pass
+
+
+def test_a_resumed_runs_figures_tell_the_whole_run(
+    finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
+) -> None:
+    """Wall time over every job, the last log row equal to the summary, the steps before the resume in this job's
+    log, one "training done"."""
+    run = _copy(finished, tmp_path)
+    shutil.rmtree(run / "checkpoint-10")  # killed between checkpoints 5 and 10
+    before = {row["step"]: row for row in read_jsonl(run / "log.jsonl") if "loss" in row}
+    with caplog.at_level("INFO", logger="glmtune"):
+        summary = _train(small_run, tmp_path)
+    assert summary["resumed_from"] == str(run / "checkpoint-5") and not summary["reused"]
+    rows = list(read_jsonl(tmp_path / "log.jsonl"))
+    assert rows[-1] == {"step": 10, **{k: summary[k] for k in ("train_loss", "validation_loss", "train_seconds",
+                                                                 "reused", "resumed_from")}}
+    assert rows[-1]["train_loss"] == pytest.approx(finished[1]["train_loss"], rel=1e-4)  # the whole run's mean
+    # The steps of the earlier job count: the run's time is more than the earlier job's up to its checkpoint.
+    loss_rows = [row for row in rows if "loss" in row]
+    assert loss_rows[0]["elapsed_s"] == before[5]["elapsed_s"] < loss_rows[1]["elapsed_s"] <= summary["train_seconds"]
+    assert f"step 5/10 | loss {before[5]['loss']:.4f}" in caplog.text and "(before the resume)" in caplog.text
+    assert caplog.text.count("training done") == 1
+
+
+def test_a_run_reused_from_its_finished_checkpoint_says_so_with_the_runs_own_time(
+    finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path
+) -> None:
+    _copy(finished, tmp_path)
+    summary = _train(small_run, tmp_path)
+    assert summary["reused"] and summary["train_seconds"] == finished[1]["train_seconds"] > 0
+    from glmtune.evaluate.compare import COLUMNS, training_record
+
+    (tmp_path / "train.tsv").write_text("s\th:m:s\tmax_rss\n18.2\t0:00:18\t900\n")
+    record = training_record(tmp_path / "log.jsonl", tmp_path / "adapter/train_summary.json", tmp_path / "train.tsv")
+    assert record["train_wall_s"] == finished[1]["train_seconds"]
+    assert COLUMNS["training wall time"](record).endswith(" (reused)")
+
+
+def test_a_nan_between_two_checks_names_the_steps_it_may_have_appeared_at() -> None:
+    from types import SimpleNamespace
+
+    from glmtune.finite import StopOnNonFinite
+
+    stop, args = StopOnNonFinite(1e-3), SimpleNamespace(fp16=False)
+    stop.on_train_begin(args, SimpleNamespace(global_step=0), None)
+    stop.on_log(args, SimpleNamespace(global_step=5), None, {"loss": 2.0, "grad_norm": 1.0})
+    with pytest.raises(TrainingDiverged, match=r"between steps 6 and 10 \(finite at step 5"):
+        stop.on_log(args, SimpleNamespace(global_step=10), None, {"loss": float("nan"), "grad_norm": 1.0})

@@ -44,7 +44,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    run = next(checkpoints.iterdir())
+    run = next(p for p in checkpoints.iterdir() if p.is_dir())  # not holder.lock
     saved = last_complete_checkpoint(run)
     assert saved is not None and Path(saved).name == "checkpoint-10" and not (tmp_path / "adapter").exists()
     # A half-written checkpoint (files, but no trainer_state.json yet) is never picked.

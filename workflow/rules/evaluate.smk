@@ -6,6 +6,9 @@ rule evaluate:
         model=lambda wildcards: trained_dir(wildcards.run),
         base=base_model_dir(),
         test="results/splits/test.jsonl",
+        # What the training used, and its settings below: when its output is missing (a killed training), Snakemake
+        # re-runs it only for a job that is outdated itself, so every job downstream of training is outdated with it.
+        trained_on=trained_on,
     output:
         predictions="results/runs/{run}/eval/predictions.jsonl",
         scores="results/runs/{run}/eval/scores.json",
@@ -16,6 +19,7 @@ rule evaluate:
         settings=run_setting("evaluate"),
         template=MODEL["template"],
         max_input_length=run_setting("tokenize", "max_input_length"),
+        trained_with=trained_with,
         **remote_code_params(),
     log:
         "logs/runs/{run}/evaluate.log",

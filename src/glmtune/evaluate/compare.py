@@ -47,7 +47,7 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
     "trainable parameters": lambda row: "" if row.get("trainable_parameters") is None else f"{row['trainable_parameters']:,}",
     "real tokens/s": lambda row: _number(row.get("tokens_per_second"), ".0f"),
     "peak memory": _memory,
-    "training wall time": lambda row: _wall(row.get("train_wall_s")),
+    "training wall time": lambda row: _wall(row.get("train_wall_s")) + (" (reused)" if row.get("reused") else ""),
     "test samples": lambda row: str(row.get("num_samples", "")),
     "empty predictions": lambda row: str(row.get("num_empty_predictions", "")),
 }
@@ -56,7 +56,8 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
 def training_record(log_path: str | Path, summary_path: str | Path, benchmark_path: str | Path) -> dict[str, Any]:
     """A run's training numbers: the last logged training loss, the mean real tokens/s over the logged steps, the
     trainer's summary (trainable parameters, final validation loss, peak GPU memory where trained on a GPU) and the
-    training job's wall time and max RSS from Snakemake's benchmark file."""
+    training job's wall time and max RSS from Snakemake's benchmark file; a resumed run's wall time is the training
+    time of all its jobs, and a run reused from its finished checkpoint says so."""
     rows = list(read_jsonl(log_path))
     losses = [row["loss"] for row in rows if "loss" in row]
     speeds = [row["tokens_per_second"] for row in rows if "tokens_per_second" in row]
@@ -68,7 +69,11 @@ def training_record(log_path: str | Path, summary_path: str | Path, benchmark_pa
         "validation_loss": summary.get("validation_loss"),
         "trainable_parameters": summary.get("trainable_parameters"),
         "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
-        "train_wall_s": float(bench["s"]),
+        # A resumed or reused run: the training time of all its jobs (the benchmark has the last job's alone; a
+        # reused run's job trained nothing and is marked so).
+        "train_wall_s": summary["train_seconds"] if summary.get("resumed_from") and "train_seconds" in summary
+        else float(bench["s"]),
+        "reused": bool(summary.get("reused")),
         "max_rss_mb": float(bench["max_rss"]) if bench.get("max_rss") not in (None, "", "-", "NA") else None,
     }
     if summary.get("peak_gpu_memory_gb") is not None:

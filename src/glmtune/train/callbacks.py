@@ -22,8 +22,13 @@ class JsonlLogger(TrainerCallback):
     """Writes every logged step (loss, lr, grad norm, real tokens/s, elapsed seconds) as a JSON line, and the
     same as a log line with the ETA; a validation row (eval_loss) gets its own line."""
 
-    def __init__(self, path: Path, collator: Any) -> None:
+    def __init__(self, path: Path, collator: Any, earlier_rows: list[dict[str, Any]] = ()) -> None:
+        """`earlier_rows`: the run's rows up to the checkpoint resumed from; their elapsed_s (training seconds) counts
+        in this job's, so the last row's is the training time of the whole run."""
         self.path, self.collator = path, collator
+        self.elapsed_before = max((row.get("elapsed_s", 0.0) for row in earlier_rows), default=0.0)
+        # The training seconds of the run: its last training row's elapsed_s.
+        self.train_seconds = max((row.get("elapsed_s", 0.0) for row in earlier_rows if "loss" in row), default=0.0)
         self.start = self.last_time = time.time()
         self.last_tokens = 0
         self.first_step: int | None = None  # a resumed run's mean step time counts only its own steps
@@ -34,8 +39,15 @@ class JsonlLogger(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.first_step, self.start, self.first_logged = state.global_step, time.time(), None
 
+    def finish(self, summary: dict[str, Any]) -> None:
+        """The last row: the run's summary as train_summary.json has it (the Trainer's own last row has its mean
+        loss over this job's steps only, and this job's time)."""
+        keys = ("train_loss", "validation_loss", "train_seconds", "reused", "resumed_from")
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"step": summary["steps"], **{k: summary[k] for k in keys if k in summary}}) + "\n")
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if not (state.is_world_process_zero and logs):
+        if not (state.is_world_process_zero and logs) or "train_runtime" in logs:  # that row: see finish
             return
         # Every rank collates the same amount on average: this rank's count times the world size.
         now, tokens = time.time(), self.collator.real_tokens * args.world_size
@@ -43,11 +55,13 @@ class JsonlLogger(TrainerCallback):
         if "loss" in logs and now > self.last_time:
             row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_time, self.last_tokens = now, tokens
-        row["elapsed_s"] = round(now - self.start, 2)
+        row["elapsed_s"] = round(now - self.start + self.elapsed_before, 2)
         if "eval_runtime" in logs:  # the next tokens/s is of training alone
             self.last_time += logs["eval_runtime"]
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
+        if "loss" in row:
+            self.train_seconds = row["elapsed_s"]
         if "loss" in row or "eval_loss" in row:
             log.info("%s", self.line(row, state.max_steps))
         if "loss" in row and self.first_logged is None:
@@ -60,13 +74,14 @@ class JsonlLogger(TrainerCallback):
             first_step, first_elapsed = self.first_logged
             return (max_steps - step) * (elapsed - first_elapsed) / (step - first_step)
         done = step - (self.first_step or 0)
-        return (max_steps - step) * elapsed / done if done > 0 else None
+        return (max_steps - step) * (elapsed - self.elapsed_before) / done if done > 0 else None
 
-    def line(self, row: dict[str, Any], max_steps: int) -> str:
-        step, elapsed = row["step"], row["elapsed_s"]
+    def line(self, row: dict[str, Any], max_steps: int, earlier: bool = False) -> str:
+        """The log line of a row; `earlier`: a row of the run's earlier jobs (no ETA)."""
+        step, elapsed = row["step"], row.get("elapsed_s", 0.0)
         if "eval_loss" in row:
             return f"step {step}/{max_steps} validation loss {row['eval_loss']:.4f}"
-        eta = self.eta_s(step, max_steps, elapsed)
+        eta = None if earlier else self.eta_s(step, max_steps, elapsed)
         parts = [f"step {step}/{max_steps}", f"loss {row['loss']:.4f}", f"lr {row.get('learning_rate', float('nan')):.3g}",
                  f"grad norm {row.get('grad_norm', float('nan')):.3g}", f"{row.get('tokens_per_second', 0):.0f} tokens/s",
                  f"elapsed {clock(elapsed)}", f"ETA {clock(eta) if eta is not None else '?'}"]

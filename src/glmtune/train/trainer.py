@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
 from glmtune.config_rules import check_report_to
 from glmtune.family import DEFAULT_FAMILY
-from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite
+from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
 from glmtune.model.compat import checkpointing_arg, eval_strategy_arg, sampling_args
@@ -31,6 +31,7 @@ from glmtune.settings import TrainSettings
 from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
 from glmtune.train.attention import apply_liger_kernels, set_attention, speed_path
 from glmtune.train.collate import PadCollator
+from glmtune.train.holder import holding_checkpoints
 from glmtune.train.loss import HiddenStateLoss, LossTrainer
 from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
@@ -75,6 +76,7 @@ def precision(setting: str) -> tuple[bool, bool]:
     return setting == "bf16", setting == "fp16"
 
 
+@holding_checkpoints  # one live training per run: a second one refuses to start, naming the first
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
@@ -140,21 +142,29 @@ def train_model(
     epochs = epochs_of(settings, len(train_data), world_size)
     loss = HiddenStateLoss(model, speed.loss) if speed.loss in ("chunked", "liger") and not settings.deepspeed else None
     log.info("speed path: %s, loss %s", speed, loss.kind if loss else "plain")
+    # The earlier jobs' training time counts in the run's (a resumed run's elapsed_s and train_seconds are the run's).
+    logger = JsonlLogger(steps_log, collator, earlier_rows)
+    for row in earlier_rows:  # this job's log tells the whole run: the steps before the resume first
+        log.info("%s (before the resume)", logger.line(row, max_steps, earlier=True))
+    stop = StopOnNonFinite(settings.learning_rate)
     trainer = LossTrainer(
         model=model, args=args, train_dataset=train_data,
         eval_dataset=validation_data if len(validation_data) else None, data_collator=collator, compute_loss_func=loss,
-        callbacks=[JsonlLogger(steps_log, collator), StopOnNonFinite(settings.learning_rate), ManifestWriter()],
+        callbacks=[logger, stop, ManifestWriter()],
     )
     trained = run_or_reuse(trainer, resume, max_steps)
+    reused = bool(resume) and trained[2] == 0  # the finished checkpoint is the result: nothing trained now
     # Not resumed: the Trainer's own mean, as before.
     train_loss = whole_run_loss(earlier_rows, resumed_at, *trained[1:]) if resume else trained[0]
     summary: dict[str, Any] = {"run_id": run_id, "resumed_from": resume, "train_loss": train_loss,
                                "steps": trainer.state.global_step, "epochs": round(epochs, 2),
-                               "trainable_parameters": trainable}
+                               "trainable_parameters": trainable, "reused": reused,
+                               "train_seconds": logger.train_seconds}
     bad = first_nonfinite((n, p) for n, p in model.named_parameters() if p.requires_grad)
     if bad:  # a NaN between two logged steps: never save it as the result
-        raise TrainingDiverged(f"after {trainer.state.global_step} steps the trained weight {bad} holds NaN or inf; "
-                               f"no adapter was written. Try a lower train.learning_rate (now {settings.learning_rate})")
+        raise TrainingDiverged(f"the trained weight {bad} holds NaN or inf, which appeared "
+                               f"{steps_since(trainer.state.global_step, stop.last_finite)}; no adapter was written. "
+                               f"Try a lower train.learning_rate (now {settings.learning_rate})")
     if use_gpu:  # the comparison's peak memory (on CPU it takes the job's max RSS from Snakemake's benchmark)
         summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if trainer.eval_dataset is not None:
@@ -163,10 +173,11 @@ def train_model(
         loss.remove()
     model.config.use_cache = True  # saved configs keep fast generation
     save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # one rank logs and writes
+        logger.finish(summary)
         write_text(log_path, steps_log.read_text(encoding="utf-8"))
         plot_loss(log_path, plot_path)
-    log.info("training done: %s", summary)
+        log.info("training done: %s", summary)
     return summary
 
 
@@ -176,7 +187,17 @@ def run_or_reuse(trainer: Trainer, resume: str | None, max_steps: int) -> tuple[
     Returns the Trainer's training_loss, and the sum of the losses of the steps trained here and their number (the
     Trainer's mean is over this call's steps on transformers 5 but over all steps, resumed ones too, on 4.x).
     """
-    if resume and checkpoint_step(resume) >= max_steps and not trainer.is_deepspeed_enabled:
+    if resume and checkpoint_step(resume) >= max_steps and trainer.is_deepspeed_enabled:
+        # DeepSpeed loads a checkpoint only inside train(), which resumes mid-epoch and trains one step before it
+        # checks max_steps; with max_steps steps per epoch, the checkpoint is an epoch's end: it loads, trains none.
+        args, data = trainer.args, trainer.train_dataset
+        rows = max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        trainer.train_dataset = data.select([i % len(data) for i in range(rows)])
+        log.info("%s is the finished run (step %d of %d): its weights are the result, nothing is trained",
+                 resume, checkpoint_step(resume), max_steps)
+        trainer.train(resume_from_checkpoint=resume)
+        return float("nan"), 0.0, 0
+    if resume and checkpoint_step(resume) >= max_steps:
         log.info("%s is the finished run (step %d of %d): its weights are the result, nothing is trained",
                  resume, checkpoint_step(resume), max_steps)
         trainer._load_from_checkpoint(resume)  # the Trainer's own loader: adapter or full weights

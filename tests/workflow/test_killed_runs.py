@@ -1,0 +1,138 @@
+"""A training job killed mid-way, through Snakemake on a temporary copy of the workflow: nothing the killed training
+should have replaced is reported up to date afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+TARGET = "results/merged_model"
+# The outputs that depend on training, and so must be rebuilt after a change of its settings.
+DEPENDENTS = {"train[run=main]", "evaluate[run=main]", "compare_models", "export_chosen"}
+
+
+def small_job(config: dict) -> None:
+    """The default job's stages at a size that runs in seconds on a CPU."""
+    config["datasets"]["synthetic_adgen"]["demo"] = {"train_rows": 200, "dev_rows": 20}
+    config["model"]["tiny"] = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64}
+    config["train"].update(max_steps=6, batch_size=4, logging_steps=1, save_steps=3, eval_steps=None)
+    config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("killed"))
+    edit_config(workdir, small_job)
+    snakemake(workdir, TARGET)
+    return workdir
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant process of `pid` (from /proc: no psutil needed)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def kill_training_midway(workdir: Path, *args: str) -> None:
+    """Start Snakemake on TARGET, kill -9 the train script's process once its log shows a step, wait for Snakemake."""
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--", TARGET]
+    log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
+    log.unlink()  # the finished run's: wait for this training's steps
+    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.time() < deadline:
+            trainer = [pid for pid in children(snake.pid) if "train.py" in cmdline(pid)]
+            if trainer and log.is_file() and " | loss " in log.read_text(errors="replace"):
+                os.kill(trainer[0], signal.SIGKILL)
+                break
+            assert snake.poll() is None, "Snakemake ended before its training job logged a step"
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the training job never logged a step")
+        assert snake.wait(timeout=120) != 0
+    finally:
+        if snake.poll() is None:
+            snake.kill()
+
+
+def test_a_killed_training_after_a_settings_change_leaves_every_dependent_outdated(
+    finished: Path, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
+    # A change of a training setting; many steps, so the training is still running when it is killed.
+    (workdir / "changed.yaml").write_text(yaml.safe_dump({"train": {"learning_rate": 2.0e-3, "max_steps": 100000}}))
+    kill_training_midway(workdir, "--configfile", "changed.yaml")
+    assert not (workdir / "results/runs/main/adapter").exists()
+    # The merged model, the metrics and the evaluation are still those of the old learning rate: all outdated.
+    assert DEPENDENTS <= set(planned_jobs(workdir, TARGET, "--configfile", "changed.yaml"))
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes whose working directory is `folder`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == folder:
+                found.append(f"{entry.name}: {cmdline(int(entry.name))}")
+        except OSError:
+            continue
+    return found
+
+
+def test_no_torchrun_worker_outlives_a_snakemake_killed_with_its_process_group(finished: Path, tmp_path: Path) -> None:
+    """SIGKILL of Snakemake's process group mid-training (two processes under torchrun): every trainer ends with it."""
+    workdir = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
+    (workdir / "changed.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 100000}}))
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "changed.yaml",
+               "--set-resources", "train:gpu=2", "--", TARGET]
+    log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
+    log.unlink()  # the finished run's: wait for this training's steps
+    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        while not (log.is_file() and " | loss " in log.read_text(errors="replace")):
+            assert time.time() < deadline and snake.poll() is None, "the training never logged a step"
+            time.sleep(0.2)
+        assert any("glmtune.worker" in line for line in processes_in(workdir.resolve()))
+    finally:
+        os.killpg(snake.pid, signal.SIGKILL)
+        snake.wait()
+    for _ in range(100):
+        left = [line for line in processes_in(workdir.resolve()) if "glmtune.worker" in line or "torch" in line]
+        if not left:
+            break
+        time.sleep(0.1)
+    for line in left:  # do not leave them running after the test
+        os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    assert not left, f"still training after Snakemake was killed: {left}"
