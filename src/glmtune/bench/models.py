@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GlmConfig, GlmForCausalLM
 
+from glmtune.model.compat import peft_wrapping
 from glmtune.model.convert_original import native_config
 
 
@@ -41,4 +42,5 @@ def random_lora_model(config_json: str | Path, targets: list[str], checkpointing
     if checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()  # LoRA + checkpointing needs grads flowing from the embeddings
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=32, target_modules=targets))
+    with peft_wrapping():
+        return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=32, target_modules=targets))

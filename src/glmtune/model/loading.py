@@ -95,7 +95,10 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> Any:
     """`model` with the PEFT adapter (LoRA or P-Tuning v2) of `adapter_dir` on top (a PeftModel)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    from glmtune.model.compat import peft_wrapping
+
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(adapter_dir))
 
 
 def load_generation_config(folder: str | Path) -> GenerationConfig:
