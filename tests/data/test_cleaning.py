@@ -92,3 +92,16 @@ def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None
     assert report["steps"].get("intro_lines_dropped", 0) == 0
     answers = [row["conversations"][-1]["content"] for row in read_jsonl(tmp_path / "o.jsonl")]
     assert sum("您好，我是EmoLLM" in a for a in answers) == 14 and report["duplicates"] == 1
+
+
+def test_a_rule_that_matched_nothing_is_reported_with_zero(tmp_path: Path) -> None:
+    """Every rule set in `clean` has its count in the report, 0 included: an empty `steps` reads as "no rule set"."""
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"content": "a", "summary": "一个足够长的回答"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    clean = {"remove_strings": ["🐳"], "drop_intro_line": "好，我是", "min_answer_chars": 2, "max_chars": 1000}
+    report = convert_file(raw, tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "rep.json", "advertisegen", "t",
+                          {"clean": clean})
+    assert report["records_out"] == 1
+    assert report["steps"] == {"messages_with_strings_removed": 0, "intro_lines_dropped": 0, "dropped_short": 0,
+                               "dropped_long": 0}
+    assert json.loads((tmp_path / "rep.json").read_text(encoding="utf-8"))["steps"] == report["steps"]

@@ -1,4 +1,4 @@
-"""The workflow through a real SLURM cluster (single node on localhost) with profiles/slurm.
+"""The workflow through a real SLURM cluster (single node on localhost) with profiles/slurm and its resources.yaml.
 
 The default job runs end to end as SLURM jobs, with SLURM's own job logs kept under logs/slurm/; after one raw
 file is edited, exactly the affected jobs are submitted again (this second run trains and evaluates on two fake GPUs,
@@ -63,28 +63,39 @@ def cluster() -> Iterator[str]:
         slurm_cluster.down()
 
 
+TRAIN_MEM_MB = 1100  # training's own memory in resources.yaml: kept when the command line sets its GPUs
+
+
 def site_profile(workdir: Path, partition: str) -> None:
-    """Edit the copied profile as a site would: the local partition, no account, small memory, quick status checks."""
+    """Edit the copied profile and resources.yaml as a site would: the local partition, no account, small memory,
+    quick status checks."""
     path = workdir / "profiles" / "slurm" / "config.yaml"
     profile = yaml.safe_load(path.read_text(encoding="utf-8"))
     profile["default-resources"].pop("slurm_account")
     profile["slurm-no-account"] = True
     profile["default-resources"].update(slurm_partition=partition, mem_mb=1000, cpus_per_task=1)
-    for resources in profile["set-resources"].values():
+    profile["slurm-init-seconds-before-status-checks"] = 2
+    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    path = workdir / "profiles" / "slurm" / "resources.yaml"
+    site = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for resources in site["resources"].values():
         resources.update(mem_mb=1000, cpus_per_task=1)
         resources.pop("slurm_partition", None)
         if "gpu" in resources:
             resources["gpu"] = 0  # training is switched to the node's two fake GPUs in the second run
-    profile["slurm-init-seconds-before-status-checks"] = 2
-    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    site["resources"]["train"]["mem_mb"] = TRAIN_MEM_MB
+    path.write_text(yaml.safe_dump(site), encoding="utf-8")
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
-    """`snakemake --workflow-profile profiles/slurm ...`; stopped with SIGINT on timeout (it ignores SIGTERM)."""
+    """`snakemake --workflow-profile profiles/slurm --configfile profiles/slurm/resources.yaml ...`; stopped with
+    SIGINT on timeout (it ignores SIGTERM)."""
     env = dict(os.environ)
     if path := plugin_path():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", *args],
+    command = [sys.executable, "-m", "snakemake", "--configfile", "profiles/slurm/resources.yaml",
+               "--workflow-profile", "profiles/slurm", *args]
+    process = subprocess.Popen(command,
                                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = process.communicate(timeout=timeout)
@@ -134,6 +145,8 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     # Training asked SLURM for the two (fake) GPUs and ran as two torchrun processes.
     job = subprocess.run(["scontrol", "show", "job", resubmitted["train/main"]], capture_output=True, text=True).stdout
     assert "gres:gpu:2" in job, job
+    # ... and kept the memory of resources.yaml: --set-resources on the command line goes over it key by key.
+    assert f"mem={TRAIN_MEM_MB}M" in job, job
     launch = (workdir / "logs/runs/main/train.log").read_text().splitlines()[0]
     assert launch.startswith("launch:") and "--nproc_per_node 2 -m glmtune.worker train" in launch
     launch = (workdir / "logs/runs/main/evaluate.log").read_text().splitlines()[0]

@@ -351,3 +351,71 @@ def test_a_tracker_that_is_not_installed_stops_before_any_job(tmp_path: Path) ->
     result = snakemake(workdir, "-n", "results/merged_model", check=False)
     assert result.returncode != 0
     assert f"train.report_to: {missing} needs its package: pip install {missing}" in result.stdout + result.stderr
+
+
+DEPRECATION = "is_gradient_checkpointing"  # transformers' FutureWarning, raised when peft wraps a model
+
+
+def test_no_stage_log_and_no_infer_stderr_shows_the_peft_deprecation_warning(default_run: Path) -> None:
+    logs = {log: log.read_text(encoding="utf-8") for log in (default_run / "logs").rglob("*.log")}
+    assert {"train.log", "evaluate.log"} <= {log.name for log in logs}
+    assert not [log for log, text in logs.items() if DEPRECATION in text]
+    infer = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", "results/runs/main/adapter", "--prompt", "类型#裙",
+                            "--max-new-tokens", "4"], cwd=default_run, capture_output=True, text=True, timeout=300)
+    assert infer.returncode == 0, infer.stderr
+    assert DEPRECATION not in infer.stderr
+
+
+def test_a_runs_logs_including_the_final_export_are_where_the_readme_says(tmp_path: Path) -> None:
+    """The README's Outputs table names each log of a run under logs/runs/<run>/; the rules' log: must be those."""
+    workdir = copy_workflow(tmp_path)
+    dry = snakemake(workdir, "-n", "results/merged_model", "results/runs/main/merged_model")
+    logs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry.stdout + dry.stderr):
+        if match := re.match(r"(?:local)?rule (\w+):.*?\n\s+log: (\S+)", block.strip(), re.S):
+            logs[match.group(1)] = match.group(2)
+    row = next(line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `logs/<rule>/"))
+    for rule in ("train", "evaluate", "export_model", "export_chosen"):
+        assert logs[rule] == f"logs/runs/main/{rule}.log", (rule, logs[rule])
+        assert f"`{rule}.log`" in row, rule
+
+
+def planned_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
+    """'rule' -> its resources as a dry run prints them (the last job of each rule)."""
+    out = snakemake(workdir, "-n", *args)
+    found = {}
+    for rule, resources in re.findall(r"^(?:local)?rule (\w+):.*?\n\s+resources: ([^\n]+)", out.stdout + out.stderr, re.M | re.S):
+        found[rule] = dict(item.split("=", 1) for item in resources.split(", "))
+    return found
+
+
+def test_a_command_line_gpu_count_keeps_the_slurm_partition_memory_and_cpus(tmp_path: Path) -> None:
+    """profiles/slurm's per-rule values are config (resources.yaml), so `--set-resources train:gpu=8` changes only
+    train's GPUs (a profile's set-resources block would be replaced whole by it). The profile is run without its
+    executor keys: the plugin is not installed here; the resources are what it would submit."""
+    workdir = copy_workflow(tmp_path)
+    profile = load_yaml(workdir / "profiles/slurm/config.yaml")
+    assert "set-resources" not in profile
+    (workdir / "profiles/dry").mkdir()
+    (workdir / "profiles/dry/config.yaml").write_text(yaml.safe_dump({"default-resources": profile["default-resources"]}))
+    (workdir / "mine.yaml").write_text(yaml.safe_dump({"resources": {"train": {"runtime": 600}}}))
+    site = load_yaml(workdir / "profiles/slurm/resources.yaml")["resources"]
+    jobs = planned_resources(workdir, "--workflow-profile", "profiles/dry", "--configfile", "profiles/slurm/resources.yaml",
+                             "mine.yaml", "--set-resources", "train:gpu=8", "evaluate:gpu=2", "--", "results/merged_model")
+    train = jobs["train"]
+    assert train["gpu"] == "8" and train["runtime"] == "600"  # the command line, then the user's config file
+    for key in ("slurm_partition", "mem_mb", "cpus_per_task", "nodes"):
+        assert train[key] == str(site["train"][key]), key
+    assert train["slurm_account"] == profile["default-resources"]["slurm_account"]
+    assert jobs["evaluate"]["gpu"] == "2" and jobs["evaluate"]["slurm_partition"] == site["evaluate"]["slurm_partition"]
+    assert jobs["evaluate_base"]["gpu"] == str(site["evaluate"]["gpu"])  # `evaluate:` on the command line names one rule
+    assert jobs["export_chosen"]["mem_mb"] == str(site["export_model"]["mem_mb"])
+    assert jobs["compare_models"]["slurm_partition"] == profile["default-resources"]["slurm_partition"]
+
+
+def test_a_resources_entry_for_no_such_rule_stops_before_any_job(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    (workdir / "typo.yaml").write_text(yaml.safe_dump({"resources": {"trian": {"gpu": 8}}}))
+    result = snakemake(workdir, "-n", "results/merged_model", "--configfile", "typo.yaml", check=False)
+    assert result.returncode != 0 and "resources" in result.stdout + result.stderr and "trian" in result.stdout + result.stderr

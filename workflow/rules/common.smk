@@ -381,3 +381,14 @@ def comparison_inputs():
         "trained": [trained_dir(run) for run in RUNS],
         "benchmarks": [f"benchmarks/runs/{run}/train.tsv" for run in RUNS],
     }
+
+
+def rule_resources(*rules, **own):
+    """A rule's resources: its `own`, then config `resources` of each rule named, in order (a rule made with `use rule`
+    names its parent first). Snakemake puts --set-resources over these key by key and fills the rest from
+    --default-resources; --set-resources in a profile is one block that a --set-resources on the command line
+    replaces whole, hence the per-rule values live here (README: "Running on a SLURM cluster")."""
+    merged = dict(own)
+    for rule in rules:
+        merged.update(config["resources"].get(rule) or {})
+    return merged

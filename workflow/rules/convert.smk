@@ -8,6 +8,8 @@ rule convert:
         conversations="results/converted/{dataset}/{part}.jsonl",
         rejects="results/converted/{dataset}/{part}.rejects.jsonl",
         report="results/converted/{dataset}/{part}.report.json",
+    resources:
+        **rule_resources("convert"),
     params:
         member=raw_member,
         format=lambda wildcards: DATASETS[wildcards.dataset]["format"],

@@ -14,7 +14,7 @@ rule evaluate:
         scores="results/runs/{run}/eval/scores.json",
     resources:
         # GPUs of one node: more than one starts one generating process per GPU (torchrun); each takes every N-th batch.
-        gpu=0,
+        **rule_resources("evaluate", gpu=0),
     params:
         settings=run_setting("evaluate"),
         template=MODEL["template"],
@@ -47,6 +47,8 @@ use rule evaluate as evaluate_base with:
         **remote_code_params(),
     log:
         "logs/evaluate/base.log",
+    resources:
+        **rule_resources("evaluate", "evaluate_base", gpu=0),
     benchmark:
         "benchmarks/evaluate/base.tsv"
 

@@ -11,6 +11,8 @@ rule export_model:
         data_report="results/report/data.html",
     output:
         directory("results/runs/{run}/merged_model"),
+    resources:
+        **rule_resources("export_model"),
     params:
         template=MODEL["template"],
         export=EXPORT_SETTINGS,
@@ -33,7 +35,9 @@ use rule export_model as export_chosen with:
     output:
         directory("results/merged_model"),
     log:
-        "logs/export_model.log",
+        f"logs/runs/{EXPORT_RUN}/export_chosen.log",  # beside that run's other logs
+    resources:
+        **rule_resources("export_model", "export_chosen"),
 
 
 # Every run's merged model (P-Tuning v2 runs have none: their adapters are used as they are).

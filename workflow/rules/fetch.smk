@@ -8,6 +8,8 @@ localrules:
 rule fetch_dataset:
     output:
         directory("resources/datasets/{dataset}"),
+    resources:
+        **rule_resources("fetch_dataset"),
     params:
         spec=lambda wildcards: {k: DATASETS[wildcards.dataset].get(k) for k in ("source", "url", "sha256", "demo")},
     log:

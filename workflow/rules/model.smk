@@ -10,6 +10,8 @@ rule fetch_model:
     output:
         # A record naming resources/cache/downloads/{model}, which is no output: a killed download resumes.
         "resources/downloads/{model}.json",
+    resources:
+        **rule_resources("fetch_model"),
     params:
         spec=download_spec(),
         cache="resources/cache",
@@ -26,6 +28,8 @@ rule prepare_model:
         model_files,
     output:
         directory("resources/models/{model}"),
+    resources:
+        **rule_resources("prepare_model"),
     params:
         spec=fetch_model_spec(),
     log:

@@ -11,6 +11,8 @@ rule tokenize:
         train=directory("results/tokenized/{tokenized}/train"),
         validation=directory("results/tokenized/{tokenized}/validation"),
         stats="results/tokenized/{tokenized}/stats.json",
+    resources:
+        **rule_resources("tokenize"),
     params:
         template=MODEL["template"],
         lengths=lambda wildcards: TOKENIZE_SETTINGS[wildcards.tokenized],

@@ -16,8 +16,8 @@ rule train:
     resources:
         # GPUs in total and nodes: 0 or 1 GPU trains in the job's own process; more start one process per GPU
         # (torchrun; on several nodes one torchrun per node under srun). See src/glmtune/launch.py, profiles/slurm.
-        gpu=0,
-        nodes=1,
+        # Config resources.train (e.g. profiles/slurm/resources.yaml) goes over these, --set-resources over both.
+        **rule_resources("train", gpu=0, nodes=1),
     params:
         settings=run_setting("train"),
         checkpoints="results/runs/{run}/checkpoints",
@@ -42,6 +42,8 @@ use rule train as train_full with:
         plot=report("results/runs/{run}/loss.png", caption="../report/loss.rst", category="Training", subcategory="{run}"),
     wildcard_constraints:
         run=one_of(FULL_RUNS),
+    resources:
+        **rule_resources("train", "train_full", gpu=0, nodes=1),
 
 
 def trained_on(wildcards):

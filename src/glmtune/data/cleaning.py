@@ -32,6 +32,13 @@ class Cleaning:
         options["remove_strings"] = tuple(options.get("remove_strings") or ())
         return cls(**options)
 
+    def rule_counters(self) -> dict[str, int]:
+        """The counter of each rule that is set beyond the defaults, at 0: the dataset's report then shows a rule that
+        matched nothing as 0 rather than leaving it out (as if it had not been set)."""
+        rules = {"messages_with_strings_removed": bool(self.remove_strings), "intro_lines_dropped": bool(self.drop_intro_line),
+                 "dropped_short": self.min_answer_chars > 0, "dropped_long": self.max_chars is not None}
+        return {name: 0 for name, active in rules.items() if active}
+
 
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
     """Drop a user/assistant exchange when either side is empty (a tool call with metadata is not empty)."""

@@ -142,7 +142,7 @@ def convert_file(
     write_jsonl(out_path, kept)
     report = {"dataset": dataset, "file": str(raw_path), "format": fmt, "records_in": len(records),
               "records_out": len(kept), "rejected": len(rejects), "duplicates": counts["duplicates"],
-              "steps": dict(sorted((step, n) for step, n in counts.items() if n))}
+              "steps": dict(sorted((rules.rule_counters() | {step: n for step, n in counts.items() if n}).items()))}
     write_json(report_path, report)
     log.info("%s: %d records in, %d converted, %d rejected (see %s); cleaning: %s",
              dataset, len(records), len(kept), len(rejects), rejects_path, report["steps"])

@@ -8,6 +8,9 @@ glmtune.model.loading alone (the one module that calls from_pretrained).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import transformers
@@ -57,3 +60,13 @@ def sampling_args(sampling: str) -> dict[str, Any]:
     if sampling != "random":
         raise ValueError(f"train.sampling: {sampling!r} needs a newer transformers (train_sampling_strategy)")
     return {}
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around peft's PeftModel(...) (get_peft_model, PeftModel.from_pretrained): peft reads the model's
+    `is_gradient_checkpointing`, which transformers 5.2x deprecated with a FutureWarning that would top every
+    training, evaluation, export log and `glmtune infer`'s stderr. It is peft's call, not ours; other warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield

@@ -135,7 +135,10 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | Path, base_dir: str 
 def _put_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> Any:
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    from glmtune.model.compat import peft_wrapping
+
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(adapter_dir))
 
 
 def load_generation_config(folder: str | Path) -> GenerationConfig:

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from glmtune.config_rules import MethodError, lora_targets
+from glmtune.model.compat import peft_wrapping
 from glmtune.family import DEFAULT_FAMILY
 from glmtune.settings import TrainSettings
 
@@ -85,4 +86,5 @@ def apply_method(model: PreTrainedModel, settings: TrainSettings, trust_remote_c
         )
     else:
         return model
-    return get_peft_model(model, config)
+    with peft_wrapping():
+        return get_peft_model(model, config)
