@@ -49,7 +49,7 @@ def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[st
     """`worst > tolerance` is False for a NaN worst: the comparison must be written the other way round."""
     import glmtune.export.merge as export
 
-    monkeypatch.setattr(export, "_require_finite_adapter", lambda folder: None)  # reach the logit check itself
+    monkeypatch.setattr(export, "require_finite_adapter", lambda folder: None)  # reach the logit check itself
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match="NaN or inf logits"):
         merge_adapter(_nan_adapter(small_run, tmp_path / "adapter"), small_run["model"], out, small_run["test"],
@@ -57,23 +57,20 @@ def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[st
     assert not out.exists()
 
 
-def test_a_save_that_changes_a_weight_is_refused(small_run: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import PreTrainedModel
+def test_a_shard_that_is_not_what_was_computed_is_refused(small_run: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every saved tensor is read back and must be bitwise the merged weight cast: a write that rounds one weight
+    differently is caught, with the tensor named."""
+    from glmtune.export.shards import ShardWriter
 
-    real = PreTrainedModel.save_pretrained
+    real = ShardWriter.add
 
-    def lossy(self, folder, **kwargs):  # a save that rounds one weight differently from the in-memory cast
-        real(self, folder, **kwargs)
-        path = Path(folder) / "model.safetensors"
-        weights = load_file(path)
-        name = sorted(weights)[0]
-        weights[name] = weights[name] + 1
-        save_file(weights, str(path), metadata={"format": "pt"})
+    def lossy(self, name, tensor):  # one weight written one step off what was computed
+        real(self, name, tensor + 1 if name == "model.layers.0.self_attn.q_proj.weight" else tensor)
 
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", lossy)
+    monkeypatch.setattr(ShardWriter, "add", lossy)
     out = tmp_path / "merged"
-    with pytest.raises(ExportCheckFailed, match="is not the merged weight cast to torch.bfloat16"):
+    with pytest.raises(ExportCheckFailed, match=r"q_proj\.weight is not bitwise the merged weight cast to torch.bfloat16"):
         merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"],
                       export_settings(tolerance=1e-4, dtype="bfloat16"), model_settings(template="glm4"))
     assert not out.exists()
