@@ -44,17 +44,27 @@ def test_a_nan_adapter_is_never_exported(small_run: dict[str, Path], tmp_path: P
     assert not out.exists()
 
 
-def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[str, Path], tmp_path: Path,
+def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[str, Path],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """`worst > tolerance` is False for a NaN worst: the comparison must be written the other way round."""
+    """NaN logits are refused; and `worst > tolerance` is False for a NaN worst, so the comparison itself must be
+    written the other way round (checked with the finiteness check taken away)."""
     import glmtune.export.merge as export
+    from glmtune.export.shards import Weights
 
-    monkeypatch.setattr(export, "require_finite_adapter", lambda folder: None)  # reach the logit check itself
-    out = tmp_path / "merged"
-    with pytest.raises(ExportCheckFailed, match="NaN or inf logits"):
-        merge_adapter(_nan_adapter(small_run, tmp_path / "adapter"), small_run["model"], out, small_run["test"],
-                      export_settings(tolerance=1e3), model_settings(template="glm4"))
-    assert not out.exists()
+    calls: list[int] = []
+
+    def nan_when_merged(config, weights, weight, inputs, deltas=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return [torch.full((1, len(ids), 8), float("nan") if deltas is None else 0.0) for ids in inputs]
+
+    monkeypatch.setattr(export, "streamed_logits", nan_when_merged)
+    base = Weights(small_run["model"])
+    with pytest.raises(ExportCheckFailed, match="the merged model gives NaN or inf logits on test prompt 0"):
+        export.check_logits(small_run["model"], base, {}, [[1, 2, 3]], 1e3)
+    monkeypatch.setattr(export, "require_finite_logits", lambda logits, what: logits)
+    with pytest.raises(ExportCheckFailed, match="differ from the adapter model's by nan"):
+        export.check_logits(small_run["model"], base, {}, [[1, 2, 3]], 1e3)
+    assert len(calls) == 4
 
 
 def test_a_shard_that_is_not_what_was_computed_is_refused(small_run: dict[str, Path], tmp_path: Path,
