@@ -29,7 +29,7 @@ import torch
 from glmtune.export.errors import CannotMerge, ExportCheckFailed
 from glmtune.export.lora_math import merged_weight, read_deltas, uses_dora
 from glmtune.export.prompts import require_finite_adapter, require_finite_logits, sample_inputs
-from glmtune.export.sharded import write_shards
+from glmtune.export.sharded import all_finite, write_shards
 from glmtune.export.shards import Weights
 from glmtune.export.streamed import streamed_logits
 from glmtune.export.whole import merge_whole, resave_whole
@@ -104,7 +104,7 @@ def merge_adapter(
         if name not in deltas:
             return tensor
         merged = merged_weight(tensor, deltas[name])
-        if not bool(torch.isfinite(merged).all()):
+        if not all_finite(merged):
             raise ExportCheckFailed(f"the merged weight {name} holds NaN or inf in fp32; nothing was written")
         return merged
 
