@@ -60,6 +60,15 @@ def bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_export(args: argparse.Namespace) -> int:
+    from glmtune.bench.export import bench_export as run
+
+    sizes = {"num_hidden_layers": args.layers, "hidden_size": args.hidden_size,
+             "intermediate_size": args.intermediate_size, "num_attention_heads": args.heads}
+    print(run(args.arch, args.work, {k: v for k, v in sizes.items() if v}, args.shard_gb, args.dtype))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glmtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=30)
     t.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU (H100 SXM: 989)")
     t.set_defaults(func=bench_train)
+
+    x = commands.add_parser("bench-export", help="peak RAM of the shard-by-shard export vs the whole-model one (a benchmark)")
+    x.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
+    x.add_argument("work", help="a new folder for the random model, its adapter and both exports (GBs)")
+    x.add_argument("--layers", type=int, help="decoder layers (default: the architecture's)")
+    x.add_argument("--hidden-size", type=int)
+    x.add_argument("--intermediate-size", type=int)
+    x.add_argument("--heads", type=int, help="attention heads")
+    x.add_argument("--shard-gb", type=float, default=5.0, help="the base's shards and export.export_size, in GB")
+    x.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="export.dtype")
+    x.set_defaults(func=bench_export)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging

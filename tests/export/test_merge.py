@@ -44,36 +44,43 @@ def test_a_nan_adapter_is_never_exported(small_run: dict[str, Path], tmp_path: P
     assert not out.exists()
 
 
-def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[str, Path], tmp_path: Path,
+def test_nan_logits_fail_the_check_even_with_a_huge_tolerance(small_run: dict[str, Path],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """`worst > tolerance` is False for a NaN worst: the comparison must be written the other way round."""
+    """NaN logits are refused; and `worst > tolerance` is False for a NaN worst, so the comparison itself must be
+    written the other way round (checked with the finiteness check taken away)."""
     import glmtune.export.merge as export
+    from glmtune.export.shards import Weights
 
-    monkeypatch.setattr(export, "_require_finite_adapter", lambda folder: None)  # reach the logit check itself
+    calls: list[int] = []
+
+    def nan_when_merged(config, weights, weight, inputs, deltas=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return [torch.full((1, len(ids), 8), float("nan") if deltas is None else 0.0) for ids in inputs]
+
+    monkeypatch.setattr(export, "streamed_logits", nan_when_merged)
+    base = Weights(small_run["model"])
+    with pytest.raises(ExportCheckFailed, match="the merged model gives NaN or inf logits on test prompt 0"):
+        export.check_logits(small_run["model"], base, {}, [[1, 2, 3]], 1e3)
+    monkeypatch.setattr(export, "require_finite_logits", lambda logits, what: logits)
+    with pytest.raises(ExportCheckFailed, match="differ from the adapter model's by nan"):
+        export.check_logits(small_run["model"], base, {}, [[1, 2, 3]], 1e3)
+    assert len(calls) == 4
+
+
+def test_a_shard_that_is_not_what_was_computed_is_refused(small_run: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every saved tensor is read back and must be bitwise the merged weight cast: a write that rounds one weight
+    differently is caught, with the tensor named."""
+    from glmtune.export.shards import ShardWriter
+
+    real = ShardWriter.add
+
+    def lossy(self, name, tensor):  # one weight written one step off what was computed
+        real(self, name, tensor + 1 if name == "model.layers.0.self_attn.q_proj.weight" else tensor)
+
+    monkeypatch.setattr(ShardWriter, "add", lossy)
     out = tmp_path / "merged"
-    with pytest.raises(ExportCheckFailed, match="NaN or inf logits"):
-        merge_adapter(_nan_adapter(small_run, tmp_path / "adapter"), small_run["model"], out, small_run["test"],
-                      export_settings(tolerance=1e3), model_settings(template="glm4"))
-    assert not out.exists()
-
-
-def test_a_save_that_changes_a_weight_is_refused(small_run: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import PreTrainedModel
-
-    real = PreTrainedModel.save_pretrained
-
-    def lossy(self, folder, **kwargs):  # a save that rounds one weight differently from the in-memory cast
-        real(self, folder, **kwargs)
-        path = Path(folder) / "model.safetensors"
-        weights = load_file(path)
-        name = sorted(weights)[0]
-        weights[name] = weights[name] + 1
-        save_file(weights, str(path), metadata={"format": "pt"})
-
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", lossy)
-    out = tmp_path / "merged"
-    with pytest.raises(ExportCheckFailed, match="is not the merged weight cast to torch.bfloat16"):
+    with pytest.raises(ExportCheckFailed, match=r"q_proj\.weight is not bitwise the merged weight cast to torch.bfloat16"):
         merge_adapter(small_run["adapter"], small_run["model"], out, small_run["test"],
                       export_settings(tolerance=1e-4, dtype="bfloat16"), model_settings(template="glm4"))
     assert not out.exists()

@@ -1,16 +1,20 @@
-"""Merge a LoRA adapter into its base model and save a plain transformers folder, verified.
+"""The export stage: a LoRA merged into its base, or a fully fine-tuned model re-saved, shard by shard and verified.
 
-The check is split so that its tolerance follows from the precision, not from the machine:
+The checks, none of which needs the model in memory (peak: a few tensors and one decoder layer in fp32):
 
-1. the merge, in fp32: the base is loaded in fp32, the adapter model's logits on a few test prompts are taken, the
-   adapter is merged in place and the merged logits must match within `export.tolerance` (fp32 rounding of two
-   orders of the same sums: ~1e-6 on the tiny model; bf16 would give ~0.1, and differently on each CPU);
-2. the cast: the merged weights are cast in place to `export.dtype`, and the saved folder, reloaded, must hold
-   exactly those tensors (a cast is a cast: bitwise equal, no tolerance);
-3. nothing non-finite: adapter weights, logits, merged weights and cast weights (fp16 overflows to inf) are checked.
+1. end to end, in fp32, once every weight is written and verified (2.): the adapter model's logits on a few test
+   prompts (base weights + the LoRA applied on the fly, as PEFT's forward) and the merged model's (each weight
+   merged in fp32) must match within `export.tolerance`; both forwards read the model one decoder layer at a time
+   (glmtune.export.streamed);
+2. per weight: each base weight is merged in fp32 (glmtune.export.lora_math: PEFT's operations, bitwise its
+   merge_and_unload), cast to `export.dtype`, checked finite, hashed and streamed into its shard; the shards, read
+   back by safetensors, must hold bitwise those tensors, with the base's names and shapes, none lost, none extra
+   (glmtune.export.sharded);
+3. the adapter's own tensors are finite; the folder's tokenizer loads.
 
-Memory: the model is held once in fp32 (4 bytes a parameter: ~38 GB for GLM-4-9B), merged and cast in place one
-tensor at a time, then reloaded once in the export dtype for step 2 (~19 GB in bf16); the peak is the fp32 model.
+Everything is written in a temporary folder renamed into place at the end. Folders that run their own modeling
+code (model.trust_remote_code) and DoRA adapters take the whole-model path (glmtune.export.whole: the model in
+fp32 in memory, as before), said so in the log.
 """
 
 from __future__ import annotations
@@ -19,26 +23,24 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from glmtune.finite import first_nonfinite, nonfinite_in_file
-from glmtune.io import atomic_path, read_jsonl
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
-from glmtune.model.loading import load_adapter, load_generation_config, load_model, load_tokenizer
+from glmtune.export.errors import CannotMerge, ExportCheckFailed
+from glmtune.export.lora_math import merged_weight, read_deltas, uses_dora
+from glmtune.export.prompts import require_finite_adapter, require_finite_logits, sample_inputs
+from glmtune.export.sharded import all_finite, write_shards
+from glmtune.export.shards import Weights
+from glmtune.export.streamed import streamed_logits
+from glmtune.export.whole import merge_whole, resave_whole
+from glmtune.io import atomic_path
+from glmtune.model.loading import load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import ExportSettings, ModelSettings
 
+__all__ = ["CannotMerge", "ExportCheckFailed", "export_model", "merge_adapter", "sample_inputs", "trained_kind"]
+
 log = logging.getLogger(__name__)
-
-
-class ExportCheckFailed(RuntimeError):
-    """The merged model does not reproduce the adapter model's logits, holds NaN/inf, or was not saved as it is."""
-
-
-class CannotMerge(ValueError):
-    """The trained artifact has nothing that can be merged into the weights."""
 
 
 def trained_kind(trained_dir: str | Path) -> str:
@@ -67,100 +69,101 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
     if kind == "lora":
         merge_adapter(trained_dir, base_dir, out_dir, test_path, settings, model, extra_files)
         return
-    remote = model.trust_remote_code
-    full = load_model(trained_dir, dtype=settings.dtype, trust_remote_code=remote)
-    _require_finite_weights(full, f"the trained model {trained_dir} loaded in {settings.dtype}")
-    tokenizer = load_tokenizer(trained_dir, trust_remote_code=remote)
-    _save_checked(full, tokenizer, out_dir, base_dir, extra_files, settings.export_size, remote)
-
-
-def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, count: int = 4) -> list[list[int]]:
-    """A few real prompts from the test split to compare logits on."""
-    template = get_template(template_name)
-    rows = [row for _, row in zip(range(count), read_jsonl(test_path))]
-    return [encode_prompt(tokenizer, template, split_for_generation(row["conversations"])[0]) for row in rows]
+    if model.trust_remote_code:
+        log.info("model.trust_remote_code: the trained model is re-saved whole (its layers are the folder's own code)")
+        resave_whole(trained_dir, base_dir, out_dir, settings, model, extra_files)
+        return
+    dtype = getattr(torch, settings.dtype)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        write_shards(Weights(trained_dir), Weights(base_dir), tmp, dtype, _shard_bytes(settings),
+                     lambda name, tensor: tensor, "the trained model")
+        _write_folder_files(trained_dir, trained_dir, tmp, dtype, extra_files)
 
 
 def merge_adapter(
     adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, settings: ExportSettings,
     model: ModelSettings, extra_files: dict[str, str | Path] | None = None,
 ) -> float:
-    """merge_and_unload the adapter into the base in fp32, check logits on test prompts, cast, save to out_dir.
+    """Merge the LoRA of `adapter_dir` into `base_dir` shard by shard into out_dir (see the module docstring).
 
-    `settings.tolerance` bounds the fp32 merged-vs-adapter logit difference (see the module docstring);
-    `settings.dtype` is the precision saved (bfloat16/float16 halve the folder); the safetensors are sharded at
-    `settings.export_size` GB (LLaMA-Factory's export_size). The folder is written beside out_dir and renamed into
-    place only after every check passes. Returns the largest logit difference.
+    `settings.tolerance` bounds the fp32 merged-vs-adapter logit difference; `settings.dtype` is the precision
+    saved; shards hold at most `settings.export_size` GB. Returns the largest logit difference.
     """
-    tolerance, dtype, trust_remote_code = settings.tolerance, settings.dtype, model.trust_remote_code
-    _require_finite_adapter(Path(adapter_dir))
-    base = load_model(base_dir, dtype="float32", trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(adapter_dir, trust_remote_code=trust_remote_code)
-    adapter_model = load_adapter(base, adapter_dir).eval()
+    adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
+    if model.trust_remote_code or uses_dora(adapter_dir) or _model_type(base_dir) != "glm":
+        log.info("the merge runs on the whole model in memory (model.trust_remote_code, DoRA or a non-native model)")
+        return merge_whole(adapter_dir, base_dir, out_dir, test_path, settings, model, extra_files)
+    require_finite_adapter(adapter_dir)
+    base = Weights(base_dir)
+    deltas = read_deltas(adapter_dir, set(base.entries))
+    tokenizer = load_tokenizer(adapter_dir, trust_remote_code=False)
     inputs = sample_inputs(test_path, tokenizer, model.template)
-    reference = _logits(adapter_model, inputs, "the adapter model")
-    merged = adapter_model.merge_and_unload().eval()
-    worst = max(((got - ref).abs().max().item() for got, ref in zip(_logits(merged, inputs, "the merged model"), reference)),
-                default=0.0)
+
+    def merge(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if name not in deltas:
+            return tensor
+        merged = merged_weight(tensor, deltas[name])
+        if not all_finite(merged):
+            raise ExportCheckFailed(f"the merged weight {name} holds NaN or inf in fp32; nothing was written")
+        return merged
+
+    dtype = getattr(torch, settings.dtype)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        # the weights first: a NaN or an unreadable tensor is named there; then the logits
+        write_shards(base, base, tmp, dtype, _shard_bytes(settings), merge, "the merged model")
+        worst = check_logits(base_dir, base, deltas, inputs, settings.tolerance)
+        _write_folder_files(base_dir, adapter_dir, tmp, dtype, extra_files)
+    return worst
+
+
+def check_logits(base_dir: Path, base: Weights, deltas: dict, inputs: list[list[int]], tolerance: float) -> float:
+    """The adapter model's and the merged model's fp32 logits, each read layer by layer; their largest difference."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(base_dir))
+
+    def base_weight(name: str) -> torch.Tensor:
+        return base.get(name).to(torch.float32)
+
+    def merged(name: str) -> torch.Tensor:
+        return merged_weight(base.get(name), deltas[name]) if name in deltas else base_weight(name)
+
+    reference = require_finite_logits(streamed_logits(config, base, base_weight, inputs, deltas), "the adapter model")
+    got = require_finite_logits(streamed_logits(config, base, merged, inputs), "the merged model")
+    # torch's max keeps a NaN (Python's max drops it unless it comes first)
+    worst = float(torch.stack([(a - b).abs().max() for a, b in zip(got, reference)]).max()) if got else 0.0
     if not worst <= tolerance:  # written so that a NaN fails too
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}, both in fp32); "
                                 f"nothing was written")
     log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, len(inputs))
-    _require_finite_weights(merged, "the merged model")
-    merged.to(getattr(torch, dtype))  # in place, tensor by tensor: the saved weights are these roundings, checked below
-    _require_finite_weights(merged, f"the merged model cast to {dtype} (use bfloat16 or float32: float16 overflows)")
-    _save_checked(merged, tokenizer, out_dir, base_dir, extra_files, settings.export_size, trust_remote_code)
     return worst
 
 
-def _logits(model: Any, inputs: list[list[int]], what: str) -> list[torch.Tensor]:
-    with torch.inference_mode():
-        logits = [model(torch.tensor([ids])).logits.clone() for ids in inputs]
-    for number, values in enumerate(logits):
-        if not bool(torch.isfinite(values).all()):
-            raise ExportCheckFailed(f"{what} gives NaN or inf logits on test prompt {number}; nothing was written")
-    return logits
+def _shard_bytes(settings: ExportSettings) -> int:
+    return int(settings.export_size * 1e9)  # bytes, as save_pretrained's max_shard_size
 
 
-def _require_finite_adapter(adapter_dir: Path) -> None:
-    for path in sorted(adapter_dir.glob("*.safetensors")):
-        bad = nonfinite_in_file(path)
-        if bad:
-            raise ExportCheckFailed(f"{path}: tensor {bad} holds NaN or inf (training diverged, or the file is "
-                                    f"corrupt); nothing was written. Train again.")
+def _model_type(folder: Path) -> str:
+    config = folder / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type", "") if config.is_file() else ""
 
 
-def _require_finite_weights(model: Any, what: str) -> None:
-    bad = first_nonfinite(model.state_dict().items())
-    if bad:
-        raise ExportCheckFailed(f"{what}: weight {bad} holds NaN or inf; nothing was written")
+def _write_folder_files(model_dir: Path | str, tokenizer_dir: Path | str, tmp: Path, dtype: torch.dtype,
+                        extra_files: dict[str, str | Path] | None) -> None:
+    """config.json (recording `dtype`), generation config and tokenizer as save_pretrained writes them; extra files."""
+    from transformers import AutoConfig, GenerationConfig
 
-
-def _require_saved_as_is(model: Any, folder: Path, trust_remote_code: bool) -> None:
-    """The folder, reloaded, holds bitwise the tensors in memory (the dtype too): saving changed nothing."""
-    # "saved": the dtype the folder records (transformers 4.x would otherwise load float32 and hide a wrong dtype)
-    reloaded = load_model(folder, dtype="saved", trust_remote_code=trust_remote_code).state_dict()
-    for name, tensor in model.state_dict().items():
-        again = reloaded.get(name)
-        if again is None or again.dtype != tensor.dtype or not torch.equal(again, tensor):
-            raise ExportCheckFailed(f"the saved model's {name} is not the merged weight cast to {tensor.dtype} "
-                                    f"({'missing' if again is None else again.dtype}); nothing was written")
-
-
-def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
-                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool) -> None:
-    """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
-        save_tokenizer(tokenizer, tmp)
-        if model.generation_config is None:
-            model.generation_config = load_generation_config(base_dir)
-        model.generation_config.save_pretrained(tmp)
-        for name, path in (extra_files or {}).items():
-            shutil.copyfile(path, Path(tmp) / name)
-        if trust_remote_code:
-            from glmtune.model.remote_code import carry_remote_code
-
-            carry_remote_code(base_dir, tmp)
-        _require_saved_as_is(model, Path(tmp), trust_remote_code)
-        load_tokenizer(tmp, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(str(model_dir))
+    config.dtype = dtype
+    config.save_pretrained(tmp)
+    try:
+        generation = GenerationConfig.from_pretrained(str(model_dir))
+    except OSError:  # no generation_config.json: what from_pretrained derives from the config
+        generation = GenerationConfig.from_model_config(config)
+    generation.save_pretrained(tmp)
+    save_tokenizer(load_tokenizer(tokenizer_dir, trust_remote_code=False), tmp)
+    for name, path in (extra_files or {}).items():
+        shutil.copyfile(path, tmp / name)
+    load_tokenizer(tmp, trust_remote_code=False)
