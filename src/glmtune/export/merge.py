@@ -34,6 +34,7 @@ from glmtune.export.shards import Weights
 from glmtune.export.streamed import streamed_logits
 from glmtune.export.whole import merge_whole, resave_whole
 from glmtune.io import atomic_path
+from glmtune.model.base_identity import check_base
 from glmtune.model.loading import load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import ExportSettings, ModelSettings
@@ -91,6 +92,7 @@ def merge_adapter(
     saved; shards hold at most `settings.export_size` GB. Returns the largest logit difference.
     """
     adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
+    check_base(adapter_dir, base_dir)  # the base the adapter was trained on, or a BaseModelMismatch naming both
     if model.trust_remote_code or uses_dora(adapter_dir) or _model_type(base_dir) != "glm":
         log.info("the merge runs on the whole model in memory (model.trust_remote_code, DoRA or a non-native model)")
         return merge_whole(adapter_dir, base_dir, out_dir, test_path, settings, model, extra_files)
