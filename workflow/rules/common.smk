@@ -387,8 +387,21 @@ def rule_resources(*rules, **own):
     """A rule's resources: its `own`, then config `resources` of each rule named, in order (a rule made with `use rule`
     names its parent first). Snakemake puts --set-resources over these key by key and fills the rest from
     --default-resources; --set-resources in a profile is one block that a --set-resources on the command line
-    replaces whole, hence the per-rule values live here (README: "Running on a SLURM cluster")."""
+    replaces whole, hence the per-rule values live here, see the README section "Running on a SLURM cluster"."""
     merged = dict(own)
-    for rule in rules:
-        merged.update(config["resources"].get(rule) or {})
+    for name in rules:
+        merged.update(config["resources"].get(name) or {})
     return merged
+
+
+def trained_on(wildcards):
+    """The tokenized data a run's training read: with the training settings (trained_with), what the jobs using its
+    output take too (workflow/rules/evaluate.smk), so a killed training never leaves them looking up to date. None
+    for the base model's evaluation (no run)."""
+    if "run" not in wildcards.keys():
+        return []
+    return [tokenized_input(part)(wildcards) for part in ("train", "validation")]
+
+
+def trained_with(wildcards):
+    return RUNS[wildcards.run]["train"] if "run" in wildcards.keys() else None

@@ -45,15 +45,3 @@ use rule train as train_full with:
     resources:
         **rule_resources("train", "train_full", gpu=0, nodes=1),
 
-
-def trained_on(wildcards):
-    """The tokenized data a run's training read: with the training settings (trained_with), what the jobs using its
-    output take too (workflow/rules/evaluate.smk), so a killed training never leaves them looking up to date. None
-    for the base model's evaluation (no run)."""
-    if "run" not in wildcards.keys():
-        return []
-    return [tokenized_input(part)(wildcards) for part in ("train", "validation")]
-
-
-def trained_with(wildcards):
-    return RUNS[wildcards.run]["train"] if "run" in wildcards.keys() else None
