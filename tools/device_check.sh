@@ -7,10 +7,11 @@
 #
 # GPU mode needs, inside the repository (../shared is not carried to the device):
 #   .whl/*.whl   wheels the device image lacks (transformers 5.23.0, peft 0.21.2, datasets 5.2.0, dill,
-#                multiprocess, liger-kernel 0.8.5), installed with --no-deps into /tmp/site
+#                multiprocess, liger-kernel 0.8.5, bitsandbytes 0.50.2: 57 MiB), installed with --no-deps into /tmp/site
 #   ${GLMTUNE_DEVDATA:-.devdata}/ (git-ignored), copied from ../shared/data:
 #       glm-4-9b-chat/{config.json,tokenizer.model,tokenizer_config.json}   (tokenizers/glm-4-9b-chat)
-#       AdvertiseGen/train.json                                             (AdvertiseGen/train.json)
+#       AdvertiseGen/train.json   (AdvertiseGen/train.json; its first 2,500 lines are enough and keep the carried
+#                                  tree under the device's 64 MiB with the wheels)
 #       AdvertiseGen_fix_dev.json                                           (chatglm3/AdvertiseGen_fix_dev.json)
 # The machine needs no jieba / rouge / nltk / snakemake: only predictions are generated, nothing is scored.
 set -u
