@@ -45,7 +45,7 @@ def test_runs_merge_into_the_config_and_keep_its_other_settings() -> None:
     ({"base": {}}, "not base"),
     ({"a": {"model": {"name": "x"}}}, "runs.a.model: unknown key; a run overrides only train, tokenize, evaluate"),
     ({"a": {"train": {"lora": {"rr": 4}}}}, "runs.a.train.lora.rr: unknown key; did you mean 'train.lora.r'?"),
-    ({"a": {"train": {"method": "qlora"}}}, "runs.a.train.method: 'qlora' is not allowed"),
+    ({"a": {"train": {"method": "qlorra"}}}, "runs.a.train.method: 'qlorra' is not allowed"),
     ({}, "runs: no runs"),
 ])
 def test_a_bad_run_is_named_with_its_key(runs: dict, message: str) -> None:

@@ -205,7 +205,7 @@ def test_memory_budget_of_glm4_9b_by_hand(form: str) -> None:
     assert bytes_per_row(config, 200, torch.bfloat16, 126) == 27_035_648
     # 0.8 x 10 GB / 27,035,648 = 295.9 rows -> 295 -> a multiple of 8: 288.
     assert rows_for_memory(config, 200, torch.bfloat16, 10_000_000_000, 126) == 288
-    assert rows_for_memory(config, 200, torch.bfloat16, 200_000_000_000, 126) == 512  # clipped above
+    assert rows_for_memory(config, 200, torch.bfloat16, 200_000_000_000, 126) == 2048  # clipped above (AUTO_LIMITS)
     assert rows_for_memory(config, 200, torch.bfloat16, 50_000_000, 126) == 1  # no rounding below 8 rows
     # float32 doubles every term but the logits' float32 copy.
     assert bytes_per_row(config, 200, torch.float32, 126) == 2 * (kv + prefill) + 151_552 * 8

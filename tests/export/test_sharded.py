@@ -37,10 +37,19 @@ def test_shards_are_written_as_safetensors_reads_them(tmp_path: Path) -> None:
     assert again.keys() == tensors.keys() and all(torch.equal(again[k], v) and again[k].dtype == v.dtype for k, v in tensors.items())
 
 
+def unrecorded(adapter: Path, tmp_path: Path) -> Path:
+    """A copy of the adapter without its base record: these tests re-shard or damage the base on purpose, which the
+    base check (tests/model/test_base_identity.py) would refuse before the shard checks under test."""
+    copy = tmp_path / "adapter-unrecorded"
+    shutil.copytree(adapter, copy)
+    (copy / "base_model.json").unlink()
+    return copy
+
+
 def test_a_sharded_base_merges_into_shards_under_the_limit(small_run: dict[str, Path], tmp_path: Path) -> None:
     base = _sharded_base(small_run, tmp_path / "base")
     out = tmp_path / "merged"
-    merge_adapter(small_run["adapter"], base, out, small_run["test"],
+    merge_adapter(unrecorded(small_run["adapter"], tmp_path), base, out, small_run["test"],
                   export_settings(tolerance=1e-4, dtype="bfloat16", export_size=0.00005), model_settings(template="glm4"))
     saved, original = Weights(out), Weights(base)
     assert len({e.file for e in saved.entries.values()}) > 2
@@ -87,7 +96,7 @@ def test_a_truncated_shard_is_named(small_run: dict[str, Path], tmp_path: Path) 
     shard.write_bytes(shard.read_bytes()[:-100])
     out = tmp_path / "merged"
     with pytest.raises(UnreadableWeights, match=rf"{shard.name}: not a readable safetensors file"):
-        merge_adapter(small_run["adapter"], base, out, small_run["test"], export_settings(), model_settings(template="glm4"))
+        merge_adapter(unrecorded(small_run["adapter"], tmp_path), base, out, small_run["test"], export_settings(), model_settings(template="glm4"))
     assert not out.exists()
 
 
@@ -100,7 +109,7 @@ def test_a_nan_in_a_base_shard_is_named(small_run: dict[str, Path], tmp_path: Pa
     save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
     out = tmp_path / "merged"
     with pytest.raises(ExportCheckFailed, match=r"model\.layers\.1\.mlp\.gate_up_proj\.weight holds NaN or inf in fp32"):
-        merge_adapter(small_run["adapter"], base, out, small_run["test"], export_settings(), model_settings(template="glm4"))
+        merge_adapter(unrecorded(small_run["adapter"], tmp_path), base, out, small_run["test"], export_settings(), model_settings(template="glm4"))
     assert not out.exists()
 
 

@@ -36,11 +36,11 @@ def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, d
     Not for a 4-bit base (train.method: qlora), which bitsandbytes quantises while loading real weights."""
     if four_bit:
         raise ValueError("bench-train has no random 4-bit base: train.method qlora is not benchmarked by it")
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from glmtune.model.loading import default_device, resolve_dtype
+    from glmtune.model.loading import default_device, load_config, resolve_dtype
 
-    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    config = load_config(folder, trust_remote_code=trust_remote_code)
     torch.manual_seed(0)
     with torch.device(device or default_device()):
         return AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype, device))

@@ -35,7 +35,7 @@ from glmtune.export.streamed import streamed_logits
 from glmtune.export.whole import merge_whole, resave_whole
 from glmtune.io import atomic_path
 from glmtune.model.base_identity import check_base
-from glmtune.model.loading import load_tokenizer
+from glmtune.model.loading import load_config, load_generation_config, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import ExportSettings, ModelSettings
 
@@ -122,9 +122,7 @@ def merge_adapter(
 
 def check_logits(base_dir: Path, base: Weights, deltas: dict, inputs: list[list[int]], tolerance: float) -> float:
     """The adapter model's and the merged model's fp32 logits, each read layer by layer; their largest difference."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(base_dir))
+    config = load_config(base_dir)
 
     def base_weight(name: str) -> torch.Tensor:
         return base.get(name).to(torch.float32)
@@ -155,13 +153,13 @@ def _model_type(folder: Path) -> str:
 def _write_folder_files(model_dir: Path | str, tokenizer_dir: Path | str, tmp: Path, dtype: torch.dtype,
                         extra_files: dict[str, str | Path] | None) -> None:
     """config.json (recording `dtype`), generation config and tokenizer as save_pretrained writes them; extra files."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import GenerationConfig
 
-    config = AutoConfig.from_pretrained(str(model_dir))
+    config = load_config(model_dir)
     config.dtype = dtype
     config.save_pretrained(tmp)
     try:
-        generation = GenerationConfig.from_pretrained(str(model_dir))
+        generation = load_generation_config(model_dir)
     except OSError:  # no generation_config.json: what from_pretrained derives from the config
         generation = GenerationConfig.from_model_config(config)
     generation.save_pretrained(tmp)

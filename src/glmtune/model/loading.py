@@ -141,6 +141,13 @@ def _put_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> Any:
         return PeftModel.from_pretrained(model, str(adapter_dir))
 
 
+def load_config(folder: str | Path, *, trust_remote_code: bool = False) -> Any:
+    """The config.json of `folder` (transformers' AutoConfig)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+
+
 def load_generation_config(folder: str | Path) -> GenerationConfig:
     """The generation_config.json of `folder`."""
     from transformers import GenerationConfig

@@ -99,6 +99,6 @@ class LossTrainer(Trainer):
     states (HiddenStateLoss): the full-vocabulary logits are never made."""
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        if isinstance(self.compute_loss_func, HiddenStateLoss):
+        if isinstance(getattr(self, "compute_loss_func", None), HiddenStateLoss):  # absent before transformers 4.46
             inputs = {**inputs, "logits_to_keep": 1}
         return super().compute_loss(model, inputs, *args, **kwargs)

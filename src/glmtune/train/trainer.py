@@ -149,7 +149,8 @@ def train_model(
     stop = StopOnNonFinite(settings.learning_rate)
     trainer = LossTrainer(
         model=model, args=args, train_dataset=train_data,
-        eval_dataset=validation_data if len(validation_data) else None, data_collator=collator, compute_loss_func=loss,
+        eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
+        **({"compute_loss_func": loss} if loss is not None else {}),  # transformers < 4.46 has no such argument
         callbacks=[logger, stop, ManifestWriter()],
     )
     trained = run_or_reuse(trainer, resume, max_steps)
