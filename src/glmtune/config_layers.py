@@ -120,3 +120,15 @@ def parse_overrides(overrides: Any, schema: Mapping[str, Any], path: tuple[str, 
     if isinstance(overrides, str) and len(path) > 1:  # Snakemake types top-level values itself
         return parse_value(overrides, node_at(schema, path))
     return overrides
+
+
+def fill_defaults(node: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` with every missing key of the object schema `node` set to its default, nested objects too (as
+    Snakemake's validate fills them); a nested dict in `given` is filled the same way, so it may be partial."""
+    filled = copy.deepcopy(dict(given))
+    for key, sub in node.get("properties", {}).items():
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(filled.get(key), dict):
+            filled[key] = fill_defaults(sub, filled[key])
+    return filled

@@ -3,12 +3,13 @@ place defaults live) with a test's overrides, as the workflow's validated config
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from glmtune.config_layers import fill_defaults as with_defaults
 
 from glmtune.settings import (EvaluateSettings, ExportSettings, ModelSettings, TinySettings, TokenizeSettings, TrainSettings,
                               stage_section)
@@ -19,18 +20,6 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
-
-
-def with_defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """`given` with every missing key of the object schema `node` set to its default, nested objects too (as
-    Snakemake's validate fills them); a nested dict in `given` is filled the same way, so it may be partial."""
-    filled = copy.deepcopy(given)
-    for key, sub in node.get("properties", {}).items():
-        if key not in filled and "default" in sub:
-            filled[key] = copy.deepcopy(sub["default"])
-        if sub.get("type") == "object" and isinstance(filled.get(key), dict):
-            filled[key] = with_defaults(sub, filled[key])
-    return filled
 
 
 def section(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

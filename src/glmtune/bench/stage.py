@@ -3,26 +3,16 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from glmtune.config_layers import fill_defaults as _defaults  # tools/device_check.sh imports it from here
+
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
-
-
-def _defaults(node: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """`given` with the schema's defaults for every missing key, nested objects too (as Snakemake's validate)."""
-    filled = copy.deepcopy(given)
-    for key, sub in node.get("properties", {}).items():
-        if key not in filled and "default" in sub:
-            filled[key] = copy.deepcopy(sub["default"])
-        if sub.get("type") == "object" and isinstance(filled.get(key), dict):
-            filled[key] = _defaults(sub, filled[key])
-    return filled
 
 
 def config_section(name: str, configfile: str | Path | None) -> dict[str, Any]:
