@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from glmtune.config_errors import config_problems, format_problems
+from glmtune.train.method_registry import METHODS  # the schema's train.method enum (test_method_registry)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def test_bad_values_name_what_is_allowed(schema: dict[str, Any], config: dict[st
         "evaluate.batch_size: 'big' is not valid; expected an integer >= 1 or 'auto'",
         "tokenize.max_input_length: 0 should be >= 1",
         "train.lora.r: '8' should be an integer (a number in quotes is a string: write 8 without quotes)",
-        "train.method: 'lorra' is not allowed; use one of lora, qlora, ptuning, full (did you mean lora?)",
+        f"train.method: 'lorra' is not allowed; use one of {', '.join(METHODS)} (did you mean lora?)",
     ]
 
 

@@ -62,37 +62,41 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     return ["all"] if "all" in targets else targets
 
 
-METHODS = ("lora", "qlora", "ptuning", "full")
 QLORA_INSTALL = 'pip install -e ".[qlora]" (bitsandbytes==0.50.2, as constraints.txt pins)'
 
 
 def check_method(settings: TrainSettings, trust_remote_code: bool, family: str = DEFAULT_FAMILY, *,
                  gpu_from_scheduler: bool = False) -> None:
-    """Refuse combinations known to fail mid-run, before any model is loaded. `gpu_from_scheduler`: the train job
+    """Refuse combinations known to fail mid-run, before any model is loaded: the method's own check (its entry in
+    glmtune.train.method_registry), then what its entry's properties rule out. `gpu_from_scheduler`: the train job
     gets its GPUs from a cluster scheduler, so this machine needs none (see check_qlora)."""
-    method = settings.method
-    if method not in METHODS:
-        raise MethodError(f"train.method: unknown method {method!r}; use {', '.join(METHODS)}")
-    if method == "qlora":
-        check_qlora(settings, trust_remote_code, gpu_from_scheduler)
-    if method == "ptuning" and settings.gradient_checkpointing:
-        raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
-                          "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
-                          "turn gradient_checkpointing off or use lora")
-    if method == "ptuning" and trust_remote_code:
-        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
-                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
-                          "not tested here); use lora or full, or model.trust_remote_code: false")
-    if settings.packing and method == "ptuning":
-        raise MethodError("train.packing cannot be combined with train.method: ptuning: the prefix is passed as a KV "
-                          "cache, and transformers then builds no per-sample mask, so packed samples would attend to "
-                          "each other; turn packing off or use lora / full")
+    from glmtune.train.method_registry import get_method  # imported here: the registry's entries use these rules
+
+    method = get_method(settings.method)
+    if method.check is not None:
+        method.check(settings, trust_remote_code, gpu_from_scheduler)
+    if settings.packing and method.kv_prefix:
+        raise MethodError(f"train.packing cannot be combined with train.method: {method.name}: the prefix is passed as "
+                          "a KV cache, and transformers then builds no per-sample mask, so packed samples would attend "
+                          "to each other; turn packing off or use lora / full")
     if settings.packing and trust_remote_code:
         raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
-    if method in ("lora", "qlora"):
+    if method.lora_targets:
         lora_targets(settings.lora.target_modules, trust_remote_code, family)
+
+
+def check_ptuning(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
+    """P-Tuning v2 (peft prefix tuning): no gradient checkpointing, no remote code."""
+    if settings.gradient_checkpointing:
+        raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
+                          "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
+                          "turn gradient_checkpointing off or use lora")
+    if trust_remote_code:
+        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
+                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
+                          "not tested here); use lora or full, or model.trust_remote_code: false")
 
 
 def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
@@ -124,10 +128,12 @@ def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_sched
 
 
 def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:
-    """A static KV cache cannot hold a P-Tuning v2 prefix, which is itself fed as the KV cache."""
-    if train.method == "ptuning" and evaluate.cache == "static":
-        raise MethodError("evaluate.cache: static cannot be used with train.method: ptuning (the P-Tuning v2 prefix "
-                          "is itself the KV cache); set evaluate.cache: dynamic")
+    """A static KV cache cannot hold a P-Tuning v2 prefix, which is itself fed as the KV cache (a kv_prefix method)."""
+    from glmtune.train.method_registry import get_method
+
+    if get_method(train.method).kv_prefix and evaluate.cache == "static":
+        raise MethodError(f"evaluate.cache: static cannot be used with train.method: {train.method} (its learned "
+                          "prefix is itself the KV cache, as P-Tuning v2's); set evaluate.cache: dynamic")
 
 
 def min_cutoff_len(template_name: str) -> int:

@@ -12,10 +12,11 @@ from conftest import TRAIN_SETTINGS
 from helpers.settings import evaluate_settings, export_settings, model_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
-from glmtune.export.merge import CannotMerge, export_model, trained_kind
+from glmtune.export.merge import CannotMerge, export_model
 from glmtune.model.loading import load_trained
 from glmtune.io import read_jsonl
 from glmtune.config_rules import MethodError, check_cache, check_method, lora_targets
+from glmtune.train.method_registry import method_of_folder
 from glmtune.train.trainer import train_model
 
 
@@ -53,7 +54,7 @@ def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: di
     [
         ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "target_modules": ["query_key_value"], "use_rslora": True}}, "lora"),
         ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "use_dora": True}}, "lora"),
-        ("ptuning", {"ptuning": {"num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 32}}, "prefix"),
+        ("ptuning", {"ptuning": {"num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 32}}, "ptuning"),
         ("full", {"learning_rate": 1e-3, "gradient_checkpointing": True}, "full"),
     ],
     ids=["lora-qkv-rslora", "dora", "ptuning-projection", "full-checkpointing"],
@@ -67,7 +68,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
-    assert trained_kind(tmp_path / "out") == kind
+    assert method_of_folder(tmp_path / "out").name == kind
     model, _ = load_trained(tmp_path / "out", trust_remote_code=False)
     assert model is not None
     # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
@@ -78,7 +79,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     # The static cache gives the same answers; a prefix adapter's prefix is itself the cache, so that combination is
     # refused before the run (check_cache), and the stage stops rather than decide otherwise.
     static = evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8, cache="static")
-    if kind == "prefix":
+    if kind == "ptuning":
         with pytest.raises(MethodError, match="evaluate.cache: static cannot be used with train.method: ptuning"):
             check_cache(settings, static)
         with pytest.raises(ValueError, match="static cannot hold a P-Tuning v2"):
@@ -89,7 +90,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
         evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
                        static, model_settings(template="glm4"), 64)
         assert list(read_jsonl(tmp_path / "static.jsonl")) == list(read_jsonl(tmp_path / "predictions.jsonl"))
-    if kind == "prefix":
+    if kind == "ptuning":
         with pytest.raises(CannotMerge, match="P-Tuning v2"):
             export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
                          export_settings(tolerance=1e-3), model_settings(template="glm4"))
@@ -108,7 +109,7 @@ NEEDS_BITSANDBYTES = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes")
 
 
 def test_qlora_is_a_method_of_the_schema_and_loads_its_base_in_four_bit() -> None:
-    from glmtune.config_rules import METHODS
+    from glmtune.train.method_registry import METHODS
     from glmtune.train.methods import uses_four_bit
     from helpers.settings import schema
 
@@ -179,7 +180,7 @@ def test_qlora_trains_evaluates_on_the_bf16_base_and_merges_into_it(small_run: d
                           tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20
-    assert trained_kind(tmp_path / "out") == "lora"
+    assert method_of_folder(tmp_path / "out").name == "lora"  # qlora writes the same LoRA adapter
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
                             evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8), model_settings(template="glm4"), 64)
     assert scores["num_samples"] == 6

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from glmtune.experiments import tokenized_name
 from glmtune.settings import stage_section
+from glmtune.train.method_registry import get_method
 
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
@@ -73,8 +74,10 @@ LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
 TOKENIZED = {run: tokenized_name(settings["tokenize"], config["tokenize"]) for run, settings in RUNS.items()}
 TOKENIZE_SETTINGS = {TOKENIZED[run]: settings["tokenize"] for run, settings in RUNS.items()}
 EXPORT_SETTINGS = stage_section(config, "export")  # without export.run, which only chooses a run
-FULL_RUNS = [run for run, settings in RUNS.items() if settings["train"]["method"] == "full"]
-MERGEABLE_RUNS = [run for run, settings in RUNS.items() if settings["train"]["method"] != "ptuning"]
+# What each run's method writes and whether it merges: its entry in glmtune.train.method_registry.
+METHOD = {run: get_method(settings["train"]["method"]) for run, settings in RUNS.items()}
+FULL_RUNS = [run for run in RUNS if METHOD[run].writes == "model"]
+MERGEABLE_RUNS = [run for run in RUNS if METHOD[run].mergeable]
 
 
 def resolve_llamafactory(name, dataset):
@@ -321,8 +324,9 @@ def run_setting(section, key=None):
 
 
 def cannot_export(run):
+    method = METHOD[run]
     return WorkflowError(
-        f"export of run {run}: train.method: ptuning (P-Tuning v2) learns prefixes, not weight deltas, so there is "
+        f"export of run {run}: train.method: {method.name} ({method.title}) {method.cannot_merge}, so there is "
         "nothing to merge into the base model. Build the adapter and the comparison instead: snakemake --cores 8 "
         f"results/runs/{run}/adapter results/eval/metrics.md; then use it as it is: glmtune infer "
         f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
@@ -331,7 +335,7 @@ def cannot_export(run):
 
 def trained_for_export(run):
     """The training output to merge; P-Tuning v2 has nothing to merge (check_export_targets says so earlier)."""
-    if RUNS[run]["train"]["method"] == "ptuning":
+    if not METHOD[run].mergeable:
         raise cannot_export(run)
     return trained_dir(run)
 
@@ -366,7 +370,7 @@ def check_export_targets():
         wanted = {f"results/runs/{run}/merged_model"}
         if run == EXPORT_RUN:
             wanted |= {"results/merged_model", "all", "export_chosen"}
-        if settings["train"]["method"] == "ptuning" and targets & wanted:
+        if not METHOD[run].mergeable and targets & wanted:
             raise cannot_export(run)
 
 

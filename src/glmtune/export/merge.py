@@ -38,19 +38,11 @@ from glmtune.model.base_identity import check_base
 from glmtune.model.loading import load_config, load_generation_config, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import ExportSettings, ModelSettings
+from glmtune.train.method_registry import method_of_folder
 
-__all__ = ["CannotMerge", "ExportCheckFailed", "export_model", "merge_adapter", "sample_inputs", "trained_kind"]
+__all__ = ["CannotMerge", "ExportCheckFailed", "export_model", "merge_adapter", "sample_inputs"]
 
 log = logging.getLogger(__name__)
-
-
-def trained_kind(trained_dir: str | Path) -> str:
-    """"lora", "prefix" (P-Tuning v2) or "full" for a training output folder."""
-    config = Path(trained_dir) / "adapter_config.json"
-    if not config.is_file():
-        return "full"
-    peft_type = json.loads(config.read_text(encoding="utf-8")).get("peft_type", "")
-    return "prefix" if peft_type == "PREFIX_TUNING" else "lora"
 
 
 def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
@@ -60,14 +52,14 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
     `model.trust_remote_code`: the model runs its folder's own modeling code, and the saved folder keeps that code
     (*.py, config auto_map) so it loads again with trust_remote_code. `extra_files`: name -> file copied in.
     """
-    kind = trained_kind(trained_dir)
-    if kind == "prefix":
+    method = method_of_folder(trained_dir)  # what the folder is decides the export (glmtune.train.method_registry)
+    if not method.mergeable:
         raise CannotMerge(
-            f"{trained_dir} is a P-Tuning v2 (prefix tuning) adapter: its learned prefixes are extra attention inputs, "
-            f"not weight deltas, so there is nothing to merge and results/merged_model is not made. Use the adapter "
-            f"as it is: `glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
+            f"{trained_dir} is a {method.title} adapter (train.method: {method.name}): it {method.cannot_merge}, so "
+            f"there is nothing to merge and results/merged_model is not made. Use the adapter as it is: "
+            f"`glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
         )
-    if kind == "lora":
+    if method.writes == "adapter":
         merge_adapter(trained_dir, base_dir, out_dir, test_path, settings, model, extra_files)
         return
     if model.trust_remote_code:

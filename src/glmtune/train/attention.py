@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from glmtune.settings import TrainSettings
+from glmtune.train.method_registry import get_method
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def speed_path(settings: TrainSettings, device: str | None = None) -> SpeedPath:
     if (loss == "liger" or settings.liger_kernels) and not (cuda and liger_installed()):
         raise ValueError("train.loss: liger and train.liger_kernels need a CUDA GPU and liger-kernel installed "
                          "(pip install liger-kernel); use train.loss: auto / chunked and liger_kernels: false")
-    if loss != "plain" and settings.method == "ptuning":
+    if loss != "plain" and get_method(settings.method).kv_prefix:
         loss = "plain"  # the prefix reaches the model as its KV cache: the loss takes the model's own path
     return SpeedPath(attention, loss, settings.liger_kernels, settings.pad_to_multiple_of if cuda else 1)
 

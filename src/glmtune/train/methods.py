@@ -1,5 +1,5 @@
-"""Fine-tuning methods: LoRA, QLoRA, P-Tuning v2 (peft prefix tuning) and full SFT (combinations checked before the
-run).
+"""The wrapping of the fine-tuning methods: LoRA, QLoRA, P-Tuning v2 (peft prefix tuning); full SFT trains the model
+as it is. Which method wraps how (and everything else about it) is its entry in glmtune.train.method_registry.
 
 QLoRA is LoRA on a base that glmtune.model.loading.load_model loaded in 4-bit NF4 (`four_bit=uses_four_bit(...)`).
 """
@@ -18,6 +18,7 @@ from glmtune.config_rules import MethodError, lora_targets
 from glmtune.model.compat import peft_wrapping
 from glmtune.family import DEFAULT_FAMILY
 from glmtune.settings import TrainSettings
+from glmtune.train.method_registry import get_method
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def resolve_all(model: nn.Module, targets: list[str]) -> list[str]:
 
 def uses_four_bit(settings: TrainSettings) -> bool:
     """Whether the method trains on a 4-bit base (load_model's `four_bit`)."""
-    return settings.method == "qlora"
+    return get_method(settings.method).four_bit
 
 
 def prepare_four_bit(model: PreTrainedModel, gradient_checkpointing: bool) -> PreTrainedModel:
@@ -62,29 +63,44 @@ def prepare_four_bit(model: PreTrainedModel, gradient_checkpointing: bool) -> Pr
 
 def apply_method(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool,
                  family: str = DEFAULT_FAMILY) -> PreTrainedModel:
-    """Wrap the model for its method; full SFT trains every weight as it is. The combination was checked before the
-    run (glmtune.config_rules.check_method). LoRA target names are the family's; with `trust_remote_code` the model
-    has the original ChatGLM modules, so the targets take their names. QLoRA: the model was loaded in 4-bit
-    (uses_four_bit), is prepared by prepare_four_bit, then gets the same LoRA as `lora`."""
-    if settings.method == "qlora":
-        model = prepare_four_bit(model, settings.gradient_checkpointing)
-    if settings.method in ("lora", "qlora"):
-        lora = settings.lora
-        targets = lora_targets(lora.target_modules, trust_remote_code, family)
-        if trust_remote_code:
-            targets = resolve_all(model, targets)
-        config: Any = LoraConfig(
-            task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=targets, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
-        )
-    elif settings.method == "ptuning":
-        ptuning = settings.ptuning
-        config = PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=ptuning.num_virtual_tokens,
-            prefix_projection=ptuning.prefix_projection,
-            encoder_hidden_size=ptuning.encoder_hidden_size or model.config.hidden_size,
-        )
-    else:
-        return model
+    """Wrap the model as its method's entry says (glmtune.train.method_registry); a method without a wrap (full SFT)
+    trains every weight as it is. The combination was checked before the run (glmtune.config_rules.check_method)."""
+    wrap = get_method(settings.method).wrapper()
+    return model if wrap is None else wrap(model, settings, trust_remote_code, family)
+
+
+def wrap_lora(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool, family: str) -> PreTrainedModel:
+    """LoRA on the family's target names; with `trust_remote_code` the model has the original ChatGLM modules, so
+    the targets take their names."""
+    lora = settings.lora
+    targets = lora_targets(lora.target_modules, trust_remote_code, family)
+    if trust_remote_code:
+        targets = resolve_all(model, targets)
+    config = LoraConfig(
+        task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=targets, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
+    )
+    return peft_wrap(model, config)
+
+
+def wrap_qlora(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool, family: str) -> PreTrainedModel:
+    """QLoRA: the model was loaded in 4-bit (uses_four_bit), is prepared by prepare_four_bit, then gets the same LoRA."""
+    model = prepare_four_bit(model, settings.gradient_checkpointing)
+    return wrap_lora(model, settings, trust_remote_code, family)
+
+
+def wrap_prefix(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool, family: str) -> PreTrainedModel:
+    """P-Tuning v2: peft prefix tuning."""
+    ptuning = settings.ptuning
+    config = PrefixTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=ptuning.num_virtual_tokens,
+        prefix_projection=ptuning.prefix_projection,
+        encoder_hidden_size=ptuning.encoder_hidden_size or model.config.hidden_size,
+    )
+    return peft_wrap(model, config)
+
+
+def peft_wrap(model: PreTrainedModel, config: Any) -> PreTrainedModel:
+    """get_peft_model, under the transformers-version shim the wrapping needs."""
     with peft_wrapping():
         return get_peft_model(model, config)

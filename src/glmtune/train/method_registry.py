@@ -1,0 +1,105 @@
+"""The fine-tuning methods, one entry each: what the config rules, the train stage, the workflow and the export ask.
+
+Pure data and pure checks (no torch, peft or transformers): the workflow reads it while building the job graph. The
+wrapping code is named as "module:function" and imported only when a model is wrapped (Method.wrapper).
+
+To add a method: one `register(Method(...))` (here for a built-in one, plus its name in the schema's train.method
+enum, which tests/train/test_method_registry.py checks) and its tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from glmtune.config_rules import MethodError, check_ptuning, check_qlora
+
+# wrap(model, settings, trust_remote_code, family) -> the model to train
+Wrap = Callable[[Any, Any, bool, str], Any]
+# check(settings, trust_remote_code, gpu_from_scheduler): raise MethodError for what cannot work
+Check = Callable[[Any, bool, bool], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One fine-tuning method.
+
+    writes: "adapter" (a peft folder, results/runs/<run>/adapter) or "model" (a whole model, results/runs/<run>/model).
+    peft_type: the adapter_config.json peft_type its adapters have (None when it writes a whole model): how a trained
+    folder is recognised (method_of_folder). mergeable: the export can merge it (a LoRA adapter, or re-save a whole
+    model); otherwise `cannot_merge` says why. four_bit: its base is loaded in 4-bit NF4. lora_targets: it reads
+    train.lora (target_modules checked before the run). kv_prefix: its learned prefix reaches the model as the KV cache
+    (no static cache, no packing, the loss takes the model's own path). check: its own refusals, before any job.
+    wrap: wraps the loaded model for training, a callable or "module:function"; None trains every weight as it is.
+    """
+
+    name: str
+    title: str
+    writes: Literal["adapter", "model"]
+    peft_type: str | None
+    mergeable: bool
+    wrap: Wrap | str | None
+    four_bit: bool = False
+    lora_targets: bool = False
+    kv_prefix: bool = False
+    check: Check | None = None
+    cannot_merge: str = ""
+
+    def wrapper(self) -> Wrap | None:
+        """The wrap function, imported now when named as "module:function"."""
+        if isinstance(self.wrap, str):
+            module, function = self.wrap.split(":")
+            return getattr(importlib.import_module(module), function)
+        return self.wrap
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method; a name already taken is refused (a second entry would silently replace the first)."""
+    if method.name in METHODS:
+        raise ValueError(f"train.method: a method named {method.name!r} is already registered")
+    if (method.writes == "model") != (method.peft_type is None):
+        raise ValueError(f"method {method.name!r}: an adapter has a peft_type, a whole model none")
+    if not method.mergeable and not method.cannot_merge:
+        raise ValueError(f"method {method.name!r}: say why it cannot be merged (cannot_merge)")
+    METHODS[method.name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+    """The entry of train.method `name`, or a MethodError naming the known ones."""
+    if name not in METHODS:
+        raise MethodError(f"train.method: unknown method {name!r}; use {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_of_folder(trained_dir: str | Path) -> Method:
+    """The first registered method whose training writes a folder like this one (lora and qlora write the same LoRA
+    adapter, so such a folder answers lora): a whole model without adapter_config.json, else by its peft_type."""
+    config = Path(trained_dir) / "adapter_config.json"
+    peft_type = json.loads(config.read_text(encoding="utf-8")).get("peft_type") if config.is_file() else None
+    for method in METHODS.values():
+        if method.peft_type == peft_type:
+            return method
+    raise MethodError(f"{trained_dir}: no registered method writes a {peft_type or 'whole model'} folder")
+
+
+TRAIN = "glmtune.train.methods"
+
+register(Method("lora", "LoRA", "adapter", "LORA", mergeable=True, wrap=f"{TRAIN}:wrap_lora", lora_targets=True))
+register(Method("qlora", "QLoRA (LoRA on a 4-bit NF4 base)", "adapter", "LORA", mergeable=True, wrap=f"{TRAIN}:wrap_qlora",
+                four_bit=True, lora_targets=True, check=check_qlora))
+register(Method("ptuning", "P-Tuning v2", "adapter", "PREFIX_TUNING", mergeable=False,
+                wrap=f"{TRAIN}:wrap_prefix", kv_prefix=True, check=check_ptuning,
+                cannot_merge="learns prefixes, not weight deltas (its prefixes are extra attention inputs)"))
+register(Method("full", "full SFT", "model", None, mergeable=True, wrap=None))
