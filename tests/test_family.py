@@ -3,14 +3,18 @@ entry brings through tokenize -> train -> evaluate on a tiny model.
 
 "glmx" has role tokens, a prefix and a stop token of its own (none of GLM-4's), GLM-4's tools layout and the
 native GLM modules. If any stage still held its own GLM-4 / ChatGLM3 copy, it would fail on, or silently ignore,
-these tokens.
+these tokens. "chatx" goes further: a ChatML-like layout (an end-of-turn token after every message, no prefix) on
+another architecture (transformers' Qwen2, whose MLP is gate_proj + up_proj), registered in one entry and run
+tiny model -> tokenize -> train -> evaluate -> export.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -20,11 +24,13 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from glmtune.data.templates import IGNORE_INDEX, encode_prompt, get_template, stop_token_ids
-from glmtune.family import CHATGLM_MODULES, DEFAULT_FAMILY, FAMILIES, ChatLayout, Family, get_family
+from glmtune.family import (CHATGLM_MODULES, DEFAULT_FAMILY, FAMILIES, GLM_ARCHITECTURE, Architecture, ChatLayout, Family,
+                            ModuleNames, get_family)
 from glmtune.io import read_jsonl, write_jsonl
 
 from conftest import REPO, TRAIN_SETTINGS
-from helpers.settings import evaluate_settings, model_settings, tiny_settings, tokenize_settings, train_settings
+from helpers.settings import (evaluate_settings, export_settings, model_settings, tiny_settings, tokenize_settings,
+                              train_settings)
 
 GLMX = Family(
     name="glmx",
@@ -38,7 +44,25 @@ GLMX = Family(
     first_special_id=None,
     pad="<|stop|>",
     tokenizer=None,  # no official tokenizer.model: tiny models only
+    architecture=GLM_ARCHITECTURE,
     modules=CHATGLM_MODULES,
+)
+QWEN2_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHATX = Family(
+    name="chatx",
+    title="ChatX (made up, ChatML-like)",
+    chat=ChatLayout(
+        prefix=(), eos="<|endoftext|>", end_of_turn="<|im_end|>", stop=("<|im_end|>", "<|endoftext|>"), tools_layout="glm4",
+        role_tokens=(("system", "<|im_system|>"), ("user", "<|im_user|>"), ("assistant", "<|im_assistant|>"),
+                     ("observation", "<|im_tool|>")),
+        encode_whole=True,
+    ),
+    special_tokens=("<|endoftext|>", "<|im_end|>", "<|im_system|>", "<|im_user|>", "<|im_assistant|>", "<|im_tool|>"),
+    first_special_id=None,
+    pad="<|endoftext|>",
+    tokenizer=None,
+    architecture=Architecture("qwen2"),
+    modules=ModuleNames(native=QWEN2_LINEAR, original=MappingProxyType({}), remote=()),
 )
 ANSWER = "好的，收到。"
 COLOURS = ["红色", "蓝色", "白色", "黑色", "绿色", "黄色", "紫色", "灰色"]
@@ -95,9 +119,8 @@ def test_schema_enums_are_the_registry() -> None:
     template = schema["properties"]["model"]["properties"]["template"]
     assert template["enum"] == list(FAMILIES) and template["default"] == DEFAULT_FAMILY
     targets = schema["properties"]["train"]["properties"]["lora"]["properties"]["target_modules"]
-    for family in FAMILIES.values():
-        assert targets["items"]["enum"] == [*family.modules.native, "all", *family.modules.original]
-        assert targets["default"] == list(family.modules.native)
+    # No enum: each family names its own modules (config_rules.lora_targets checks them); `all` is every family's.
+    assert "enum" not in targets["items"] and targets["default"] == ["all"]
 
 
 @pytest.mark.parametrize("command", [["infer", "model"], ["bench-eval", "model", "test"], ["bench-train", "arch", "train"]])
@@ -124,7 +147,16 @@ def test_official_ids_come_from_the_registry() -> None:
 def test_a_family_entry_must_use_its_own_tokens() -> None:
     with pytest.raises(ValueError, match=r"glmy: the chat layout uses \['<\|end\|>'\]"):
         Family(name="glmy", title="GLM-Y", chat=ChatLayout(prefix=(), eos="<|stop|>", stop=("<|end|>",), tools_layout="glm4"),
-               special_tokens=("<|stop|>",), first_special_id=None, pad="<|stop|>", tokenizer=None, modules=CHATGLM_MODULES)
+               special_tokens=("<|stop|>",), first_special_id=None, pad="<|stop|>", tokenizer=None,
+               architecture=GLM_ARCHITECTURE, modules=CHATGLM_MODULES)
+
+
+def test_an_end_of_turn_token_must_stop_generation() -> None:
+    with pytest.raises(ValueError, match=r"chaty: generation must stop at the end-of-turn token <\|end\|>"):
+        Family(name="chaty", title="Chat-Y", chat=ChatLayout(prefix=(), eos="<|stop|>", end_of_turn="<|end|>", stop=("<|stop|>",),
+                                                             tools_layout="glm4"),
+               special_tokens=("<|stop|>", "<|end|>"), first_special_id=None, pad="<|stop|>", tokenizer=None,
+               architecture=GLM_ARCHITECTURE, modules=CHATGLM_MODULES)
 
 
 def test_glmx_tiny_model_carries_the_family(glmx_run: dict[str, Any], glmx: Family) -> None:
@@ -187,3 +219,112 @@ def test_glmx_generation_stops_at_its_stop_token(glmx_run: dict[str, Any], glmx:
     assert stopped[-1] == tokenizer.convert_tokens_to_ids("<|stop|>") and len(stopped) < 48
     assert len(unstopped) == 48 and unstopped[: len(stopped) - 1] == stopped[:-1]
     assert tokenizer.decode(stopped, skip_special_tokens=True).strip() == ANSWER
+
+
+@pytest.fixture
+def chatx(monkeypatch: pytest.MonkeyPatch) -> Family:
+    monkeypatch.setitem(FAMILIES, "chatx", CHATX)
+    return CHATX
+
+
+@pytest.fixture(scope="module")
+def chatx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Tiny chatx model (a Qwen2) -> tokenized splits -> LoRA on `all` of its modules -> evaluation -> export, with
+    chatx registered only meanwhile."""
+    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.evaluate.predict import evaluate_model
+    from glmtune.export.merge import export_model
+    from glmtune.model.tiny import build_tiny_model
+    from glmtune.train.trainer import train_model
+
+    root = tmp_path_factory.mktemp("chatx")
+    splits = {"train": root / "train.jsonl", "validation": root / "validation.jsonl", "test": root / "test.jsonl"}
+    write_jsonl(splits["train"], [conversation(n) for n in range(48)])
+    write_jsonl(splits["validation"], [conversation(n) for n in range(48, 52)])
+    write_jsonl(splits["test"], [conversation(n) for n in range(52, 57)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(FAMILIES, "chatx", CHATX)
+        model = build_tiny_model([splits["train"]], root / "model",
+                                 tiny_settings(hidden_size=64, intermediate_size=128, vocab_size=600), family="chatx")
+        chatx = model_settings(template="chatx")
+        tokenized = {name: root / "tok" / name for name in ("train", "validation")}
+        stats = tokenize_splits({name: splits[name] for name in tokenized}, tokenized, root / "tok" / "stats.json",
+                                model, tokenize_settings(max_input_length=64, max_output_length=64), chatx)
+        lora = {**TRAIN_SETTINGS["lora"], "target_modules": ["all"]}
+        settings = train_settings(**{**TRAIN_SETTINGS, "lora": lora, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
+        summary = train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter",
+                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False,
+                              family="chatx")
+        scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
+                                evaluate_settings(batch_size=2, max_new_tokens=32), chatx, 64, base_model=model)
+        export_model(root / "adapter", model, root / "merged", splits["test"], export_settings(dtype="float32"), chatx)
+    yield {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,
+           "test": splits["test"]}
+
+
+def test_target_modules_are_checked_against_the_family(chatx: Family) -> None:
+    from glmtune.config_rules import MethodError, lora_targets
+
+    assert lora_targets(["all"], family="chatx") == list(QWEN2_LINEAR)
+    assert lora_targets(["gate_proj", "q_proj"], family="chatx") == ["gate_proj", "q_proj"]
+    with pytest.raises(MethodError, match=r"'gate_up_proj' matches no ChatX \(made up, ChatML-like\) layer \(model.template: "
+                                          r"chatx\); use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, 'all'$"):
+        lora_targets(["gate_up_proj"], family="chatx")
+    with pytest.raises(MethodError, match=r"'gate_proj' matches no GLM-4 layer .* or an original name \(query_key_value"):
+        lora_targets(["gate_proj"], family="glm4")
+
+
+def test_chatx_model_is_its_own_architecture(chatx_run: dict[str, Any], chatx: Family) -> None:
+    from glmtune.bench.models import arch_config, random_causal_lm
+
+    config = json.loads((chatx_run["model"] / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"]
+    adapter = json.loads((chatx_run["root"] / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert sorted(adapter["target_modules"]) == sorted(QWEN2_LINEAR)  # `all` is the family's names
+    # The benchmarks' random model of that config.json is the same architecture.
+    assert type(arch_config(chatx_run["model"] / "config.json")).__name__ == "Qwen2Config"
+    random = random_causal_lm(chatx_run["model"] / "config.json")
+    assert type(random).__name__ == "Qwen2ForCausalLM"
+    assert sum(p.numel() for p in random.parameters()) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(chatx_run["model"]).parameters())
+
+
+def test_chatx_closes_every_message_with_its_end_of_turn(chatx_run: dict[str, Any], chatx: Family) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(chatx_run["model"])
+    vocab = tokenizer.get_vocab()
+    assert "<|user|>" not in vocab and "[gMASK]" not in vocab
+    sample = load_from_disk(str(chatx_run["tokenized"]["train"]))[0]
+    ids, labels = sample["input_ids"], sample["labels"]
+    end, roles = vocab["<|im_end|>"], [vocab[token] for token in ("<|im_system|>", "<|im_user|>", "<|im_assistant|>")]
+    assert ids[0] == roles[0] and ids[-2:] == [end, vocab["<|endoftext|>"]]
+    assert [i for i in ids if i in roles or i == end] == [roles[0], end, roles[1], end, roles[2], end]
+    answer_start = ids.index(roles[2]) + 1
+    # Trained: the assistant header's newline, the answer and its end-of-turn; not the eos after it.
+    assert labels[:answer_start] == [IGNORE_INDEX] * answer_start
+    assert labels[answer_start:-1] == ids[answer_start:-1] and labels[-1] == IGNORE_INDEX
+    assert tokenizer.decode(ids[answer_start:-1]) == "\n" + ANSWER + "<|im_end|>"
+    # The saved chat template renders the same layout, tools included, as the ids evaluation uses.
+    tool = {"name": "get_colour", "description": "颜色", "parameters": {"type": "object", "properties": {}}}
+    messages = [{**conversation(1)["conversations"][0], "tools": [tool]}, conversation(1)["conversations"][1]]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_system|>\n") and "<|im_end|><|im_system|>\n你是一个简洁的助手。<|im_end|><|im_user|>\n" in text
+    assert text.endswith(messages[1]["content"] + "<|im_end|><|im_assistant|>")
+    assert tokenizer.encode(text, add_special_tokens=False) == encode_prompt(tokenizer, get_template("chatx"), messages)
+
+
+def test_chatx_trains_evaluates_and_exports(chatx_run: dict[str, Any], chatx: Family) -> None:
+    summary = chatx_run["summary"]
+    assert summary["steps"] == 30 and math.isfinite(summary["train_loss"]) and math.isfinite(summary["validation_loss"])
+    rows = list(read_jsonl(chatx_run["root"] / "predictions.jsonl"))
+    assert len(rows) == 5 and all(row["prediction"] == ANSWER for row in rows)  # stopped at <|im_end|>
+    assert chatx_run["scores"]["rouge-l"] == 100
+    # The exported model is a plain Qwen2 that answers the same, stopping at the end-of-turn token.
+    merged = AutoModelForCausalLM.from_pretrained(chatx_run["root"] / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(chatx_run["root"] / "merged")
+    assert type(merged).__name__ == "Qwen2ForCausalLM"
+    prompt = tokenizer.apply_chat_template(conversation(60)["conversations"][:2], add_generation_prompt=True)
+    prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+    with torch.inference_mode():
+        out = merged.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
+    assert out[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.decode(out, skip_special_tokens=True).strip() == ANSWER

@@ -25,13 +25,14 @@ class MethodError(ValueError):
 
 
 def lora_targets(names: Iterable[str], trust_remote_code: bool = False, family: str = DEFAULT_FAMILY) -> list[str]:
-    """GLM module names for `train.lora.target_modules`, accepting the demos' original names.
+    """The family's module names for `train.lora.target_modules`, accepting the demos' original names.
 
     With `trust_remote_code` (model.trust_remote_code) the model has the original modules, so original names are
     used unchanged and `all` stays `all` (resolved against the loaded model by `resolve_all`). The names are the
-    family's (glmtune.family: every known family has the same ones).
+    family's (glmtune.family.ModuleNames; the schema lists none, as families name their layers differently).
     """
-    modules = get_family(family).modules
+    spec = get_family(family)
+    modules = spec.modules
     if trust_remote_code:
         return _remote_targets(names, modules.remote)
     targets: list[str] = []
@@ -44,8 +45,9 @@ def lora_targets(names: Iterable[str], trust_remote_code: bool = False, family: 
             expanded = modules.original[name]
             log.info("train.lora.target_modules: %r is the original ChatGLM name; using %s", name, ", ".join(expanded))
         else:
-            raise MethodError(f"train.lora.target_modules: {name!r} matches no GLM layer; use {', '.join(modules.native)}, "
-                              f"'all', or an original name ({', '.join(modules.original)})")
+            originals = f", or an original name ({', '.join(modules.original)})" if modules.original else ""
+            raise MethodError(f"train.lora.target_modules: {name!r} matches no {spec.title} layer (model.template: "
+                              f"{spec.name}); use {', '.join(modules.native)}, 'all'{originals}")
         targets += [t for t in expanded if t not in targets]
     return targets
 

@@ -4,17 +4,20 @@ A family entry holds everything that differs between GLM generations: the chat l
 the tokens that end generation, how a system message with tools is laid out), the special tokens the tokenizer
 adds with their official ids, the eos / pad / unk tokens, which `tokenizer.model` reader builds its tokenizer, how
 an original (remote-code) checkpoint's config.json is recognised, the stop ids a converted checkpoint's generation
-config gains, and the LoRA module names of the native and the remote-code layouts. The chat template
-(glmtune.data.templates), the tokenizers (glmtune.model.tokenizers), the tiny model (glmtune.model.tiny), checkpoint
-conversion (glmtune.model.convert_original), LoRA targets (glmtune.config_rules) and the CLI's choices all read it
-from here. A new family is one more `Family` in FAMILIES (and its name in the schema's `model.template` enum,
-which tests/test_family.py checks against FAMILIES).
+config gains, the transformers architecture its checkpoints load as, and the LoRA module names of the native and the
+remote-code layouts. The chat template (glmtune.data.templates), the tokenizers (glmtune.model.tokenizers), the tiny
+and the random benchmark models (glmtune.model.tiny, glmtune.bench.models), checkpoint conversion
+(glmtune.model.convert_original), LoRA targets (glmtune.config_rules: `train.lora.target_modules` is checked against
+the family's names, not a schema enum) and the CLI's choices all read it from here. A new family is one more `Family`
+in FAMILIES (and its name in the schema's `model.template` enum, which tests/test_family.py checks against
+FAMILIES); tests/test_family.py registers a ChatML-like family of another architecture in one entry and runs it
+through every stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -40,6 +43,9 @@ class ChatLayout:
     # GLM-4's demo tokenizes each rendered message whole (apply_chat_template), so "\n" + a content that starts
     # with whitespace merges; ChatGLM3's build_single_message encodes header and content apart.
     encode_whole: bool = False
+    # The token that closes every message (ChatML's <|im_end|>), trained with an assistant message; None: the next
+    # role token (or eos) ends a message, as in GLM-4 and ChatGLM3.
+    end_of_turn: str | None = None
 
     def role_token(self, role: str) -> str:
         return dict(self.role_tokens).get(role, ROLE_FORMAT.format(role=role))
@@ -52,6 +58,15 @@ class ModuleNames:
     native: tuple[str, ...]  # the linear layers of the native model (`all` means these)
     original: Mapping[str, tuple[str, ...]]  # the original names the official demos' configs use -> native names
     remote: tuple[str, ...]  # the linear layers of the original code, trained as they are with trust_remote_code
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The transformers architecture a family's checkpoints load as: what its tiny and random benchmark models are."""
+
+    model_type: str  # transformers' model_type (AutoConfig.for_model), e.g. "glm"
+    # config keys the family's models set beyond the sizes (glmtune.model.tiny gives those)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -83,14 +98,18 @@ class Family:
     # Stop tokens that a converted checkpoint's generation config gains (those its official config leaves out).
     generation_stops: tuple[str, ...] = ()
     original: OriginalMatch | None = None  # None: no original checkpoints to convert
+    architecture: Architecture
     modules: ModuleNames
 
     def __post_init__(self) -> None:
         known = {*self.special_tokens, self.chat.eos, self.pad, *([self.unk] if self.unk else [])}
-        used = {*self.chat.prefix, *self.chat.stop, *(token for _, token in self.chat.role_tokens), *self.generation_stops}
+        used = {*self.chat.prefix, *self.chat.stop, *([self.chat.end_of_turn] if self.chat.end_of_turn else []), *(token for _, token in self.chat.role_tokens), *self.generation_stops}
         if not used <= known:
             raise ValueError(f"family {self.name}: the chat layout uses {sorted(used - known)}, which are not among "
                              "its special tokens, eos, pad or unk")
+        if self.chat.end_of_turn and self.chat.end_of_turn not in self.chat.stop:
+            raise ValueError(f"family {self.name}: generation must stop at the end-of-turn token "
+                             f"{self.chat.end_of_turn}: add it to the chat layout's stop tokens")
         if not set(self.media_tokens) <= set(self.special_tokens):
             raise ValueError(f"family {self.name}: media_tokens must be among its special_tokens")
 
@@ -122,6 +141,8 @@ CHATGLM_MODULES = ModuleNames(
     }),
     remote=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
 )
+# transformers' Glm, which both generations convert to (their q/k/v projections have biases).
+GLM_ARCHITECTURE = Architecture("glm", MappingProxyType({"attention_bias": True}))
 
 # GLM-4's pre-tokenizer pattern (tokenization_chatglm.py of glm-4-9b-chat).
 GLM4_PATTERN = (
@@ -159,6 +180,7 @@ GLM4 = Family(
     generation_stops=(),  # glm-4-9b-chat's own configs already list every stop token
     original=OriginalMatch(names=("glm-4", "glm4"), sizes=(("padded_vocab_size", 151552), ("seq_length", 131072)),
                            hint=_glm4_hint),
+    architecture=GLM_ARCHITECTURE,
     modules=CHATGLM_MODULES,
 )
 
@@ -178,6 +200,7 @@ CHATGLM3 = Family(
     # ChatGLM3's chat() also stops at <|user|> and <|observation|>; its config lists only </s> (2).
     generation_stops=("<|user|>", "<|observation|>"),
     original=OriginalMatch(names=("chatglm3",), sizes=(("padded_vocab_size", 65024),)),
+    architecture=GLM_ARCHITECTURE,
     modules=CHATGLM_MODULES,
 )
 

@@ -27,7 +27,7 @@ def test_original_chatglm_names_map_to_glm_layers() -> None:
 
 
 def test_unknown_module_is_rejected_naming_the_key() -> None:
-    with pytest.raises(MethodError, match=r"train.lora.target_modules: 'qkv' matches no GLM layer"):
+    with pytest.raises(MethodError, match=r"train.lora.target_modules: 'qkv' matches no GLM-4 layer"):
         lora_targets(["qkv"])
 
 
@@ -138,7 +138,7 @@ def test_qlora_without_bitsandbytes_names_the_install_command(monkeypatch: pytes
         ({"deepspeed": "config/deepspeed/ds_zero_2.json"}, False, "train.deepspeed cannot be combined with train.method: qlora"),
         ({"precision": "fp16"}, False, "train.precision: fp16 cannot be combined with train.method: qlora"),
         ({"precision": "fp32"}, False, "train.precision: fp32 cannot be combined with train.method: qlora"),
-        ({"lora": {"target_modules": ["qkv"]}}, False, "train.lora.target_modules: 'qkv' matches no GLM layer"),
+        ({"lora": {"target_modules": ["qkv"]}}, False, "train.lora.target_modules: 'qkv' matches no GLM-4 layer"),
     ],
     ids=["remote-code", "deepspeed", "fp16", "fp32", "unknown-lora-module"],
 )

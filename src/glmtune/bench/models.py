@@ -1,4 +1,5 @@
-"""Random models of a real architecture for benchmarks: no weights need downloading."""
+"""Random models of a real architecture for benchmarks: no weights need downloading. A native config.json gives its
+own transformers architecture (any family's, glmtune.family.Architecture); an original ChatGLM3 / GLM-4 one, GLM's."""
 
 from __future__ import annotations
 
@@ -6,26 +7,29 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import GlmConfig, GlmForCausalLM
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from glmtune.model.convert_original import native_config
 
 
-def arch_config(config_json: str | Path) -> GlmConfig:
-    """A GlmConfig from a native config.json or an original ChatGLM3 / GLM-4 one."""
+def arch_config(config_json: str | Path) -> PretrainedConfig:
+    """The transformers config of a native config.json (its model_type's), or the GlmConfig of an original ChatGLM3 /
+    GLM-4 one."""
     raw = json.loads(Path(config_json).read_text(encoding="utf-8"))
-    if raw.get("model_type") == "glm":
-        return GlmConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")})
+    model_type = raw.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        return AutoConfig.for_model(model_type, **{k: v for k, v in raw.items()
+                                                   if k not in ("architectures", "model_type", "transformers_version")})
     return native_config(raw)
 
 
-def random_causal_lm(config_json: str | Path) -> GlmForCausalLM:
+def random_causal_lm(config_json: str | Path) -> PreTrainedModel:
     """Random weights of the architecture for generation benchmarks: built straight in bf16 on a GPU (no float32
     copy, so a 9B model needs 18 GB, not 54), float32 on CPU; in eval mode."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
-        model = GlmForCausalLM._from_config(arch_config(config_json), dtype=dtype)
+        model = AutoModelForCausalLM.from_config(arch_config(config_json), dtype=dtype)
     return model.eval()
 
 

@@ -149,12 +149,12 @@ def long_samples(data: list[dict[str, list[int]]], length: int) -> list[dict[str
 
 def arch_model_shapes(arch: str | Path) -> list[torch.Tensor]:
     """The architecture's parameters as meta tensors (no memory): for counting them."""
-    from transformers import GlmForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from glmtune.bench.models import arch_config
 
     with torch.device("meta"):
-        return list(GlmForCausalLM(arch_config(arch)).parameters())
+        return list(AutoModelForCausalLM.from_config(arch_config(arch)).parameters())
 
 
 def _median_second_half(values: list[float]) -> float:

@@ -4,7 +4,9 @@ Layout shared by GLM-4 and ChatGLM3: a prefix of special tokens, then per messag
 `<|role|>` + metadata + "\\n" (the header) followed by the content; an eos token closes the sample.
 Loss follows the official finetune demos: a trained message's tokens are marked, the marks are
 shifted right by one, so the model learns the header's newline, the content, and the token that
-ends the turn (the next role token, or eos).
+ends the turn (the next role token, or eos). A layout with an end-of-turn token (ChatML's <|im_end|>:
+ChatLayout.end_of_turn) closes every message with it; that token is then the last one a trained
+message's shifted marks reach, and the token after it is not trained.
 
 A system message's `tools` are laid out per family (ChatTemplate.tools_layout names one of
 TOOLS_LAYOUTS), as each model's own code does, in two `<|system|>` blocks: first the tools, then the
@@ -64,7 +66,12 @@ def _jinja_text(text: str) -> str:
 
 def _jinja_plain(template: ChatTemplate) -> str:
     return ("{{ " + template.jinja_role() + " + (m.get('metadata') or '') + " + _jinja_text(template.jinja_header_end)
-            + " + m['content'] }}")
+            + " + m['content'] }}" + _jinja_end(template))
+
+
+def _jinja_end(template: ChatTemplate) -> str:
+    """The Jinja that closes a message: its end-of-turn token, if the layout has one."""
+    return "{{ " + _jinja_text(template.end_of_turn) + " }}" if template.end_of_turn else ""
 
 
 # The glm-4-9b-chat chat template's tools prompt, word for word.
@@ -91,7 +98,7 @@ def _glm4_tools_jinja(template: ChatTemplate) -> str:
     return ("{{ " + _jinja_text(template.role_token("system")) + " + " + _jinja_text(GLM4_TOOLS_INTRO) + " }}"
             "{% for tool in m['tools'] %}{% set f = tool['function'] if tool['function'] is defined else tool %}"
             "{{ '\\n## ' + f['name'] + '\\n\\n' + (f | tojson(indent=4)) + " + _jinja_text(GLM4_TOOL_OUTRO) + " }}"
-            "{% endfor %}{% if m['content'] %}" + _jinja_plain(template) + "{% endif %}")
+            "{% endfor %}" + _jinja_end(template) + "{% if m['content'] %}" + _jinja_plain(template) + "{% endif %}")
 
 
 # The official ChatGLM3 tool fine-tuning code's TOOL_DEFINITION_PREFIX (finetune_demo/preprocess_utils.py); its
@@ -129,7 +136,8 @@ def _chatglm3_tools_jinja(template: ChatTemplate) -> str:
             + _jinja_text(template.jinja_header_end + CHATGLM3_TOOLS_INTRO + "[") + " }}"
             "{% for tool in m['tools'] %}{{ (',' if not loop.first else '') + '\\n    ' }}"
             "{{ ((tool['function'] if tool['function'] is defined else tool) | tojson(indent=4)).replace('\\n', '\\n    ') }}"
-            "{% endfor %}{{ '\\n]' }}{% if m['content'] %}" + _jinja_plain(template) + "{% endif %}")
+            "{% endfor %}{{ '\\n]' }}" + _jinja_end(template) + "{% if m['content'] %}" + _jinja_plain(template)
+            + "{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,9 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
                 body += tokenizer.encode(text, add_special_tokens=False)
             ids += body
             marks += [block.trainable and bool(msg.get("loss"))] * len(body)
+            if template.end_of_turn:  # unmarked: shifted, the message's last mark trains it, and nothing after it
+                ids.append(tokenizer.convert_tokens_to_ids(template.end_of_turn))
+                marks.append(False)
     return ids, marks
 
 
@@ -219,7 +230,8 @@ def encode_conversation(
 ) -> tuple[list[int], list[int], bool]:
     """Return (input_ids, labels, truncated) for training, with the demos' shifted loss marks."""
     ids, marks = encode_messages(tokenizer, template, messages)
-    ids.append(tokenizer.convert_tokens_to_ids(template.eos))
+    if template.eos != template.end_of_turn:  # an end-of-turn eos (Qwen's <|im_end|>) already closes the sample
+        ids.append(tokenizer.convert_tokens_to_ids(template.eos))
     shifted = [False, *marks]
     labels = [token if mark else IGNORE_INDEX for token, mark in zip(ids, shifted)]
     truncated = cutoff_len is not None and len(ids) > cutoff_len

@@ -1,9 +1,9 @@
 """The embedded default model: a tiny random GLM-4 (`GlmForCausalLM`) and a locally trained tokenizer.
 
 It lets the whole workflow run offline on a CPU in minutes while exercising the real architecture,
-the real special tokens and the real chat layout. Any registered family (glmtune.family) can be built so: its
-tokenizer carries the family's chat special tokens and chat template, its generation stops at the family's stop
-tokens.
+the real special tokens and the real chat layout. Any registered family (glmtune.family) can be built so: the model
+is the family's architecture (Family.architecture), its tokenizer carries the family's chat special tokens and chat
+template, its generation stops at the family's stop tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 from glmtune.data.templates import get_template, stop_token_ids
 from glmtune.family import DEFAULT_FAMILY, get_family
@@ -59,12 +59,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT
 def build_tiny_model(
     train_files: Iterable[str | Path], out_dir: str | Path, size: TinySettings, family: str = DEFAULT_FAMILY,
 ) -> Path:
-    """Train the tokenizer on `train_files`, initialise a random GlmForCausalLM (seeded by size.seed), save both."""
+    """Train the tokenizer on `train_files`, initialise a random model of the family's architecture (seeded by
+    size.seed), save both."""
     torch.manual_seed(size.seed)
+    spec = get_family(family)
     tokenizer = train_tokenizer(conversation_texts(train_files), size.vocab_size, family)
     template = get_template(family)
     stops = stop_token_ids(tokenizer, template)
-    config = GlmConfig(
+    config = AutoConfig.for_model(
+        spec.architecture.model_type,
         vocab_size=-(-len(tokenizer) // 64) * 64,  # padded like the real 151552-word vocabulary
         hidden_size=size.hidden_size,
         intermediate_size=size.intermediate_size,
@@ -75,15 +78,15 @@ def build_tiny_model(
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops,
-        attention_bias=True,
         initializer_range=size.initializer_range,
+        **spec.architecture.options,
     )
-    model = GlmForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, do_sample=False)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
     params = sum(p.numel() for p in model.parameters())
-    log.info("tiny %s model: %d parameters, vocabulary %d, saved to %s", get_family(family).title, params, len(tokenizer),
-             out_dir)
+    log.info("tiny %s model (%s): %d parameters, vocabulary %d, saved to %s", spec.title, type(model).__name__, params,
+             len(tokenizer), out_dir)
     return Path(out_dir)
