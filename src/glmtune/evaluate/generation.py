@@ -3,6 +3,9 @@
 Batches run longest prompts first. With cache="static" the whole plan shares one preallocated KV cache (one batch
 size, one length), so on a GPU generate compiles the decode step once and replays it as a CUDA graph; batch_size
 "auto" sizes batches by the free GPU memory.
+
+DynamicCacheBackend and StaticCacheBackend are the evaluation backends `dynamic` and `static`
+(glmtune.evaluate.backend).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from glmtune.evaluate.batching import StaticShape, pad_rows, plan_batches, static_shape
+from glmtune.evaluate.backend import Plan
+from glmtune.evaluate.batching import StaticShape, pad_rows, plan_batches, resolve_batch_size, static_shape
 from glmtune.logs import bar_options
 from glmtune.data.templates import ChatTemplate, stop_token_ids
 
@@ -108,3 +112,30 @@ def generate(
     batches = plan_batches(prompts, batch_size, sort_by_length)
     outputs = generate_batches(model, tokenizer, template, prompts, batches, max_new_tokens, progress, cache, min_new_tokens)
     return [outputs[i] for i in range(len(prompts))]
+
+
+class DynamicCacheBackend:
+    """transformers' generate on a loaded model, batches as planned, a new (dynamic) KV cache per batch."""
+
+    cache = "dynamic"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
+                 batch_size: int | str = "auto", progress: bool = True) -> None:
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.batch_size, self.progress = batch_size, progress
+
+    def batch_limit(self, prompts: Sequence[list[int]], max_new_tokens: int) -> int:
+        """evaluate.batch_size, or for "auto" the rows the free GPU memory holds (batching.resolve_batch_size)."""
+        return resolve_batch_size(self.batch_size, self.model, prompts, max_new_tokens)
+
+    def generate(self, plan: Plan, part: slice = slice(None)) -> dict[int, str]:
+        # Every process of a split gets the whole plan's cache shape, so each compiles the same decode step once.
+        shape = static_shape(plan.prompts, plan.batches, plan.max_new_tokens) if self.cache == "static" else None
+        return generate_batches(self.model, self.tokenizer, self.template, plan.prompts, plan.batches[part],
+                                plan.max_new_tokens, self.progress, self.cache, shape=shape)
+
+
+class StaticCacheBackend(DynamicCacheBackend):
+    """The same with one preallocated static KV cache for the whole plan (a CUDA graph on a GPU; see above)."""
+
+    cache = "static"

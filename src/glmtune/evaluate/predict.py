@@ -1,62 +1,23 @@
-"""Evaluate one model on the test split: predictions and their scores, in one process or one per GPU."""
+"""Evaluate one model on the test split: prompts -> a generation backend's texts -> scores -> files, in one process
+or one per GPU (glmtune.evaluate.ranks)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_batch_size, resolve_cache, static_shape
-from glmtune.evaluate.generation import generate_batches
-from glmtune.model.loading import load_trained
-from glmtune.io import read_jsonl, write_json, write_jsonl
-from glmtune.evaluate.metrics import corpus_scores
 from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.evaluate.backend import in_order, make_backend, make_plan
+from glmtune.evaluate.batching import resolve_cache
+from glmtune.evaluate.metrics import corpus_scores
+from glmtune.evaluate.ranks import RankSplit, join_process_group
+from glmtune.io import read_jsonl, write_json, write_jsonl
+from glmtune.model.loading import load_trained
 from glmtune.settings import EvaluateSettings, ModelSettings
 
 log = logging.getLogger(__name__)
-
-
-def join_process_group() -> tuple[int, int, str | None]:
-    """(rank, world size, device) in a process torchrun started with several ranks; (0, 1, None) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, None
-    import torch
-    import torch.distributed as dist
-
-    device = "cpu"
-    if torch.cuda.is_available():
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device != "cpu" else "gloo")
-    return dist.get_rank(), world, device
-
-
-def gather_predictions(part: dict[int, str], world: int) -> dict[int, str]:
-    """Every rank's predictions, merged (the same on every rank)."""
-    if world == 1:
-        return part
-    import torch.distributed as dist
-
-    parts: list[dict[int, str] | None] = [None] * world
-    dist.all_gather_object(parts, part)
-    return {index: text for piece in parts for index, text in (piece or {}).items()}
-
-
-def agree_on_batch_size(rows: int, world: int, device: str | None) -> int:
-    """The smallest rank's batch size on every rank: all ranks must cut the same plan."""
-    if world == 1:
-        return rows
-    import torch
-    import torch.distributed as dist
-
-    value = torch.tensor([rows], device=device or "cpu")
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return int(value.item())
 
 
 def evaluate_model(
@@ -65,9 +26,10 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it.
 
-    Under torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0
-    writes the files; the predictions are the same as in one process. Other ranks return {}.
-    `settings.batch_size` "auto" sizes batches by free GPU memory (glmtune.evaluate.generation.resolve_batch_size).
+    The backend is `settings.cache`'s (glmtune.evaluate.backend.BACKENDS; "auto" resolved by resolve_cache). Under
+    torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0 writes
+    the files; the predictions are the same as in one process. Other ranks return {}.
+    `settings.batch_size` "auto" sizes batches by free GPU memory (glmtune.evaluate.batching.resolve_batch_size).
     `max_input_length` (tokenize.max_input_length) cuts the prompts. `model.trust_remote_code` runs the model
     folder's own code; a folder's marker never does. A static cache with a P-Tuning v2 adapter was refused before
     the run (glmtune.config_rules.check_cache); generation raises if it comes anyway.
@@ -82,29 +44,22 @@ def evaluate_model(
     cache = resolve_cache(cache, loaded)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
-    limit = agree_on_batch_size(resolve_batch_size(settings.batch_size, loaded, prompts, max_new_tokens), world, device)
-    rows_per_batch = even_batch_size(len(prompts), limit)
-    plan = plan_batches(prompts, rows_per_batch)
-    # Every rank gets the whole plan's cache shape, so each compiles the same decode step once.
-    shape = static_shape(prompts, plan, max_new_tokens) if cache == "static" else None
+    backend = make_backend(cache, loaded, tokenizer, template, settings.batch_size, progress=rank == 0)
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # time generation only, not the ranks' model loading
+        backend = RankSplit(backend, rank, world, device)
+    plan = make_plan(backend, prompts, max_new_tokens)
     start = time.perf_counter()
-    mine = generate_batches(loaded, tokenizer, template, prompts, plan[rank::world], max_new_tokens, rank == 0, cache,
-                            shape=shape)
-    outputs = gather_predictions(mine, world)
+    outputs = backend.generate(plan)
     seconds = time.perf_counter() - start
     if rank:
         return {}
-    predictions = [outputs[i] for i in range(len(prompts))]
+    predictions = in_order(outputs, len(prompts))
     references = [reference for _, reference in pairs]
     scores = corpus_scores(predictions, references)
     scores["samples_per_second"] = round(len(rows) / seconds, 2)
     scores["processes"] = world
     log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
-             model_dir, len(rows), seconds, len(rows) / seconds, world, rows_per_batch, cache, scores)
+             model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
     write_jsonl(predictions_path, (
         {"prompt": messages[-1]["content"] if messages else "", "reference": ref, "prediction": pred}
         for (messages, ref), pred in zip(pairs, predictions)
