@@ -20,12 +20,13 @@ from helpers.settings import model_settings, tiny_settings, tokenize_settings, t
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Converted synthetic train rows, an empty validation file, and a tiny model built on them."""
     from glmtune.data.convert import convert_file
+    from helpers.settings import convert_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tokenize")
     raw = write_advertisegen(root / "raw", 60, 6, 3)
-    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
     write_jsonl(root / "validation.jsonl", [])
     model = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
     return {"root": root, "model": model, "train": root / "train.jsonl", "validation": root / "validation.jsonl"}

@@ -22,7 +22,8 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A LoRA trained a few steps on a tiny model; a copy of that model elsewhere; then the model folder rebuilt
     in place with another seed (what another config's build_tiny_model does to results/tiny_model)."""
     from glmtune.data.convert import convert_file
-    from glmtune.data.split import Part, merge_and_split
+    from glmtune.data.split import merge_and_split
+    from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.model.tiny import build_tiny_model
@@ -30,8 +31,8 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("base_identity")
     raw = write_advertisegen(root / "raw", 60, 8, 3)
-    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
-    merge_and_split([Part("adgen", "all", str(root / "train.jsonl"))], root / "splits", 0.1, 0.1, 0)
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
+    merge_and_split([converted_part("adgen", "all", str(root / "train.jsonl"))], root / "splits", split_settings(validation_ratio=0.1, test_ratio=0.1, seed=0), write_test=True)
     train_files = [root / "splits" / "train.jsonl"]
     model = build_tiny_model(train_files, root / "tiny_model", tiny_settings(**SIZE, seed=0)).resolve()
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
