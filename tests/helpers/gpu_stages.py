@@ -96,7 +96,7 @@ def build_default_job(root: Path) -> dict[str, Path]:
                      converted_part("synthetic_adgen", "test", str(root / "dev.jsonl"))],
                     root / "splits", split_settings(validation_ratio=split["validation_ratio"], test_ratio=0.0, seed=split["seed"]), write_test=True)
     model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model",
-                             tiny_settings(**(config["model"].get("tiny") or {})))
+                             tiny_settings(**(config["model"].get("tiny") or {})), family="glm4")
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json",
                     model, tokenize_settings(**config["tokenize"]), model_settings())

@@ -34,15 +34,15 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
     merge_and_split([converted_part("adgen", "all", str(root / "train.jsonl"))], root / "splits", split_settings(validation_ratio=0.1, test_ratio=0.1, seed=0), write_test=True)
     train_files = [root / "splits" / "train.jsonl"]
-    model = build_tiny_model(train_files, root / "tiny_model", tiny_settings(**SIZE, seed=0)).resolve()
+    model = build_tiny_model(train_files, root / "tiny_model", tiny_settings(**SIZE, seed=0), family="glm4").resolve()
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model,
                     tokenize_settings(max_input_length=32, max_output_length=32), model_settings(template="glm4"))
     settings = train_settings(max_steps=3, batch_size=4, save_steps=100, logging_steps=1, learning_rate=1e-2)
     train_model(tokenized["train"], tokenized["validation"], model, root / "adapter", root / "log.jsonl", root / "loss.png",
-                root / "checkpoints", settings, trust_remote_code=False)
+                root / "checkpoints", settings, trust_remote_code=False, family="glm4")
     original = Path(shutil.copytree(model, root / "original_copy"))
-    build_tiny_model(train_files, model, tiny_settings(**SIZE, seed=1))
+    build_tiny_model(train_files, model, tiny_settings(**SIZE, seed=1), family="glm4")
     return {"root": root, "model": model, "original": original, "adapter": root / "adapter",
             "test": root / "splits" / "test.jsonl"}
 

@@ -16,7 +16,6 @@ from transformers import PreTrainedModel
 
 from glmtune.config_rules import MethodError, lora_targets
 from glmtune.model.compat import peft_wrapping
-from glmtune.family import DEFAULT_FAMILY
 from glmtune.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def prepare_four_bit(model: PreTrainedModel, gradient_checkpointing: bool) -> Pr
 
 
 def apply_method(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool,
-                 family: str = DEFAULT_FAMILY) -> PreTrainedModel:
+                 family: str) -> PreTrainedModel:
     """Wrap the model for its method; full SFT trains every weight as it is. The combination was checked before the
     run (glmtune.config_rules.check_method). LoRA target names are the family's; with `trust_remote_code` the model
     has the original ChatGLM modules, so the targets take their names. QLoRA: the model was loaded in 4-bit
