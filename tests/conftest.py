@@ -29,7 +29,8 @@ def shared_data(relative: str) -> Path:
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic data -> conversations -> splits -> tiny model -> tokenized -> 40 LoRA steps."""
     from glmtune.data.convert import convert_file
-    from glmtune.data.split import Part, merge_and_split
+    from glmtune.data.split import merge_and_split
+    from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.model.tiny import build_tiny_model
     from glmtune.data.tokenize_splits import tokenize_splits
@@ -39,15 +40,15 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("small_run")
     raw = write_advertisegen(root / "raw", 400, 40, 1)
     for name, path in raw.items():
-        convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json", "advertisegen", "adgen")
-    merge_and_split([Part("adgen", "all", str(root / "train.jsonl")), Part("adgen", "test", str(root / "dev.jsonl"))],
-                    root / "splits", 0.1, 0.0, 0)
-    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", tiny_settings(hidden_size=64, intermediate_size=128))
+        convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json", "advertisegen", "adgen", convert_settings())
+    merge_and_split([converted_part("adgen", "all", str(root / "train.jsonl")), converted_part("adgen", "test", str(root / "dev.jsonl"))],
+                    root / "splits", split_settings(validation_ratio=0.1, test_ratio=0.0, seed=0), write_test=True)
+    model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model", tiny_settings(hidden_size=64, intermediate_size=128), family="glm4")
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model,
                     tokenize_settings(max_input_length=64, max_output_length=128), model_settings(template="glm4"))
     train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter", root / "log.jsonl",
-               root / "loss.png", root / "checkpoints", train_settings(**TRAIN_SETTINGS), trust_remote_code=False)
+               root / "loss.png", root / "checkpoints", train_settings(**TRAIN_SETTINGS), trust_remote_code=False, family="glm4")
     return {"root": root, "model": model, "adapter": root / "adapter", "test": root / "splits" / "test.jsonl",
             "log": root / "log.jsonl", "plot": root / "loss.png", "tokenized": root / "tok", "checkpoints": root / "checkpoints"}
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glmtune.data.split import Part, merge_and_split, write_given_test
+from glmtune.data.split import merge_and_split, write_given_test
 from glmtune.evaluate.compare import compare_runs
 from glmtune.experiments import RunError, expand_grid, export_run, run_overrides, run_settings, tokenized_name
 from glmtune.io import write_jsonl
 
 from conftest import REPO
+from helpers.settings import converted_part, split_settings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
 BASE = {
@@ -80,13 +81,13 @@ def conversations(prefix: str, count: int) -> list[dict]:
 
 def test_a_given_test_split_does_not_change_when_a_training_record_does(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", conversations("test", 30))
-    parts = [Part("d", "all", str(tmp_path / "all.jsonl")), Part("d", "test", str(tmp_path / "test.jsonl"))]
+    parts = [converted_part("d", "all", str(tmp_path / "all.jsonl")), converted_part("d", "test", str(tmp_path / "test.jsonl"))]
     written = {}
     for edit in (0, 1):  # the second time one more training record, and one edited
         rows = conversations("train", 100 + edit)
         rows[3]["conversations"][1]["content"] = "edited" if edit else "ok"
         write_jsonl(tmp_path / "all.jsonl", rows)
-        merge_and_split(parts, tmp_path / f"out{edit}", 0.1, 0.1, seed=42)
+        merge_and_split(parts, tmp_path / f"out{edit}", split_settings(validation_ratio=0.1, test_ratio=0.1, seed=42), write_test=True)
         written[edit] = {name: (tmp_path / f"out{edit}/{name}.jsonl").read_bytes() for name in ("train", "test")}
     assert written[0]["train"] != written[1]["train"]
     assert written[0]["test"] == written[1]["test"]
@@ -94,7 +95,7 @@ def test_a_given_test_split_does_not_change_when_a_training_record_does(tmp_path
     # split_test's own file is the same as merge_splits writes, and merge_splits may leave it out.
     write_given_test(parts, tmp_path / "alone.jsonl", seed=42)
     assert (tmp_path / "alone.jsonl").read_bytes() == written[1]["test"]
-    merge_and_split(parts, tmp_path / "no_test", 0.1, 0.1, seed=42, write_test=False)
+    merge_and_split(parts, tmp_path / "no_test", split_settings(validation_ratio=0.1, test_ratio=0.1, seed=42), write_test=False)
     assert not (tmp_path / "no_test/test.jsonl").exists() and (tmp_path / "no_test/train.jsonl").is_file()
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from glmtune.fetch import (FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, fetched_file_problem, fetched_member,
                            link_local_model, url_file_name)
+from helpers.settings import fetch_settings
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
 
@@ -58,7 +59,7 @@ def test_url_path_traversal_refused(tmp_path: Path, bad: str) -> None:
     arc = _tar_gz(tmp_path / "evil.tar.gz", {"ok.txt": b"ok", bad: b"pwned"})
     out = tmp_path / "data" / "evil"
     with pytest.raises(FetchError, match="unsafe"):
-        fetch_url_dataset("evil", arc.as_uri(), out)
+        fetch_url_dataset("evil", arc.as_uri(), out, sha256=None)
     assert not out.exists()
     assert not (tmp_path / "data" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
 
@@ -69,7 +70,7 @@ def test_url_zip_extracts(tmp_path: Path) -> None:
     arc = tmp_path / "d.zip"
     with zipfile.ZipFile(arc, "w") as zf:
         zf.writestr("x/dev.json", "{}")
-    out = fetch_url_dataset("z", arc.as_uri(), tmp_path / "out")
+    out = fetch_url_dataset("z", arc.as_uri(), tmp_path / "out", sha256=None)
     assert (out / "x" / "dev.json").read_text() == "{}"
 
 
@@ -87,7 +88,7 @@ def test_url_unreachable_fails_fast(tmp_path: Path) -> None:
     out = tmp_path / "data" / "advertisegen"
     t0 = time.monotonic()
     with pytest.raises(FetchError) as ei:
-        fetch_url_dataset("advertisegen", url, out, timeout=3)
+        fetch_url_dataset("advertisegen", url, out, sha256=None, timeout=3)
     assert time.monotonic() - t0 < 5
     msg = str(ei.value)
     assert "advertisegen" in msg and url in msg and "path" in msg
@@ -99,7 +100,7 @@ def test_hf_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     t0 = time.monotonic()
     with pytest.raises(FetchError) as ei:
-        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", cache_dir=tmp_path / "c")
+        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", None, cache_dir=tmp_path / "c")
     assert time.monotonic() - t0 < 5
     assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "source: path" in str(ei.value)
 
@@ -109,7 +110,7 @@ def test_hf_local_files_only_missing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # counts as offline: no probe, straight to the cache
     t0 = time.monotonic()
     with pytest.raises(FetchError) as ei:
-        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", cache_dir=tmp_path / "c")
+        fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", None, cache_dir=tmp_path / "c")
     assert time.monotonic() - t0 < 5
     assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "cache" in str(ei.value)
 
@@ -117,7 +118,7 @@ def test_hf_local_files_only_missing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_modelscope_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "modelscope", None)  # makes `import modelscope` raise ImportError
     with pytest.raises(FetchError, match=r"\.\[modelscope\]"):
-        fetch_model("glm", "modelscope", "ZhipuAI/glm-4-9b-chat", tmp_path / "m")
+        fetch_model("glm", "modelscope", "ZhipuAI/glm-4-9b-chat", tmp_path / "m", None)
 
 
 def test_link_local_model(tmp_path: Path) -> None:
@@ -146,14 +147,14 @@ def test_link_local_model_missing_config(tmp_path: Path) -> None:
 def test_url_archive_without_suffix_is_recognised_by_content(tmp_path: Path) -> None:
     """The official AdvertiseGen link ends in `?dl=1`: the archive is known by its bytes, not its name."""
     archive = _tar_gz(tmp_path / "dl", {"AdvertiseGen/train.json": b'{"content": "a", "summary": "b"}\n'})
-    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "out")
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "out", sha256=None)
     assert (out / "AdvertiseGen" / "train.json").read_bytes().startswith(b'{"content"')
 
 
 def test_fetch_dataset_demo_writes_advertisegen_files(tmp_path: Path) -> None:
     from glmtune.fetch import fetch_dataset
 
-    out = fetch_dataset("demo", {"source": "demo", "demo": {"train_rows": 5, "dev_rows": 2, "seed": 0}}, tmp_path / "d")
+    out = fetch_dataset("demo", fetch_settings(source="demo", demo={"train_rows": 5, "dev_rows": 2, "seed": 0}), tmp_path / "d")
     assert len((out / "train.json").read_text(encoding="utf-8").splitlines()) == 5
     assert len((out / "dev.json").read_text(encoding="utf-8").splitlines()) == 2
 
@@ -173,7 +174,7 @@ def test_url_with_encoded_separators_stays_in_its_folder(tmp_path: Path) -> None
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "payload.json").write_text("[]")
     repo = tmp_path / "repo"
-    out = fetch_url_dataset("x", (tmp_path / "a" / "b").as_uri() + "/..%2F..%2Fpayload.json", repo / "resources" / "x")
+    out = fetch_url_dataset("x", (tmp_path / "a" / "b").as_uri() + "/..%2F..%2Fpayload.json", repo / "resources" / "x", sha256=None)
     assert [p.name for p in out.iterdir()] == ["payload.json"]
     assert [p.name for p in repo.iterdir()] == ["resources"] and [p.name for p in (repo / "resources").iterdir()] == ["x"]
 
@@ -186,10 +187,10 @@ def test_fetched_and_generated_datasets_are_read_only(tmp_path: Path, archive: P
     """An edit inside resources/datasets/<name>/ is never seen by Snakemake (one directory output): refuse it."""
     from glmtune.fetch import fetch_dataset
 
-    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "url")
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "url", sha256=None)
     assert (out / "AdvertiseGen" / "train.json").is_file() and _writable_files(out) == []
-    fetch_url_dataset("advertisegen", archive.as_uri(), out)  # fetching again replaces the read-only files
-    demo = {"source": "demo", "demo": {"train_rows": 3, "dev_rows": 1, "seed": 0}}
+    fetch_url_dataset("advertisegen", archive.as_uri(), out, sha256=None)  # fetching again replaces the read-only files
+    demo = fetch_settings(source="demo", demo={"train_rows": 3, "dev_rows": 1, "seed": 0})
     out = fetch_dataset("demo", demo, tmp_path / "demo")
     assert sorted(p.name for p in out.iterdir()) == ["dev.json", "train.json"] and _writable_files(out) == []
     fetch_dataset("demo", demo, out)
@@ -220,7 +221,7 @@ def test_a_demo_file_the_generator_does_not_write_is_refused(tmp_path: Path) -> 
 
 
 def test_a_member_the_download_does_not_hold_stops_listing_what_it_holds(tmp_path: Path, archive: Path) -> None:
-    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "ds")
+    out = fetch_url_dataset("advertisegen", archive.as_uri(), tmp_path / "ds", sha256=None)
     assert fetched_member(out, "AdvertiseGen/train.json", "advertisegen", "all") == out / "AdvertiseGen/train.json"
     for missing in ("AdvertiseGen/dev.json", "AdvertiseGen"):  # a folder is no file either
         with pytest.raises(FetchError) as ei:

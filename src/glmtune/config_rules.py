@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from glmtune.data.templates import get_template
-from glmtune.family import DEFAULT_FAMILY, get_family
+from glmtune.family import get_family
 from glmtune.settings import EvaluateSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class MethodError(ValueError):
     """A method setting that cannot work; the message names the key and what to do."""
 
 
-def lora_targets(names: Iterable[str], trust_remote_code: bool = False, family: str = DEFAULT_FAMILY) -> list[str]:
+def lora_targets(names: Iterable[str], trust_remote_code: bool, family: str) -> list[str]:
     """The family's module names for `train.lora.target_modules`, accepting the demos' original names.
 
     With `trust_remote_code` (model.trust_remote_code) the model has the original modules, so original names are
@@ -67,7 +67,7 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
 QLORA_INSTALL = 'pip install -e ".[qlora]" (bitsandbytes==0.50.2, as constraints.txt pins)'
 
 
-def check_method(settings: TrainSettings, trust_remote_code: bool, family: str = DEFAULT_FAMILY, *,
+def check_method(settings: TrainSettings, trust_remote_code: bool, family: str, *,
                  gpu_from_scheduler: bool = False) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded: the method's own check (its entry in
     glmtune.train.method_registry), then what its entry's properties rule out. `gpu_from_scheduler`: the train job

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from glmtune.data_settings import FetchSettings
+
 _DEFAULT_ENDPOINTS = {"huggingface": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 _ENDPOINT_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_DOMAIN"}
 FALLBACK_NAME = "download"  # a downloaded file's name when its URL gives no usable one
@@ -78,7 +80,7 @@ def _install(tmp: Path, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
-def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | None = None,
+def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | None,
                       timeout: float = 15.0) -> Path:
     """Download url into out_dir, extracting tar (any compression) and zip archives; a plain file keeps the URL's
     file name (url_file_name). The files are read-only, and out_dir appears only when complete."""
@@ -131,7 +133,7 @@ def _reachable(host: str, port: int, timeout: float = 2.5) -> bool:
         return False
 
 
-def fetch_model(name: str, source: str, repo_id: str | None, out_dir: str | Path, revision: str | None = None,
+def fetch_model(name: str, source: str, repo_id: str | None, out_dir: str | Path, revision: str | None,
                 local_files_only: bool = False, cache_dir: str | Path | None = None) -> Path:
     """Download model repo_id from Hugging Face or ModelScope into out_dir."""
     out_dir = Path(out_dir)
@@ -259,18 +261,20 @@ def fetched_member(folder: str | Path, member: str, dataset: str, split: str) ->
                      f"{len(held)}: {shown or 'nothing'}")
 
 
-def fetch_dataset(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
-    """The fetch_dataset stage: generate the demo data or download `spec["url"]` into out_dir (files read-only)."""
-    if spec["source"] == "demo":
+def fetch_dataset(name: str, spec: FetchSettings, out_dir: str | Path) -> Path:
+    """The fetch_dataset stage: generate the demo data or download `spec.url` into out_dir (files read-only)."""
+    if spec.source == "demo":
         from glmtune.data.synthetic import write_advertisegen
 
-        demo = spec.get("demo") or {}
+        demo = spec.demo
         with _staged_dataset(Path(out_dir)) as staged:
-            write_advertisegen(staged, demo.get("train_rows", 3000), demo.get("dev_rows", 300), demo.get("seed", 0))
+            write_advertisegen(staged, demo.train_rows, demo.dev_rows, demo.seed)
         return Path(out_dir)
-    if spec["source"] == "url":
-        return fetch_url_dataset(name, spec["url"], out_dir, spec.get("sha256"))
-    raise FetchError(f"dataset {name!r}: source {spec['source']!r} is read in place and needs no fetching")
+    if spec.source == "url":
+        if not spec.url:
+            raise FetchError(f"datasets.{name}.url is required with source: url")
+        return fetch_url_dataset(name, spec.url, out_dir, spec.sha256)
+    raise FetchError(f"dataset {name!r}: source {spec.source!r} is read in place and needs no fetching")
 
 
 def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, record: str | Path) -> Path:
@@ -280,11 +284,11 @@ def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, recor
     `record` (the output) names it, with the repo and revision, for prepare_model.
     """
     folder = Path(cache_dir) / "downloads" / name
-    fetch_model(name, spec["source"], spec.get("repo_id"), folder, spec.get("revision"), cache_dir=cache_dir)
+    fetch_model(name, spec["source"], spec["repo_id"], folder, spec["revision"], cache_dir=cache_dir)
     from glmtune.io import write_json
 
-    write_json(record, {"path": str(folder.resolve()), "source": spec["source"], "repo_id": spec.get("repo_id"),
-                        "revision": spec.get("revision")})
+    write_json(record, {"path": str(folder.resolve()), "source": spec["source"], "repo_id": spec["repo_id"],
+                        "revision": spec["revision"]})
     return folder
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import shared_data
 
 from glmtune.data.convert import convert_file
+from helpers.settings import convert_settings
 from glmtune.model.tokenizers import load_glm4_tokenizer
 from glmtune.data.tokenize_splits import tokenize_split
 
@@ -17,7 +18,7 @@ def test_convert_and_tokenize_real_advertisegen_in_seconds(tmp_path: Path, capsy
     raw = shared_data("AdvertiseGen/train.json")
     tokenizer = load_glm4_tokenizer(shared_data("tokenizers/glm-4-9b-chat/tokenizer.model").parent)
     start = time.perf_counter()
-    report = convert_file(raw, tmp_path / "c.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "advertisegen", "adgen")
+    report = convert_file(raw, tmp_path / "c.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "advertisegen", "adgen", convert_settings())
     converted = time.perf_counter()
     stats = tokenize_split(tmp_path / "c.jsonl", tmp_path / "tok", tokenizer, "glm4", 128 + 256 + 1)
     done = time.perf_counter()

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import shared_data
 
-from glmtune.data.cleaning import Cleaning, Dropped, clean_conversation
+from glmtune.data.cleaning import Dropped, clean_conversation
+from glmtune.data_settings import CleanSettings
+from helpers.settings import clean_settings, convert_settings
 from glmtune.data.convert import convert_file
 from glmtune.io import read_jsonl
 from glmtune.data.schema import message
@@ -18,13 +20,13 @@ from glmtune.data.schema import message
 
 def test_removes_strings_and_counts_messages() -> None:
     counts: Counter[str] = Counter()
-    out = clean_conversation([message("user", "你好🐳"), message("assistant", "🐳我在🐳")], Cleaning(remove_strings=("🐳",)), counts)
+    out = clean_conversation([message("user", "你好🐳"), message("assistant", "🐳我在🐳")], clean_settings(remove_strings=("🐳",)), counts)
     assert [m["content"] for m in out] == ["你好", "我在"]
     assert counts["messages_with_strings_removed"] == 2
 
 
 def test_drops_the_self_introduction_first_line_only_when_there_is_one() -> None:
-    rules, counts = Cleaning(drop_intro_line="好，我是"), Counter()
+    rules, counts = clean_settings(drop_intro_line="好，我是"), Counter()
     out = clean_conversation([message("user", "你是谁"), message("assistant", "您好，我是EmoLLM\n我能陪你聊天。")], rules, counts)
     assert out[1]["content"] == "我能陪你聊天。" and counts["intro_lines_dropped"] == 1
     single = clean_conversation([message("user", "你是谁"), message("assistant", "您好，我是EmoLLM")], rules, counts)
@@ -34,17 +36,17 @@ def test_drops_the_self_introduction_first_line_only_when_there_is_one() -> None
 def test_an_exchange_emptied_by_cleaning_is_dropped_and_the_rest_kept() -> None:
     counts: Counter[str] = Counter()
     conversation = [message("system", "s"), message("user", "一"), message("assistant", "🐳"), message("user", "二"), message("assistant", "好")]
-    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    out = clean_conversation(conversation, clean_settings(remove_strings=("🐳",)), counts)
     assert [m["content"] for m in out] == ["s", "二", "好"] and counts["empty_turns_dropped"] == 1
 
 
 def test_a_system_message_emptied_by_cleaning_is_dropped_and_counted() -> None:
     counts: Counter[str] = Counter()
     conversation = [message("system", "🐳"), message("user", "q"), message("assistant", "a")]
-    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    out = clean_conversation(conversation, clean_settings(remove_strings=("🐳",)), counts)
     assert [m["role"] for m in out] == ["user", "assistant"] and counts["empty_system_dropped"] == 1
     # an originally empty system message is not cleaning's doing: left to the schema
-    untouched = clean_conversation([message("system", ""), *conversation[1:]], Cleaning(remove_strings=("🐳",)), Counter())
+    untouched = clean_conversation([message("system", ""), *conversation[1:]], clean_settings(remove_strings=("🐳",)), Counter())
     assert [m["role"] for m in untouched] == ["system", "user", "assistant"]
 
 
@@ -52,7 +54,7 @@ def test_remove_strings_acts_on_content_not_on_tools() -> None:
     tools = [{"name": "🐳", "description": "🐳 facts"}]
     counts: Counter[str] = Counter()
     conversation = [message("system", "🐳", tools=tools), message("user", "q"), message("assistant", "a")]
-    out = clean_conversation(conversation, Cleaning(remove_strings=("🐳",)), counts)
+    out = clean_conversation(conversation, clean_settings(remove_strings=("🐳",)), counts)
     assert out[0] == {"role": "system", "content": "", "loss": False, "tools": [{"name": "🐳", "description": "🐳 facts"}]}
     assert counts == Counter({"messages_with_strings_removed": 1})
 
@@ -60,13 +62,13 @@ def test_remove_strings_acts_on_content_not_on_tools() -> None:
 @pytest.mark.parametrize(
     ("rules", "conversation", "reason"),
     [
-        (Cleaning(remove_strings=("🐳",)), [message("user", "q"), message("assistant", "🐳")], "no exchange"),
-        (Cleaning(min_answer_chars=5), [message("user", "q"), message("assistant", "短")], "fewer than min_answer_chars 5"),
-        (Cleaning(max_chars=3), [message("user", "问题"), message("assistant", "回答")], "more than max_chars 3"),
+        (clean_settings(remove_strings=("🐳",)), [message("user", "q"), message("assistant", "🐳")], "no exchange"),
+        (clean_settings(min_answer_chars=5), [message("user", "q"), message("assistant", "短")], "fewer than min_answer_chars 5"),
+        (clean_settings(max_chars=3), [message("user", "问题"), message("assistant", "回答")], "more than max_chars 3"),
     ],
     ids=["emptied", "too-short", "too-long"],
 )
-def test_filtered_conversations_raise_dropped_with_reason(rules: Cleaning, conversation: list, reason: str) -> None:
+def test_filtered_conversations_raise_dropped_with_reason(rules: CleanSettings, conversation: list, reason: str) -> None:
     with pytest.raises(Dropped, match=reason):
         clean_conversation(conversation, rules, Counter())
 
@@ -76,7 +78,7 @@ def test_convert_writes_cleaning_drops_to_rejects_and_counts_steps(tmp_path: Pat
     rows = [{"content": "a", "summary": "好的🐳"}, {"content": "b", "summary": "🐳"}, {"content": "c", "summary": "好的🐳"}]
     raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     report = convert_file(raw, tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "rep.json", "advertisegen", "t",
-                          {"clean": {"remove_strings": ["🐳"]}})
+                          convert_settings(clean={"remove_strings": ["🐳"]}))
     assert (report["records_in"], report["records_out"], report["rejected"]) == (3, 2, 1)
     assert report["steps"] == {"dropped_empty": 1, "empty_turns_dropped": 1, "messages_with_strings_removed": 3}
     assert [r["reason"] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["cleaning: no exchange with a non-empty answer is left"]
@@ -87,7 +89,7 @@ def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None
     so no first line is dropped (one of them is an exact duplicate record, removed by dedupe)."""
     raw = shared_data("EmoLLM/self_cognition_EmoLLM.json")
     report = convert_file(raw, tmp_path / "o.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "alpaca", "self",
-                          {"clean": {"remove_strings": ["🐳"], "drop_intro_line": "好，我是"}})
+                          convert_settings(clean={"remove_strings": ["🐳"], "drop_intro_line": "好，我是"}))
     assert report["records_in"] == report["records_out"] + report["rejected"]
     assert report["steps"].get("intro_lines_dropped", 0) == 0
     answers = [row["conversations"][-1]["content"] for row in read_jsonl(tmp_path / "o.jsonl")]
@@ -100,7 +102,7 @@ def test_a_rule_that_matched_nothing_is_reported_with_zero(tmp_path: Path) -> No
     raw.write_text(json.dumps({"content": "a", "summary": "一个足够长的回答"}, ensure_ascii=False) + "\n", encoding="utf-8")
     clean = {"remove_strings": ["🐳"], "drop_intro_line": "好，我是", "min_answer_chars": 2, "max_chars": 1000}
     report = convert_file(raw, tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "rep.json", "advertisegen", "t",
-                          {"clean": clean})
+                          convert_settings(clean=clean))
     assert report["records_out"] == 1
     assert report["steps"] == {"messages_with_strings_removed": 0, "intro_lines_dropped": 0, "dropped_short": 0,
                                "dropped_long": 0}

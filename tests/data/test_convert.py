@@ -12,6 +12,7 @@ from glmtune.data.convert import ConversionError, convert_file
 from glmtune.data.formats import CONVERTERS, chatglm3
 from glmtune.io import DataFileError, read_jsonl
 from glmtune.data.schema import InvalidRecord
+from helpers.settings import convert_settings
 
 
 def user(content: Any, **extra: Any) -> dict[str, Any]:
@@ -66,7 +67,7 @@ GOOD = {
 
 def run(tmp_path: Path, raw: Path, fmt: str, **options: Any) -> dict[str, Any]:
     return convert_file(raw, tmp_path / "out" / "conv.jsonl", tmp_path / "out" / "rejects.jsonl",
-                        tmp_path / "out" / "report.json", fmt, "ds", options)
+                        tmp_path / "out" / "report.json", fmt, "ds", convert_settings(**options))
 
 
 def write_lines(path: Path, records: list[Any]) -> Path:

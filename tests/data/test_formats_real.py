@@ -17,6 +17,7 @@ from conftest import shared_data
 from glmtune.data.convert import convert_file
 from glmtune.data.formats import dataset_info_file, from_dataset_info
 from glmtune.io import read_jsonl
+from helpers.settings import convert_settings
 
 
 def S(content: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def O(content: str) -> dict[str, Any]:  # noqa: E743
 def convert(tmp_path: Path, raw: Path, fmt: str, **options: Any) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Convert with on_invalid: skip; return the report, conversations by source index, and rejects."""
     out, rejects_path = tmp_path / "conv.jsonl", tmp_path / "rejects.jsonl"
-    report = convert_file(raw, out, rejects_path, tmp_path / "report.json", fmt, "real", {**options, "on_invalid": "skip"})
+    report = convert_file(raw, out, rejects_path, tmp_path / "report.json", fmt, "real", convert_settings(**{**options, "on_invalid": "skip"}))
     rows = list(read_jsonl(out))
     rejects = list(read_jsonl(rejects_path))
     assert report["records_in"] == report["records_out"] + report["rejected"]

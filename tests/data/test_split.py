@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from glmtune.io import read_jsonl, write_jsonl
+from helpers.settings import converted_part, split_settings
 from glmtune.data.split import Part, given_test_only, layout_problem, merge_and_split, write_given_test
 
 
@@ -20,7 +21,7 @@ def rows(dataset: str, n: int) -> list[dict[str, Any]]:
 def part(tmp_path: Path, dataset: str, split: str, n: int, **kwargs: Any) -> Part:
     path = tmp_path / "in" / f"{dataset}-{split}.jsonl"
     write_jsonl(path, rows(dataset, n))
-    return Part(dataset=dataset, split=split, path=str(path), **kwargs)
+    return converted_part(dataset=dataset, split=split, path=str(path), **kwargs)
 
 
 def ids(out: Path, name: str) -> list[str]:
@@ -35,7 +36,7 @@ def ids(out: Path, name: str) -> list[str]:
 ], ids=["20-0.1-0.2", "10-quarters", "7-0.3", "no-ratios"])
 def test_all_part_is_cut_by_ratios(tmp_path: Path, n: int, val: float, test: float, sizes: tuple[int, int, int]) -> None:
     out = tmp_path / "out"
-    report = merge_and_split([part(tmp_path, "a", "all", n)], out, val, test, seed=1)
+    report = merge_and_split([part(tmp_path, "a", "all", n)], out, split_settings(validation_ratio=val, test_ratio=test, seed=1), write_test=True)
     assert report["sizes"] == dict(zip(("train", "validation", "test"), sizes))
     got = {name: ids(out, name) for name in ("train", "validation", "test")}
     assert tuple(len(v) for v in got.values()) == sizes
@@ -50,7 +51,7 @@ def test_split_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     results = []
     for run, seed in enumerate((7, 7, 8)):
         out = tmp_path / f"out{run}"
-        merge_and_split([p], out, 0.2, 0.2, seed=seed)
+        merge_and_split([p], out, split_settings(validation_ratio=0.2, test_ratio=0.2, seed=seed), write_test=True)
         results.append({name: ids(out, name) for name in ("train", "validation", "test")})
     assert results[0] == results[1]
     assert results[0] != results[2]
@@ -62,7 +63,7 @@ def test_split_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 def test_another_datasets_test_file_leaves_the_test_ratio(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "test", 3)], out, 0.2, 0.5, seed=0)
+    report = merge_and_split([part(tmp_path, "a", "all", 10), part(tmp_path, "b", "test", 3)], out, split_settings(validation_ratio=0.2, test_ratio=0.5, seed=0), write_test=True)
     assert report["sizes"] == {"train": 3, "validation": 2, "test": 8}
     test = ids(out, "test")
     assert sorted(i for i in test if i.startswith("b-")) == ["b-0", "b-1", "b-2"]
@@ -73,8 +74,8 @@ def test_another_datasets_test_file_leaves_the_test_ratio(tmp_path: Path) -> Non
 
 def test_a_datasets_own_test_file_wins_over_the_test_ratio(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    parts = [part(tmp_path, "a", "all", 10), Part("a", "test", part(tmp_path, "a2", "test", 3).path)]
-    report = merge_and_split(parts, out, 0.2, 0.5, seed=0)
+    parts = [part(tmp_path, "a", "all", 10), converted_part("a", "test", part(tmp_path, "a2", "test", 3).path)]
+    report = merge_and_split(parts, out, split_settings(validation_ratio=0.2, test_ratio=0.5, seed=0), write_test=True)
     assert report["sizes"] == {"train": 8, "validation": 2, "test": 3}
     assert sorted(ids(out, "test")) == ["a2-0", "a2-1", "a2-2"]
     assert report["datasets"]["a/all"]["test"] == 0
@@ -82,9 +83,9 @@ def test_a_datasets_own_test_file_wins_over_the_test_ratio(tmp_path: Path) -> No
 
 def test_a_datasets_own_validation_file_wins_over_the_validation_ratio(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    parts = [part(tmp_path, "a", "all", 10), Part("a", "validation", part(tmp_path, "a2", "validation", 2).path),
+    parts = [part(tmp_path, "a", "all", 10), converted_part("a", "validation", part(tmp_path, "a2", "validation", 2).path),
              part(tmp_path, "b", "all", 10)]
-    report = merge_and_split(parts, out, 0.5, 0.1, seed=0)
+    report = merge_and_split(parts, out, split_settings(validation_ratio=0.5, test_ratio=0.1, seed=0), write_test=True)
     assert report["datasets"]["a/all"] == {"in": 10, "used": 10, "validation": 0, "test": 1, "train": 9}
     assert report["datasets"]["b/all"] == {"in": 10, "used": 10, "validation": 5, "test": 1, "train": 4}
     assert sorted(i for i in ids(out, "validation") if not i.startswith("b-")) == ["a2-0", "a2-1"]
@@ -107,17 +108,17 @@ def test_the_split_test_of_given_files_alone_is_the_one_split_test_writes(tmp_pa
     """merge_and_split and write_given_test agree exactly when the test split is the given files alone, and only
     then (another dataset's all file adds its test share)."""
     given = [part(tmp_path, "a", "all", 20), part(tmp_path, "b", "test", 6)]
-    merge_and_split(given, tmp_path / "alone", 0.1, 0.0, seed=5)
+    merge_and_split(given, tmp_path / "alone", split_settings(validation_ratio=0.1, test_ratio=0.0, seed=5), write_test=True)
     write_given_test(given, tmp_path / "given.jsonl", seed=5)
     assert (tmp_path / "alone/test.jsonl").read_bytes() == (tmp_path / "given.jsonl").read_bytes()
-    merge_and_split(given, tmp_path / "mixed", 0.1, 0.2, seed=5)
+    merge_and_split(given, tmp_path / "mixed", split_settings(validation_ratio=0.1, test_ratio=0.2, seed=5), write_test=True)
     assert sum(i.startswith("a-") for i in ids(tmp_path / "mixed", "test")) == 4
 
 
 def test_max_samples(tmp_path: Path) -> None:
     out = tmp_path / "out"
     parts = [part(tmp_path, "a", "all", 50, max_samples=10), part(tmp_path, "b", "train", 8, max_samples=3)]
-    report = merge_and_split(parts, out, 0.2, 0.0, seed=3)
+    report = merge_and_split(parts, out, split_settings(validation_ratio=0.2, test_ratio=0.0, seed=3), write_test=True)
     assert report["datasets"]["a/all"] == {"in": 50, "used": 10, "validation": 2, "test": 0, "train": 8}
     assert report["datasets"]["b/train"] == {"in": 8, "used": 3, "train": 3}
     assert report["sizes"] == {"train": 11, "validation": 2, "test": 0}
@@ -127,7 +128,7 @@ def test_max_samples(tmp_path: Path) -> None:
 
 
 def test_max_samples_larger_than_the_file(tmp_path: Path) -> None:
-    report = merge_and_split([part(tmp_path, "a", "train", 4, max_samples=100)], tmp_path / "out", 0.0, 0.0, seed=0)
+    report = merge_and_split([part(tmp_path, "a", "train", 4, max_samples=100)], tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0), write_test=True)
     assert report["sizes"]["train"] == 4
 
 
@@ -141,14 +142,14 @@ def test_empty_train_raises_and_writes_nothing(tmp_path: Path, parts_spec: list[
     _, _, _, val, test = parts_spec[0]
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="training split is empty"):
-        merge_and_split(parts, out, val, test, seed=0)
+        merge_and_split(parts, out, split_settings(validation_ratio=val, test_ratio=test, seed=0), write_test=True)
     assert not out.exists() or list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize(("ratio", "used"), [(0.5, 5), (2.0, 20), (1.3, 13)], ids=["half", "twice", "1.3"])
 def test_sample_ratio_scales_a_dataset_in_the_mix(tmp_path: Path, ratio: float, used: int) -> None:
     out = tmp_path / "out"
-    report = merge_and_split([part(tmp_path, "a", "train", 10, sample_ratio=ratio)], out, 0.0, 0.0, seed=0)
+    report = merge_and_split([part(tmp_path, "a", "train", 10, sample_ratio=ratio)], out, split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0), write_test=True)
     assert report["datasets"]["a/train"]["used"] == used
     got = ids(out, "train")
     assert len(got) == used and set(got) <= {f"a-{i}" for i in range(10)}
@@ -160,11 +161,11 @@ def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> No
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     write_jsonl(first, rows("a", 4))
     write_jsonl(second, rows("a", 2) + rows("b", 3))  # a-0 and a-1 repeat the first dataset's conversations
-    parts = [Part("first", "train", str(first)), Part("second", "train", str(second))]
-    report = merge_and_split(parts, tmp_path / "out", 0.0, 0.0, seed=0, dedupe_across_datasets=True)
+    parts = [converted_part("first", "train", str(first)), converted_part("second", "train", str(second))]
+    report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0, dedupe_across_datasets=True), write_test=True)
     assert report["datasets"]["second/train"]["cross_dataset_duplicates"] == 2
     assert report["sizes"]["train"] == 7
-    kept = merge_and_split(parts, tmp_path / "out2", 0.0, 0.0, seed=0)
+    kept = merge_and_split(parts, tmp_path / "out2", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0), write_test=True)
     assert kept["sizes"]["train"] == 9
 
 

@@ -23,7 +23,7 @@ TEXTS = ["你是一个乐于助人的助手", "今天天气怎么样", "今天�
 
 @pytest.fixture(scope="module")
 def tok() -> Any:
-    return train_tokenizer(TEXTS, 300)
+    return train_tokenizer(TEXTS, 300, family="glm4")
 
 
 def tid(tok: Any, token: str) -> int:

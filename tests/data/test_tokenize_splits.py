@@ -20,14 +20,15 @@ from helpers.settings import model_settings, tiny_settings, tokenize_settings, t
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Converted synthetic train rows, an empty validation file, and a tiny model built on them."""
     from glmtune.data.convert import convert_file
+    from helpers.settings import convert_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tokenize")
     raw = write_advertisegen(root / "raw", 60, 6, 3)
-    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
     write_jsonl(root / "validation.jsonl", [])
-    model = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
+    model = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64), family="glm4")
     return {"root": root, "model": model, "train": root / "train.jsonl", "validation": root / "validation.jsonl"}
 
 
@@ -84,11 +85,11 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
     settings = {**TRAIN_SETTINGS, "max_steps": 2, "save_steps": 2}
     summary = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
                          tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt",
-                         train_settings(**settings), trust_remote_code=False)
+                         train_settings(**settings), trust_remote_code=False, family="glm4")
     assert summary["steps"] == 2 and "validation_loss" not in summary
     packed = train_model(tmp_path / "tok" / "train", tmp_path / "tok" / "validation", data["model"].resolve(),
                         tmp_path / "packed", tmp_path / "plog.jsonl", tmp_path / "ploss.png", tmp_path / "pckpt",
-                        train_settings(**{**settings, "packing": True, "pack_length": 512}), trust_remote_code=False)
+                        train_settings(**{**settings, "packing": True, "pack_length": 512}), trust_remote_code=False, family="glm4")
     assert packed["steps"] == 2 and "validation_loss" not in packed
 
 

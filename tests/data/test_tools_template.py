@@ -42,7 +42,7 @@ GLM4_TOOLS_TEXT = (
 
 @pytest.fixture(scope="module")
 def tok() -> Any:
-    return train_tokenizer([GLM4_TOOLS_TEXT, SYSTEM, USER, ARGS, OBSERVATION, ANSWER], 400)
+    return train_tokenizer([GLM4_TOOLS_TEXT, SYSTEM, USER, ARGS, OBSERVATION, ANSWER], 400, family="glm4")
 
 
 def enc(tok: Any, text: str) -> list[int]:

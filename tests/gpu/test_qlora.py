@@ -25,7 +25,7 @@ def qlora_settings(**overrides: Any) -> Any:
 def test_the_config_check_passes_on_this_gpu() -> None:
     from glmtune.config_rules import check_method
 
-    check_method(qlora_settings(), trust_remote_code=False)  # a CUDA GPU with bf16, and bitsandbytes
+    check_method(qlora_settings(), trust_remote_code=False, family="glm4")  # a CUDA GPU with bf16, and bitsandbytes
 
 
 def test_the_base_loads_in_nf4_with_double_quantisation_on_the_gpu(default_job: dict[str, Path]) -> None:
@@ -49,7 +49,7 @@ def qlora_run(default_job: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     root = tmp_path_factory.mktemp("qlora")
     settings = qlora_settings(max_steps=MAX_STEPS, save_steps=MAX_STEPS)
     summary = train_model(default_job["train"], default_job["validation"], default_job["model"], root / "adapter",
-                          root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False)
+                          root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False, family="glm4")
     return {"root": root, "summary": summary, "adapter": root / "adapter"}
 
 

@@ -25,7 +25,7 @@ def trained(default_job: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("stages")
     settings = train_settings(**{**config["train"], "max_steps": MAX_STEPS, "save_steps": MAX_STEPS, "eval_steps": 100})
     summary = train_model(default_job["train"], default_job["validation"], default_job["model"], root / "adapter",
-                          root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False)
+                          root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False, family="glm4")
     return {"root": root, "summary": summary, "config": config, "adapter": root / "adapter"}
 
 

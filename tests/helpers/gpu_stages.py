@@ -79,7 +79,8 @@ def build_default_job(root: Path) -> dict[str, Path]:
     """The default job's data stages on the CPU, at its settings but fewer rows: demo AdvertiseGen data -> converted
     -> split -> tiny GLM model (config's model.tiny) -> tokenized train / validation (config's tokenize)."""
     from glmtune.data.convert import convert_file
-    from glmtune.data.split import Part, merge_and_split
+    from glmtune.data.split import merge_and_split
+    from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.model.tiny import build_tiny_model
@@ -89,13 +90,13 @@ def build_default_job(root: Path) -> dict[str, Path]:
     raw = write_advertisegen(root / "raw", 1200, 60, 0)
     for name, path in raw.items():
         convert_file(path, root / f"{name}.jsonl", root / f"{name}.rejects.jsonl", root / f"{name}.report.json",
-                     "advertisegen", "synthetic_adgen")
+                     "advertisegen", "synthetic_adgen", convert_settings())
     split = section("split", config.get("split") or {})
-    merge_and_split([Part("synthetic_adgen", "all", str(root / "train.jsonl")),
-                     Part("synthetic_adgen", "test", str(root / "dev.jsonl"))],
-                    root / "splits", split["validation_ratio"], 0.0, split["seed"])
+    merge_and_split([converted_part("synthetic_adgen", "all", str(root / "train.jsonl")),
+                     converted_part("synthetic_adgen", "test", str(root / "dev.jsonl"))],
+                    root / "splits", split_settings(validation_ratio=split["validation_ratio"], test_ratio=0.0, seed=split["seed"]), write_test=True)
     model = build_tiny_model([root / "splits" / "train.jsonl"], root / "model",
-                             tiny_settings(**(config["model"].get("tiny") or {})))
+                             tiny_settings(**(config["model"].get("tiny") or {})), family="glm4")
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json",
                     model, tokenize_settings(**config["tokenize"]), model_settings())

@@ -286,7 +286,7 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
                             model_dir, tokenize_settings(max_input_length=64, max_output_length=64), model)
     summary = train_model(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter",
                          work / "log.jsonl", work / "loss.png", work / "checkpoints", train_settings(**TRAIN_SETTINGS),
-                         trust_remote_code=True)
+                         trust_remote_code=True, family="glm4")
     adapter_config = json.loads((work / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     scores = evaluate_model(model_dir=work / "adapter", test_path=splits / "test.jsonl",
                             predictions_path=work / "eval" / "predictions.jsonl", scores_path=work / "eval" / "scores.json",

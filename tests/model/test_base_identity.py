@@ -22,7 +22,8 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A LoRA trained a few steps on a tiny model; a copy of that model elsewhere; then the model folder rebuilt
     in place with another seed (what another config's build_tiny_model does to results/tiny_model)."""
     from glmtune.data.convert import convert_file
-    from glmtune.data.split import Part, merge_and_split
+    from glmtune.data.split import merge_and_split
+    from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.data.tokenize_splits import tokenize_splits
     from glmtune.model.tiny import build_tiny_model
@@ -30,18 +31,18 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("base_identity")
     raw = write_advertisegen(root / "raw", 60, 8, 3)
-    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
-    merge_and_split([Part("adgen", "all", str(root / "train.jsonl"))], root / "splits", 0.1, 0.1, 0)
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
+    merge_and_split([converted_part("adgen", "all", str(root / "train.jsonl"))], root / "splits", split_settings(validation_ratio=0.1, test_ratio=0.1, seed=0), write_test=True)
     train_files = [root / "splits" / "train.jsonl"]
-    model = build_tiny_model(train_files, root / "tiny_model", tiny_settings(**SIZE, seed=0)).resolve()
+    model = build_tiny_model(train_files, root / "tiny_model", tiny_settings(**SIZE, seed=0), family="glm4").resolve()
     tokenized = {"train": root / "tok" / "train", "validation": root / "tok" / "validation"}
     tokenize_splits({s: root / "splits" / f"{s}.jsonl" for s in tokenized}, tokenized, root / "tok" / "stats.json", model,
                     tokenize_settings(max_input_length=32, max_output_length=32), model_settings(template="glm4"))
     settings = train_settings(max_steps=3, batch_size=4, save_steps=100, logging_steps=1, learning_rate=1e-2)
     train_model(tokenized["train"], tokenized["validation"], model, root / "adapter", root / "log.jsonl", root / "loss.png",
-                root / "checkpoints", settings, trust_remote_code=False)
+                root / "checkpoints", settings, trust_remote_code=False, family="glm4")
     original = Path(shutil.copytree(model, root / "original_copy"))
-    build_tiny_model(train_files, model, tiny_settings(**SIZE, seed=1))
+    build_tiny_model(train_files, model, tiny_settings(**SIZE, seed=1), family="glm4")
     return {"root": root, "model": model, "original": original, "adapter": root / "adapter",
             "test": root / "splits" / "test.jsonl"}
 

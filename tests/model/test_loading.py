@@ -26,13 +26,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from peft import LoraConfig, get_peft_model
 
     from glmtune.data.convert import convert_file
+    from helpers.settings import convert_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("loading")
     raw = write_advertisegen(root / "raw", 40, 4, 5)
-    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen")
-    model_dir = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64))
+    convert_file(raw["train"], root / "train.jsonl", root / "rejects.jsonl", root / "report.json", "advertisegen", "adgen", convert_settings())
+    model_dir = build_tiny_model([root / "train.jsonl"], root / "model", tiny_settings(hidden_size=32, intermediate_size=64), family="glm4")
     base = loading.load_model(model_dir, dtype="float32", trust_remote_code=False)
     torch.manual_seed(1)
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

@@ -127,15 +127,15 @@ def test_fetch_refuses_a_folder_without_remote_code(tmp_path: Path) -> None:
 def test_lora_targets_keep_the_original_names(prepared: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    assert lora_targets(["query_key_value", "dense"], trust_remote_code=True) == ["query_key_value", "dense"]
-    assert lora_targets(["all", "dense"], trust_remote_code=True) == ["all"]
+    assert lora_targets(["query_key_value", "dense"], trust_remote_code=True, family="glm4") == ["query_key_value", "dense"]
+    assert lora_targets(["all", "dense"], trust_remote_code=True, family="glm4") == ["all"]
     with pytest.raises(MethodError, match=r"'q_proj' is not an original ChatGLM module, and with model.trust_remote_code"):
-        lora_targets(["q_proj"], trust_remote_code=True)
+        lora_targets(["q_proj"], trust_remote_code=True, family="glm4")
     with pytest.raises(MethodError, match="ptuning is not supported with model.trust_remote_code"):
-        check_method(train_settings(method="ptuning"), trust_remote_code=True)
+        check_method(train_settings(method="ptuning"), trust_remote_code=True, family="glm4")
     model = AutoModelForCausalLM.from_pretrained(prepared, trust_remote_code=True)
     assert resolve_all(model, ["all"]) == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
-    assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]  # the default path maps as before
+    assert lora_targets(["query_key_value"], trust_remote_code=False, family="glm4") == ["q_proj", "k_proj", "v_proj"]  # the default path maps as before
 
 
 def test_stages_run_the_remote_code(prepared: Path, splits: Path, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: 
                     tokenize_settings(max_input_length=64, max_output_length=64), model_settings(template="glm4", trust_remote_code=True))
     settings = {**stand_in.TRAIN_SETTINGS, "method": "full", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}
     train_model(tok["train"], tok["validation"], prepared.resolve(), tmp_path / "full", tmp_path / "log.jsonl",
-               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=True)
+               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=True, family="glm4")
     assert (tmp_path / "full" / MARKER).is_file() and (tmp_path / "full" / "modeling_chatglm.py").is_file()
     export_model(tmp_path / "full", prepared, tmp_path / "merged", splits / "test.jsonl", export_settings(tolerance=1e-3),
                  model_settings(template="glm4", trust_remote_code=True))

@@ -24,7 +24,7 @@ def test_two_processes_match_one_on_the_same_global_batch(small_run: dict[str, P
         return {"train_dir": str(tok / "train"), "validation_dir": str(tok / "validation"), "model_dir": str(small_run["model"]),
                 "adapter_dir": str(tmp_path / name / "adapter"), "log_path": str(tmp_path / name / "log.jsonl"),
                 "plot_path": str(tmp_path / name / "loss.png"), "checkpoint_root": str(tmp_path / name / "ckpt"),
-                "settings": train_settings(**{**settings, "batch_size": batch_size}), "trust_remote_code": False}
+                "settings": train_settings(**{**settings, "batch_size": batch_size}), "trust_remote_code": False, "family": "glm4"}
 
     train_model(**arguments("one", 8))
     run_stage("train", arguments("two", 4), Layout(nodes=1, per_node=2), tmp_path / "two.log")  # typed settings as JSON

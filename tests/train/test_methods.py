@@ -21,19 +21,19 @@ from glmtune.train.trainer import train_model
 
 
 def test_original_chatglm_names_map_to_glm_layers() -> None:
-    assert lora_targets(["query_key_value"]) == ["q_proj", "k_proj", "v_proj"]
-    assert lora_targets(["dense_h_to_4h", "dense_4h_to_h", "dense"]) == ["gate_up_proj", "down_proj", "o_proj"]
-    assert lora_targets(["all"]) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]
+    assert lora_targets(["query_key_value"], trust_remote_code=False, family="glm4") == ["q_proj", "k_proj", "v_proj"]
+    assert lora_targets(["dense_h_to_4h", "dense_4h_to_h", "dense"], trust_remote_code=False, family="glm4") == ["gate_up_proj", "down_proj", "o_proj"]
+    assert lora_targets(["all"], trust_remote_code=False, family="glm4") == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]
 
 
 def test_unknown_module_is_rejected_naming_the_key() -> None:
     with pytest.raises(MethodError, match=r"train.lora.target_modules: 'qkv' matches no GLM-4 layer"):
-        lora_targets(["qkv"])
+        lora_targets(["qkv"], trust_remote_code=False, family="glm4")
 
 
 def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None:
     with pytest.raises(MethodError, match="gradient_checkpointing cannot be combined with train.method: ptuning"):
-        check_method(train_settings(method="ptuning", gradient_checkpointing=True), trust_remote_code=False)
+        check_method(train_settings(method="ptuning", gradient_checkpointing=True), trust_remote_code=False, family="glm4")
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_ptuning_with_gradient_checkpointing_is_refused_before_loading() -> None
 )
 def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: dict, remote_code: bool, message: str) -> None:
     with pytest.raises(MethodError, match=message):
-        check_method(train_settings(**settings), remote_code)
+        check_method(train_settings(**settings), remote_code, family="glm4")
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     settings = train_settings(**{**TRAIN_SETTINGS, "method": method, "max_steps": 20, "save_steps": 20, **extra})
     tok = small_run["tokenized"]
     summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-                         tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
+                         tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False, family="glm4")
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
@@ -120,7 +120,7 @@ def test_qlora_is_a_method_of_the_schema_and_loads_its_base_in_four_bit() -> Non
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_qlora_without_a_gpu_is_refused_before_loading() -> None:
     with pytest.raises(MethodError, match=r"train.method: qlora needs a CUDA GPU \(bitsandbytes 4-bit\)"):
-        check_method(train_settings(method="qlora"), trust_remote_code=False)
+        check_method(train_settings(method="qlora"), trust_remote_code=False, family="glm4")
 
 
 def test_qlora_without_bitsandbytes_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +128,7 @@ def test_qlora_without_bitsandbytes_names_the_install_command(monkeypatch: pytes
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
     # A cluster's train job gets the GPU (gpu_from_scheduler): the package is still needed in this environment.
     with pytest.raises(MethodError, match=r'needs bitsandbytes, which is not installed: pip install -e "\.\[qlora\]"'):
-        check_method(train_settings(method="qlora"), trust_remote_code=False, gpu_from_scheduler=True)
+        check_method(train_settings(method="qlora"), trust_remote_code=False, gpu_from_scheduler=True, family="glm4")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_qlora_combinations_that_cannot_work_are_refused(monkeypatch: pytest.Mon
     find_spec = importlib.util.find_spec  # as if bitsandbytes were installed: these refusals come whatever it is
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else find_spec(name, *a))
     with pytest.raises(MethodError, match=re.escape(message)):
-        check_method(train_settings(method="qlora", **settings), remote_code, gpu_from_scheduler=True)
+        check_method(train_settings(method="qlora", **settings), remote_code, gpu_from_scheduler=True, family="glm4")
 
 
 @NEEDS_BITSANDBYTES
@@ -164,7 +164,7 @@ def test_qlora_base_is_nf4_with_double_quantisation_and_only_lora_trains(small_r
     state = four_bit[0].weight.quant_state
     assert (state.quant_type, state.nested, four_bit[0].compute_dtype) == ("nf4", True, torch.bfloat16)
     settings = train_settings(**{**TRAIN_SETTINGS, "method": "qlora"})
-    wrapped = apply_method(model, settings, trust_remote_code=False)
+    wrapped = apply_method(model, settings, trust_remote_code=False, family="glm4")
     trainable = {name for name, p in wrapped.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
     assert len(trainable) == 2 * 2 * 6  # A and B of every linear layer of both blocks
@@ -177,7 +177,7 @@ def test_qlora_trains_evaluates_on_the_bf16_base_and_merges_into_it(small_run: d
     settings = train_settings(**{**TRAIN_SETTINGS, "method": "qlora", "max_steps": 20, "save_steps": 20})
     tok = small_run["tokenized"]
     summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-                          tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
+                          tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False, family="glm4")
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert method_of_folder(tmp_path / "out").name == "lora"  # qlora writes the same LoRA adapter

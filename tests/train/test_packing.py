@@ -56,7 +56,7 @@ def test_training_with_packing_learns(small_run: dict[str, Path], tmp_path: Path
     settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 256, "batch_size": 2, "max_steps": 20}
     tok = small_run["tokenized"]
     train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False)
+               tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False, family="glm4")
     rows = [row for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["tokens_per_second"] > 0
@@ -82,6 +82,6 @@ def test_num_epochs_sets_the_steps_so_packing_trains_the_same_samples(small_run:
     settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 1024, "batch_size": 2, "max_steps": None,
                 "num_epochs": 1, "save_steps": 1000}
     summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-                          tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False)
+                          tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False, family="glm4")
     assert summary["steps"] == -(-packed_rows // 2) and summary["epochs"] == pytest.approx(1, abs=0.2)
     assert packed_rows < rows / 4  # packing did change the row count; the epochs stayed one

@@ -24,7 +24,7 @@ def _train(small_run: dict[str, Path], out: Path, settings: dict = SETTINGS, mod
     tokenized = small_run["tokenized"]
     return train_model(tokenized / "train", tokenized / "validation", model or small_run["model"], out / "adapter",
                       out / "log.jsonl", out / "loss.png", out / "ckpt", train_settings(**settings),
-                      trust_remote_code=False)
+                      trust_remote_code=False, family="glm4")
 
 
 @pytest.fixture(scope="module")

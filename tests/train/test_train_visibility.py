@@ -21,7 +21,7 @@ def train(small_run: dict[str, Path], out: Path, **settings) -> dict:
     with job_logging(out / "train.log"):
         return train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
                           out / "log.jsonl", out / "loss.png", out / "ckpt", train_settings(**{**TRAIN_SETTINGS, **settings}),
-                          trust_remote_code=False)
+                          trust_remote_code=False, family="glm4")
 
 
 def test_every_logged_step_has_a_log_line_and_validation_runs_every_eval_steps(small_run, tmp_path) -> None:
@@ -71,7 +71,7 @@ def test_a_run_is_logged_to_trackers_under_its_name(small_run, tmp_path, monkeyp
         summary = trainer.train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter",
                                       out / "log.jsonl", out / "loss.png", out / "ckpt",
                                       train_settings(**{**TRAIN_SETTINGS, "max_steps": 1, "save_steps": 100}),
-                                      trust_remote_code=False, run_name=run_name)
+                                      trust_remote_code=False, run_name=run_name, family="glm4")
     assert seen == ["lora_r4", summary["run_id"]]
 
 

@@ -30,7 +30,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
         torch.optim.AdamW.step = lambda self, *a, **k: (time.sleep(0.15), step(self, *a, **k))[1]
         from glmtune.settings import TrainSettings
         from glmtune.train.trainer import train_model
-        train_model(*{args!r}, TrainSettings.from_config(json.loads(sys.argv[1])), trust_remote_code=False)
+        train_model(*{args!r}, TrainSettings.from_config(json.loads(sys.argv[1])), trust_remote_code=False, family="glm4")
     """)
     process = subprocess.Popen([sys.executable, "-c", child, json.dumps(settings.to_config())], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -53,7 +53,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     (partial / "adapter_model.safetensors").write_bytes(b"\0" * 64)
     assert last_complete_checkpoint(run) == saved
 
-    summary = train_model(*args, settings, trust_remote_code=False)
+    summary = train_model(*args, settings, trust_remote_code=False, family="glm4")
     assert summary["resumed_from"] == saved and summary["steps"] == 30
     resumed = {row["step"]: row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row}
     steps = [row["step"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
@@ -62,7 +62,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     # Same step counter, optimizer and RNG state: the resumed curve is the uninterrupted run's.
     straight = tmp_path / "straight"
     whole = train_model(*args[:3], str(straight / "adapter"), str(straight / "log.jsonl"), str(straight / "loss.png"),
-                       str(straight / "ckpt"), settings, trust_remote_code=False)
+                       str(straight / "ckpt"), settings, trust_remote_code=False, family="glm4")
     uninterrupted = {row["step"]: row["loss"] for row in read_jsonl(straight / "log.jsonl") if "loss" in row}
     assert all(abs(resumed[s] - uninterrupted[s]) <= 1e-4 * abs(uninterrupted[s]) for s in range(11, 31)), (resumed, uninterrupted)
     # train_loss is the whole run's mean, not the mean of the 20 resumed steps.
@@ -74,9 +74,9 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     settings = {**TRAIN_SETTINGS, "max_steps": 5, "save_steps": 5}
     outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
     first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
-                        train_settings(**settings), trust_remote_code=False)
+                        train_settings(**settings), trust_remote_code=False, family="glm4")
     second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
-                         train_settings(**{**settings, "learning_rate": 1e-3}), trust_remote_code=False)
+                         train_settings(**{**settings, "learning_rate": 1e-3}), trust_remote_code=False, family="glm4")
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
 
 
@@ -90,7 +90,7 @@ def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path
     for name in ("first", "second"):
         out = tmp_path / name
         train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
-                   out / "loss.png", out / "ckpt", settings, trust_remote_code=False)
+                   out / "loss.png", out / "ckpt", settings, trust_remote_code=False, family="glm4")
         losses = [row["loss"] for row in read_jsonl(out / "log.jsonl") if "loss" in row]
         runs.append((losses, load_file(out / "adapter" / "adapter_model.safetensors")))
     (first_losses, first_weights), (second_losses, second_weights) = runs

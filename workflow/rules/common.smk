@@ -1,5 +1,4 @@
 # Config layering and validation, and the input functions every rule uses; all branching on config lives here.
-import codecs
 import re
 from pathlib import Path
 
@@ -69,7 +68,7 @@ ENV = "../envs/glmtune.yaml"
 # The rules that load the model (tokenize, train, evaluate, export_model) need the old transformers the original
 # ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
 MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
-LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
+from glmtune.config_checks import LOCAL_SOURCES  # read in place: no fetch job
 # Where each run's training reads its tokenized data: runs with equal tokenize settings share one set.
 TOKENIZED = {run: tokenized_name(settings["tokenize"], config["tokenize"]) for run, settings in RUNS.items()}
 TOKENIZE_SETTINGS = {TOKENIZED[run]: settings["tokenize"] for run, settings in RUNS.items()}
@@ -80,119 +79,15 @@ FULL_RUNS = [run for run in RUNS if METHOD[run].writes == "model"]
 MERGEABLE_RUNS = [run for run in RUNS if METHOD[run].mergeable]
 
 
-def resolve_llamafactory(name, dataset):
-    """Fill format, columns, tags and files of a dataset_info.json entry, as LLaMA-Factory reads it."""
-    from glmtune.data.formats import dataset_info_file, from_dataset_info
-
-    for key in ("dataset_info", "name"):
-        if not dataset.get(key):
-            raise WorkflowError(f"config: datasets.{name}.{key} is required with source: llamafactory")
-    if not Path(dataset["dataset_info"]).is_file():
-        raise WorkflowError(f"config: datasets.{name}.dataset_info: no such file: {dataset['dataset_info']}")
-    try:
-        fmt, options = from_dataset_info(dataset["dataset_info"], dataset["name"])
-    except (ValueError, KeyError) as err:
-        raise WorkflowError(f"config: datasets.{name}: {err}")
-    dataset["format"] = fmt
-    dataset.update({k: v for k, v in options.items() if k not in dataset})
-    dataset.setdefault("files", {"all": str(dataset_info_file(dataset["dataset_info"], dataset["name"]))})
-
-
 def check_config():
-    """Fail before any job runs, naming the key, when the config points at things that are not there."""
-    from glmtune.settings import ExportSettings, SettingsError, TinySettings
-
-    for name, dataset in DATASETS.items():
-        if dataset["source"] == "llamafactory":
-            resolve_llamafactory(name, dataset)
-        for key in ("format", "files"):
-            if key not in dataset:
-                raise WorkflowError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
-        for split, file in dataset["files"].items():
-            if dataset["source"] in ("path", "llamafactory") and not Path(file).is_file():
-                raise WorkflowError(f"config: datasets.{name}.files.{split}: no such file: {file}")
-            check_fetched_file(name, dataset["source"], split, file)
-        if dataset["source"] == "url" and not dataset.get("url"):
-            raise WorkflowError(f"config: datasets.{name}.url is required with source: url")
-        check_encoding(name, dataset["encoding"])
-    check_layout()
-    needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(MODEL["source"])
-    if needs and not MODEL.get(needs):
-        raise WorkflowError(f"config: model.{needs} is required with model.source: {MODEL['source']}")
-    if MODEL["source"] == "path" and not Path(MODEL["path"], "config.json").is_file():
-        raise WorkflowError(f"config: model.path: {MODEL['path']} is not a model folder (no config.json)")
-    if MODEL["trust_remote_code"] and MODEL["source"] == "tiny":
-        raise WorkflowError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
-                            "model.source: tiny has none: set model.trust_remote_code: false")
-    try:  # the schema and the typed sections agree
-        ExportSettings.from_config(EXPORT_SETTINGS)
-        TinySettings.from_config(MODEL["tiny"])
-    except SettingsError as err:
-        raise WorkflowError(f"config: {err}")
-    for run, settings in RUNS.items():
-        where = "" if len(RUNS) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
-        check_tokenize(settings["tokenize"], where)
-        check_train(settings["train"], settings["evaluate"], where)
-
-
-def check_layout():
-    """Split layouts the config alone shows to be empty of training data."""
-    from glmtune.data.split import layout_problem
-
-    problem = layout_problem({name: list(dataset["files"]) for name, dataset in DATASETS.items()})
-    if problem:
-        raise WorkflowError(f"config: datasets: {problem}")
-
-
-def check_fetched_file(name, source, split, file):
-    """A url dataset's files lie inside its download, a demo dataset's are the generator's: known before any job."""
-    from glmtune.fetch import fetched_file_problem
-
-    problem = fetched_file_problem(source, file)
-    if problem:
-        raise WorkflowError(f"config: datasets.{name}.files.{split}: {problem}")
-
-
-def check_encoding(name, encoding):
-    """Otherwise an unknown encoding fails only in the convert job."""
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise WorkflowError(f"config: datasets.{name}.encoding: unknown text encoding {encoding!r} "
-                            "(e.g. utf-8, utf-8-sig, gbk, gb18030)")
-
-
-def check_tokenize(lengths, where):
-    """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
-    from glmtune.config_rules import min_cutoff_len
-    from glmtune.settings import TokenizeSettings
-
-    lengths = TokenizeSettings.from_config(lengths)
-    limit, shortest = lengths.cutoff, min_cutoff_len(MODEL["template"])
-    if limit < shortest:
-        raise WorkflowError(f"config: {where}{lengths.cutoff_setting} is {limit} tokens: no sample fits, as "
-                            f"the {MODEL['template']} chat prefix, the answer's role header and one answer token take "
-                            f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
-
-
-def check_train(train, evaluate, where):
-    """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
-    the KV cache the method allows: decided here, once; the stages do not decide them again. `where` names the run
-    ("runs.<name>: ") where the config has several."""
-    from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
-    from glmtune.settings import EvaluateSettings, SettingsError, TrainSettings
+    """Fail before any job runs, naming the key, when the config points at things that are not there
+    (glmtune.config_checks; resolves llamafactory datasets in place)."""
+    from glmtune.config_checks import ConfigCheckError, check_config as check
 
     try:
-        train, evaluate = TrainSettings.from_config(train), EvaluateSettings.from_config(evaluate)
-        check_method(train, trust_remote_code=MODEL["trust_remote_code"], family=MODEL["template"],
-                     gpu_from_scheduler=train_gpus_from_scheduler())
-        check_report_to(train.report_to)
-        check_cache(train, evaluate)
-    except (MethodError, SettingsError, ValueError) as err:
-        raise WorkflowError(f"config: {where}{err}")
-    if train.deepspeed and not Path(train.deepspeed).is_file():
-        raise WorkflowError(f"config: {where}train.deepspeed: no such file: {train.deepspeed} (config/deepspeed/ has "
-                            "ds_zero_2.json and ds_zero_3.json)")
+        check(config, RUNS, gpu_from_scheduler=train_gpus_from_scheduler())
+    except ConfigCheckError as err:
+        raise WorkflowError(str(err))
 
 
 def train_gpus_from_scheduler():
@@ -268,9 +163,10 @@ def convert_options(wildcards):
 
 
 def converted_parts():
-    """(dataset, split, path, max_samples, sample_ratio) of every converted file, for merging."""
+    """Every converted file, for merging: the keys of glmtune.data.split.Part."""
     return [
-        (name, part, f"results/converted/{name}/{part}.jsonl", dataset["max_samples"], dataset["sample_ratio"])
+        {"dataset": name, "split": part, "path": f"results/converted/{name}/{part}.jsonl",
+         "max_samples": dataset["max_samples"], "sample_ratio": dataset["sample_ratio"]}
         for name, dataset in DATASETS.items()
         for part in dataset["files"]
     ]
@@ -289,7 +185,7 @@ def test_from_given_files():
 
 def test_parts():
     """The converted files split_test writes the test split from (none when merge_splits writes it)."""
-    return [part for part in converted_parts() if part[1] == "test"] if test_from_given_files() else []
+    return [part for part in converted_parts() if part["split"] == "test"] if test_from_given_files() else []
 
 
 def merge_outputs():

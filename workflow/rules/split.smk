@@ -3,7 +3,7 @@
 
 rule merge_splits:
     input:
-        [part[2] for part in converted_parts()],
+        [part["path"] for part in converted_parts()],
     output:
         **merge_outputs(),
     params:
@@ -23,7 +23,7 @@ if test_from_given_files():
 
     rule split_test:
         input:
-            [part[2] for part in test_parts()],
+            [part["path"] for part in test_parts()],
         output:
             test="results/splits/test.jsonl",
         params:

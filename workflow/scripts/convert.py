@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from glmtune.data.convert import convert_file
+from glmtune.data_settings import ConvertSettings
 from glmtune.fetch import fetched_member
 from glmtune.logs import job_logging
 
@@ -9,5 +10,5 @@ with job_logging(snakemake.log[0]):
     member, wildcards = snakemake.params.member, snakemake.wildcards  # member is "" for local files
     raw = fetched_member(snakemake.input.raw, member, wildcards.dataset, wildcards.part) if member else Path(snakemake.input.raw)
     out = snakemake.output
-    convert_file(raw, out.conversations, out.rejects, out.report, snakemake.params.format,
-                 snakemake.wildcards.dataset, snakemake.params.options)
+    settings = ConvertSettings.from_config(snakemake.params.options, f"datasets.{wildcards.dataset}")
+    convert_file(raw, out.conversations, out.rejects, out.report, snakemake.params.format, wildcards.dataset, settings)

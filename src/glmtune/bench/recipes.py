@@ -200,7 +200,7 @@ sample length it joins the samples to, None to keep them), on `data`; the first 
         with mock.patch.object(trainer, "load_model", random_weights):
             summary = trainer.train_model(split / "train", split / "validation", model_dir, split / "adapter",
                                           split / "log.jsonl", split / "loss.png", split / "checkpoints", settings,
-                                          trust_remote_code=False)
+                                          trust_remote_code=False, family="glm4")
         seconds = time.perf_counter() - start
         logged = [row for row in read_jsonl(split / "log.jsonl") if "tokens_per_second" in row]
         rate = _median_second_half([row["tokens_per_second"] for row in logged])

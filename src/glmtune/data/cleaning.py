@@ -10,34 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from glmtune.data_settings import CleanSettings
 
 
 class Dropped(Exception):
     """Cleaning removed the whole conversation; the message is the reason."""
-
-
-@dataclass(frozen=True)
-class Cleaning:
-    remove_strings: tuple[str, ...] = ()
-    drop_intro_line: str | None = None  # e.g. "好，我是": such an answer loses its first line
-    drop_empty_turns: bool = True
-    min_answer_chars: int = 0
-    max_chars: int | None = None
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any] | None) -> Cleaning:
-        options = dict(options or {})
-        options["remove_strings"] = tuple(options.get("remove_strings") or ())
-        return cls(**options)
-
-    def rule_counters(self) -> dict[str, int]:
-        """The counter of each rule that is set beyond the defaults, at 0: the dataset's report then shows a rule that
-        matched nothing as 0 rather than leaving it out (as if it had not been set)."""
-        rules = {"messages_with_strings_removed": bool(self.remove_strings), "intro_lines_dropped": bool(self.drop_intro_line),
-                 "dropped_short": self.min_answer_chars > 0, "dropped_long": self.max_chars is not None}
-        return {name: 0 for name, active in rules.items() if active}
 
 
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -75,7 +54,7 @@ def _drop_emptied_system(before: Sequence[dict[str, Any]], after: list[dict[str,
     return kept
 
 
-def clean_conversation(messages: Sequence[dict[str, Any]], rules: Cleaning, counts: Counter[str]) -> list[dict[str, Any]]:
+def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings, counts: Counter[str]) -> list[dict[str, Any]]:
     """Apply the rules in order; return the cleaned messages or raise Dropped with the reason."""
     cleaned = [dict(msg) for msg in messages]
     for msg in cleaned:

@@ -8,10 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.cleaning import Cleaning, Dropped, clean_conversation
+from glmtune.data.cleaning import Dropped, clean_conversation
 from glmtune.data.formats import CONVERTERS
 from glmtune.io import BadLine, read_records, write_json, write_jsonl
 from glmtune.data.schema import InvalidRecord, message, validate_conversation
+from glmtune.data_settings import ConvertSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +74,29 @@ def convert_file(
     report_path: str | Path,
     fmt: str,
     dataset: str,
-    options: dict[str, Any] | None = None,
+    settings: ConvertSettings,
 ) -> dict[str, Any]:
     """Convert `raw_path` with converter `fmt`; write conversations, rejects and a report.
 
-    options: encoding, on_invalid ("error" | "skip"), system (a fixed system prompt), dedupe (bool),
-    clean (Cleaning's fields), max_reject_ratio (more rejects than this share of the records stop the job),
-    and the converter's own keys.
+    settings: encoding, on_invalid ("error" | "skip"), system (a fixed system prompt), dedupe (bool),
+    clean (the cleaning steps), max_reject_ratio (more rejects than this share of the records stop the job),
+    and the converter's own keys (columns, tags).
     Every input record ends up either in the output or in the rejects file, with its reason: invalid
     records and JSON-lines lines that are not JSON (or an error, by on_invalid), records that cleaning
     empties, filters or leaves invalid, and duplicates.
     """
-    options = options or {}
     if fmt not in CONVERTERS:
         raise ConversionError(f"dataset '{dataset}': unknown format {fmt!r}; known: {', '.join(sorted(CONVERTERS))}")
     convert = CONVERTERS[fmt]
-    on_invalid = options.get("on_invalid", "error")
-    records = read_records(raw_path, options.get("encoding", "utf-8"), skip_bad_lines=on_invalid == "skip")
+    on_invalid, options = settings.on_invalid, settings.converter_options()
+    records = read_records(raw_path, settings.encoding, skip_bad_lines=on_invalid == "skip")
     if not records:
         raise ConversionError(f"{raw_path}: no records: the file is empty, only whitespace, or an empty JSON array. "
                               f"A dataset that yields nothing is a mistake: check dataset '{dataset}''s files")
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
-    rules = Cleaning.from_options(options.get("clean"))
+    rules = settings.clean
     counts: Counter[str] = Counter()
     for where, record in records:
         if isinstance(record, BadLine):  # only with on_invalid: skip
@@ -105,7 +105,7 @@ def convert_file(
             continue
         try:
             messages = convert(record, options)
-            kept_own_system = add_system_prompt(messages, options.get("system"))
+            kept_own_system = add_system_prompt(messages, settings.system)
             validate_conversation(messages)
         except InvalidRecord as err:
             if on_invalid != "skip":
@@ -125,7 +125,7 @@ def convert_file(
             rejects.append({"where": where, "reason": f"cleaning left an invalid conversation: {err}", "record": record})
             continue
         key = json.dumps(messages, ensure_ascii=False, sort_keys=True)
-        if options.get("dedupe", True) and key in seen:
+        if settings.dedupe and key in seen:
             counts["duplicates"] += 1
             rejects.append({"where": where, "reason": DUPLICATE, "record": record})
             continue
@@ -135,7 +135,7 @@ def convert_file(
         raise ConversionError(nothing_kept(raw_path, dataset, fmt, rejects))
     # Duplicates are the dedupe option at work (the official cognition_dev repeats 50 of 60), not broken records.
     broken = [reject for reject in rejects if reject["reason"] != DUPLICATE]
-    limit = options.get("max_reject_ratio", 0.5)
+    limit = settings.max_reject_ratio
     if len(broken) > limit * len(records):
         raise ConversionError(too_many_rejected(raw_path, dataset, len(records), broken, limit))
     write_jsonl(rejects_path, rejects)

@@ -6,25 +6,30 @@ import json
 import logging
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from glmtune.data_settings import SplitSettings
 from glmtune.io import read_jsonl, write_json, write_jsonl
+from glmtune.settings import Section
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass(frozen=True)
-class Part:
-    """One converted file: its dataset, the split it was given for ("all" = split by ratio), and options."""
+@dataclasses.dataclass(frozen=True)
+class Part(Section):
+    """One converted file: its dataset, the split it was given for ("all" = split by ratio), and the dataset's
+    max_samples and sample_ratio; common.smk's converted_parts gives each as a mapping of these keys."""
+
+    SECTION = "parts"
 
     dataset: str
     split: str
     path: str
-    max_samples: int | None = None
-    sample_ratio: float | None = None  # share of the records to use; above 1 repeats them (oversampling)
+    max_samples: int | None
+    sample_ratio: float | None  # share of the records to use; above 1 repeats them (oversampling)
 
 
 def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
@@ -66,21 +71,20 @@ def layout_problem(layouts: Mapping[str, Collection[str]]) -> str | None:
 def merge_and_split(
     parts: Sequence[Part],
     out_dir: str | Path,
-    validation_ratio: float,
-    test_ratio: float,
-    seed: int,
-    dedupe_across_datasets: bool = False,
-    write_test: bool = True,
+    settings: SplitSettings,
+    write_test: bool,
 ) -> dict[str, Any]:
     """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
 
     Parts given for a named split go there whole; parts marked "all" are shuffled with `seed` and cut by
-    ratio (held_out_shares: a split the same dataset gives a file for takes no share of it).
-    With dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
+    settings' ratios (held_out_shares: a split the same dataset gives a file for takes no share of it).
+    With settings.dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
     before splitting, so no test conversation repeats a training one.
     A test split made of given files alone (given_test_only) is shuffled on its own (given_test_rows), so
     its content never depends on the training data; write_test=False leaves it to write_given_test.
     """
+    validation_ratio, test_ratio, seed = settings.validation_ratio, settings.test_ratio, settings.seed
+    dedupe_across_datasets = settings.dedupe_across_datasets
     rng = random.Random(seed)
     layouts: dict[str, set[str]] = {}
     for part in parts:

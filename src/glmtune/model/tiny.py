@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 from glmtune.data.templates import get_template, stop_token_ids
-from glmtune.family import DEFAULT_FAMILY, get_family
+from glmtune.family import get_family
 from glmtune.io import atomic_path, read_jsonl
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TinySettings
@@ -34,7 +34,7 @@ def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:
                 yield msg["content"]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT_FAMILY) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str) -> PreTrainedTokenizerFast:
     """A byte-level BPE over the training text, carrying the family's chat special tokens (in its official order;
     their ids follow the learned vocabulary here) and its chat template."""
     spec = get_family(family)
@@ -57,7 +57,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = DEFAULT
 
 
 def build_tiny_model(
-    train_files: Iterable[str | Path], out_dir: str | Path, size: TinySettings, family: str = DEFAULT_FAMILY,
+    train_files: Iterable[str | Path], out_dir: str | Path, size: TinySettings, family: str,
 ) -> Path:
     """Train the tokenizer on `train_files`, initialise a random model of the family's architecture (seeded by
     size.seed), save both."""

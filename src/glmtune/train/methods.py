@@ -16,7 +16,6 @@ from transformers import PreTrainedModel
 
 from glmtune.config_rules import MethodError, lora_targets
 from glmtune.model.compat import peft_wrapping
-from glmtune.family import DEFAULT_FAMILY
 from glmtune.settings import TrainSettings
 from glmtune.train.method_registry import get_method
 
@@ -62,7 +61,7 @@ def prepare_four_bit(model: PreTrainedModel, gradient_checkpointing: bool) -> Pr
 
 
 def apply_method(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool,
-                 family: str = DEFAULT_FAMILY) -> PreTrainedModel:
+                 family: str) -> PreTrainedModel:
     """Wrap the model as its method's entry says (glmtune.train.method_registry); a method without a wrap (full SFT)
     trains every weight as it is. The combination was checked before the run (glmtune.config_rules.check_method)."""
     wrap = get_method(settings.method).wrapper()

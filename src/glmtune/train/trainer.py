@@ -20,7 +20,6 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
 from glmtune.config_rules import check_report_to
-from glmtune.family import DEFAULT_FAMILY
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
@@ -80,7 +79,7 @@ def precision(setting: str) -> tuple[bool, bool]:
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
-    trust_remote_code: bool, run_name: str | None = None, family: str = DEFAULT_FAMILY,
+    trust_remote_code: bool, run_name: str | None = None, family: str,
 ) -> dict[str, Any]:
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 

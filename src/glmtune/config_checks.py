@@ -1,0 +1,167 @@
+"""The cross-key checks of the validated config, run before any job (common.smk turns the error into a WorkflowError).
+
+The schema checks each key on its own; these check what only several keys, or the files they name, show: a dataset's
+source and the keys it needs, files that are not there, split layouts without training data, encodings, the model's
+source, and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
+Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on plain configs.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
+
+
+class ConfigCheckError(ValueError):
+    """The config points at something that is not there, or its keys disagree; the message starts with `config:`."""
+
+
+def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
+    """Fill format, columns, tags and files of a dataset_info.json entry into `dataset`, as LLaMA-Factory reads it."""
+    from glmtune.data.formats import dataset_info_file, from_dataset_info
+
+    for key in ("dataset_info", "name"):
+        if not dataset.get(key):
+            raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: llamafactory")
+    if not Path(dataset["dataset_info"]).is_file():
+        raise ConfigCheckError(f"config: datasets.{name}.dataset_info: no such file: {dataset['dataset_info']}")
+    try:
+        fmt, options = from_dataset_info(dataset["dataset_info"], dataset["name"])
+    except (ValueError, KeyError) as err:
+        raise ConfigCheckError(f"config: datasets.{name}: {err}") from None
+    dataset["format"] = fmt
+    dataset.update({k: v for k, v in options.items() if k not in dataset})
+    dataset.setdefault("files", {"all": str(dataset_info_file(dataset["dataset_info"], dataset["name"]))})
+
+
+def check_datasets(datasets: Mapping[str, dict[str, Any]]) -> None:
+    """Each dataset's source has the keys it needs and its files are there (a llamafactory entry is resolved in place
+    first); then the layouts (check_layout)."""
+    from glmtune.data_settings import DatasetSettings
+    from glmtune.settings import SettingsError
+
+    for name, dataset in datasets.items():
+        if dataset["source"] == "llamafactory":
+            resolve_llamafactory(name, dataset)
+        for key in ("format", "files"):
+            if key not in dataset:
+                raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
+        for split, file in dataset["files"].items():
+            if dataset["source"] in LOCAL_SOURCES and not Path(file).is_file():
+                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}")
+            check_fetched_file(name, dataset["source"], split, file)
+        if dataset["source"] == "url" and not dataset.get("url"):
+            raise ConfigCheckError(f"config: datasets.{name}.url is required with source: url")
+        check_encoding(name, dataset["encoding"])
+        try:  # the schema and the typed section agree
+            DatasetSettings.from_config(dataset, f"datasets.{name}")
+        except SettingsError as err:
+            raise ConfigCheckError(f"config: {err}") from None
+    check_layout(datasets)
+
+
+def check_layout(datasets: Mapping[str, Mapping[str, Any]]) -> None:
+    """Split layouts the config alone shows to be empty of training data."""
+    from glmtune.data.split import layout_problem
+
+    problem = layout_problem({name: list(dataset["files"]) for name, dataset in datasets.items()})
+    if problem:
+        raise ConfigCheckError(f"config: datasets: {problem}")
+
+
+def check_fetched_file(name: str, source: str, split: str, file: str) -> None:
+    """A url dataset's files lie inside its download, a demo dataset's are the generator's: known before any job."""
+    from glmtune.fetch import fetched_file_problem
+
+    problem = fetched_file_problem(source, file)
+    if problem:
+        raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {problem}")
+
+
+def check_encoding(name: str, encoding: str) -> None:
+    """Otherwise an unknown encoding fails only in the convert job."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigCheckError(f"config: datasets.{name}.encoding: unknown text encoding {encoding!r} "
+                               "(e.g. utf-8, utf-8-sig, gbk, gb18030)") from None
+
+
+def check_model(model: Mapping[str, Any]) -> None:
+    """The keys model.source needs, a local folder that is a model, and remote code only where there is some."""
+    from glmtune.settings import SettingsError, TinySettings
+
+    needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(model["source"])
+    if needs and not model.get(needs):
+        raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
+    if model["source"] == "path" and not Path(model["path"], "config.json").is_file():
+        raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)")
+    if model["trust_remote_code"] and model["source"] == "tiny":
+        raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
+                               "model.source: tiny has none: set model.trust_remote_code: false")
+    try:  # the schema and the typed section agree
+        TinySettings.from_config(model["tiny"])
+    except SettingsError as err:
+        raise ConfigCheckError(f"config: {err}") from None
+
+
+def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:
+    """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
+    from glmtune.config_rules import min_cutoff_len
+    from glmtune.settings import TokenizeSettings
+
+    settings = TokenizeSettings.from_config(lengths)
+    limit, shortest = settings.cutoff, min_cutoff_len(family)
+    if limit < shortest:
+        raise ConfigCheckError(f"config: {where}{settings.cutoff_setting} is {limit} tokens: no sample fits, as "
+                               f"the {family} chat prefix, the answer's role header and one answer token take "
+                               f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
+
+
+def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: str, *, trust_remote_code: bool,
+                family: str, gpu_from_scheduler: bool) -> None:
+    """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
+    the KV cache the method allows: decided here, once; the stages do not decide them again. `where` names the run
+    ("runs.<name>: ") where the config has several."""
+    from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
+    from glmtune.settings import EvaluateSettings, SettingsError, TrainSettings
+
+    try:
+        settings, evaluating = TrainSettings.from_config(train), EvaluateSettings.from_config(evaluate)
+        check_method(settings, trust_remote_code=trust_remote_code, family=family,
+                     gpu_from_scheduler=gpu_from_scheduler)
+        check_report_to(settings.report_to)
+        check_cache(settings, evaluating)
+    except (MethodError, SettingsError, ValueError) as err:
+        raise ConfigCheckError(f"config: {where}{err}") from None
+    if settings.deepspeed and not Path(settings.deepspeed).is_file():
+        raise ConfigCheckError(f"config: {where}train.deepspeed: no such file: {settings.deepspeed} (config/deepspeed/ "
+                               "has ds_zero_2.json and ds_zero_3.json)")
+
+
+def run_prefix(run: str, config: Mapping[str, Any], runs: Mapping[str, Any]) -> str:
+    """How a message names the run: nothing where the config has one run of its own, else "runs.<name>: "."""
+    return "" if len(runs) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
+
+
+def check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], *, gpu_from_scheduler: bool) -> None:
+    """Every check, in order, on the validated config and its runs (glmtune.experiments.run_settings): the first
+    failure raises. Resolves llamafactory datasets in config["datasets"] in place."""
+    from glmtune.settings import ExportSettings, SettingsError, stage_section
+
+    check_datasets(config["datasets"])
+    model = config["model"]
+    check_model(model)
+    try:  # the schema and the typed section agree
+        ExportSettings.from_config(stage_section(config, "export"))
+    except SettingsError as err:
+        raise ConfigCheckError(f"config: {err}") from None
+    for run, settings in runs.items():
+        where = run_prefix(run, config, runs)
+        check_tokenize(settings["tokenize"], where, model["template"])
+        check_train(settings["train"], settings["evaluate"], where, trust_remote_code=model["trust_remote_code"],
+                    family=model["template"], gpu_from_scheduler=gpu_from_scheduler)

@@ -1,0 +1,116 @@
+"""The config's cross-key checks (glmtune.config_checks) on plain validated configs, without Snakemake: each bad
+config fails with the one line common.smk shows as its WorkflowError, and the shipped default passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from glmtune import config_checks
+from glmtune.config_checks import ConfigCheckError, check_config
+from glmtune.experiments import run_settings
+from helpers.settings import dataset_section, schema, with_defaults
+
+from conftest import REPO
+
+
+def validated(datasets: dict[str, dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
+    """A config as common.smk has it after validation: the schema's defaults under every dataset and section."""
+    datasets = datasets or {"d": {"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}}}
+    config = with_defaults(schema(), {"model": {"name": "m", "source": "tiny"}, **sections})
+    config["datasets"] = {name: dataset_section(**entry) for name, entry in datasets.items()}
+    return config
+
+
+def check(config: dict[str, Any], gpu_from_scheduler: bool = False) -> None:
+    check_config(config, run_settings(config, schema()), gpu_from_scheduler=gpu_from_scheduler)
+
+
+def fails(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigCheckError) as err:
+        check(config)
+    return str(err.value)
+
+
+def test_the_shipped_default_config_passes() -> None:
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    check(validated(default["datasets"], **{k: v for k, v in default.items() if k != "datasets"}))
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"source": "path", "format": "alpaca"}, "config: datasets.d.files is required with source: path"),
+    ({"source": "path", "files": {"all": "x.json"}}, "config: datasets.d.format is required with source: path"),
+    ({"source": "path", "format": "alpaca", "files": {"train": "/no/such.json"}},
+     "config: datasets.d.files.train: no such file: /no/such.json"),
+    ({"source": "url", "format": "alpaca", "files": {"train": "a.json"}}, "config: datasets.d.url is required with source: url"),
+    ({"source": "url", "url": "https://x", "format": "alpaca", "files": {"train": "../a.json"}},
+     "config: datasets.d.files.train: not a file inside the download"),
+    ({"source": "demo", "format": "advertisegen", "files": {"train": "other.json"}},
+     "config: datasets.d.files.train: no such demo file 'other.json'"),
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "encoding": "klingon"},
+     "config: datasets.d.encoding: unknown text encoding 'klingon'"),
+    ({"source": "demo", "format": "advertisegen", "files": {"test": "dev.json"}},
+     "config: datasets: no dataset gives training data (d: test)"),
+    ({"source": "llamafactory", "format": "alpaca"}, "config: datasets.d.dataset_info is required with source: llamafactory"),
+    ({"source": "llamafactory", "dataset_info": "/no/dataset_info.json", "name": "x"},
+     "config: datasets.d.dataset_info: no such file: /no/dataset_info.json"),
+])
+def test_a_bad_dataset_names_its_key(entry: dict[str, Any], message: str) -> None:
+    assert fails(validated({"d": entry})).startswith(message)
+
+
+def test_a_llamafactory_entry_is_resolved_in_place(tmp_path: Path) -> None:
+    (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"mine": {"file_name": "data.json"}}), encoding="utf-8")
+    config = validated({"d": {"source": "llamafactory", "dataset_info": str(info), "name": "mine"}})
+    check(config)
+    dataset = config["datasets"]["d"]
+    assert (dataset["format"], dataset["files"]) == ("alpaca", {"all": str(tmp_path / "data.json")})
+    assert "columns" in dataset
+    config = validated({"d": {"source": "llamafactory", "dataset_info": str(info), "name": "theirs"}})
+    assert fails(config).startswith("config: datasets.d: ")
+
+
+def test_a_dataset_key_the_schema_does_not_know_is_refused() -> None:
+    """The typed section and the schema agree: a key the schema would not fill (a config that skipped validation)."""
+    config = validated({"d": {"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}}})
+    del config["datasets"]["d"]["dedupe"]
+    assert "missing key(s) datasets.d.dedupe" in fails(config)
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"source": "huggingface"}, "config: model.repo_id is required with model.source: huggingface"),
+    ({"source": "path"}, "config: model.path is required with model.source: path"),
+    ({"source": "path", "path": "/no/model"}, "config: model.path: /no/model is not a model folder (no config.json)"),
+    ({"source": "tiny", "trust_remote_code": True}, "config: model.trust_remote_code runs an original checkpoint's"),
+])
+def test_a_bad_model_names_its_key(model: dict[str, Any], message: str) -> None:
+    assert fails(validated(model={"name": "m", **model})).startswith(message)
+
+
+def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:
+    message = fails(validated(model={"name": "m", "source": "tiny", "template": "chatglm3"}, tokenize={"cutoff_len": 2}))
+    assert message.startswith("config: tokenize.cutoff_len is 2 tokens: no sample fits, as the chatglm3 chat prefix")
+
+
+def test_several_runs_are_named_in_the_message() -> None:
+    config = validated(runs={"a": {}, "b": {"tokenize": {"cutoff_len": 2}}})
+    assert fails(config).startswith("config: runs.b: tokenize.cutoff_len is 2 tokens")
+
+
+def test_a_missing_deepspeed_file_is_refused() -> None:
+    message = fails(validated(train={"deepspeed": "/no/ds.json"}))
+    assert message.startswith("config: train.deepspeed: no such file: /no/ds.json")
+
+
+def test_the_checks_are_plain_functions() -> None:
+    """Each check runs on its own, as common.smk's former functions did."""
+    config_checks.check_encoding("d", "gb18030")
+    config_checks.check_fetched_file("d", "url", "train", "AdvertiseGen/train.json")
+    with pytest.raises(ConfigCheckError, match=r"^config: datasets\.d\.encoding: unknown text encoding"):
+        config_checks.check_encoding("d", "nope")
