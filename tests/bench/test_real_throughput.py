@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import shared_data
 
 from glmtune.data.convert import convert_file
-from glmtune.model.tokenizers import load_glm4_tokenizer
+from helpers.official_tokenizers import load_glm4_tokenizer
 from glmtune.data.tokenize_splits import tokenize_split
 
 

@@ -13,7 +13,7 @@ from conftest import shared_data
 from glmtune.data.cleaning import Cleaning, Dropped, clean_conversation
 from glmtune.data.convert import convert_file
 from glmtune.io import read_jsonl
-from glmtune.data.schema import message
+from glmtune.data.conversation import message
 
 
 def test_removes_strings_and_counts_messages() -> None:

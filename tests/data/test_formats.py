@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from glmtune.data.formats import CONVERTERS
-from glmtune.data.schema import InvalidRecord, validate_conversation
+from glmtune.data.conversation import InvalidRecord, validate_conversation
 
 TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 TOOLS_JSON = json.dumps(TOOLS, ensure_ascii=False)

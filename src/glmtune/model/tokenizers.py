@@ -308,7 +308,7 @@ BUILDERS: dict[str, Callable[[Path, Family], Tokenizer]] = {
 }
 
 
-def load_tokenizer(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
+def tokenizer_from_model_file(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
     """The tokenizer of a registered family (glmtune.family) from a folder holding its official `tokenizer.model`."""
     spec = get_family(family, "tokenizer family")
     if spec.tokenizer not in BUILDERS:
@@ -328,20 +328,10 @@ def load_tokenizer(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def load_glm4_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """GLM-4-9B-chat's tokenizer from a folder holding its tiktoken `tokenizer.model`."""
-    return load_tokenizer(folder, "glm4")
-
-
-def load_chatglm3_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """ChatGLM3-6B's tokenizer from a folder holding its SentencePiece `tokenizer.model`."""
-    return load_tokenizer(folder, "chatglm3")
-
-
 def convert_tokenizer(folder: str | Path, family: str, out_dir: str | Path) -> Path:
     """Save the fast tokenizer of a registered `family` (e.g. "glm4") so `AutoTokenizer.from_pretrained(out_dir)`
     loads it without remote code (tokenizer.json + tokenizer_config.json + chat template)."""
-    tokenizer = load_tokenizer(folder, family)
+    tokenizer = tokenizer_from_model_file(folder, family)
     with atomic_path(out_dir) as tmp:
         save_tokenizer(tokenizer, tmp)
     return Path(out_dir)
