@@ -19,8 +19,8 @@ import pytest
 from conftest import shared_data
 
 from glmtune.family import CHATGLM3_SPECIAL_TOKENS, GLM4_PATTERN, GLM4_SPECIAL_TOKENS
-from glmtune.model.tokenizers import convert_tokenizer, read_sentencepiece_model
-from helpers.official_tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
+from glmtune.model.tokenizers import read_sentencepiece_model
+from helpers.official_tokenizers import convert_tokenizer, load_chatglm3_tokenizer, load_glm4_tokenizer
 
 GLM4_DIR = "tokenizers/glm-4-9b-chat"
 CHATGLM3_DIR = "tokenizers/chatglm3-6b"

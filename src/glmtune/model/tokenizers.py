@@ -33,8 +33,6 @@ from transformers import PreTrainedTokenizerFast
 
 from glmtune.data.templates import get_template
 from glmtune.family import Family, get_family
-from glmtune.io import atomic_path
-from glmtune.model.tokenizer_files import save_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -326,12 +324,3 @@ def tokenizer_from_model_file(folder: str | Path, family: str) -> PreTrainedToke
     tokenizer.chat_template = get_template(family).jinja()
     _check_ids(tokenizer, spec.special_tokens, backend.get_vocab_size(with_added_tokens=False))
     return tokenizer
-
-
-def convert_tokenizer(folder: str | Path, family: str, out_dir: str | Path) -> Path:
-    """Save the fast tokenizer of a registered `family` (e.g. "glm4") so `AutoTokenizer.from_pretrained(out_dir)`
-    loads it without remote code (tokenizer.json + tokenizer_config.json + chat template)."""
-    tokenizer = tokenizer_from_model_file(folder, family)
-    with atomic_path(out_dir) as tmp:
-        save_tokenizer(tokenizer, tmp)
-    return Path(out_dir)
