@@ -6,16 +6,31 @@ import io
 import json
 import sys
 import tarfile
-import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import huggingface_hub
 import pytest
 
+from glmtune import fetch
 from glmtune.fetch import (FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, fetched_file_problem, fetched_member,
                            link_local_model, url_file_name)
 from helpers.settings import fetch_settings
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[tuple[tuple, dict]]:
+    """The calls of owner.<name> (arguments, keyword arguments), which still runs as it is."""
+    real, calls = getattr(owner, name), []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
 
 
 def _tar_gz(path: Path, members: dict[str, bytes]) -> Path:
@@ -83,13 +98,13 @@ def test_url_plain_json_saved(tmp_path: Path) -> None:
     assert json.loads((out / "train.json").read_text()) == [{"q": "hi"}]
 
 
-def test_url_unreachable_fails_fast(tmp_path: Path) -> None:
+def test_url_unreachable_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"{DEAD}/x.tar.gz"
     out = tmp_path / "data" / "advertisegen"
-    t0 = time.monotonic()
+    opened = spy(monkeypatch, urllib.request, "urlopen")
     with pytest.raises(FetchError) as ei:
         fetch_url_dataset("advertisegen", url, out, sha256=None, timeout=3)
-    assert time.monotonic() - t0 < 5
+    assert opened == [((url,), {"timeout": 3})]  # one try, bounded by the timeout: no retries
     msg = str(ei.value)
     assert "advertisegen" in msg and url in msg and "path" in msg
     assert not out.exists()
@@ -98,20 +113,20 @@ def test_url_unreachable_fails_fast(tmp_path: Path) -> None:
 def test_hf_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", DEAD)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    t0 = time.monotonic()
+    probed, downloads = spy(monkeypatch, fetch, "_reachable"), spy(monkeypatch, huggingface_hub, "snapshot_download")
     with pytest.raises(FetchError) as ei:
         fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", None, cache_dir=tmp_path / "c")
-    assert time.monotonic() - t0 < 5
+    assert probed == [(("127.0.0.1", 9), {})] and downloads == []  # one short connect; the retrying hub never starts
     assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "source: path" in str(ei.value)
 
 
 def test_hf_local_files_only_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", DEAD)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # counts as offline: no probe, straight to the cache
-    t0 = time.monotonic()
+    probed, downloads = spy(monkeypatch, fetch, "_reachable"), spy(monkeypatch, huggingface_hub, "snapshot_download")
     with pytest.raises(FetchError) as ei:
         fetch_model("glm", "huggingface", "THUDM/glm-4-9b-chat-hf", tmp_path / "m", None, cache_dir=tmp_path / "c")
-    assert time.monotonic() - t0 < 5
+    assert probed == [] and [kwargs["local_files_only"] for _, kwargs in downloads] == [True]
     assert "THUDM/glm-4-9b-chat-hf" in str(ei.value) and "cache" in str(ei.value)
 
 

@@ -10,7 +10,7 @@ from conftest import shared_data
 
 from glmtune.data.convert import convert_file
 from helpers.settings import convert_settings
-from glmtune.model.tokenizers import load_glm4_tokenizer
+from helpers.official_tokenizers import load_glm4_tokenizer
 from glmtune.data.tokenize_splits import tokenize_split
 
 

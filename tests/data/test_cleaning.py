@@ -15,7 +15,7 @@ from glmtune.data_settings import CleanSettings
 from helpers.settings import clean_settings, convert_settings
 from glmtune.data.convert import convert_file
 from glmtune.io import read_jsonl
-from glmtune.data.schema import message
+from glmtune.data.conversation import message
 
 
 def test_removes_strings_and_counts_messages() -> None:

@@ -11,7 +11,7 @@ import pytest
 from glmtune.data.convert import ConversionError, convert_file
 from glmtune.data.formats import CONVERTERS, chatglm3
 from glmtune.io import DataFileError, read_jsonl
-from glmtune.data.schema import InvalidRecord
+from glmtune.data.conversation import InvalidRecord
 from helpers.settings import convert_settings
 
 

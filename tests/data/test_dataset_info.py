@@ -9,7 +9,7 @@ import pytest
 from test_formats import A, S, U, convert
 
 from glmtune.data.formats import dataset_info_file, from_dataset_info
-from glmtune.data.schema import InvalidRecord
+from glmtune.data.conversation import InvalidRecord
 
 INFO = {
     "plain": {"file_name": "plain.json"},

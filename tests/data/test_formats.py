@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import pytest
+import yaml
+from conftest import REPO
 
+from glmtune.data.conversation import InvalidRecord, validate_conversation
 from glmtune.data.formats import CONVERTERS
-from glmtune.data.schema import InvalidRecord, validate_conversation
 
 TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 TOOLS_JSON = json.dumps(TOOLS, ensure_ascii=False)
@@ -38,8 +40,11 @@ def O(content: str) -> dict[str, Any]:  # noqa: E743
     return {"role": "observation", "content": content, "loss": False}
 
 
-def test_all_formats_are_registered() -> None:
-    assert set(CONVERTERS) >= {"advertisegen", "chatglm3", "glm4", "alpaca", "prompt_completion", "emollm", "sharegpt"}
+def test_schema_format_enum_is_the_converter_registry() -> None:
+    """The schema cannot read Python: datasets.<name>.format must offer exactly the registered converters."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    enum = schema["properties"]["datasets"]["additionalProperties"]["properties"]["format"]["enum"]
+    assert len(enum) == len(set(enum)) and set(enum) == set(CONVERTERS)
 
 
 # --- glm4 -------------------------------------------------------------------------------------------

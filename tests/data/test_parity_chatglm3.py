@@ -25,7 +25,7 @@ from helpers.official_reference import (chatglm3_ids, chatglm3_segments, emollm_
 from transformers import AutoTokenizer
 
 from glmtune.data.formats import CONVERTERS, from_dataset_info
-from glmtune.model.tokenizers import load_chatglm3_tokenizer
+from helpers.official_tokenizers import load_chatglm3_tokenizer
 from glmtune.data.templates import encode_conversation, encode_prompt, get_template
 
 CHATGLM3 = get_template("chatglm3")

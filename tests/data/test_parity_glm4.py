@@ -22,7 +22,7 @@ from helpers.official_reference import (emollm_messages, emollm_multiturn_rows, 
 from transformers import AutoTokenizer
 
 from glmtune.data.formats import CONVERTERS, from_dataset_info
-from glmtune.model.tokenizers import load_glm4_tokenizer
+from helpers.official_tokenizers import load_glm4_tokenizer
 from glmtune.data.templates import encode_conversation, encode_prompt, get_template
 
 GLM4 = get_template("glm4")

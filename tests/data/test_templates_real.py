@@ -23,7 +23,7 @@ import pytest
 from conftest import shared_data
 
 from glmtune.family import GLM4_PATTERN
-from glmtune.model.tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
+from helpers.official_tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
 from glmtune.data.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
 
 SYSTEM = "你是一个乐于助人的助手。"

@@ -303,12 +303,12 @@ print(json.dumps([tokenizer.encode(text, add_special_tokens=False) for text in j
 @pytest.mark.parametrize(("family", "folder"), [("glm4", "glm-4-9b-chat"), ("chatglm3", "chatglm3-6b")])
 def test_real_tokenizers_give_the_same_ids_under_old_transformers(family: str, folder: str, tmp_path: Path) -> None:
     """The tokenizer fetch writes (with transformers 5) loads in transformers 4.40 and encodes identically."""
-    from glmtune.model.tokenizers import load_tokenizer
+    from glmtune.model.tokenizers import tokenizer_from_model_file
     from glmtune.model.tokenizer_files import save_tokenizer
 
     python = _old_transformers()
     source = shared_data(f"tokenizers/{folder}/tokenizer.model").parent
-    tokenizer = load_tokenizer(source, family)
+    tokenizer = tokenizer_from_model_file(source, family)
     save_tokenizer(tokenizer, tmp_path)
     texts = ["类型#裙*颜色#红色*风格#复古", "Hello world!  12345 philosophy", "<|user|>\n你好[gMASK]<sop>sop", " \n\t 换行\r\n"]
     done = subprocess.run([python, "-c", ENCODE, str(tmp_path), json.dumps(texts)], capture_output=True, text=True,

@@ -19,12 +19,8 @@ import pytest
 from conftest import shared_data
 
 from glmtune.family import CHATGLM3_SPECIAL_TOKENS, GLM4_PATTERN, GLM4_SPECIAL_TOKENS
-from glmtune.model.tokenizers import (
-    convert_tokenizer,
-    load_chatglm3_tokenizer,
-    load_glm4_tokenizer,
-    read_sentencepiece_model,
-)
+from glmtune.model.tokenizers import read_sentencepiece_model
+from helpers.official_tokenizers import convert_tokenizer, load_chatglm3_tokenizer, load_glm4_tokenizer
 
 GLM4_DIR = "tokenizers/glm-4-9b-chat"
 CHATGLM3_DIR = "tokenizers/chatglm3-6b"
@@ -76,7 +72,6 @@ def _timed(label: str, load: Any, folder: Path) -> Any:
     tokenizer = load(folder)
     seconds = time.perf_counter() - start
     print(f"\n{label}: loaded {len(tokenizer)} tokens in {seconds:.2f} s")
-    assert seconds < 60, f"{label} took {seconds:.1f} s to build"
     return tokenizer
 
 

@@ -27,7 +27,7 @@ def lora_model(small_run: dict[str, Path]) -> torch.nn.Module:
 def test_chunked_loss_equals_the_models_own_with_gradients(small_run: dict[str, Path]) -> None:
     model = lora_model(small_run)
     samples = load_from_disk(str(small_run["tokenized"] / "train")).select(range(5))
-    batch = PadCollator(0, 64)([s for s in samples])
+    batch = PadCollator(0, 64)(list(samples))
     assert batch["input_ids"].shape[1] % 64 == 0
     plain = model(**batch).loss
     plain.backward()

@@ -8,15 +8,17 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TRAIN_SETTINGS
 from helpers.settings import evaluate_settings, export_settings, model_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import CannotMerge, export_model
-from glmtune.model.loading import load_trained
+from glmtune.model.loading import load_model, load_trained
 from glmtune.io import read_jsonl
 from glmtune.config_rules import MethodError, check_cache, check_method, lora_targets
 from glmtune.train.method_registry import method_of_folder
+from glmtune.settings import TrainSettings
 from glmtune.train.trainer import train_model
 
 
@@ -70,7 +72,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     assert all(row["tokens_per_second"] > 0 for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row)
     assert method_of_folder(tmp_path / "out").name == kind
     model, _ = load_trained(tmp_path / "out", trust_remote_code=False)
-    assert model is not None
+    assert_trained_as(model, kind, settings, small_run["model"])
     # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
     dynamic = evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8, cache="dynamic")
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
@@ -99,6 +101,38 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
         export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
                      export_settings(tolerance=1e-3), model_settings(template="glm4"))
         assert json.loads((tmp_path / "merged" / "config.json").read_text())["model_type"] == "glm"
+
+
+def assert_trained_as(model: torch.nn.Module, kind: str, settings: TrainSettings, base_dir: Path) -> None:
+    """What the method trained, reloaded: LoRA / DoRA weights on exactly the target layers of every decoder layer,
+    moved from their zero start, over the base's own weights; P-Tuning v2 a prefix of num_virtual_tokens keys and
+    values for every layer; full SFT every weight of the base's, none of them left as it was."""
+    base = dict(load_model(base_dir, dtype="auto", trust_remote_code=False).named_parameters())
+    weights = dict(model.named_parameters())
+    layers = model.config.num_hidden_layers
+    if kind == "full":
+        assert weights.keys() == base.keys()
+        assert [name for name, weight in weights.items() if torch.equal(weight, base[name])] == []
+        return
+    config = model.peft_config["default"]
+    if kind == "lora":
+        targets = set(lora_targets(settings.lora.target_modules))
+        adapted = {name.split(".lora_")[0] for name in weights if ".lora_" in name}
+        assert {name.rsplit(".", 1)[1] for name in adapted} == targets and len(adapted) == layers * len(targets)
+        assert (config.use_rslora, config.use_dora) == (settings.lora.use_rslora, settings.lora.use_dora)
+        assert len([name for name in weights if "lora_magnitude_vector" in name]) == (len(adapted) if config.use_dora else 0)
+        assert all(weight.abs().max() > 0 for name, weight in weights.items() if ".lora_B." in name)
+        unchanged = {name.replace(".base_layer", "").removeprefix("base_model.model."): weight
+                     for name, weight in weights.items() if ".lora_" not in name}
+        assert unchanged.keys() == base.keys() and all(torch.equal(unchanged[n], base[n]) for n in base)
+        return
+    assert kind == "prefix" and config.num_virtual_tokens == settings.ptuning.num_virtual_tokens
+    cache = model.get_prompt(batch_size=2)  # the prefix as the decoder layers get it: a key / value cache
+    assert len(cache.layers) == layers
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    for layer in cache.layers:
+        assert layer.keys.shape == layer.values.shape == (2, model.config.num_key_value_heads,
+                                                          settings.ptuning.num_virtual_tokens, head_dim)
 
 
 # QLoRA: the refusals run everywhere; training it on the CPU needs bitsandbytes (the `qlora` extra), whose 4-bit

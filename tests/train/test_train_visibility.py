@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_SETTINGS
+import yaml
+from conftest import REPO, TRAIN_SETTINGS
 from helpers.settings import train_settings
 
+from glmtune.config_rules import TRACKERS
 from glmtune.io import read_jsonl
 from glmtune.logs import job_logging
 from glmtune.train.callbacks import clock
 from glmtune.train.trainer import train_model
+
+
+def test_schema_report_to_enum_is_the_tracker_registry() -> None:
+    """The schema cannot read Python: train.report_to offers exactly the trackers check_report_to knows, each an
+    integration of the Trainer's and an extra of pyproject.toml of its own name (the install line the error gives)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    enum = schema["properties"]["train"]["properties"]["report_to"]["items"]["enum"]
+    assert len(enum) == len(set(enum)) and set(enum) == set(TRACKERS) and set(TRACKERS) <= set(INTEGRATION_TO_CALLBACK)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    for name, package in TRACKERS.items():
+        assert package in [re.split(r"[<>=\[ ;]", requirement)[0] for requirement in extras[name]]
 
 
 def train(small_run: dict[str, Path], out: Path, **settings) -> dict:

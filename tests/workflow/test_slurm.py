@@ -102,7 +102,7 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
-        raise AssertionError(f"snakemake {' '.join(args)} timed out:\n{output[-5000:]}")
+        raise AssertionError(f"snakemake {' '.join(args)} timed out:\n{output[-5000:]}") from None
     if process.returncode:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-8000:]}")
     return output

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,9 @@ def bench_tokenizer(folder: str | Path, template_name: str) -> PreTrainedTokeniz
     if (folder / "tokenizer_config.json").is_file():
         tokenizer = loading.load_tokenizer(folder, trust_remote_code=False)
     else:
-        from glmtune.model.tokenizers import load_tokenizer
+        from glmtune.model.tokenizers import tokenizer_from_model_file
 
-        tokenizer = load_tokenizer(folder, template_name)
+        tokenizer = tokenizer_from_model_file(folder, template_name)
     tokenizer.padding_side = "left"
     return tokenizer
 

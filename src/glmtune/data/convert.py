@@ -11,7 +11,7 @@ from typing import Any
 from glmtune.data.cleaning import Dropped, clean_conversation
 from glmtune.data.formats import CONVERTERS
 from glmtune.io import BadLine, read_records, write_json, write_jsonl
-from glmtune.data.schema import InvalidRecord, message, validate_conversation
+from glmtune.data.conversation import InvalidRecord, message, validate_conversation
 from glmtune.data_settings import ConvertSettings
 
 log = logging.getLogger(__name__)

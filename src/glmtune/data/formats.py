@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.schema import InvalidRecord, message, normalize_tools
+from glmtune.data.conversation import InvalidRecord, message, normalize_tools
 
 Converter = Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
 CONVERTERS: dict[str, Converter] = {}

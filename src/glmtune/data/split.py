@@ -125,7 +125,7 @@ def merge_and_split(
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
     independent_test = given_test_only(layouts, test_ratio, dedupe_across_datasets)
     for name, rows in splits.items():
-        rng.shuffle(rows)  # the test split too: train and validation come out as before test had its own shuffle
+        rng.shuffle(rows)  # the test split too, so train's and validation's shuffles do not depend on where test comes from
         if name == "test" and independent_test:
             rows = given_test_rows(parts, seed)
         if name != "test" or write_test:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from glmtune.data.schema import tool_function
+from glmtune.data.conversation import tool_function
 from glmtune.family import ROLE_FORMAT, ChatLayout, get_family
 
 IGNORE_INDEX = -100

@@ -54,7 +54,7 @@ def pad_rows(rows: list[int], size: int) -> list[int]:
 
 # batch_size "auto": the memory budget's fraction of free GPU memory, the range it is clipped to, the CPU size.
 # The upper limit lets a large GPU take a whole 1,070-prompt test set in one batch (the static cache's decode step
-# is then one CUDA graph replayed max_new_tokens times); the CPU size is the old default batch_size, 32.
+# is then one CUDA graph replayed max_new_tokens times); off CUDA there is no free memory to read, so the size is a fixed 32.
 MEMORY_FRACTION = 0.8
 AUTO_LIMITS = (1, 2048)
 AUTO_CPU_BATCH = 32

@@ -41,7 +41,7 @@ def _wall(seconds: Any) -> str:
 # Column -> how a model's metrics.json entry shows in it ("" where it does not apply, e.g. training for the base).
 COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
     "method": lambda row: row.get("method", ""),
-    **{label: (lambda key: lambda row: _number(row.get(key)))(key) for key, label in METRIC_LABELS.items()},
+    **{label: (lambda key: lambda row: _number(row.get(key)))(key) for key, label in METRIC_LABELS.items()},  # noqa: B023 (bound by the call)
     "final train loss": lambda row: _number(row.get("final_train_loss")),
     "final validation loss": lambda row: _number(row.get("validation_loss")),
     "trainable parameters": lambda row: "" if row.get("trainable_parameters") is None else f"{row['trainable_parameters']:,}",

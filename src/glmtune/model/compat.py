@@ -1,9 +1,10 @@
-"""The transformers differences glmtune's model-loading stages meet, in one place.
+"""The transformers differences met when loading a model or wrapping it with peft, in one place.
 
 The default path runs on transformers 5. With `model.trust_remote_code: true` the same stages may run in
 workflow/envs/glmtune_remote_code.yaml (transformers 4.40.2), because the original ChatGLM3 / GLM-4 modeling
 code breaks on newer releases; these helpers give each release the argument names it knows. load_kwargs is for
-glmtune.model.loading alone (the one module that calls from_pretrained).
+glmtune.model.loading alone (the one module that calls from_pretrained). The TrainingArguments names are in
+glmtune.train.compat.
 """
 
 from __future__ import annotations
@@ -31,35 +32,6 @@ def load_kwargs(dtype: torch.dtype | str | None, trust_remote_code: bool) -> dic
     kwargs: dict[str, Any] = {} if dtype is None else {_DTYPE_ARG: dtype}
     kwargs["trust_remote_code"] = trust_remote_code
     return kwargs
-
-
-def eval_strategy_arg() -> str:
-    """`eval_strategy` (4.41 and later) or `evaluation_strategy` (older) of TrainingArguments."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    return next(name for name in ("eval_strategy", "evaluation_strategy") if name in fields)
-
-
-def checkpointing_arg() -> str:
-    """`activation_checkpointing` (5.2x) or `gradient_checkpointing` (older 5.x, as the lent GPU machines run)."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    return next(name for name in ("activation_checkpointing", "gradient_checkpointing") if name in fields)
-
-
-def sampling_args(sampling: str) -> dict[str, Any]:
-    """random, sequential, or group_by_length (batches of similar lengths: little padding)."""
-    from transformers import TrainingArguments
-
-    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
-        return {"train_sampling_strategy": sampling}
-    if sampling == "group_by_length":  # older transformers 5.x releases
-        return {"group_by_length": True}
-    if sampling != "random":
-        raise ValueError(f"train.sampling: {sampling!r} needs a newer transformers (train_sampling_strategy)")
-    return {}
 
 
 @contextlib.contextmanager

@@ -245,7 +245,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: str | None = Non
 
 def to_native(src: str | Path, dst: str | Path, dtype: str | None = None) -> Path:
     """An original ChatGLM3 / GLM-4 folder (weights + tokenizer.model) as a native folder with a fast tokenizer."""
-    from glmtune.model.tokenizers import load_tokenizer
+    from glmtune.model.tokenizers import tokenizer_from_model_file
 
     family = original_family(_read_json(Path(src) / "config.json"))
-    return convert_checkpoint(src, dst, dtype, tokenizer=load_tokenizer(src, family))
+    return convert_checkpoint(src, dst, dtype, tokenizer=tokenizer_from_model_file(src, family))

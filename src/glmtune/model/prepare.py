@@ -35,7 +35,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
 def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
     """model.trust_remote_code: the original folder linked as it is, with our fast tokenizer beside it."""
     from glmtune.model.convert_original import original_family
-    from glmtune.model.tokenizers import load_tokenizer
+    from glmtune.model.tokenizers import tokenizer_from_model_file
     from glmtune.model.remote_code import modeling_file, prepare_folder
 
     if modeling_file(source) is None:
@@ -46,7 +46,7 @@ def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
         )
     try:
         config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))  # ChatGLM3's has CRLF
-        tokenizer = load_tokenizer(source, original_family(config))
+        tokenizer = tokenizer_from_model_file(source, original_family(config))
     except (OSError, ValueError, RuntimeError) as exc:
         raise FetchError(f"model {name!r}: cannot build the fast tokenizer from {source / 'tokenizer.model'} ({exc}); "
                          f"model.trust_remote_code runs only the original modeling code, not its tokenizer.") from exc

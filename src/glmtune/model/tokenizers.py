@@ -33,8 +33,6 @@ from transformers import PreTrainedTokenizerFast
 
 from glmtune.data.templates import get_template
 from glmtune.family import Family, get_family
-from glmtune.io import atomic_path
-from glmtune.model.tokenizer_files import save_tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -308,7 +306,7 @@ BUILDERS: dict[str, Callable[[Path, Family], Tokenizer]] = {
 }
 
 
-def load_tokenizer(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
+def tokenizer_from_model_file(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
     """The tokenizer of a registered family (glmtune.family) from a folder holding its official `tokenizer.model`."""
     spec = get_family(family, "tokenizer family")
     if spec.tokenizer not in BUILDERS:
@@ -326,22 +324,3 @@ def load_tokenizer(folder: str | Path, family: str) -> PreTrainedTokenizerFast:
     tokenizer.chat_template = get_template(family).jinja()
     _check_ids(tokenizer, spec.special_tokens, backend.get_vocab_size(with_added_tokens=False))
     return tokenizer
-
-
-def load_glm4_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """GLM-4-9B-chat's tokenizer from a folder holding its tiktoken `tokenizer.model`."""
-    return load_tokenizer(folder, "glm4")
-
-
-def load_chatglm3_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """ChatGLM3-6B's tokenizer from a folder holding its SentencePiece `tokenizer.model`."""
-    return load_tokenizer(folder, "chatglm3")
-
-
-def convert_tokenizer(folder: str | Path, family: str, out_dir: str | Path) -> Path:
-    """Save the fast tokenizer of a registered `family` (e.g. "glm4") so `AutoTokenizer.from_pretrained(out_dir)`
-    loads it without remote code (tokenizer.json + tokenizer_config.json + chat template)."""
-    tokenizer = load_tokenizer(folder, family)
-    with atomic_path(out_dir) as tmp:
-        save_tokenizer(tokenizer, tmp)
-    return Path(out_dir)

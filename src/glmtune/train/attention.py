@@ -12,7 +12,7 @@
                                to compile)                              (nothing compiles on a CPU)
 
 Flex attention has no backward on a CPU (NotImplementedError), which is why the CPU keeps the dense mask; the CPU
-path is exactly what it was before this table existed (the default job's metrics are unchanged). The loss paths
+column is the model's own path throughout, so a CPU run trains as plain transformers would. The loss paths
 are equal to the plain one (tests/train/test_loss.py on CPU, tests/gpu/test_loss_gpu.py on a GPU), and packed
 flex attention equals separate samples (tests/gpu/test_packing_gpu.py).
 """

@@ -29,7 +29,8 @@ def fingerprint(settings: dict[str, Any], *folders: str | Path) -> str:
 def run_id_of(settings: TrainSettings, world_size: int, train_dir: str | Path, validation_dir: str | Path,
               model_dir: str | Path) -> str:
     """The checkpoint folder's name. The process count changes the samples per step, and the validation data the
-    validation loss, so a change of either is another run, not a finished one to resume. The settings hash as the
-    plain config section, as they did when they were one, so runs made before keep resuming."""
+    validation loss, so a change of either is another run, not a finished one to resume. The settings hash as their
+    plain config section, so the name depends on the config's values alone, not on how the settings are typed in
+    Python: existing checkpoint folders keep resuming."""
     trained = {key: value for key, value in settings.to_config().items() if key not in OBSERVING_KEYS}
     return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir)

@@ -23,7 +23,7 @@ from glmtune.config_rules import check_report_to
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
-from glmtune.model.compat import checkpointing_arg, eval_strategy_arg, sampling_args
+from glmtune.train.compat import checkpointing_arg, eval_strategy_arg, sampling_args
 from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
