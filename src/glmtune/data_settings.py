@@ -25,7 +25,7 @@ class GivenOrNot(Section):
     @classmethod
     def from_config(cls: type[S], section: Mapping[str, Any], where: str | None = None) -> S:
         if isinstance(section, Mapping):
-            section = {**{key: None for key in cls.UNSET}, **section}  # type: ignore[attr-defined]
+            section = {**dict.fromkeys(cls.UNSET), **section}  # type: ignore[attr-defined]
         return super().from_config(section, where)  # type: ignore[misc]
 
 

@@ -62,7 +62,7 @@ def test_the_schema_cache_enum_is_the_registry_and_auto() -> None:
     assert sorted(enum) == sorted([*BACKENDS, "auto"])
     for name in BACKENDS:  # every entry resolves to a backend with the protocol's two methods
         factory = backend_factory(name)
-        assert callable(getattr(factory, "batch_limit")) and callable(getattr(factory, "generate"))
+        assert callable(factory.batch_limit) and callable(factory.generate)
 
 
 def test_an_unknown_backend_is_refused_by_name() -> None:
