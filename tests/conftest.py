@@ -33,7 +33,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
     from glmtune.model.tiny import build_tiny_model
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.train.trainer import train_model
     from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
 

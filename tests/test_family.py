@@ -23,7 +23,7 @@ import yaml
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from glmtune.data.templates import IGNORE_INDEX, encode_prompt, get_template, stop_token_ids
+from glmtune.chat_template import IGNORE_INDEX, encode_prompt, get_template, stop_token_ids
 from glmtune.family import (CHATGLM_MODULES, DEFAULT_FAMILY, FAMILIES, GLM_ARCHITECTURE, Architecture, ChatLayout, Family,
                             ModuleNames, get_family)
 from glmtune.io import read_jsonl, write_jsonl
@@ -85,7 +85,7 @@ def glmx(monkeypatch: pytest.MonkeyPatch) -> Family:
 @pytest.fixture(scope="module")
 def glmx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Tiny glmx model -> tokenized splits -> LoRA steps -> evaluation, with glmx registered only meanwhile."""
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.evaluate.predict import evaluate_model
     from glmtune.model.tiny import build_tiny_model
     from glmtune.train.trainer import train_model
@@ -233,7 +233,7 @@ def chatx(monkeypatch: pytest.MonkeyPatch) -> Family:
 def chatx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Tiny chatx model (a Qwen2) -> tokenized splits -> LoRA on `all` of its modules -> evaluation -> export, with
     chatx registered only meanwhile."""
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.evaluate.predict import evaluate_model
     from glmtune.export.merge import export_model
     from glmtune.model.tiny import build_tiny_model
@@ -267,13 +267,13 @@ def chatx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 def test_target_modules_are_checked_against_the_family(chatx: Family) -> None:
     from glmtune.config_rules import MethodError, lora_targets
 
-    assert lora_targets(["all"], family="chatx") == list(QWEN2_LINEAR)
-    assert lora_targets(["gate_proj", "q_proj"], family="chatx") == ["gate_proj", "q_proj"]
+    assert lora_targets(["all"], trust_remote_code=False, family="chatx") == list(QWEN2_LINEAR)
+    assert lora_targets(["gate_proj", "q_proj"], trust_remote_code=False, family="chatx") == ["gate_proj", "q_proj"]
     with pytest.raises(MethodError, match=r"'gate_up_proj' matches no ChatX \(made up, ChatML-like\) layer \(model.template: "
                                           r"chatx\); use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, 'all'$"):
-        lora_targets(["gate_up_proj"], family="chatx")
+        lora_targets(["gate_up_proj"], trust_remote_code=False, family="chatx")
     with pytest.raises(MethodError, match=r"'gate_proj' matches no GLM-4 layer .* or an original name \(query_key_value"):
-        lora_targets(["gate_proj"], family="glm4")
+        lora_targets(["gate_proj"], trust_remote_code=False, family="glm4")
 
 
 def test_chatx_model_is_its_own_architecture(chatx_run: dict[str, Any], chatx: Family) -> None:

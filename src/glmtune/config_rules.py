@@ -13,15 +13,12 @@ import importlib.util
 import logging
 from collections.abc import Iterable
 
-from glmtune.data.templates import get_template
+from glmtune.chat_template import get_template
 from glmtune.family import get_family
 from glmtune.settings import EvaluateSettings, TrainSettings
+from glmtune.train.method_registry import MethodError, get_method
 
 log = logging.getLogger(__name__)
-
-
-class MethodError(ValueError):
-    """A method setting that cannot work; the message names the key and what to do."""
 
 
 def lora_targets(names: Iterable[str], trust_remote_code: bool, family: str) -> list[str]:
@@ -64,16 +61,11 @@ def _remote_targets(names: Iterable[str], remote: tuple[str, ...]) -> list[str]:
     return ["all"] if "all" in targets else targets
 
 
-QLORA_INSTALL = 'pip install -e ".[qlora]" (bitsandbytes==0.50.2, as constraints.txt pins)'
-
-
 def check_method(settings: TrainSettings, trust_remote_code: bool, family: str, *,
                  gpu_from_scheduler: bool = False) -> None:
     """Refuse combinations known to fail mid-run, before any model is loaded: the method's own check (its entry in
     glmtune.train.method_registry), then what its entry's properties rule out. `gpu_from_scheduler`: the train job
     gets its GPUs from a cluster scheduler, so this machine needs none (see check_qlora)."""
-    from glmtune.train.method_registry import get_method  # imported here: the registry's entries use these rules
-
     method = get_method(settings.method)
     if method.check is not None:
         method.check(settings, trust_remote_code, gpu_from_scheduler)
@@ -89,50 +81,8 @@ def check_method(settings: TrainSettings, trust_remote_code: bool, family: str, 
         lora_targets(settings.lora.target_modules, trust_remote_code, family)
 
 
-def check_ptuning(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
-    """P-Tuning v2 (peft prefix tuning): no gradient checkpointing, no remote code."""
-    if settings.gradient_checkpointing:
-        raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
-                          "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
-                          "turn gradient_checkpointing off or use lora")
-    if trust_remote_code:
-        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
-                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
-                          "not tested here); use lora or full, or model.trust_remote_code: false")
-
-
-def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
-    """QLoRA: a 4-bit NF4 base (bitsandbytes) computing in bf16, LoRA on top. It needs bitsandbytes here, and a
-    CUDA GPU with bf16 here unless the train job gets its GPUs from a cluster scheduler (`gpu_from_scheduler`).
-    torch is imported only for this method, so building the job graph of other methods stays fast."""
-    if trust_remote_code:
-        raise MethodError("train.method: qlora is not supported with model.trust_remote_code: true (the original "
-                          "ChatGLM code runs under an old transformers without a tested 4-bit path); use lora, or "
-                          "model.trust_remote_code: false")
-    if settings.deepspeed:
-        raise MethodError("train.deepspeed cannot be combined with train.method: qlora (DeepSpeed cannot shard or "
-                          "offload a bitsandbytes 4-bit base here); remove train.deepspeed")
-    if settings.precision in ("fp16", "fp32"):
-        raise MethodError(f"train.precision: {settings.precision} cannot be combined with train.method: qlora (the "
-                          f"4-bit base computes in bf16); set train.precision: auto or bf16")
-    if not gpu_from_scheduler:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MethodError("train.method: qlora needs a CUDA GPU (bitsandbytes 4-bit), and this machine has none; "
-                              "use train.method: lora, or run on a GPU machine (on a cluster, give the train rule "
-                              "GPUs: --set-resources train:gpu=1, or profiles/slurm)")
-        if not torch.cuda.is_bf16_supported():
-            raise MethodError("train.method: qlora computes in bf16, which this GPU lacks (bf16 needs compute "
-                              "capability 8.0 or newer); use train.method: lora")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MethodError(f"train.method: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}")
-
-
 def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:
     """A static KV cache cannot hold a P-Tuning v2 prefix, which is itself fed as the KV cache (a kv_prefix method)."""
-    from glmtune.train.method_registry import get_method
-
     if get_method(train.method).kv_prefix and evaluate.cache == "static":
         raise MethodError(f"evaluate.cache: static cannot be used with train.method: {train.method} (its learned "
                           "prefix is itself the KV cache, as P-Tuning v2's); set evaluate.cache: dynamic")

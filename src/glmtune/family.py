@@ -5,7 +5,7 @@ the tokens that end generation, how a system message with tools is laid out), th
 adds with their official ids, the eos / pad / unk tokens, which `tokenizer.model` reader builds its tokenizer, how
 an original (remote-code) checkpoint's config.json is recognised, the stop ids a converted checkpoint's generation
 config gains, the transformers architecture its checkpoints load as, and the LoRA module names of the native and the
-remote-code layouts. The chat template (glmtune.data.templates), the tokenizers (glmtune.model.tokenizers), the tiny
+remote-code layouts. The chat template (glmtune.chat_template), the tokenizers (glmtune.model.tokenizers), the tiny
 and the random benchmark models (glmtune.model.tiny, glmtune.bench.models), checkpoint conversion
 (glmtune.model.convert_original), LoRA targets (glmtune.config_rules: `train.lora.target_modules` is checked against
 the family's names, not a schema enum) and the CLI's choices all read it from here. A new family is one more `Family`
@@ -27,12 +27,12 @@ ROLE_FORMAT = "<|{role}|>"
 
 @dataclass(frozen=True, kw_only=True)
 class ChatLayout:
-    """A family's chat template as data; glmtune.data.templates.ChatTemplate adds the encoding and the Jinja."""
+    """A family's chat template as data; glmtune.chat_template.ChatTemplate adds the encoding and the Jinja."""
 
     prefix: tuple[str, ...]
     eos: str
     stop: tuple[str, ...]  # tokens that end generation
-    tools_layout: str  # a key of glmtune.data.templates.TOOLS_LAYOUTS: how a system message with tools is laid out
+    tools_layout: str  # a key of glmtune.chat_template.TOOLS_LAYOUTS: how a system message with tools is laid out
     role_tokens: tuple[tuple[str, str], ...] = ()  # (role, token) for roles whose token is not ROLE_FORMAT's
     # What the rendered text puts after a header so that tokenizing it whole gives the ids of encoding
     # header and content apart. SentencePiece (ChatGLM3) prefixes every text segment with '▁': the

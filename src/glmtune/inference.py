@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from glmtune.evaluate.generation import generate
 from glmtune.model.loading import load_trained
-from glmtune.data.templates import ChatTemplate, encode_prompt, get_template
+from glmtune.chat_template import ChatTemplate, encode_prompt, get_template
 from glmtune.family import FAMILIES
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -216,3 +217,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+# Files above this (full-SFT weight shards, optimizer states of a large model) are hashed by size, head and tail:
+# hashing 100 GB at every save would stall training for minutes. Adapters and their optimizer states are far smaller.
+WHOLE_HASH_LIMIT = 1 << 30
+
+
+def file_sha256(path: Path, whole_limit: int = WHOLE_HASH_LIMIT) -> str:
+    """sha256 of a file, or of its first and last MiB when it is larger than `whole_limit`."""
+    digest, size = hashlib.sha256(), path.stat().st_size
+    with open(path, "rb") as handle:
+        if size <= whole_limit:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:  # a safetensors header (names, shapes, offsets) is at the head; the tail changes with the values
+            digest.update(handle.read(1 << 20))
+            handle.seek(size - (1 << 20))
+            digest.update(handle.read())
+    return digest.hexdigest()

@@ -11,7 +11,7 @@ from conftest import shared_data
 from glmtune.data.convert import convert_file
 from helpers.settings import convert_settings
 from helpers.official_tokenizers import load_glm4_tokenizer
-from glmtune.data.tokenize_splits import tokenize_split
+from glmtune.tokenize.splits import tokenize_split
 
 
 def test_convert_and_tokenize_real_advertisegen_in_seconds(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from glmtune.evaluate.batching import (
 from glmtune.evaluate.generation import _STATIC_CACHES, decode_compile_config, generate, generate_batches
 from glmtune.io import read_jsonl
 from glmtune.model.loading import load_trained
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, split_for_generation
 
 TEMPLATE = get_template("glm4")
 NEW_TOKENS = 12

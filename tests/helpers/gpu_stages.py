@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import yaml
 
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, split_for_generation
 from glmtune.evaluate.batching import plan_batches, static_shape
 from glmtune.evaluate.generation import generate_batches
 from glmtune.io import read_jsonl
@@ -82,7 +82,7 @@ def build_default_job(root: Path) -> dict[str, Path]:
     from glmtune.data.split import merge_and_split
     from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.model.tiny import build_tiny_model
     from helpers.settings import model_settings, section, tiny_settings, tokenize_settings
 

@@ -275,8 +275,8 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     from glmtune.evaluate.generation import generate
     from glmtune.model.loading import load_trained
     from glmtune.io import read_jsonl
-    from glmtune.data.templates import get_template
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.chat_template import get_template
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.train.trainer import train_model
     from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings
 

@@ -25,7 +25,7 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from glmtune.data.split import merge_and_split
     from helpers.settings import converted_part, convert_settings, split_settings
     from glmtune.data.synthetic import write_advertisegen
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.model.tiny import build_tiny_model
     from glmtune.train.trainer import train_model
 

@@ -144,7 +144,7 @@ def test_stages_run_the_remote_code(prepared: Path, splits: Path, tmp_path: Path
     from transformers import AutoTokenizer
 
     from glmtune.io import read_jsonl
-    from glmtune.data.templates import encode_conversation, get_template
+    from glmtune.chat_template import encode_conversation, get_template
 
     result = stand_in.run_stages(prepared, splits, tmp_path)
     _check_stages(result)
@@ -158,7 +158,7 @@ def test_full_sft_keeps_the_remote_code(prepared: Path, splits: Path, tmp_path: 
     from transformers import AutoModelForCausalLM
 
     from glmtune.export.merge import export_model
-    from glmtune.data.tokenize_splits import tokenize_splits
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.train.trainer import train_model
 
     tok = {"train": tmp_path / "train", "validation": tmp_path / "validation"}

@@ -30,7 +30,7 @@ def test_each_entry_says_what_it_writes_and_whether_it_merges() -> None:
 
 def test_an_unknown_method_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(MethodError, match=r"train.method: unknown method 'dpo'; use lora, qlora, ptuning, full"):
-        check_method(train_settings(method="dpo"), trust_remote_code=False)
+        check_method(train_settings(method="dpo"), trust_remote_code=False, family="glm4")
 
 
 @pytest.mark.parametrize(
@@ -72,14 +72,14 @@ def test_a_new_method_is_one_entry(monkeypatch: pytest.MonkeyPatch, small_run: d
     assert get_method("q-only").wrapper() is wrap_q_only
     # the config rules: its own check runs, and otherwise it is accepted (a static cache too: it feeds no prefix)
     with pytest.raises(MethodError, match="train.method: q-only"):
-        check_method(train_settings(method="q-only", packing=True), trust_remote_code=False)
+        check_method(train_settings(method="q-only", packing=True), trust_remote_code=False, family="glm4")
     settings = train_settings(**{**TRAIN_SETTINGS, "method": "q-only", "max_steps": 20, "save_steps": 20})
-    check_method(settings, trust_remote_code=False)
+    check_method(settings, trust_remote_code=False, family="glm4")
     check_cache(settings, evaluate_settings(cache="static"))
     # the train stage wraps with the entry's function: only the query projections got an adapter
     tok = small_run["tokenized"]
     train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
-                tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False)
+                tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False, family="glm4")
     losses = [row["loss"] for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
     assert losses[-1] < losses[0]
     tensors = load_file(tmp_path / "out" / "adapter_model.safetensors")

@@ -116,7 +116,7 @@ def assert_trained_as(model: torch.nn.Module, kind: str, settings: TrainSettings
         return
     config = model.peft_config["default"]
     if kind == "lora":
-        targets = set(lora_targets(settings.lora.target_modules))
+        targets = set(lora_targets(settings.lora.target_modules, trust_remote_code=False, family="glm4"))
         adapted = {name.split(".lora_")[0] for name in weights if ".lora_" in name}
         assert {name.rsplit(".", 1)[1] for name in adapted} == targets and len(adapted) == layers * len(targets)
         assert (config.use_rslora, config.use_dora) == (settings.lora.use_rslora, settings.lora.use_dora)

@@ -1,5 +1,5 @@
 """Snakemake entry: tokenize the train and validation splits with the chat template."""
-from glmtune.data.tokenize_splits import tokenize_splits
+from glmtune.tokenize.splits import tokenize_splits
 from glmtune.logs import job_logging
 from glmtune.settings import ModelSettings, TokenizeSettings
 

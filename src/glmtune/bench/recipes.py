@@ -17,7 +17,7 @@ from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_bat
 from glmtune.evaluate.generation import generate_batches
 from glmtune.model import loading
 from glmtune.io import read_jsonl
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, split_for_generation
 
 # Decode steps of each recipe's untimed first batch: enough for torch.compile and the CUDA-graph capture.
 WARMUP_TOKENS = 8
@@ -127,7 +127,7 @@ def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, te
         raise ValueError(f"{train}: a raw data file needs a tokenizer; give one with --tokenizer")
     from glmtune.data.formats import CONVERTERS
     from glmtune.io import read_records
-    from glmtune.data.templates import encode_conversation
+    from glmtune.chat_template import encode_conversation
 
     tokenizer, template = bench_tokenizer(tokenizer_dir, template_name), get_template(template_name)
     samples = []
@@ -176,7 +176,7 @@ sample length it joins the samples to, None to keep them), on `data`; the first 
     from unittest import mock
 
     from glmtune.bench.models import arch_config, random_weights
-    from glmtune.data.tokenize_splits import _save
+    from glmtune.tokenize.splits import _save
     from glmtune.io import read_jsonl
     from glmtune.model.tokenizer_files import save_tokenizer
     from glmtune.settings import TrainSettings

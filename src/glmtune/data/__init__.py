@@ -1,1 +1,1 @@
-"""Data preparation: source formats, cleaning, conversion, splitting, chat templates, tokenizing. Imports no torch."""
+"""Data preparation: source formats, cleaning, conversion, splitting. Imports no torch, and nothing from model, train or evaluate."""

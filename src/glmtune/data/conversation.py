@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from glmtune.chat_template import tool_function
+
 ROLES = ("system", "user", "assistant", "observation")
 # Roles trained when a message carries no `loss` flag: the GLM-4 demo's rule (system/user/observation untrained).
 # The chatglm3 converter applies ChatGLM3's own (only system/user untrained) before calling message().
@@ -32,11 +34,6 @@ def message(role: str, content: str, loss: bool | None = None, metadata: str | N
     if tools:
         msg["tools"] = tools
     return msg
-
-
-def tool_function(tool: Any) -> Any:
-    """The function object of a tool: OpenAI style wraps it in `function`, glaive/ChatGLM3 data give it plain."""
-    return tool["function"] if isinstance(tool, dict) and "function" in tool else tool
 
 
 def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:

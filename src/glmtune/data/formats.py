@@ -18,7 +18,7 @@ Tools (a list, or for sharegpt/alpaca also a JSON-encoded string) stay structure
 system message as `tools` (plain function objects, see schema.normalize_tools), whose content is the
 system text or "". A tool call is an assistant message whose metadata is the function name and whose
 content is the arguments as JSON. The chat template renders both in its family's layout (glm4: the
-arguments as they are; chatglm3: its own `tool_call(...)` form; see glmtune.data.templates).
+arguments as they are; chatglm3: its own `tool_call(...)` form; see glmtune.chat_template).
 Default loss (a message without `loss`) follows each format's own demo: chatglm3 trains every role but
 system and user; the others train only assistant messages (GLM-4's demo: system/user/observation untrained).
 `from_dataset_info` reads an entry of LLaMA-Factory's dataset_info.json into (format, options).

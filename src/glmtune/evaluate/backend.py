@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from glmtune.data.templates import ChatTemplate
+from glmtune.chat_template import ChatTemplate
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from glmtune.evaluate.backend import Plan
 from glmtune.evaluate.batching import StaticShape, pad_rows, plan_batches, resolve_batch_size, static_shape
 from glmtune.logs import bar_options
-from glmtune.data.templates import ChatTemplate, stop_token_ids
+from glmtune.chat_template import ChatTemplate, stop_token_ids
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, split_for_generation
 from glmtune.evaluate.backend import in_order, make_backend, make_plan
 from glmtune.evaluate.batching import resolve_cache
 from glmtune.evaluate.metrics import corpus_scores

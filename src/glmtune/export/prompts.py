@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from glmtune.data.templates import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, split_for_generation
 from glmtune.export.errors import ExportCheckFailed
 from glmtune.finite import nonfinite_in_file
 from glmtune.io import read_jsonl

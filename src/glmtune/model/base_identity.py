@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from glmtune.io import file_sha256
+
 log = logging.getLogger(__name__)
 RECORD = "base_model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -32,12 +34,6 @@ class BaseModelMismatch(ValueError):
     """The base model given for an adapter is not the one it was trained on."""
 
 
-def _file_sha256(path: Path, whole_limit: int) -> str:
-    from glmtune.train.resume import file_sha256  # the manifest's hash; imported here (it imports torch)
-
-    return file_sha256(path, whole_limit)
-
-
 def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
     """File name -> hash of what identifies a base model folder: config.json, tokenizer files, weight files."""
     folder = Path(base_dir)
@@ -47,9 +43,9 @@ def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         name = path.name
         if name.endswith(WEIGHT_SUFFIXES):
-            entries[name] = f"{path.stat().st_size}:{_file_sha256(path, HEAD_AND_TAIL)}"
+            entries[name] = f"{path.stat().st_size}:{file_sha256(path, HEAD_AND_TAIL)}"
         elif name == "config.json" or name.startswith("tokenizer") or name in TOKENIZER_FILES:
-            entries[name] = _file_sha256(path, 1 << 62)  # small files: whole
+            entries[name] = file_sha256(path, 1 << 62)  # small files: whole
     return entries
 
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 # The settings of the table above that name one torch dtype whatever the device.
 _EXACT = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "float16": "float16", "fp16": "float32"}
+# The install line a QLoRA run without bitsandbytes is given (here and in train.method_registry.check_qlora).
+QLORA_INSTALL = 'pip install -e ".[qlora]" (bitsandbytes==0.50.2, as constraints.txt pins)'
 DTYPE_SETTINGS = ("auto", "bf16", "fp16", "fp32", "float32", "bfloat16", "float16", "saved")
 
 
@@ -103,14 +105,12 @@ def load_model(folder: str | Path, *, dtype: str, trust_remote_code: bool, devic
 
 def four_bit_kwargs(device: str | None = None) -> dict[str, Any]:
     """from_pretrained arguments of a 4-bit NF4 base (see load_model). The workflow checked for bitsandbytes and a GPU
-    before the run (glmtune.config_rules.check_qlora); a job in another environment still gets the install line."""
+    before the run (glmtune.train.method_registry.check_qlora); a job in another environment still gets the install line."""
     import importlib.util
     import os
 
     import torch
     from transformers import BitsAndBytesConfig
-
-    from glmtune.config_rules import QLORA_INSTALL
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModuleNotFoundError(f"train.method: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}")

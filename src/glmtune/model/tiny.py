@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
-from glmtune.data.templates import get_template, stop_token_ids
+from glmtune.chat_template import get_template, stop_token_ids
 from glmtune.family import get_family
 from glmtune.io import atomic_path, read_jsonl
 from glmtune.model.tokenizer_files import save_tokenizer

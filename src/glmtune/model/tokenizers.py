@@ -31,7 +31,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from glmtune.data.templates import get_template
+from glmtune.chat_template import get_template
 from glmtune.family import Family, get_family
 
 TOKENIZER_FILE = "tokenizer.model"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glmtune.data.templates import IGNORE_INDEX
+from glmtune.chat_template import IGNORE_INDEX
 
 
 def padded_width(longest: int, multiple: int) -> int:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 
-from glmtune.data.templates import IGNORE_INDEX
+from glmtune.chat_template import IGNORE_INDEX
 
 CHUNK_TOKENS = 2048  # 2048 x 151,552 fp32 logits: 1.2 GB at a time instead of the whole row's
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from glmtune.config_rules import MethodError, check_ptuning, check_qlora
+from glmtune.model.loading import QLORA_INSTALL
+from glmtune.settings import TrainSettings
+
+
+class MethodError(ValueError):
+    """A method setting that cannot work; the message names the key and what to do."""
+
 
 # wrap(model, settings, trust_remote_code, family) -> the model to train
 Wrap = Callable[[Any, Any, bool, str], Any]
@@ -92,6 +99,46 @@ def method_of_folder(trained_dir: str | Path) -> Method:
         if method.peft_type == peft_type:
             return method
     raise MethodError(f"{trained_dir}: no registered method writes a {peft_type or 'whole model'} folder")
+
+
+def check_ptuning(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
+    """P-Tuning v2 (peft prefix tuning): no gradient checkpointing, no remote code."""
+    if settings.gradient_checkpointing:
+        raise MethodError("train.gradient_checkpointing cannot be combined with train.method: ptuning "
+                          "(peft prefix tuning breaks on transformers 5 with checkpointing: tensor size mismatch); "
+                          "turn gradient_checkpointing off or use lora")
+    if trust_remote_code:
+        raise MethodError("train.method: ptuning is not supported with model.trust_remote_code: true (peft prefix tuning "
+                          "feeds a transformers KV cache, which the original ChatGLM code keeps in its own layout; "
+                          "not tested here); use lora or full, or model.trust_remote_code: false")
+
+
+def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_scheduler: bool = False) -> None:
+    """QLoRA: a 4-bit NF4 base (bitsandbytes) computing in bf16, LoRA on top. It needs bitsandbytes here, and a
+    CUDA GPU with bf16 here unless the train job gets its GPUs from a cluster scheduler (`gpu_from_scheduler`).
+    torch is imported only for this method, so building the job graph of other methods stays fast."""
+    if trust_remote_code:
+        raise MethodError("train.method: qlora is not supported with model.trust_remote_code: true (the original "
+                          "ChatGLM code runs under an old transformers without a tested 4-bit path); use lora, or "
+                          "model.trust_remote_code: false")
+    if settings.deepspeed:
+        raise MethodError("train.deepspeed cannot be combined with train.method: qlora (DeepSpeed cannot shard or "
+                          "offload a bitsandbytes 4-bit base here); remove train.deepspeed")
+    if settings.precision in ("fp16", "fp32"):
+        raise MethodError(f"train.precision: {settings.precision} cannot be combined with train.method: qlora (the "
+                          f"4-bit base computes in bf16); set train.precision: auto or bf16")
+    if not gpu_from_scheduler:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MethodError("train.method: qlora needs a CUDA GPU (bitsandbytes 4-bit), and this machine has none; "
+                              "use train.method: lora, or run on a GPU machine (on a cluster, give the train rule "
+                              "GPUs: --set-resources train:gpu=1, or profiles/slurm)")
+        if not torch.cuda.is_bf16_supported():
+            raise MethodError("train.method: qlora computes in bf16, which this GPU lacks (bf16 needs compute "
+                              "capability 8.0 or newer); use train.method: lora")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MethodError(f"train.method: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}")
 
 
 TRAIN = "glmtune.train.methods"

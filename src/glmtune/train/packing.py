@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from glmtune.data.templates import IGNORE_INDEX
+from glmtune.chat_template import IGNORE_INDEX
 from glmtune.train.collate import padded_width
 
 if TYPE_CHECKING:

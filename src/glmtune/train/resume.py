@@ -9,7 +9,6 @@ the resumed run saves over it when it reaches that step.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,29 +19,10 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from glmtune.finite import nonfinite_in_file
-from glmtune.io import write_json
+from glmtune.io import WHOLE_HASH_LIMIT, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-# Files above this (full-SFT weight shards, optimizer states of a large model) are hashed by size, head and tail:
-# hashing 100 GB at every save would stall training for minutes. Adapters and their optimizer states are far smaller.
-WHOLE_HASH_LIMIT = 1 << 30
-
-
-def file_sha256(path: Path, whole_limit: int = WHOLE_HASH_LIMIT) -> str:
-    """sha256 of a file, or of its first and last MiB when it is larger than `whole_limit`."""
-    digest, size = hashlib.sha256(), path.stat().st_size
-    with open(path, "rb") as handle:
-        if size <= whole_limit:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        else:  # a safetensors header (names, shapes, offsets) is at the head; the tail changes with the values
-            digest.update(handle.read(1 << 20))
-            handle.seek(size - (1 << 20))
-            digest.update(handle.read())
-    return digest.hexdigest()
-
-
 def checkpoint_step(checkpoint: str | Path) -> int:
     return int(Path(checkpoint).name.split("-")[1])
 

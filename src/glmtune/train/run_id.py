@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from glmtune.io import file_sha256
 from glmtune.settings import TrainSettings
-from glmtune.train.resume import file_sha256
 
 WHOLE_FILE_LIMIT = 64 << 20  # larger files (weight shards) are hashed by size, head and tail: reading 18 GB costs minutes
 # Settings that change what a run shows, not what it trains: a change keeps resuming the same run.

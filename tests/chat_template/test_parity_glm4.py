@@ -5,7 +5,7 @@ official_reference.glm4_process: per message `apply_chat_template([message])[2:]
 glm-4-9b-chat chat template (shared tokenizer_config.json), rendered by transformers' own Jinja environment
 on the real tokenizer (whose plain encoding equals tiktoken, see test_glm_tokenizers.py). Input records are
 in the demo's own `messages` format; the project reads them with its `glm4` converter (and the glaive /
-EmoLLM rows with the converters the README names). Nothing here is derived from glmtune.data.templates.
+EmoLLM rows with the converters the README names). Nothing here is derived from glmtune.chat_template.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from glmtune.data.formats import CONVERTERS, from_dataset_info
 from helpers.official_tokenizers import load_glm4_tokenizer
-from glmtune.data.templates import encode_conversation, encode_prompt, get_template
+from glmtune.chat_template import encode_conversation, encode_prompt, get_template
 
 GLM4 = get_template("glm4")
 WEATHER = {"name": "get_weather", "description": "查询城市的实时天气",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from glmtune.io import read_jsonl, write_jsonl
-from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.chat_template import IGNORE_INDEX, encode_conversation, get_template
 from glmtune.config_rules import min_cutoff_len
-from glmtune.data.tokenize_splits import tokenize_splits
+from glmtune.tokenize.splits import tokenize_splits
 
 from conftest import TRAIN_SETTINGS
 from helpers.settings import model_settings, tiny_settings, tokenize_settings, train_settings
@@ -74,7 +74,7 @@ def test_an_empty_validation_split_loads_and_training_runs_without_it(data, tmp_
 
     from glmtune.train.trainer import train_model
 
-    with caplog.at_level(logging.WARNING, logger="glmtune.data.tokenize_splits"):
+    with caplog.at_level(logging.WARNING, logger="glmtune.tokenize.splits"):
         stats = tokenize(data, tmp_path / "tok")
     assert stats["splits"]["validation"]["samples"] == 0
     assert "validation split has no sample" in caplog.text
@@ -114,7 +114,7 @@ def test_truncation_is_counted_logged_and_stops_training_over_the_threshold(data
         tokenize(data, tmp_path / "stopped", cutoff_len=cutoff)
     assert not (tmp_path / "stopped").exists()
 
-    with caplog.at_level(logging.INFO, logger="glmtune.data.tokenize_splits"):
+    with caplog.at_level(logging.INFO, logger="glmtune.tokenize.splits"):
         stats = tokenize(data, tmp_path / "allowed", cutoff_len=cutoff, max_truncated_ratio=1.0)
     train = stats["splits"]["train"]
     assert train["answer_truncated"] + train["dropped_no_trained_tokens"] == lost

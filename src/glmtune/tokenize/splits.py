@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from glmtune.io import atomic_path, read_jsonl, write_json
 from glmtune.logs import bar_options
-from glmtune.data.templates import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.chat_template import IGNORE_INDEX, encode_conversation, get_template
 from glmtune.model.loading import load_tokenizer
 from glmtune.settings import ModelSettings, TokenizeSettings
 

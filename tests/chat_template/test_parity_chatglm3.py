@@ -8,7 +8,7 @@ assistant call ```` ```python\\ntool_call(...)\\n``` ```` plus an untrained obse
 JSON). Segments become ids with the `sentencepiece` package as chatglm3-6b's tokenization_chatglm.py
 `build_single_message` does: [<|role|>] + sp.encode(f"{metadata}\\n") + sp.encode(text). The real-data checks use
 official_reference.chatglm3_segments, the same procedure written out from preprocess_utils.py.
-Nothing here is derived from glmtune.data.templates.
+Nothing here is derived from glmtune.chat_template.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 
 from glmtune.data.formats import CONVERTERS, from_dataset_info
 from helpers.official_tokenizers import load_chatglm3_tokenizer
-from glmtune.data.templates import encode_conversation, encode_prompt, get_template
+from glmtune.chat_template import encode_conversation, encode_prompt, get_template
 
 CHATGLM3 = get_template("chatglm3")
 WEATHER = {"name": "get_weather", "description": "查询城市的实时天气",

@@ -31,8 +31,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from glmtune.data.conversation import tool_function
 from glmtune.family import ROLE_FORMAT, ChatLayout, get_family
+
+
+def tool_function(tool: Any) -> Any:
+    """The function object of a tool: OpenAI style wraps it in `function`, glaive/ChatGLM3 data give it plain."""
+    return tool["function"] if isinstance(tool, dict) and "function" in tool else tool
+
 
 IGNORE_INDEX = -100
 

@@ -8,7 +8,7 @@ Official layout (GLM-4 finetune demo / tokenization_chatglm.py, ChatGLM3 finetun
 sample. Loss marks are True for assistant messages, then shifted right by one.
 A system message with tools follows glm-4-9b-chat's chat template as transformers renders it (GLM-4) or
 the ChatGLM3 tool finetune code's first system message (finetune_demo/preprocess_utils.py); their text is
-written out here, not taken from glmtune.data.templates. The table-driven parity suites are
+written out here, not taken from glmtune.chat_template. The table-driven parity suites are
 test_parity_glm4.py and test_parity_chatglm3.py.
 """
 
@@ -24,7 +24,7 @@ from conftest import shared_data
 
 from glmtune.family import GLM4_PATTERN
 from helpers.official_tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
-from glmtune.data.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
+from glmtune.chat_template import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
 
 SYSTEM = "你是一个乐于助人的助手。"
 USER = "类型#裙*颜色#红色*风格#简约"

@@ -3,7 +3,7 @@ text the saved chat template renders, and the two agreeing after a save/load rou
 
 The expected GLM-4 text is written out here from the official glm-4-9b-chat chat template as transformers
 renders it, the ChatGLM3 text from its tool finetune code (finetune_demo/preprocess_utils.py), not taken
-from glmtune.data.templates.
+from glmtune.chat_template.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from glmtune.data.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
+from glmtune.chat_template import IGNORE_INDEX, encode_conversation, encode_prompt, get_template
 from glmtune.model.tiny import train_tokenizer
 
 GLM4 = get_template("glm4")

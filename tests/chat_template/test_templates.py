@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from glmtune.data.templates import (
+from glmtune.chat_template import (
     IGNORE_INDEX,
     encode_conversation,
     encode_prompt,

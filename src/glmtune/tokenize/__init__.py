@@ -1,0 +1,1 @@
+"""Tokenize stage: conversations to token ids and loss masks with the family's chat template, as Arrow splits."""
