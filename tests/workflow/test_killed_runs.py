@@ -25,7 +25,7 @@ def small_job(config: dict) -> None:
     """The default job's stages at a size that runs in seconds on a CPU."""
     config["datasets"]["synthetic_adgen"]["demo"] = {"train_rows": 200, "dev_rows": 20}
     config["model"]["tiny"] = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64}
-    config["train"].update(max_steps=6, batch_size=4, logging_steps=1, save_steps=3, eval_steps=None)
+    config["train"].update(max_steps=60, batch_size=4, logging_steps=1, save_steps=20, eval_steps=None)
     config["evaluate"].update(max_samples=4, batch_size=4, max_new_tokens=8)
 
 
@@ -136,3 +136,18 @@ def test_no_torchrun_worker_outlives_a_snakemake_killed_with_its_process_group(f
     for line in left:  # do not leave them running after the test
         os.kill(int(line.split(":")[0]), signal.SIGKILL)
     assert not left, f"still training after Snakemake was killed: {left}"
+
+
+def test_a_cancelled_forced_training_is_named_with_how_to_train_it_again(finished: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
+    kill_training_midway(workdir, "-R", "train")  # the same settings: 60 steps, killed after the first
+    assert not (workdir / "results/runs/main/adapter").exists()
+    # Same settings and data as the evaluation and export, so they stay current; the plan says the adapter is gone
+    # and how to train it again, and that command plans the training.
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--", TARGET], cwd=workdir, capture_output=True,
+                         text=True, check=True)
+    assert "run main: results/runs/main/adapter is missing while its evaluation" in dry.stderr + dry.stdout
+    assert "snakemake --cores 8 results/runs/main/adapter" in dry.stderr + dry.stdout
+    assert planned_jobs(workdir, TARGET) == []
+    assert "train[run=main]" in planned_jobs(workdir, "results/runs/main/adapter")

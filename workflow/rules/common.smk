@@ -8,6 +8,7 @@ from glmtune.train.method_registry import get_method
 
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 DEFAULT_CONFIG = "config/config.yaml"  # the embedded default job (the Snakefile's configfile)
@@ -206,6 +207,21 @@ def trained_dir(run):
     return f"results/runs/{run}/" + ("model" if run in FULL_RUNS else "adapter")
 
 
+def warn_missing_trained():
+    """A run whose trained folder is gone while its evaluation is still there (a training cancelled after -R train, or
+    the folder deleted): Snakemake keeps the evaluation and export current, as they are of the same settings and data,
+    and rebuilds the folder only when asked. Say so, once, in the process that plans the jobs."""
+    if not workflow.is_main_process:
+        return
+    for run in RUNS:
+        if Path(f"results/runs/{run}/eval/scores.json").is_file() and not Path(trained_dir(run)).is_dir():
+            logger.warning(
+                f"run {run}: {trained_dir(run)} is missing while its evaluation (results/runs/{run}/eval) is there; "
+                "the evaluation and export stay as they are (same settings and data). To train it again: snakemake "
+                f"--cores 8 {trained_dir(run)} (then what uses it is outdated and re-runs)"
+            )
+
+
 def tokenized_input(part):
     return lambda wildcards: f"results/tokenized/{TOKENIZED[wildcards.run]}/{part}"
 
@@ -271,6 +287,7 @@ def check_export_targets():
 
 
 check_export_targets()
+warn_missing_trained()
 
 
 def comparison_inputs():

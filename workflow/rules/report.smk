@@ -4,8 +4,8 @@
 
 rule report_data:
     input:
-        reports=[f"results/converted/{name}/{part}.report.json" for name, part, *_ in converted_parts()],
-        rejects=[f"results/converted/{name}/{part}.rejects.jsonl" for name, part, *_ in converted_parts()],
+        reports=[part["path"].removesuffix(".jsonl") + ".report.json" for part in converted_parts()],
+        rejects=[part["path"].removesuffix(".jsonl") + ".rejects.jsonl" for part in converted_parts()],
         splits="results/splits/report.json",
         tokens=f"results/tokenized/{TOKENIZED[EXPORT_RUN]}/stats.json",
     output:
