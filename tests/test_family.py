@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -82,35 +82,45 @@ def glmx(monkeypatch: pytest.MonkeyPatch) -> Family:
     return GLMX
 
 
-@pytest.fixture(scope="module")
-def glmx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Tiny glmx model -> tokenized splits -> LoRA steps -> evaluation, with glmx registered only meanwhile."""
-    from glmtune.tokenize.splits import tokenize_splits
+def run_family(root: Path, name: str, entry: Family, lora_targets: list[str] | None = None,
+               export: bool = False) -> dict[str, Any]:
+    """Tiny model of family `entry` -> tokenized splits -> LoRA steps -> evaluation (-> export), with the family
+    registered as `name` only meanwhile."""
     from glmtune.evaluate.predict import evaluate_model
+    from glmtune.export.merge import export_model
     from glmtune.model.tiny import build_tiny_model
+    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.train.trainer import train_model
 
-    root = tmp_path_factory.mktemp("glmx")
     splits = {"train": root / "train.jsonl", "validation": root / "validation.jsonl", "test": root / "test.jsonl"}
     write_jsonl(splits["train"], [conversation(n) for n in range(48)])
     write_jsonl(splits["validation"], [conversation(n) for n in range(48, 52)])
     write_jsonl(splits["test"], [conversation(n) for n in range(52, 57)])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(FAMILIES, "glmx", GLMX)
+        patch.setitem(FAMILIES, name, entry)
         model = build_tiny_model([splits["train"]], root / "model",
-                                 tiny_settings(hidden_size=64, intermediate_size=128, vocab_size=600), family="glmx")
-        glmx = model_settings(template="glmx")
-        tokenized = {name: root / "tok" / name for name in ("train", "validation")}
-        stats = tokenize_splits({name: splits[name] for name in tokenized}, tokenized, root / "tok" / "stats.json",
-                                model, tokenize_settings(max_input_length=64, max_output_length=64), glmx)
-        settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
+                                 tiny_settings(hidden_size=64, intermediate_size=128, vocab_size=600), family=name)
+        model_config = model_settings(template=name)
+        tokenized = {part: root / "tok" / part for part in ("train", "validation")}
+        stats = tokenize_splits({part: splits[part] for part in tokenized}, tokenized, root / "tok" / "stats.json",
+                                model, tokenize_settings(max_input_length=64, max_output_length=64), model_config)
+        lora = {**TRAIN_SETTINGS["lora"], **({"target_modules": lora_targets} if lora_targets else {})}
+        settings = train_settings(**{**TRAIN_SETTINGS, "lora": lora, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
         summary = train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter",
                               root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False,
-                              family="glmx")
+                              family=name)
         scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
-                                evaluate_settings(batch_size=2, max_new_tokens=32), glmx, 64, base_model=model)
-    yield {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,
-           "test": splits["test"]}
+                                evaluate_settings(batch_size=2, max_new_tokens=32), model_config, 64, base_model=model)
+        if export:
+            export_model(root / "adapter", model, root / "merged", splits["test"], export_settings(dtype="float32"),
+                         model_config)
+    return {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,
+            "test": splits["test"]}
+
+
+@pytest.fixture(scope="module")
+def glmx_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_family(tmp_path_factory.mktemp("glmx"), "glmx", GLMX)
 
 
 def test_schema_enums_are_the_registry() -> None:
@@ -230,38 +240,9 @@ def chatx(monkeypatch: pytest.MonkeyPatch) -> Family:
 
 
 @pytest.fixture(scope="module")
-def chatx_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Tiny chatx model (a Qwen2) -> tokenized splits -> LoRA on `all` of its modules -> evaluation -> export, with
-    chatx registered only meanwhile."""
-    from glmtune.tokenize.splits import tokenize_splits
-    from glmtune.evaluate.predict import evaluate_model
-    from glmtune.export.merge import export_model
-    from glmtune.model.tiny import build_tiny_model
-    from glmtune.train.trainer import train_model
-
-    root = tmp_path_factory.mktemp("chatx")
-    splits = {"train": root / "train.jsonl", "validation": root / "validation.jsonl", "test": root / "test.jsonl"}
-    write_jsonl(splits["train"], [conversation(n) for n in range(48)])
-    write_jsonl(splits["validation"], [conversation(n) for n in range(48, 52)])
-    write_jsonl(splits["test"], [conversation(n) for n in range(52, 57)])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(FAMILIES, "chatx", CHATX)
-        model = build_tiny_model([splits["train"]], root / "model",
-                                 tiny_settings(hidden_size=64, intermediate_size=128, vocab_size=600), family="chatx")
-        chatx = model_settings(template="chatx")
-        tokenized = {name: root / "tok" / name for name in ("train", "validation")}
-        stats = tokenize_splits({name: splits[name] for name in tokenized}, tokenized, root / "tok" / "stats.json",
-                                model, tokenize_settings(max_input_length=64, max_output_length=64), chatx)
-        lora = {**TRAIN_SETTINGS["lora"], "target_modules": ["all"]}
-        settings = train_settings(**{**TRAIN_SETTINGS, "lora": lora, "max_steps": 30, "logging_steps": 10, "save_steps": 30})
-        summary = train_model(tokenized["train"], tokenized["validation"], model.resolve(), root / "adapter",
-                              root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False,
-                              family="chatx")
-        scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
-                                evaluate_settings(batch_size=2, max_new_tokens=32), chatx, 64, base_model=model)
-        export_model(root / "adapter", model, root / "merged", splits["test"], export_settings(dtype="float32"), chatx)
-    yield {"root": root, "model": model, "tokenized": tokenized, "stats": stats, "summary": summary, "scores": scores,
-           "test": splits["test"]}
+def chatx_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A Qwen2 with a ChatML-like layout, LoRA on `all` of its modules, exported."""
+    return run_family(tmp_path_factory.mktemp("chatx"), "chatx", CHATX, lora_targets=["all"], export=True)
 
 
 def test_target_modules_are_checked_against_the_family(chatx: Family) -> None:
