@@ -28,7 +28,7 @@ def test_zero_full_sft_trains_and_saves_a_whole_model(small_run: dict[str, Path]
     arguments = {"train_dir": str(tok / "train"), "validation_dir": str(tok / "validation"), "model_dir": str(small_run["model"]),
                  "adapter_dir": str(tmp_path / "model"), "log_path": str(tmp_path / "log.jsonl"),
                  "plot_path": str(tmp_path / "loss.png"), "checkpoint_root": str(tmp_path / "ckpt"), "settings": train_settings(**settings),
-                 "trust_remote_code": False}
+                 "trust_remote_code": False, "family": "glm4"}
     command = launch_command("train", [encode_arguments("train", arguments)], Layout(nodes=1, per_node=2), distributed=True)
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -51,7 +51,7 @@ def test_a_finished_deepspeed_run_run_again_trains_nothing(small_run: dict[str, 
     arguments = {"train_dir": str(tok / "train"), "validation_dir": str(tok / "validation"), "model_dir": str(small_run["model"]),
                  "adapter_dir": str(tmp_path / "adapter"), "log_path": str(tmp_path / "log.jsonl"),
                  "plot_path": str(tmp_path / "loss.png"), "checkpoint_root": str(tmp_path / "ckpt"), "settings": train_settings(**settings),
-                 "trust_remote_code": False}
+                 "trust_remote_code": False, "family": "glm4"}
     command = launch_command("train", [encode_arguments("train", arguments)], Layout(nodes=1, per_node=2), distributed=True)
     summaries, weights = [], []
     for _ in range(2):

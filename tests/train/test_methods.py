@@ -126,7 +126,7 @@ def assert_trained_as(model: torch.nn.Module, kind: str, settings: TrainSettings
                      for name, weight in weights.items() if ".lora_" not in name}
         assert unchanged.keys() == base.keys() and all(torch.equal(unchanged[n], base[n]) for n in base)
         return
-    assert kind == "prefix" and config.num_virtual_tokens == settings.ptuning.num_virtual_tokens
+    assert kind == "ptuning" and config.num_virtual_tokens == settings.ptuning.num_virtual_tokens
     cache = model.get_prompt(batch_size=2)  # the prefix as the decoder layers get it: a key / value cache
     assert len(cache.layers) == layers
     head_dim = model.config.hidden_size // model.config.num_attention_heads
