@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ TRAIN_SETTINGS = {
     "max_steps": 40, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 1e-2, "lr_scheduler": "constant",
     "warmup_steps": 0, "weight_decay": 0.0, "logging_steps": 5, "save_steps": 20, "seed": 0,
 }
+
+
+# QLoRA's 4-bit layers (bitsandbytes, the `qlora` extra) also run on the CPU: its stage is tested here where installed.
+NEEDS_BITSANDBYTES = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                                        reason="QLoRA needs the qlora extra: pip install -e '.[qlora]'")
 
 
 def shared_data(relative: str) -> Path:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
+from conftest import NEEDS_BITSANDBYTES, shared_data
 
 from glmtune.bench.models import arch_config
 from glmtune.bench.recipes import bench_eval, bench_samples, long_samples
@@ -80,6 +80,33 @@ def test_bench_train_runs_the_train_stage_per_recipe(small_run: dict[str, Path],
     assert lines[2].endswith("| 1.0x |")
     logged = [json.loads(x) for x in (tmp_path / "w" / "config" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "loss" in row] == [1, 2]
+
+
+@NEEDS_BITSANDBYTES
+def test_the_qlora_recipe_quantises_random_weights_as_loading_real_ones_does(small_run: dict[str, Path], tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """bench-train's long-qlora: random weights through transformers' own 4-bit loading give the very model
+    load_model(four_bit=True) gives from the saved weights (same layers, same parameter dtypes and shapes), and the
+    train stage runs on it beside the bf16 long case."""
+    from glmtune.bench.models import random_weights
+    from glmtune.cli import main
+    from glmtune.data.synthetic import write_advertisegen
+    from glmtune.model.loading import load_model
+
+    def layout(model: object) -> tuple[list[str], dict[str, tuple[str, tuple[int, ...]]]]:
+        return ([type(m).__name__ for m in model.modules()],  # type: ignore[attr-defined]
+                {n: (str(p.dtype), tuple(p.shape)) for n, p in model.named_parameters()})  # type: ignore[attr-defined]
+
+    stand_in = random_weights(small_run["model"], dtype="auto", trust_remote_code=False, device="cpu", four_bit=True)
+    loaded = load_model(small_run["model"], dtype="auto", trust_remote_code=False, device="cpu", four_bit=True)
+    assert "Linear4bit" in layout(stand_in)[0] and layout(stand_in) == layout(loaded)
+    assert stand_in.name_or_path == str(small_run["model"])  # the adapter's recorded base
+    raw = write_advertisegen(tmp_path / "raw", 40, 1, 3)["train"]
+    assert main(["bench-train", str(small_run["model"] / "config.json"), str(raw), "--tokenizer", str(small_run["model"]),
+                 "--recipes", "long,long-qlora", "--steps", "2", "--logging-steps", "1", "--long-length", "128",
+                 "--workdir", str(tmp_path / "w")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| long")]
+    assert [line.split(" | ")[:3] for line in lines] == [["| long", "2", "1"], ["| long-qlora", "2", "1"]]
 
 
 def test_the_real_glm4_architecture_is_read_from_its_official_config() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN_SETTINGS
+from conftest import NEEDS_BITSANDBYTES, TRAIN_SETTINGS
 from helpers.settings import evaluate_settings, export_settings, model_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
@@ -135,11 +135,8 @@ def assert_trained_as(model: torch.nn.Module, kind: str, settings: TrainSettings
                                                           settings.ptuning.num_virtual_tokens, head_dim)
 
 
-# QLoRA: the refusals run everywhere; training it on the CPU needs bitsandbytes (the `qlora` extra), whose 4-bit
-# layers also run on the CPU, so the stage is tested here too where it is installed (the workflow itself refuses
-# qlora without a GPU). tests/gpu/test_qlora.py runs it on a GPU.
-NEEDS_BITSANDBYTES = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
-                                        reason="QLoRA needs the qlora extra: pip install -e '.[qlora]'")
+# QLoRA: the refusals run everywhere; the stage runs on the CPU where bitsandbytes is installed (NEEDS_BITSANDBYTES;
+# the workflow itself refuses qlora without a GPU). tests/gpu/test_qlora.py runs it on a GPU.
 
 
 def test_qlora_is_a_method_of_the_schema_and_loads_its_base_in_four_bit() -> None:

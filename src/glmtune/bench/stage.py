@@ -32,19 +32,20 @@ DEMO = {"packing": False, "batch_size": 4, "gradient_checkpointing": True, "atte
         "liger_kernels": False, "pad_to_multiple_of": 1}
 # The memory case: one long sample a step (cutoff_len 2048) with checkpointing and the fused / chunked loss.
 LONG = {"packing": False, "batch_size": 1, "gradient_checkpointing": True, "loss": "auto"}
-RECIPES = ("config", "demo", "config+liger", "config-plain-loss", "long")
+RECIPES = ("config", "demo", "config+liger", "config-plain-loss", "long", "long-qlora")
 
 
 def train_recipes(configfile: str | Path | None, names: list[str], steps: int, logging_steps: int,
                   long_length: int = 2048) -> dict[str, tuple[dict[str, Any], int | None]]:
     """bench-train's recipes by name: `config` (the config's train section as it is), `demo`, `config+liger`
     (Liger's RMSNorm / SwiGLU kernels on), `config-plain-loss` (the model's own loss), `long` (one sample of
-    `long_length` tokens a step); each for `steps` steps, no checkpoint saved, no validation, no trackers."""
+    `long_length` tokens a step), `long-qlora` (the same on a 4-bit NF4 base, train.method qlora); each for `steps` steps, no checkpoint saved, no validation, no trackers."""
     train = config_section("train", configfile)
     run = {"max_steps": steps, "logging_steps": logging_steps, "save_steps": 10**9, "eval_steps": None, "report_to": []}
     changes: dict[str, tuple[dict[str, Any], int | None]] = {
         "config": ({}, None), "demo": (DEMO, None), "config+liger": ({"liger_kernels": True}, None),
-        "config-plain-loss": ({"loss": "plain"}, None), "long": (LONG, long_length)}
+        "config-plain-loss": ({"loss": "plain"}, None), "long": (LONG, long_length),
+        "long-qlora": ({**LONG, "method": "qlora"}, long_length)}
     unknown = [name for name in names if name not in changes]
     if unknown:
         raise ValueError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")

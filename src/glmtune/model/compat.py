@@ -36,9 +36,11 @@ def load_kwargs(dtype: torch.dtype | str | None, trust_remote_code: bool) -> dic
 
 @contextlib.contextmanager
 def peft_wrapping() -> Iterator[None]:
-    """Around peft's PeftModel(...) (get_peft_model, PeftModel.from_pretrained): peft reads the model's
-    `is_gradient_checkpointing`, which transformers 5.2x deprecated with a FutureWarning that would top every
-    training, evaluation, export log and `glmtune infer`'s stderr. It is peft's call, not ours; other warnings pass."""
+    """Around peft's PeftModel(...) (get_peft_model, PeftModel.from_pretrained) and prepare_model_for_kbit_training:
+    peft reads the model's `is_gradient_checkpointing` and calls `gradient_checkpointing_enable`, which transformers
+    5.2x deprecated with FutureWarnings that would top every training, evaluation, export log and `glmtune infer`'s
+    stderr. They are peft's calls, not ours; other warnings pass."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        for name in ("is_gradient_checkpointing", "gradient_checkpointing_enable"):
+            warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
         yield

@@ -63,7 +63,7 @@ def speed_path(settings: TrainSettings, device: str | None = None) -> SpeedPath:
         loss = ("liger" if liger_installed() else "chunked") if cuda else "plain"
     if (loss == "liger" or settings.liger_kernels) and not (cuda and liger_installed()):
         raise ValueError("train.loss: liger and train.liger_kernels need a CUDA GPU and liger-kernel installed "
-                         "(pip install liger-kernel); use train.loss: auto / chunked and liger_kernels: false")
+                         "(pip install -c constraints.txt -e '.[liger]'); use train.loss: auto / chunked and liger_kernels: false")
     if loss != "plain" and get_method(settings.method).kv_prefix:
         loss = "plain"  # the prefix reaches the model as its KV cache: the loss takes the model's own path
     return SpeedPath(attention, loss, settings.liger_kernels, settings.pad_to_multiple_of if cuda else 1)

@@ -55,7 +55,8 @@ def prepare_four_bit(model: PreTrainedModel, gradient_checkpointing: bool) -> Pr
     """peft's preparation of a 4-bit base for training (frozen base; norms and output layer in fp32, so the logits
     are fp32; input gradients for checkpointing), except that the input embedding stays bf16: a frozen lookup gains
     nothing from the fp32 copy, which costs 151,552 × 4,096 × 2 bytes ≈ 1.2 GB more on GLM-4-9B."""
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    with peft_wrapping():
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     model.get_input_embeddings().to(torch.bfloat16)
     return model
 
