@@ -3,6 +3,7 @@ own transformers architecture (any family's, glmtune.family.Architecture); an or
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, d
                                             **four_bit_kwargs(device))
     quantised.name_or_path = quantised.config.name_or_path = str(folder)  # what the adapter names as its base
     del model, state
+    gc.collect()  # a model holds reference cycles: free its bf16 weights now, not at some later collection
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
