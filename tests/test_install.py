@@ -26,8 +26,8 @@ def test_quick_start_gives_a_cpu_line_and_a_gpu_line_each_complete() -> None:
     assert len(cpu) == 1 and len(gpu) == 1, installs
     cpu_intro = section.split(cpu[0])[0].rsplit("```bash", 1)[0].strip().rsplit("\n\n", 1)[-1]
     assert "without a GPU" in cpu_intro and "CPU build" in cpu_intro  # the line the header says comes first
-    for line in cpu + gpu:
-        assert line.startswith("python3 -m venv .venv") and 'pip install -c constraints.txt -e ".[dev,deepspeed]"' in line
+    for line, extras in ((cpu[0], "dev,deepspeed"), (gpu[0], "dev,deepspeed,liger,qlora")):  # the GPU's kernels
+        assert line.startswith("python3 -m venv .venv") and f'pip install -c constraints.txt -e ".[{extras}]"' in line
 
 
 def test_the_slurm_extra_is_pinned_in_constraints_and_installed_through_them() -> None:

@@ -39,13 +39,13 @@ def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, d
     """glmtune.model.loading.load_model's stand-in for bench-train: the folder's architecture with random weights,
     in the dtype load_model would give, built straight on the GPU when there is one (seconds for 9B; no fp32 copy).
 
-    `four_bit` (train.method: qlora): the random bf16 weights go through transformers' own loading with load_model's
-    quantisation settings (glmtune.model.loading.four_bit_kwargs: bitsandbytes NF4, double quantisation), handed over
-    as a state dict instead of read from files; the bf16 copy is then freed and the GPU's peak-memory count restarts,
+    `four_bit` (train.method: qlora): the random bf16 weights go through transformers' own 4-bit loading with
+    load_model's settings (glmtune.model.loading.four_bit_copy); the bf16 copy is then freed and the GPU's
+    peak-memory count restarts,
     since loading real weights quantises them one at a time and never holds the whole bf16 model."""
     from transformers import AutoModelForCausalLM
 
-    from glmtune.model.loading import default_device, four_bit_kwargs, load_config, resolve_dtype
+    from glmtune.model.loading import default_device, four_bit_copy, load_config, resolve_dtype
 
     config = load_config(folder, trust_remote_code=trust_remote_code)
     device = device or default_device()
@@ -54,11 +54,8 @@ def random_weights(folder: str | Path, *, dtype: str, trust_remote_code: bool, d
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if four_bit else resolve_dtype(dtype, device))
     if not four_bit:
         return model
-    state = model.state_dict()
-    quantised = type(model).from_pretrained(None, config=config, state_dict=state, dtype=torch.bfloat16,
-                                            **four_bit_kwargs(device))
-    quantised.name_or_path = quantised.config.name_or_path = str(folder)  # what the adapter names as its base
-    del model, state
+    quantised = four_bit_copy(model, device)
+    del model
     gc.collect()  # a model holds reference cycles: free its bf16 weights now, not at some later collection
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

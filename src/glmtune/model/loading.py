@@ -103,6 +103,18 @@ def load_model(folder: str | Path, *, dtype: str, trust_remote_code: bool, devic
     return AutoModelForCausalLM.from_pretrained(str(folder), **_kwargs(resolve_dtype(dtype, device), trust_remote_code))
 
 
+def four_bit_copy(model: PreTrainedModel, device: str | None = None) -> PreTrainedModel:
+    """The model's weights loaded again as load_model(four_bit=True) loads a folder's (transformers' own 4-bit
+    loading, the same settings), handed over as a state dict instead of read from files: bench-train's random base
+    for QLoRA. The copy names the model's folder as its own (what an adapter records as its base)."""
+    import torch
+
+    copy = type(model).from_pretrained(None, config=model.config, state_dict=model.state_dict(), dtype=torch.bfloat16,
+                                       **four_bit_kwargs(device))
+    copy.name_or_path = copy.config.name_or_path = model.name_or_path
+    return copy
+
+
 def four_bit_kwargs(device: str | None = None) -> dict[str, Any]:
     """from_pretrained arguments of a 4-bit NF4 base (see load_model). The workflow checked for bitsandbytes and a GPU
     before the run (glmtune.train.method_registry.check_qlora); a job in another environment still gets the install line."""
