@@ -83,6 +83,15 @@ def test_unknown_and_missing_keys_are_refused_by_name() -> None:
     assert train_settings(lora={"r": 4}).lora.alpha == 32  # the test helper fills the schema's defaults
 
 
+def test_lora_targets_given_as_one_string_are_read_as_the_list() -> None:
+    """LLaMA-Factory's lora_target is one string; the typed settings, so every stage and the run id, see the list."""
+    as_list = train_settings(lora={"target_modules": ["q_proj", "v_proj"]})
+    for text in ("q_proj,v_proj", " q_proj , v_proj "):
+        typed = train_settings(lora={"target_modules": text})
+        assert typed == as_list and typed.to_config() == as_list.to_config()
+    assert train_settings(lora={"target_modules": "all"}).lora.target_modules == ("all",)
+
+
 def schema_leaves(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(dotted key, its schema, required) of every key that holds a value; a dataset's keys under datasets.<name>."""
     required = set(node.get("required", []))

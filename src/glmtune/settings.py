@@ -72,6 +72,15 @@ class LoraSettings(Section):
     use_dora: bool
     target_modules: tuple[str, ...]
 
+    @classmethod
+    def from_config(cls: type[S], section: Mapping[str, Any], where: str | None = None) -> S:
+        """`target_modules` may be one string, as LLaMA-Factory's lora_target: `all`, or names joined by commas
+        (the schema's pattern admits no empty name). Read here, so every stage and the run id see the list."""
+        targets = section.get("target_modules") if isinstance(section, Mapping) else None
+        if isinstance(targets, str):
+            section = {**section, "target_modules": [name.strip() for name in targets.split(",")]}
+        return super().from_config(section, where)
+
 
 @dataclasses.dataclass(frozen=True)
 class PtuningSettings(Section):

@@ -55,11 +55,12 @@ def test_packing_where_the_per_sample_mask_would_be_lost_is_refused(settings: di
     ("method", "extra", "kind"),
     [
         ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "target_modules": ["query_key_value"], "use_rslora": True}}, "lora"),
-        ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "use_dora": True}}, "lora"),
+        # LLaMA-Factory's lora_target as one string: assert_trained_as checks that exactly q_proj and v_proj trained
+        ("lora", {"lora": {**TRAIN_SETTINGS["lora"], "use_dora": True, "target_modules": "q_proj, v_proj"}}, "lora"),
         ("ptuning", {"ptuning": {"num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 32}}, "ptuning"),
         ("full", {"learning_rate": 1e-3, "gradient_checkpointing": True}, "full"),
     ],
-    ids=["lora-qkv-rslora", "dora", "ptuning-projection", "full-checkpointing"],
+    ids=["lora-qkv-rslora", "dora-targets-as-one-string", "ptuning-projection", "full-checkpointing"],
 )
 def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[str, Path], tmp_path: Path, method: str,
                                                               extra: dict, kind: str) -> None:

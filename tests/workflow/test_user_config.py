@@ -123,6 +123,8 @@ def test_numbers_and_booleans_in_nested_config_values_are_typed(workdir: Path) -
 @pytest.mark.parametrize(("value", "message"), [
     ("train={max_steps: five}", "train.max_steps: 'five' should be an integer"),
     ("evaluate={cache: statc}", "evaluate.cache: 'statc' is not allowed; use one of auto, dynamic, static (did you mean static?)"),
+    ("train={lora: {target_modules: 'q_proj,,v_proj'}}", "train.lora.target_modules: 'q_proj,,v_proj' is not `all` or"),
+    ("train={lora: {target_modules: 'q_proj,qkv'}}", "train.lora.target_modules: 'qkv' matches no GLM-4 layer"),
 ])
 def test_a_bad_config_value_is_one_line_naming_the_key(workdir: Path, value: str, message: str) -> None:
     result = snakemake(workdir, "-n", "settings.json", "--config", value, check=False)
