@@ -110,7 +110,7 @@ def run_family(root: Path, name: str, entry: Family, lora_targets: list[str] | N
                               root / "log.jsonl", root / "loss.png", root / "checkpoints", settings, trust_remote_code=False,
                               family=name)
         scores = evaluate_model(root / "adapter", splits["test"], root / "predictions.jsonl", root / "scores.json",
-                                evaluate_settings(batch_size=2, max_new_tokens=32), model_config, 64, base_model=model)
+                                evaluate_settings(batch_size=2, max_new_tokens=32), model_config, tokenize_settings(max_input_length=64), base_model=model)
         if export:
             export_model(root / "adapter", model, root / "merged", splits["test"], export_settings(dtype="float32"),
                          model_config)

@@ -108,7 +108,7 @@ def test_two_node_command_expands_per_node_in_a_faked_slurm_step(tmp_path: Path)
 
 def test_typed_settings_round_trip_through_the_worker_arguments() -> None:
     """What a worker rebuilds from the JSON is the same typed settings the script made; a wrong key is named."""
-    from helpers.settings import evaluate_settings, model_settings, train_settings
+    from helpers.settings import evaluate_settings, model_settings, tokenize_settings, train_settings
 
     from glmtune.launch import decode_arguments, encode_arguments
     from glmtune.settings import SettingsError, TrainSettings
@@ -119,7 +119,7 @@ def test_typed_settings_round_trip_through_the_worker_arguments() -> None:
     assert again == {**train, "train_dir": "tok/train"}  # paths travel as text
     assert isinstance(again["settings"], TrainSettings) and again["settings"].lora.r == 4
     evaluate = {"settings": evaluate_settings(batch_size="auto"), "model": model_settings(template="chatglm3"),
-                "max_input_length": 64}
+                "tokenize": tokenize_settings(cutoff_len=512), "test_path": "splits/test.jsonl"}
     assert decode_arguments("evaluate", encode_arguments("evaluate", evaluate)) == evaluate
     broken = json.loads(encode_arguments("train", train))
     broken["settings"]["lora"]["rank"] = broken["settings"]["lora"].pop("r")

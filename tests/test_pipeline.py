@@ -17,7 +17,7 @@ from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import ExportCheckFailed, merge_adapter
 from glmtune.inference import Chat, batch_file, interactive
 from glmtune.io import read_jsonl
-from helpers.settings import evaluate_settings, export_settings, model_settings
+from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings
 
 
 def test_training_lowers_the_loss_and_writes_log_and_plot(small_run: dict[str, Path]) -> None:
@@ -36,7 +36,7 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
     for name, model in (("base", small_run["model"]), ("finetuned", small_run["adapter"])):
         scores[name] = evaluate_model(model, small_run["test"], tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json",
                                       evaluate_settings(max_samples=12, batch_size=4, max_new_tokens=24),
-                                      model_settings(template="glm4"), 64, base_model=small_run["model"])
+                                      model_settings(template="glm4"), tokenize_settings(max_input_length=64), base_model=small_run["model"])
         rows = list(read_jsonl(tmp_path / f"{name}.jsonl"))
         assert len(rows) == 12 and set(rows[0]) == {"prompt", "reference", "prediction"}
         assert rows[0]["prompt"].startswith("类型#")

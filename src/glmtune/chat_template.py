@@ -246,14 +246,22 @@ def encode_conversation(
 
 
 def encode_prompt(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]], max_length: int | None = None) -> list[int]:
-    """Ids of a conversation up to and including the assistant role token, ready for generation.
+    """Ids of a conversation up to and including the assistant role token, ready for generation; with `max_length`,
+    cut as the demos cut (cut_prompt)."""
+    return cut_prompt(*prompt_parts(tokenizer, template, messages), max_length)
 
-    Over-long prompts keep their start (the prefix and system prompt), as the demos' `[:max_input_length]`.
-    """
+
+def prompt_parts(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """(the messages' ids, the assistant's role header ids): a prompt for generation is the two joined."""
     ids, _ = encode_messages(tokenizer, template, messages)
-    if max_length:
-        ids = ids[: max_length - 1]
-    return ids + _ids(tokenizer, [template.role_token("assistant")])
+    return ids, _ids(tokenizer, [template.role_token("assistant")])
+
+
+def cut_prompt(messages_ids: list[int], header: list[int], max_length: int | None) -> list[int]:
+    """The demos' cut of an evaluation prompt: the messages keep their first `max_length` tokens (the prefix and
+    system prompt stay; the end, the question included, goes), then the role header comes whole, as their
+    `input_ids[:max_input_length] + output_prompt[:1]`."""
+    return messages_ids[:max_length] + header
 
 
 def split_for_generation(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:

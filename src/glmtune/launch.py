@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glmtune.settings import EvaluateSettings, ModelSettings, Section, TrainSettings
+from glmtune.settings import EvaluateSettings, ModelSettings, Section, TokenizeSettings, TrainSettings
 
 ENTRY = "glmtune.worker"
 RDZV_PORT = 29500
@@ -48,7 +48,8 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # task -> the stage function (module, name) and its keyword arguments that are typed settings
 TASKS: dict[str, tuple[str, str, dict[str, type[Section]]]] = {
     "train": ("glmtune.train.trainer", "train_model", {"settings": TrainSettings}),
-    "evaluate": ("glmtune.evaluate.predict", "evaluate_model", {"settings": EvaluateSettings, "model": ModelSettings}),
+    "evaluate": ("glmtune.evaluate.predict", "evaluate_model",
+                 {"settings": EvaluateSettings, "model": ModelSettings, "tokenize": TokenizeSettings}),
 }
 
 # Run by bash inside each srun task; "$@" holds the arguments that are the same on every node.

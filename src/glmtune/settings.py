@@ -152,6 +152,16 @@ class TokenizeSettings(Section):
         """The setting(s) the limit comes from, as the config spells them."""
         return "tokenize.cutoff_len" if self.cutoff_len else "tokenize.max_input_length + max_output_length + 1"
 
+    @property
+    def prompt_limit(self) -> int:
+        """Tokens an evaluation prompt's messages keep before the assistant's role header: the demos'
+        max_input_length, or the one cutoff_len where that is given (LLaMA-Factory has no separate prompt limit)."""
+        return self.cutoff_len or self.max_input_length
+
+    @property
+    def prompt_setting(self) -> str:
+        return "tokenize.cutoff_len" if self.cutoff_len else "tokenize.max_input_length"
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings(Section):

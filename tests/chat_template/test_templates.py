@@ -134,14 +134,17 @@ def test_encode_prompt_matches_the_tokenizers_chat_template(tok: Any) -> None:
     assert full_ids[: len(ids)] == ids
 
 
-def test_encode_prompt_max_length_keeps_the_prefix(tok: Any) -> None:
-    full = encode_prompt(tok, GLM4, CONVERSATION[:2])
-    ids = encode_prompt(tok, GLM4, CONVERSATION[:2], max_length=6)
-    assert len(ids) == 6 < len(full)
-    assert ids[:5] == full[:5]
-    assert ids[:2] == [tid(tok, "[gMASK]"), tid(tok, "<sop>")]
-    assert ids[-1] == tid(tok, "<|assistant|>")
-    assert encode_prompt(tok, GLM4, CONVERSATION[:2], max_length=len(full)) == full
+def test_encode_prompt_max_length_cuts_as_the_demos_do(tok: Any) -> None:
+    """The official finetune demos' process_batch_eval (ChatGLM3 and GLM-4): `input_ids[:max_input_length] +
+    output_prompt[:1]`, input_ids being [gMASK] <sop> and the messages before the answer, output_prompt[:1] the
+    <|assistant|> token: the messages keep max_input_length tokens, then the role token comes whole."""
+    messages = [tid(tok, "[gMASK]"), tid(tok, "<sop>"), tid(tok, "<|system|>"), *enc(tok, "\n"), *enc(tok, SYSTEM),
+                tid(tok, "<|user|>"), *enc(tok, "\n"), *enc(tok, QUESTION)]
+    assistant = [tid(tok, "<|assistant|>")]
+    assert encode_prompt(tok, GLM4, CONVERSATION[:2]) == messages + assistant
+    for max_input_length in (6, len(messages) - 1):
+        assert encode_prompt(tok, GLM4, CONVERSATION[:2], max_length=max_input_length) == messages[:max_input_length] + assistant
+    assert encode_prompt(tok, GLM4, CONVERSATION[:2], max_length=len(messages)) == messages + assistant
 
 
 def test_split_for_generation_without_assistant() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.settings import evaluate_settings, model_settings, schema
+from helpers.settings import evaluate_settings, model_settings, schema, tokenize_settings
 
 from glmtune.evaluate import backend as seam
 from glmtune.evaluate.backend import BACKENDS, Plan, backend_factory, in_order, make_plan
@@ -43,7 +43,7 @@ def test_a_backend_in_one_registry_entry_runs_the_evaluate_stage(
     EchoBackend.runs.clear()
     settings = dataclasses.replace(evaluate_settings(max_samples=12, max_new_tokens=8), cache="echo")
     scores = evaluate_model(small_run["model"], small_run["test"], tmp_path / "p.jsonl", tmp_path / "s.json", settings,
-                            model_settings(template="glm4"), 64)
+                            model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     rows = list(read_jsonl(tmp_path / "p.jsonl"))
     assert len(rows) == 12
     # Each prediction is its own prompt echoed back, in the test split's order (the prompt, role tokens dropped).

@@ -17,7 +17,7 @@ from transformers import cache_utils
 
 from glmtune.bench.models import arch_config
 from glmtune.evaluate.predict import evaluate_model
-from helpers.settings import evaluate_settings, model_settings
+from helpers.settings import evaluate_settings, model_settings, tokenize_settings
 from glmtune.evaluate.batching import (
     AUTO_CPU_BATCH, bytes_per_row, even_batch_size, plan_batches, resolve_batch_size, rows_for_memory, static_shape,
 )
@@ -170,7 +170,7 @@ def test_evaluation_with_auto_batches_and_static_cache_matches_dynamic(small_run
         scores[cache] = evaluate_model(small_run["adapter"], small_run["test"], tmp_path / f"{cache}.jsonl",
                                        tmp_path / f"{cache}.json",
                                        evaluate_settings(max_samples=19, batch_size="auto", max_new_tokens=16, cache=cache),
-                                       model_settings(template="glm4"), 64)
+                                       model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     predictions = [[row["prediction"] for row in read_jsonl(tmp_path / f"{cache}.jsonl")] for cache in scores]
     assert predictions[0] == predictions[1] and len(predictions[0]) == 19  # auto: at most 16 rows, so 10 + 9
     assert scores["static"]["rouge-l"] == scores["dynamic"]["rouge-l"]

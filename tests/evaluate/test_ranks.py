@@ -45,6 +45,9 @@ def rank_main(rank: int, port: int, out: str) -> None:
     texts = in_order(split.generate(plan), len(PROMPTS))
     Path(out, f"{rank}.json").write_text(json.dumps({"texts": texts, "ran": inner.ran, "plan": plan.batches}))
     dist.destroy_process_group()
+    # Skip the interpreter's teardown: now and then gloo's threads abort it ("terminate called without an active
+    # exception", SIGABRT) after everything above is done and written, which failed this test about 1 run in 7.
+    os._exit(0)
 
 
 def free_port() -> int:

@@ -291,7 +291,7 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     scores = evaluate_model(model_dir=work / "adapter", test_path=splits / "test.jsonl",
                             predictions_path=work / "eval" / "predictions.jsonl", scores_path=work / "eval" / "scores.json",
                             settings=evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=6), model=model,
-                            max_input_length=64, base_model=model_dir)
+                            tokenize=tokenize_settings(max_input_length=64), base_model=model_dir)
     worst = merge_adapter(work / "adapter", model_dir, work / "merged", splits / "test.jsonl",
                           export_settings(tolerance=1e-4), model)
     merged, tokenizer = load_trained(work / "merged", trust_remote_code=True)

@@ -93,7 +93,7 @@ def test_evaluation_refuses_the_rebuilt_base(rebuilt: dict[str, Path], tmp_path:
     with pytest.raises(BaseModelMismatch, match="now holds a different model"):
         evaluate_model(rebuilt["adapter"], rebuilt["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
                        evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=4, cache="dynamic"),
-                       model_settings(template="glm4"), 32, base_model=rebuilt["model"])
+                       model_settings(template="glm4"), tokenize_settings(max_input_length=32), base_model=rebuilt["model"])
     assert not list(tmp_path.iterdir())
 
 

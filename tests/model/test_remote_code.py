@@ -207,7 +207,7 @@ def test_evaluation_runs_a_folders_code_only_with_the_key(tmp_path: Path, splits
     folder, sentinel = _sentinel_model(tmp_path)
     arguments = {"model_dir": folder, "test_path": splits / "test.jsonl", "predictions_path": tmp_path / "p.jsonl",
                  "scores_path": tmp_path / "s.json", "settings": evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=2),
-                 "max_input_length": 64}
+                 "tokenize": tokenize_settings(max_input_length=64)}
     with pytest.raises(RemoteCodeError, match=r"model\.trust_remote_code: true in the workflow config"):
         evaluate_model(**arguments, model=model_settings(template="glm4"))
     assert not sentinel.exists() and not (tmp_path / "s.json").exists()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import TRAIN_SETTINGS
-from helpers.settings import evaluate_settings, model_settings, train_settings
+from helpers.settings import evaluate_settings, model_settings, tokenize_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.io import read_jsonl
@@ -45,7 +45,7 @@ def test_two_evaluating_processes_write_what_one_process_writes(small_run: dict[
         return {"model_dir": str(small_run["adapter"]), "test_path": str(small_run["test"]),
                 "predictions_path": str(tmp_path / name / "predictions.jsonl"), "scores_path": str(tmp_path / name / "scores.json"),
                 "settings": evaluate_settings(max_samples=14, batch_size=4, max_new_tokens=16),
-                "model": model_settings(template="glm4"), "max_input_length": 64, "base_model": str(small_run["model"])}
+                "model": model_settings(template="glm4"), "tokenize": tokenize_settings(max_input_length=64), "base_model": str(small_run["model"])}
 
     one = evaluate_model(**arguments("one"))
     run_stage("evaluate", arguments("two"), Layout(nodes=1, per_node=2), tmp_path / "two.log")

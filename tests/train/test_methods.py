@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import NEEDS_BITSANDBYTES, TRAIN_SETTINGS
-from helpers.settings import evaluate_settings, export_settings, model_settings, train_settings
+from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import CannotMerge, export_model
@@ -77,7 +77,7 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
     # The evaluate stage on it: batched, left-padded greedy generation (a prefix adapter's prefixes sit before the padding).
     dynamic = evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8, cache="dynamic")
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
-                            dynamic, model_settings(template="glm4"), 64)
+                            dynamic, model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     assert scores["num_samples"] == 6 and len(list(read_jsonl(tmp_path / "predictions.jsonl"))) == 6
     # The static cache gives the same answers; a prefix adapter's prefix is itself the cache, so that combination is
     # refused before the run (check_cache), and the stage stops rather than decide otherwise.
@@ -87,11 +87,11 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
             check_cache(settings, static)
         with pytest.raises(ValueError, match="static cannot hold a P-Tuning v2"):
             evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
-                           static, model_settings(template="glm4"), 64)
+                           static, model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     else:
         check_cache(settings, static)
         evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "static.jsonl", tmp_path / "static.json",
-                       static, model_settings(template="glm4"), 64)
+                       static, model_settings(template="glm4"), tokenize_settings(max_input_length=64))
         assert list(read_jsonl(tmp_path / "static.jsonl")) == list(read_jsonl(tmp_path / "predictions.jsonl"))
     if kind == "ptuning":
         with pytest.raises(CannotMerge, match="P-Tuning v2"):
@@ -214,7 +214,7 @@ def test_qlora_trains_evaluates_on_the_bf16_base_and_merges_into_it(small_run: d
     assert losses[-1] < losses[0] and summary["steps"] == 20
     assert method_of_folder(tmp_path / "out").name == "lora"  # qlora writes the same LoRA adapter
     scores = evaluate_model(tmp_path / "out", small_run["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
-                            evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8), model_settings(template="glm4"), 64)
+                            evaluate_settings(max_samples=6, batch_size=4, max_new_tokens=8), model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     assert scores["num_samples"] == 6
     export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
                  export_settings(tolerance=1e-3), model_settings(template="glm4"))

@@ -26,7 +26,7 @@ def test_best_fit_decreasing_fills_rows_without_overflow() -> None:
 
 
 def test_a_sample_longer_than_a_row_is_refused_with_the_setting_named() -> None:
-    with pytest.raises(ValueError, match="train.pack_length 4"):
+    with pytest.raises(ValueError, match=r"train.pack_length 4 is shorter than the longest sample \(5 tokens\); raise it to 5 or more"):
         plan_rows([3, 5], 4)
 
 

@@ -18,7 +18,7 @@ rule evaluate:
     params:
         settings=run_setting("evaluate"),
         template=MODEL["template"],
-        max_input_length=run_setting("tokenize", "max_input_length"),
+        tokenize=run_setting("tokenize"),  # the prompts' length limit and how many may be cut
         trained_with=trained_with,
         **remote_code_params(),
     log:
@@ -43,7 +43,7 @@ use rule evaluate as evaluate_base with:
     params:
         settings=config["evaluate"],
         template=MODEL["template"],
-        max_input_length=config["tokenize"]["max_input_length"],
+        tokenize=config["tokenize"],
         **remote_code_params(),
     log:
         "logs/evaluate/base.log",

@@ -8,21 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.chat_template import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import get_template, split_for_generation
 from glmtune.evaluate.backend import in_order, make_backend, make_plan
 from glmtune.evaluate.batching import resolve_cache
 from glmtune.evaluate.metrics import corpus_scores
+from glmtune.evaluate.prompts import generation_prompts
 from glmtune.evaluate.ranks import RankSplit, join_process_group
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.model.loading import load_trained
-from glmtune.settings import EvaluateSettings, ModelSettings
+from glmtune.settings import EvaluateSettings, ModelSettings, TokenizeSettings
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
-    settings: EvaluateSettings, model: ModelSettings, max_input_length: int, base_model: str | Path | None = None,
+    settings: EvaluateSettings, model: ModelSettings, tokenize: TokenizeSettings, base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Generate an answer for every test conversation's last assistant turn and score it.
 
@@ -30,7 +31,8 @@ def evaluate_model(
     torchrun with N ranks (one per GPU), every rank generates every N-th batch of the same plan and rank 0 writes
     the files; the predictions are the same as in one process. Other ranks return {}.
     `settings.batch_size` "auto" sizes batches by free GPU memory (glmtune.evaluate.batching.resolve_batch_size).
-    `max_input_length` (tokenize.max_input_length) cuts the prompts. `model.trust_remote_code` runs the model
+    `tokenize` limits the prompts (glmtune.evaluate.prompts: cut as the demos cut them, counted, refused when more than
+    its max_truncated_ratio would be cut). `model.trust_remote_code` runs the model
     folder's own code; a folder's marker never does. A static cache with a P-Tuning v2 adapter was refused before
     the run (glmtune.config_rules.check_cache); generation raises if it comes anyway.
     """
@@ -43,7 +45,7 @@ def evaluate_model(
     loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
     cache = resolve_cache(cache, loaded)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
-    prompts = [encode_prompt(tokenizer, template, messages, max_input_length) for messages, _ in pairs]
+    prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
     backend = make_backend(cache, loaded, tokenizer, template, settings.batch_size, progress=rank == 0)
     if world > 1:
         backend = RankSplit(backend, rank, world, device)
@@ -58,6 +60,7 @@ def evaluate_model(
     scores = corpus_scores(predictions, references)
     scores["samples_per_second"] = round(len(rows) / seconds, 2)
     scores["processes"] = world
+    scores["prompts_cut"] = cut
     log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
              model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
     write_jsonl(predictions_path, (

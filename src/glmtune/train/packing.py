@@ -25,7 +25,8 @@ def plan_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
     """Best-fit decreasing: sample indices per row, no row over row_length tokens."""
     if lengths and max(lengths) > row_length:
         raise ValueError(f"train.pack_length {row_length} is shorter than the longest sample ({max(lengths)} tokens); "
-                         f"raise it to at least tokenize.max_input_length + max_output_length + 1")
+                         f"raise it to {max(lengths)} or more (the tokenize limit, tokenize.cutoff_len or "
+                         f"max_input_length + max_output_length + 1, is the longest a sample can be), or lower that limit")
     rows: list[list[int]] = []
     free: list[tuple[int, int]] = []  # (free tokens, row index), sorted
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):

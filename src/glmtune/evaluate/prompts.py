@@ -1,0 +1,47 @@
+"""The test prompts as generation gets them: cut to the tokenize limit as the demos cut them, never silently.
+
+A cut prompt keeps its start and loses its end, the question included, so its answer says little about the model:
+every cut is counted (scores.json `prompts_cut`) and logged with the lengths, and when more than
+tokenize.max_truncated_ratio of the prompts would be cut, evaluation stops before generating, naming the setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glmtune.chat_template import ChatTemplate, cut_prompt, prompt_parts
+from glmtune.settings import TokenizeSettings
+
+log = logging.getLogger(__name__)
+
+
+def generation_prompts(tokenizer: Any, template: ChatTemplate, conversations: Sequence[Sequence[dict[str, Any]]],
+                 settings: TokenizeSettings, test_path: str | Path) -> tuple[list[list[int]], int]:
+    """(the prompts for generation, how many were cut): each conversation's messages before the answer, cut to
+    settings.prompt_limit tokens."""
+    parts = [prompt_parts(tokenizer, template, messages) for messages in conversations]
+    limit = settings.prompt_limit
+    lengths = [len(ids) for ids, _ in parts]
+    cut = sum(length > limit for length in lengths)
+    if cut:
+        check_cut(cut, lengths, settings, test_path)
+    return [cut_prompt(ids, header, limit) for ids, header in parts], cut
+
+
+def check_cut(cut: int, lengths: list[int], settings: TokenizeSettings, test_path: str | Path) -> None:
+    """Log the cut with the lengths; stop when it is more than tokenize.max_truncated_ratio of the prompts."""
+    limit, setting, share = settings.prompt_limit, settings.prompt_setting, cut / len(lengths)
+    p50, p95, longest = (int(v) for v in np.percentile(lengths, [50, 95, 100], method="higher"))
+    message = (f"{test_path}: {cut} of {len(lengths)} test prompts ({share:.0%}) are longer than {limit} tokens "
+               f"({setting}) and lose their end, the question included; prompt lengths p50 {p50}, p95 {p95}, max "
+               f"{longest}; " + (f"{setting}: {p95} keeps 95 % whole" if p95 > limit else
+                                 f"{setting}: {longest} keeps them all"))
+    if share > settings.max_truncated_ratio:
+        raise ValueError(f"evaluate: {message}. That is more than tokenize.max_truncated_ratio "
+                         f"{settings.max_truncated_ratio}: raise {setting} (or tokenize.max_truncated_ratio)")
+    log.warning("%s", message)

@@ -1,0 +1,92 @@
+"""Evaluation prompts over the tokenize limit: cut as the demos cut them, counted and logged, refused past
+tokenize.max_truncated_ratio; with cutoff_len the limit is cutoff_len (LLaMA-Factory has no other), not the
+max_input_length default a user of cutoff_len never set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.settings import evaluate_settings, model_settings, tokenize_settings
+
+from glmtune.chat_template import encode_prompt, get_template
+from glmtune.evaluate.predict import evaluate_model
+from glmtune.evaluate.prompts import generation_prompts
+from glmtune.io import read_jsonl, write_jsonl
+from glmtune.model.tiny import train_tokenizer
+
+GLM4 = get_template("glm4")
+TEXTS = ["你是一个乐于助人的助手", "今天天气怎么样", "请介绍一下这条裙子", "类型#裙*颜色#红色", "你好"]
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return train_tokenizer(TEXTS, 300, family="glm4")
+
+
+def conversation(turns: int) -> list[dict[str, Any]]:
+    """A system prompt and `turns` user turns (the last one the question), without the answer."""
+    messages = [{"role": "system", "content": TEXTS[0]}]
+    for turn in range(turns):
+        messages += [{"role": "user", "content": TEXTS[1 + turn % 3]}, {"role": "assistant", "content": TEXTS[4]}]
+    return messages[:-1]
+
+
+def test_prompts_within_the_limit_are_whole_and_nothing_is_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
+    conversations = [conversation(1), conversation(2)]
+    prompts, cut = generation_prompts(tok, GLM4, conversations, tokenize_settings(max_input_length=500), "test.jsonl")
+    assert cut == 0 and not caplog.records
+    assert prompts == [encode_prompt(tok, GLM4, messages) for messages in conversations]
+
+
+def test_a_few_cut_prompts_are_cut_as_the_demos_cut_and_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
+    conversations = [conversation(1)] * 3 + [conversation(6)]
+    short, long = (len(encode_prompt(tok, GLM4, messages)) for messages in (conversations[0], conversations[3]))
+    limit = short + 2  # the three one-turn prompts fit; the six-turn one does not
+    with caplog.at_level(logging.WARNING, logger="glmtune.evaluate.prompts"):
+        prompts, cut = generation_prompts(tok, GLM4, conversations, tokenize_settings(max_input_length=limit), "t.jsonl")
+    assert cut == 1 and prompts[3] == encode_prompt(tok, GLM4, conversations[3], max_length=limit)
+    assert len(prompts[3]) == limit + 1 < long  # the messages' first `limit` tokens and the <|assistant|> token
+    assert prompts[:3] == [encode_prompt(tok, GLM4, conversations[0])] * 3
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"t.jsonl: 1 of 4 test prompts (25%) are longer than {limit} tokens "
+                                          "(tokenize.max_input_length) and lose their end, the question included")
+    assert f"max {long - 1}" in record.getMessage()  # the messages' length, the role token aside
+
+
+def test_more_cut_than_max_truncated_ratio_stops_naming_the_setting(tok: Any) -> None:
+    conversations = [conversation(1), conversation(6), conversation(6)]
+    limit = len(encode_prompt(tok, GLM4, conversations[0]))
+    with pytest.raises(ValueError, match=r"^evaluate: t.jsonl: 2 of 3 test prompts \(67%\) are longer than .* more than "
+                                         r"tokenize.max_truncated_ratio 0.5: raise tokenize.max_input_length"):
+        generation_prompts(tok, GLM4, conversations, tokenize_settings(max_input_length=limit), "t.jsonl")
+    settings = tokenize_settings(max_input_length=limit, max_truncated_ratio=1)  # 1 lets any cut pass
+    assert generation_prompts(tok, GLM4, conversations, settings, "t.jsonl")[1] == 2
+
+
+def test_with_cutoff_len_the_prompts_keep_cutoff_len_tokens(tok: Any) -> None:
+    """A LLaMA-Factory-style config sets cutoff_len and never max_input_length (default 128)."""
+    conversations = [conversation(6)] * 2
+    long = len(encode_prompt(tok, GLM4, conversations[0]))
+    settings = tokenize_settings(max_input_length=8, cutoff_len=long + 10)
+    prompts, cut = generation_prompts(tok, GLM4, conversations, settings, "t.jsonl")
+    assert cut == 0 and prompts == [encode_prompt(tok, GLM4, conversations[0])] * 2
+    with pytest.raises(ValueError, match=r"longer than 20 tokens \(tokenize.cutoff_len\).*raise tokenize.cutoff_len"):
+        generation_prompts(tok, GLM4, conversations, tokenize_settings(max_input_length=500, cutoff_len=20), "t.jsonl")
+
+
+def test_the_evaluate_stage_records_the_cut_prompts(small_run: dict[str, Path], tmp_path: Path) -> None:
+    rows = list(read_jsonl(small_run["test"]))[:6]
+    write_jsonl(tmp_path / "test.jsonl", rows)
+    scores = evaluate_model(small_run["adapter"], tmp_path / "test.jsonl", tmp_path / "p.jsonl", tmp_path / "s.json",
+                            evaluate_settings(batch_size=6, max_new_tokens=4, cache="dynamic"),
+                            model_settings(template="glm4"), tokenize_settings(max_input_length=500))
+    assert scores["prompts_cut"] == 0 and json.loads((tmp_path / "s.json").read_text())["prompts_cut"] == 0
+    with pytest.raises(ValueError, match=r"6 of 6 test prompts \(100%\) are longer than 4 tokens"):
+        evaluate_model(small_run["adapter"], tmp_path / "test.jsonl", tmp_path / "p2.jsonl", tmp_path / "s2.json",
+                       evaluate_settings(batch_size=6, max_new_tokens=4, cache="dynamic"),
+                       model_settings(template="glm4"), tokenize_settings(max_input_length=4))
+    assert not (tmp_path / "s2.json").exists() and not (tmp_path / "p2.jsonl").exists()
