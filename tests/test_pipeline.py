@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from glmtune.evaluate.compare import compare
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import ExportCheckFailed, merge_adapter
-from glmtune.inference import Chat, batch_file, interactive
+from glmtune.inference import Chat, batch_file, conversation_of, interactive
 from glmtune.io import read_jsonl
 from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings
 
@@ -83,7 +83,7 @@ def test_inference_on_adapter_prompt_batch_and_interactive(small_run: dict[str, 
     assert isinstance(single, str) and single
     out = io.StringIO()
     rows = [{"prompt": "类型#裙*颜色#红色"}, {"messages": [{"role": "user", "content": "类型#裤*颜色#黑色"}]}]
-    assert batch_file(chat, rows, out) == 2
+    assert batch_file(chat, [(row, conversation_of(row, "test")) for row in rows], out) == 2
     answers = [json.loads(line) for line in out.getvalue().splitlines()]
     assert answers[0]["response"] == single and answers[1]["messages"] == rows[1]["messages"]
     screen = io.StringIO()

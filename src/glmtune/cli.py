@@ -7,18 +7,22 @@ import logging
 import sys
 
 from glmtune.family import DEFAULT_FAMILY, FAMILIES
-from glmtune.io import read_jsonl
+from glmtune.io import atomic_path
 
 
 def infer(args: argparse.Namespace) -> int:
-    from glmtune.inference import Chat, batch_file, interactive
+    from glmtune.inference import Chat, batch_file, interactive, read_requests
 
+    requests = read_requests(args.input) if args.input else None  # a bad line stops before the model loads
     chat = Chat(args.model_dir, args.base_model, args.template, args.max_new_tokens, args.batch_size, args.trust_remote_code)
     if args.prompt is not None:
         print(chat.answer([[{"role": "user", "content": args.prompt}]])[0])
-    elif args.input:
-        with open(args.output, "w", encoding="utf-8") if args.output else sys.stdout as out:
-            count = batch_file(chat, read_jsonl(args.input), out)
+    elif requests is not None:
+        if args.output:
+            with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:  # all answers or no file
+                count = batch_file(chat, requests, out)
+        else:
+            count = batch_file(chat, requests, sys.stdout)
         print(f"answered {count} prompts", file=sys.stderr)
     else:
         interactive(chat)
@@ -136,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep answers readable on the terminal
+    from glmtune.inference import BadRequest
     from glmtune.model.base_identity import BaseModelMismatch
     from glmtune.model.remote_code import RemoteCodeError
 
     try:
         return args.func(args)
-    except (RemoteCodeError, BaseModelMismatch) as exc:  # the user's decision to make: say so plainly, no traceback
+    except (RemoteCodeError, BaseModelMismatch, BadRequest) as exc:  # the user's to fix: say so plainly, no traceback
         print(f"glmtune: error: {exc}", file=sys.stderr)
         return 2
 

@@ -10,10 +10,17 @@ from typing import Any, TextIO
 
 from transformers import PreTrainedTokenizerBase
 
-from glmtune.evaluate.generation import generate
-from glmtune.model.loading import load_trained
 from glmtune.chat_template import ChatTemplate, encode_prompt, get_template
+from glmtune.data.conversation import InvalidRecord, validate_conversation
+from glmtune.evaluate.generation import generate
 from glmtune.family import FAMILIES
+from glmtune.model.loading import load_trained
+
+ANSWERED_ROLES = ("user", "observation")  # the message a model answers
+
+
+class BadRequest(ValueError):
+    """A line of an --input file that is not a request: the message names the file, the line and the reason."""
 
 
 def detect_template(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
@@ -40,13 +47,56 @@ class Chat:
         return generate(self.model, self.tokenizer, self.template, prompts, self.batch_size, self.max_new_tokens, progress=len(prompts) > self.batch_size)
 
 
-def batch_file(chat: Chat, rows: Iterable[dict[str, Any]], out: TextIO) -> int:
-    """Each input line is {"prompt": ...} or {"messages": [...]}; each output line adds "response"."""
-    rows = list(rows)
-    conversations = [row["messages"] if "messages" in row else [{"role": "user", "content": row["prompt"]}] for row in rows]
-    for row, response in zip(rows, chat.answer(conversations)):
+Request = tuple[dict[str, Any], list[dict[str, Any]]]  # (the input row, the conversation to answer)
+
+
+def read_requests(path: str | Path) -> list[Request]:
+    """Every line of a JSON-lines --input file as a request (conversation_of), all checked before any model loads:
+    a bad line stops with the file, the line and the reason."""
+    requests = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                raise BadRequest(f"{where}: not JSON ({err.msg}, column {err.colno})") from None
+            requests.append((row, conversation_of(row, where)))
+    if not requests:
+        raise BadRequest(f"{path}: no request in the file")
+    return requests
+
+
+def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
+    """{"prompt": text} (one user message) or {"messages": [...]}: a conversation the answer completes, by the
+    training data's rules (glmtune.data.conversation), ending with the message the model answers."""
+    if not isinstance(row, dict) or ("prompt" in row) == ("messages" in row):
+        keys = ", ".join(map(repr, row)) if isinstance(row, dict) else type(row).__name__
+        raise BadRequest(f'{where}: expected an object with "prompt" (a string) or "messages" (a list of '
+                         f'{{"role", "content"}} objects), one of them; got {keys or "an empty object"}')
+    if "prompt" in row:
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise BadRequest(f'{where}: "prompt" must be a non-empty string, got {row["prompt"]!r}')
+        return [{"role": "user", "content": row["prompt"]}]
+    messages = row["messages"]
+    try:  # the answer's place taken by a stand-in, so the training rules apply as they are
+        validate_conversation([*messages, {"role": "assistant", "content": "answer"}] if isinstance(messages, list) else messages)
+    except InvalidRecord as err:
+        raise BadRequest(f'{where}: "messages": {err}') from None
+    if messages[-1]["role"] not in ANSWERED_ROLES:
+        raise BadRequest(f'{where}: "messages" ends with a {messages[-1]["role"]} message; the model answers the '
+                         f"last {' or '.join(ANSWERED_ROLES)} message, so end with one")
+    return list(messages)
+
+
+def batch_file(chat: Chat, requests: Iterable[Request], out: TextIO) -> int:
+    """Answer every request (read_requests); each output line is its input row with "response" added."""
+    requests = list(requests)
+    for (row, _), response in zip(requests, chat.answer([conversation for _, conversation in requests])):
         out.write(json.dumps({**row, "response": response}, ensure_ascii=False) + "\n")
-    return len(rows)
+    return len(requests)
 
 
 def interactive(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
