@@ -157,6 +157,38 @@ def test_sample_ratio_scales_a_dataset_in_the_mix(tmp_path: Path, ratio: float, 
         assert set(got) == {f"a-{i}" for i in range(10)}
 
 
+@pytest.mark.parametrize("ratio", [2.0, 1.5, 3.0])
+def test_oversampling_an_all_file_repeats_only_training_records(tmp_path: Path, ratio: float) -> None:
+    # Cutting the repeated list put copies of every test conversation into train (ratio 2: 20 of 20 below).
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "all", 100, sample_ratio=ratio)], out,
+                             split_settings(validation_ratio=0.1, test_ratio=0.1, seed=0), write_test=True)
+    got = {name: ids(out, name) for name in ("train", "validation", "test")}
+    held_out = got["validation"] + got["test"]
+    assert len(got["validation"]) == len(got["test"]) == 10 and len(set(held_out)) == 20  # shares of the distinct records
+    assert not set(held_out) & set(got["train"])
+    assert set(got["train"]) | set(held_out) == {f"a-{i}" for i in range(100)}  # nothing lost
+    counts = report["datasets"]["a/all"]
+    assert counts["used"] == sum(len(v) for v in got.values())
+    assert counts["used"] + counts["held_out_repeats_not_used"] == round(100 * ratio)
+    if ratio == int(ratio):  # whole copies: each training record exactly `ratio` times
+        assert {got["train"].count(i) for i in set(got["train"])} == {int(ratio)}
+
+
+@pytest.mark.parametrize("write_test", [True, False], ids=["merged", "split_test-job"])
+def test_a_given_held_out_file_is_used_once_per_record(tmp_path: Path, write_test: bool) -> None:
+    parts = [part(tmp_path, "a", "train", 10, sample_ratio=2.0), part(tmp_path, "b", "test", 10, sample_ratio=2.0),
+             part(tmp_path, "b", "validation", 6, sample_ratio=2.0)]
+    out = tmp_path / "out"
+    report = merge_and_split(parts, out, split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0), write_test=write_test)
+    if not write_test:
+        write_given_test(parts, out / "test.jsonl", seed=0)
+    assert len(ids(out, "train")) == 20  # the training mix repeats
+    assert sorted(ids(out, "test")) == sorted(f"b-{i}" for i in range(10))
+    assert sorted(ids(out, "validation")) == sorted(f"b-{i}" for i in range(6))
+    assert report["datasets"]["b/test"]["held_out_repeats_not_used"] == 10
+
+
 def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> None:
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     write_jsonl(first, rows("a", 4))

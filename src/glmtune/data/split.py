@@ -33,12 +33,21 @@ class Part(Section):
 
 
 def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
-    """max_samples caps, sample_ratio scales (whole copies, then a random remainder)."""
+    """max_samples caps, sample_ratio scales (whole copies, then a random remainder), as LLaMA-Factory's
+    num_samples then max_samples do. The first len(rows) rows returned are distinct (repeats come after)."""
     if part.sample_ratio is not None:
         wanted = round(len(rows) * part.sample_ratio)
         copies, remainder = divmod(wanted, len(rows)) if rows else (0, 0)
         rows = rows * copies + rng.sample(rows, remainder)
     return rows[: part.max_samples] if part.max_samples else rows
+
+
+def _distinct(taken: list[Any], available: int, counts: dict[str, int]) -> list[Any]:
+    """A held-out split takes each record once: repeats (sample_ratio above 1) would only weigh some twice in the
+    scores, and are counted in the report instead of kept."""
+    if len(taken) > available:
+        counts["held_out_repeats_not_used"] = len(taken) - available
+    return taken[:available]
 
 
 def held_out_shares(files: Collection[str], validation_ratio: float, test_ratio: float) -> dict[str, float]:
@@ -106,20 +115,18 @@ def merge_and_split(
             rows = unique
         rng.shuffle(rows)
         taken = _sample(rows, part, rng)
-        counts["used"] = len(taken)
+        if part.split in ("validation", "test"):
+            taken = _distinct(taken, len(rows), counts)
         if part.split != "all":
             splits[part.split].extend(taken)
             counts[part.split] = len(taken)
         else:
-            cuts = held_out_shares(layouts[part.dataset], validation_ratio, test_ratio)
-            start = 0
-            for name, ratio in cuts.items():
-                size = round(len(taken) * ratio)
-                splits[name].extend(taken[start : start + size])
-                counts[name] = size
-                start += size
-            splits["train"].extend(taken[start:])
-            counts["train"] = len(taken) - start
+            _cut_all(taken, len(rows), held_out_shares(layouts[part.dataset], validation_ratio, test_ratio), splits,
+                     counts)
+        counts["used"] = sum(counts.get(name, 0) for name in SPLITS)
+        if "held_out_repeats_not_used" in counts:
+            log.info("%s/%s: %d repeats of held-out records (sample_ratio %s) not used: a held-out split takes each "
+                     "record once", part.dataset, part.split, counts["held_out_repeats_not_used"], part.sample_ratio)
         report["datasets"][f"{part.dataset}/{part.split}"] = counts
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
@@ -136,6 +143,28 @@ def merge_and_split(
     return report
 
 
+def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], splits: dict[str, list[Any]],
+             counts: dict[str, int]) -> None:
+    """Cut an `all` part: the held-out shares from its distinct records (the first `available` of `taken`), the
+    rest to train with every repeat of a record left there. Cutting the repeated list instead would put copies of a
+    test conversation into train (sample_ratio 2: every one of them)."""
+    distinct = taken[:available]
+    start = 0
+    held_out: set[int] = set()
+    for name, ratio in shares.items():
+        size = round(len(distinct) * ratio)
+        rows = distinct[start : start + size]
+        splits[name].extend(rows)
+        held_out.update(id(row) for row in rows)
+        counts[name] = size
+        start += size
+    train = distinct[start:] + [row for row in taken[available:] if id(row) not in held_out]
+    splits["train"].extend(train)
+    counts["train"] = len(train)
+    if len(taken) - start > len(train):
+        counts["held_out_repeats_not_used"] = len(taken) - start - len(train)
+
+
 def given_test_rows(parts: Sequence[Part], seed: int) -> list[Any]:
     """The test split from the parts given for it, shuffled and sampled with its own generator: editing a training
     record leaves it byte for byte the same (and the base model's evaluation cached)."""
@@ -145,7 +174,7 @@ def given_test_rows(parts: Sequence[Part], seed: int) -> list[Any]:
         if part.split == "test":
             taken = list(read_jsonl(part.path))
             rng.shuffle(taken)
-            rows.extend(_sample(taken, part, rng))
+            rows.extend(_sample(taken, part, rng)[: len(taken)])  # once each, as merge_and_split's _distinct
     rng.shuffle(rows)
     return rows
 
