@@ -44,3 +44,13 @@ def test_the_page_holds_what_the_stages_reported(small_run: dict[str, Path], tmp
     before = stats["before_truncation"]["length"]  # lengths before truncation, with the limit keeping 95 % whole
     assert _cells(html, "train</td><td>length")[1:] == [*(str(before[f"p{p}"]) for p in (50, 90, 95, 99, 100)),
                                                       str(stats["whole_95"]["cutoff_len"])]
+
+
+def test_held_out_conversations_trained_on_are_shown() -> None:
+    from glmtune.data.report import _splits_section
+
+    report = {"sizes": {"train": 5, "validation": 0, "test": 5}, "datasets": {},
+              "held_out_in_train": {"validation": 0, "test": 2}}
+    assert "Also in the training split</strong> (the same messages; their scores measure memory): 2 test" in \
+        _splits_section(report)
+    assert "Also in the training split" not in _splits_section({**report, "held_out_in_train": {"test": 0}})

@@ -201,6 +201,22 @@ def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> No
     assert kept["sizes"]["train"] == 9
 
 
+def test_held_out_conversations_also_trained_on_are_counted_and_warned(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    write_jsonl(train, rows("a", 5))
+    write_jsonl(test, rows("a", 2) + rows("b", 3))  # a-0 and a-1 are training conversations too
+    parts = [converted_part("x", "train", str(train)), converted_part("y", "test", str(test))]
+    with caplog.at_level("WARNING", logger="glmtune.data.split"):
+        report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0),
+                                 write_test=False)
+    assert report["held_out_in_train"] == {"validation": 0, "test": 2}
+    assert "2 of the 5 test conversations are also in the training split" in caplog.text
+    deduped = merge_and_split(parts, tmp_path / "out2", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0,
+                                                                       dedupe_across_datasets=True), write_test=True)
+    assert deduped["held_out_in_train"] == {"validation": 0, "test": 0}
+
+
 def test_a_layout_without_training_data_is_named() -> None:
     assert layout_problem({"a": ["all"], "b": ["test"]}) is None and layout_problem({"a": ["train", "test"]}) is None
     assert layout_problem({"a": ["validation", "test"], "b": ["test"]}) == (

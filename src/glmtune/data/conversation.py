@@ -11,6 +11,7 @@ is unwrapped to its `function`). The chat template renders them in its family's 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from glmtune.chat_template import tool_function
@@ -58,6 +59,11 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
             raise InvalidRecord(f"{at}'parameters' is not an object")
         functions.append(function)
     return functions
+
+
+def conversation_key(messages: Any) -> str:
+    """The identity of a conversation for de-duplication and overlap counts: its messages, key order aside."""
+    return json.dumps(messages, ensure_ascii=False, sort_keys=True)
 
 
 def validate_conversation(conversation: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from glmtune.data.cleaning import Dropped, clean_conversation
 from glmtune.data.formats import CONVERTERS
 from glmtune.io import BadLine, read_records, write_json, write_jsonl
-from glmtune.data.conversation import InvalidRecord, message, validate_conversation
+from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
 from glmtune.data_settings import ConvertSettings
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ def convert_file(
             counts["invalid_after_cleaning"] += 1
             rejects.append({"where": where, "reason": f"cleaning left an invalid conversation: {err}", "record": record})
             continue
-        key = json.dumps(messages, ensure_ascii=False, sort_keys=True)
+        key = conversation_key(messages)
         if settings.dedupe and key in seen:
             counts["duplicates"] += 1
             rejects.append({"where": where, "reason": DUPLICATE, "record": record})

@@ -60,7 +60,10 @@ def _splits_section(split_report: dict[str, Any]) -> str:
     rows = [(name, *(counts.get(key, 0) for key in ("in", "used", "train", "validation", "test")))
             for name, counts in split_report["datasets"].items()]
     parts = _table(("dataset/file", "in", "used", "train", "validation", "test"), rows)
-    return "<h2>Splits</h2>" + sizes + parts
+    overlap = {name: count for name, count in split_report.get("held_out_in_train", {}).items() if count}
+    warning = ("<p><strong>Also in the training split</strong> (the same messages; their scores measure memory): "
+               + escape(", ".join(f"{count} {name}" for name, count in overlap.items())) + "</p>") if overlap else ""
+    return "<h2>Splits</h2>" + sizes + warning + parts
 
 
 def _tokens_section(stats: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Collection, Mapping, Sequence
@@ -10,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from glmtune.data.conversation import conversation_key
 from glmtune.data_settings import SplitSettings
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.settings import Section
@@ -107,7 +107,7 @@ def merge_and_split(
         if dedupe_across_datasets:
             unique = []
             for row in rows:
-                key = json.dumps(row["conversations"], ensure_ascii=False, sort_keys=True)
+                key = conversation_key(row["conversations"])
                 if key not in seen:
                     seen.add(key)
                     unique.append(row)
@@ -138,9 +138,25 @@ def merge_and_split(
         if name != "test" or write_test:
             write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
     report["sizes"] = {name: len(rows) for name, rows in splits.items()}
+    report["held_out_in_train"] = held_out_in_train(splits)
     write_json(Path(out_dir) / "report.json", report)
     log.info("splits: %s", report["sizes"])
     return report
+
+
+def held_out_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
+    """How many validation and test conversations are also training ones (the same messages): scores on them measure
+    memory, not generalisation. Counted and warned about, not removed: `split.dedupe_across_datasets` removes them
+    where they come from different files, and within one file `dedupe` does."""
+    train = {conversation_key(row["conversations"]) for row in splits["train"]}
+    overlap = {name: sum(conversation_key(row["conversations"]) in train for row in splits[name])
+               for name in ("validation", "test")}
+    for name, count in overlap.items():
+        if count:
+            log.warning("%d of the %d %s conversations are also in the training split (the same messages): their "
+                        "scores measure memory; split.dedupe_across_datasets: true leaves such repeats out",
+                        count, len(splits[name]), name)
+    return overlap
 
 
 def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], splits: dict[str, list[Any]],
