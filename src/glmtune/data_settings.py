@@ -35,6 +35,7 @@ class CleanSettings(Section):
 
     SECTION = "datasets.<name>.clean"
 
+    replace: dict[str, str]  # applied first: e.g. LLaMA-Factory's identity.json {{name}} / {{author}}
     remove_strings: tuple[str, ...]
     drop_intro_line: str | None  # e.g. "好，我是": such an answer loses its first line
     drop_empty_turns: bool
@@ -44,7 +45,7 @@ class CleanSettings(Section):
     def rule_counters(self) -> dict[str, int]:
         """The counter of each rule that is set beyond the defaults, at 0: the dataset's report then shows a rule that
         matched nothing as 0 rather than leaving it out (as if it had not been set)."""
-        rules = {"messages_with_strings_removed": bool(self.remove_strings), "intro_lines_dropped": bool(self.drop_intro_line),
+        rules = {"messages_with_replacements": bool(self.replace), "messages_with_strings_removed": bool(self.remove_strings), "intro_lines_dropped": bool(self.drop_intro_line),
                  "dropped_short": self.min_answer_chars > 0, "dropped_long": self.max_chars is not None}
         return {name: 0 for name, active in rules.items() if active}
 

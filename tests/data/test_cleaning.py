@@ -96,6 +96,36 @@ def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None
     assert sum("您好，我是EmoLLM" in a for a in answers) == 14 and report["duplicates"] == 1
 
 
+def test_replace_fills_placeholders_before_the_other_steps() -> None:
+    counts: Counter[str] = Counter()
+    rules = clean_settings(replace={"{{name}}": "小智", "{{author}}": "智谱"}, remove_strings=("🐳",))
+    out = clean_conversation([message("user", "你是谁"), message("assistant", "我是{{name}}🐳，由{{author}}开发。")], rules, counts)
+    assert out[1]["content"] == "我是小智，由智谱开发。"
+    assert counts["messages_with_replacements"] == 1 and counts["messages_with_strings_removed"] == 1
+
+
+@pytest.mark.parametrize("filled", [False, True], ids=["left", "filled"])
+def test_llamafactory_identity_placeholders_are_warned_about_or_filled(tmp_path: Path, filled: bool,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """LLaMA-Factory's identity.json: 85 of its 91 records say {{name}} / {{author}}, to be filled before training."""
+    raw = shared_data("llamafactory/identity.json")
+    clean = {"replace": {"{{name}}": "小智", "{{author}}": "智谱"}} if filled else {}
+    with caplog.at_level("WARNING", logger="glmtune.data.convert"):
+        report = convert_file(raw, tmp_path / "o.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "alpaca", "identity",
+                              convert_settings(clean=clean))
+    texts = [m["content"] for row in read_jsonl(tmp_path / "o.jsonl") for m in row["conversations"]]
+    assert report["records_out"] == 91
+    if filled:
+        assert report["steps"]["messages_with_replacements"] == 85 and "records_with_placeholders_left" not in report["steps"]
+        assert not any("{{" in text for text in texts) and sum("小智" in text or "智谱" in text for text in texts) == 85
+        assert "placeholders" not in caplog.text
+    else:
+        assert report["steps"]["records_with_placeholders_left"] == 85
+        assert sum("{{name}}" in text for text in texts) > 0  # kept as given: a warning, not a silent edit
+        assert "85 kept records hold template placeholders" in caplog.text
+        assert "{{author}} (" in caplog.text and "{{name}} (" in caplog.text and "clean.replace: {'{{author}}': ..." in caplog.text
+
+
 def test_a_rule_that_matched_nothing_is_reported_with_zero(tmp_path: Path) -> None:
     """Every rule set in `clean` has its count in the report, 0 included: an empty `steps` reads as "no rule set"."""
     raw = tmp_path / "raw.jsonl"

@@ -8,6 +8,7 @@ filters out is not lost silently: the caller writes it to the rejects file, and 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +16,18 @@ from typing import Any
 from glmtune.data_settings import CleanSettings
 
 
+# LLaMA-Factory's identity.json writes the assistant's name and author as {{name}} / {{author}}, to be filled in
+# before training; left as they are, the model learns to introduce itself as "{{name}}".
+PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
+
+
 class Dropped(Exception):
     """Cleaning removed the whole conversation; the message is the reason."""
+
+
+def placeholders_in(messages: Sequence[dict[str, Any]]) -> set[str]:
+    """The template placeholders ({{name}}) left in the messages' text."""
+    return {found for msg in messages for found in PLACEHOLDER.findall(msg["content"])}
 
 
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -59,6 +70,11 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
     cleaned = [dict(msg) for msg in messages]
     for msg in cleaned:
         original = msg["content"]
+        for text, replacement in rules.replace.items():
+            msg["content"] = msg["content"].replace(text, replacement)
+        if msg["content"] != original:
+            counts["messages_with_replacements"] += 1
+        replaced = msg["content"]
         for text in rules.remove_strings:
             msg["content"] = msg["content"].replace(text, "")
         if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:
@@ -68,7 +84,7 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
                 counts["intro_lines_dropped"] += 1
             else:  # matched, but a one-line answer has no intro line to drop: counted, so a rule doing nothing shows
                 counts["intro_line_matched_one_line_answer"] += 1
-        if msg["content"] != original and rules.remove_strings:
+        if msg["content"] != replaced and rules.remove_strings:
             counts["messages_with_strings_removed"] += 1
     cleaned = _drop_emptied_system(messages, cleaned, counts)
     if rules.drop_empty_turns:

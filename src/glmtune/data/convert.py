@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.cleaning import Dropped, clean_conversation
+from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
 from glmtune.io import BadLine, read_records, write_json, write_jsonl
 from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
@@ -97,6 +97,7 @@ def convert_file(
     seen: set[str] = set()
     rules = settings.clean
     counts: Counter[str] = Counter()
+    left: dict[str, list[str]] = {}  # placeholder -> where it was left
     for where, record in records:
         if isinstance(record, BadLine):  # only with on_invalid: skip
             rejects.append({"where": where, "reason": record.reason, "record": record.text})
@@ -129,6 +130,10 @@ def convert_file(
             rejects.append({"where": where, "reason": DUPLICATE, "record": record})
             continue
         seen.add(key)
+        unfilled = placeholders_in(messages)
+        for placeholder in unfilled:
+            left.setdefault(placeholder, []).append(where)
+        counts["records_with_placeholders_left"] += bool(unfilled)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
         raise ConversionError(nothing_kept(raw_path, dataset, fmt, rejects))
@@ -150,6 +155,13 @@ def convert_file(
     if counts["intro_line_matched_one_line_answer"]:
         log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
                     "to drop)", dataset, counts["intro_line_matched_one_line_answer"])
+    if left:
+        found = ", ".join(f"{placeholder} ({len(places)} records, first at {raw_path}: {places[0]})"
+                          for placeholder, places in sorted(left.items()))
+        fill = ", ".join(f"'{placeholder}': ..." for placeholder in sorted(left))
+        log.warning("%s: %d kept records hold template placeholders the model would learn as text: %s. Fill them in "
+                    "with clean.replace: {%s} (LLaMA-Factory's identity.json asks for its {{name}} and {{author}})",
+                    dataset, counts["records_with_placeholders_left"], found, fill)
     if counts["system_prompt_kept_from_record"]:
         log.warning("%s: %d records have their own system prompt, kept instead of the configured `system:`",
                     dataset, counts["system_prompt_kept_from_record"])
