@@ -55,6 +55,8 @@ def test_the_shipped_default_config_passes() -> None:
      "config: datasets.d.encoding: unknown text encoding 'klingon'"),
     ({"source": "demo", "format": "advertisegen", "files": {"test": "dev.json"}},
      "config: datasets: no dataset gives training data (d: test)"),
+    ({"source": "demo", "format": "advertisegen", "files": {"train": "train.json"}},
+     "config: datasets: no dataset gives test data (d: train; split.test_ratio 0.05): the evaluation"),
     ({"source": "llamafactory", "format": "alpaca"}, "config: datasets.d.dataset_info is required with source: llamafactory"),
     ({"source": "llamafactory", "dataset_info": "/no/dataset_info.json", "name": "x"},
      "config: datasets.d.dataset_info: no such file: /no/dataset_info.json"),

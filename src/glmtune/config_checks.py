@@ -38,7 +38,7 @@ def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
     dataset.setdefault("files", {"all": str(dataset_info_file(dataset["dataset_info"], dataset["name"]))})
 
 
-def check_datasets(datasets: Mapping[str, dict[str, Any]]) -> None:
+def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) -> None:
     """Each dataset's source has the keys it needs and its files are there (a llamafactory entry is resolved in place
     first); then the layouts (check_layout)."""
     from glmtune.data_settings import DatasetSettings
@@ -61,14 +61,14 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]]) -> None:
             DatasetSettings.from_config(dataset, f"datasets.{name}")
         except SettingsError as err:
             raise ConfigCheckError(f"config: {err}") from None
-    check_layout(datasets)
+    check_layout(datasets, test_ratio)
 
 
-def check_layout(datasets: Mapping[str, Mapping[str, Any]]) -> None:
-    """Split layouts the config alone shows to be empty of training data."""
+def check_layout(datasets: Mapping[str, Mapping[str, Any]], test_ratio: float) -> None:
+    """Split layouts the config alone shows to leave the training or the test split empty."""
     from glmtune.data.split import layout_problem
 
-    problem = layout_problem({name: list(dataset["files"]) for name, dataset in datasets.items()})
+    problem = layout_problem({name: list(dataset["files"]) for name, dataset in datasets.items()}, test_ratio)
     if problem:
         raise ConfigCheckError(f"config: datasets: {problem}")
 
@@ -153,7 +153,7 @@ def check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]
     failure raises. Resolves llamafactory datasets in config["datasets"] in place."""
     from glmtune.settings import ExportSettings, SettingsError, stage_section
 
-    check_datasets(config["datasets"])
+    check_datasets(config["datasets"], config["split"]["test_ratio"])
     model = config["model"]
     check_model(model)
     try:  # the schema and the typed section agree

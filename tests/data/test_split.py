@@ -218,7 +218,25 @@ def test_held_out_conversations_also_trained_on_are_counted_and_warned(tmp_path:
 
 
 def test_a_layout_without_training_data_is_named() -> None:
-    assert layout_problem({"a": ["all"], "b": ["test"]}) is None and layout_problem({"a": ["train", "test"]}) is None
-    assert layout_problem({"a": ["validation", "test"], "b": ["test"]}) == (
+    assert layout_problem({"a": ["all"], "b": ["test"]}, 0.0) is None
+    assert layout_problem({"a": ["train", "test"]}, 0.0) is None and layout_problem({"a": ["all"]}, 0.05) is None
+    assert layout_problem({"a": ["validation", "test"], "b": ["test"]}, 0.05) == (
         "no dataset gives training data (a: test, validation; b: test): give one a `train` file, or an `all` file to "
         "cut by the split ratios")
+
+
+@pytest.mark.parametrize("layouts", [{"a": ["all"]}, {"a": ["train", "validation"], "b": ["all"]}, {"a": ["train"]}])
+def test_a_layout_without_test_data_is_named(layouts: dict[str, list[str]]) -> None:
+    problem = layout_problem(layouts, 0.0)
+    assert problem is not None and problem.startswith("no dataset gives test data (")
+    assert "split.test_ratio 0.0)" in problem and "give one dataset a `test` file" in problem
+    assert ("hold out a share of the `all` files" in problem) == ("all" in str(layouts))
+    assert (layout_problem(layouts, 0.1) is None) == ("all" in str(layouts))  # a ratio cuts only `all` files
+
+
+def test_a_test_share_that_rounds_to_none_stops_the_split(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"the test split is empty: split.test_ratio 0.05 of the 9 records of the `all` "
+                                         r"files rounds to none"):
+        merge_and_split([part(tmp_path, "a", "all", 9)], tmp_path / "out",
+                        split_settings(validation_ratio=0.0, test_ratio=0.05, seed=0), write_test=True)
+    assert not (tmp_path / "out").exists()

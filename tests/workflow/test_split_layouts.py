@@ -117,6 +117,15 @@ def test_a_layout_without_training_data_stops_before_any_job(tmp_path: Path) -> 
     assert "config: datasets: no dataset gives training data (a: test, validation; b: test)" in result.stdout
 
 
+def test_a_layout_without_test_data_stops_before_any_job(tmp_path: Path) -> None:
+    """Found by the evaluation before: with training already under way, and a new ratio re-splits what it trains on."""
+    workdir = layout(tmp_path, {"a": {"all": 40}}, test_ratio=0.0)
+    result = snakemake(workdir, "-n", "results/merged_model", check=False)
+    assert result.returncode != 0
+    assert ("config: datasets: no dataset gives test data (a: all; split.test_ratio 0.0): the evaluation, the report "
+            "and results/merged_model need a test split") in result.stdout
+
+
 def tar_gz(path: Path, members: dict[str, str]) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         for name, text in members.items():

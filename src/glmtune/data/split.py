@@ -67,13 +67,25 @@ def given_test_only(layouts: Mapping[str, Collection[str]], test_ratio: float, d
     return not any(held_out_shares(files, 0.0, test_ratio)["test"] > 0 for files in layouts.values() if "all" in files)
 
 
-def layout_problem(layouts: Mapping[str, Collection[str]]) -> str | None:
+def layout_gives_test(layouts: Mapping[str, Collection[str]], test_ratio: float) -> bool:
+    """Whether some dataset gives a `test` file, or an `all` file has a test share cut from it."""
+    return any("test" in files or ("all" in files and test_ratio > 0) for files in layouts.values())
+
+
+def layout_problem(layouts: Mapping[str, Collection[str]], test_ratio: float) -> str | None:
     """What the datasets' file keys alone show to be wrong (None: nothing): with no `train` or `all` file anywhere
-    the training split is empty, which merge_splits would find only after every conversion."""
+    the training split is empty, with no `test` file and no test share of an `all` file the test split is (every
+    evaluation, and so results/merged_model, needs it); merge_splits or the evaluation would find either only after
+    the conversions, the second one with training under way."""
+    keys = "; ".join(f"{name}: {', '.join(sorted(files))}" for name, files in layouts.items())
     if not any({"train", "all"} & set(files) for files in layouts.values()):
-        keys = "; ".join(f"{name}: {', '.join(sorted(files))}" for name, files in layouts.items())
         return (f"no dataset gives training data ({keys}): give one a `train` file, or an `all` file to cut by the "
                 "split ratios")
+    if not layout_gives_test(layouts, test_ratio):
+        share = ("set split.test_ratio above 0 to hold out a share of the `all` files"
+                 if any("all" in files for files in layouts.values()) else "an `all` file to cut a test share from")
+        return (f"no dataset gives test data ({keys}; split.test_ratio {test_ratio}): the evaluation, the report and "
+                f"results/merged_model need a test split; give one dataset a `test` file, or {share}")
     return None
 
 
@@ -130,6 +142,10 @@ def merge_and_split(
         report["datasets"][f"{part.dataset}/{part.split}"] = counts
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
+    if not splits["test"] and layout_gives_test(layouts, test_ratio):  # a share of too few records rounds to none
+        held = sum(counts.get("in", 0) for key, counts in report["datasets"].items() if key.endswith("/all"))
+        raise ValueError(f"the test split is empty: split.test_ratio {test_ratio} of the {held} records of the `all` "
+                         "files rounds to none; raise split.test_ratio or give a dataset a `test` file")
     independent_test = given_test_only(layouts, test_ratio, dedupe_across_datasets)
     for name, rows in splits.items():
         rng.shuffle(rows)  # the test split too, so train's and validation's shuffles do not depend on where test comes from
