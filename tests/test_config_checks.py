@@ -105,6 +105,19 @@ def test_several_runs_are_named_in_the_message() -> None:
     assert fails(config).startswith("config: runs.b: tokenize.cutoff_len is 2 tokens")
 
 
+def test_eval_steps_without_validation_data_is_refused() -> None:
+    given = {"d": {"source": "demo", "format": "advertisegen", "files": {"train": "train.json", "test": "dev.json"}}}
+    check(validated(given))  # no validation loss asked for: trains without one
+    assert fails(validated(given, train={"eval_steps": 50})).startswith(
+        "config: train.eval_steps 50 asks for a validation loss, but no dataset gives validation data (d: test, train; "
+        "split.validation_ratio 0.05): give one a `validation` file")
+    assert fails(validated(given, runs={"a": {}, "b": {"train": {"eval_steps": 10}}})).startswith(
+        "config: runs.b: train.eval_steps 10 asks for a validation loss")
+    check(validated(train={"eval_steps": 50}))  # an `all` file with the default validation share
+    assert fails(validated(split={"validation_ratio": 0.0}, train={"eval_steps": 50})).startswith(
+        "config: train.eval_steps 50 asks for a validation loss")
+
+
 def test_a_missing_deepspeed_file_is_refused() -> None:
     message = fails(validated(train={"deepspeed": "/no/ds.json"}))
     assert message.startswith("config: train.deepspeed: no such file: /no/ds.json")

@@ -73,6 +73,20 @@ def check_layout(datasets: Mapping[str, Mapping[str, Any]], test_ratio: float) -
         raise ConfigCheckError(f"config: datasets: {problem}")
 
 
+def check_validation_wanted(train: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
+                            validation_ratio: float, where: str) -> None:
+    """train.eval_steps asks for a validation loss: a layout with no validation data would train without one."""
+    from glmtune.data.split import layout_gives
+
+    layouts = {name: list(dataset["files"]) for name, dataset in datasets.items()}
+    if train["eval_steps"] and not layout_gives("validation", layouts, validation_ratio):
+        keys = "; ".join(f"{name}: {', '.join(sorted(files))}" for name, files in layouts.items())
+        raise ConfigCheckError(
+            f"config: {where}train.eval_steps {train['eval_steps']} asks for a validation loss, but no dataset gives "
+            f"validation data ({keys}; split.validation_ratio {validation_ratio}): give one a `validation` file, set "
+            "split.validation_ratio above 0 to hold out a share of an `all` file, or set train.eval_steps: null")
+
+
 def check_fetched_file(name: str, source: str, split: str, file: str) -> None:
     """A url dataset's files lie inside its download, a demo dataset's are the generator's: known before any job."""
     from glmtune.fetch import fetched_file_problem
@@ -165,3 +179,4 @@ def check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]
         check_tokenize(settings["tokenize"], where, model["template"])
         check_train(settings["train"], settings["evaluate"], where, trust_remote_code=model["trust_remote_code"],
                     family=model["template"], gpu_from_scheduler=gpu_from_scheduler)
+        check_validation_wanted(settings["train"], config["datasets"], config["split"]["validation_ratio"], where)

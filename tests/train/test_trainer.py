@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TRAIN_SETTINGS
 from helpers.settings import train_settings
 
@@ -107,3 +108,17 @@ def test_far_too_many_epochs_are_warned_about(caplog) -> None:
         assert not caplog.records
         assert epochs_of(train_settings(**{**TRAIN_SETTINGS, "max_steps": 5000}), 360, 2) > 200
     assert "is 222 epochs over 360 training rows" in caplog.text
+
+
+def test_eval_steps_with_an_empty_validation_split_stops_before_training(small_run: dict[str, Path], tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    tokenized = small_run["tokenized"]
+    empty = tmp_path / "validation"
+    load_from_disk(str(tokenized / "validation")).select([]).save_to_disk(str(empty), num_shards=1)
+    settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 2, "eval_steps": 1})
+    with pytest.raises(ValueError, match=r"train.eval_steps 1 asks for a validation loss, but the validation split "
+                                         r"holds no sample"):
+        train_model(tokenized / "train", empty, small_run["model"], tmp_path / "adapter", tmp_path / "log.jsonl",
+                    tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False, family="glm4")
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "ckpt").exists()

@@ -67,9 +67,13 @@ def given_test_only(layouts: Mapping[str, Collection[str]], test_ratio: float, d
     return not any(held_out_shares(files, 0.0, test_ratio)["test"] > 0 for files in layouts.values() if "all" in files)
 
 
+def layout_gives(split: str, layouts: Mapping[str, Collection[str]], ratio: float) -> bool:
+    """Whether some dataset gives a file for the held-out `split`, or an `all` file has a share (`ratio`) cut for it."""
+    return any(split in files or ("all" in files and ratio > 0) for files in layouts.values())
+
+
 def layout_gives_test(layouts: Mapping[str, Collection[str]], test_ratio: float) -> bool:
-    """Whether some dataset gives a `test` file, or an `all` file has a test share cut from it."""
-    return any("test" in files or ("all" in files and test_ratio > 0) for files in layouts.values())
+    return layout_gives("test", layouts, test_ratio)
 
 
 def layout_problem(layouts: Mapping[str, Collection[str]], test_ratio: float) -> str | None:

@@ -91,6 +91,11 @@ def train_model(
     check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     train_data, validation_data = load_from_disk(str(train_dir)), load_from_disk(str(validation_dir))
+    if settings.eval_steps and not len(validation_data):  # the config check saw a layout with validation data
+        raise ValueError(f"{validation_dir}: train.eval_steps {settings.eval_steps} asks for a validation loss, but the "
+                         "validation split holds no sample (a split.validation_ratio share that rounds to none, or "
+                         "every sample dropped by the length limit: logs/tokenize says which); set train.eval_steps: "
+                         "null to train without one")
     if settings.packing:
         train_data = pack_dataset(train_data, settings.pack_length)
         validation_data = pack_dataset(validation_data, settings.pack_length)
