@@ -87,6 +87,15 @@ def test_write_advertisegen(tmp_path):
     assert not list((tmp_path / "AdvertiseGen").glob("*.tmp"))  # no temp files left behind
 
 
+def test_dev_records_are_never_training_ones(tmp_path):
+    """The default job's test split must be unseen: with independent draws 19 of its 299 repeated a training record."""
+    paths = write_advertisegen(tmp_path, train_rows=3000, dev_rows=300, seed=0)
+    train, dev = ([json.loads(line)["content"] for line in paths[name].read_text(encoding="utf-8").splitlines()]
+                  for name in ("train", "dev"))
+    assert len(dev) == 300 and not set(dev) & set(train)
+    assert sum(c in set(train) for c in (r["content"] for r in generate(300, 1))) > 0  # what the exclusion removes
+
+
 def test_write_advertisegen_byte_identical(tmp_path):
     first = write_advertisegen(tmp_path / "a", 100, 20, seed=0)
     second = write_advertisegen(tmp_path / "b", 100, 20, seed=0)

@@ -64,10 +64,18 @@ def make_record(rng: random.Random) -> dict[str, str]:
     return {"content": content, "summary": "，".join(clauses) + "。"}
 
 
-def generate(rows: int, seed: int) -> list[dict[str, str]]:
-    """`rows` records, identical for the same (rows, seed)."""
+def generate(rows: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """`rows` records, identical for the same (rows, seed, exclude); none whose content is in `exclude` (the same
+    attributes make the same summary, so such a record would repeat one of those)."""
     rng = random.Random(seed)
-    return [make_record(rng) for _ in range(rows)]
+    records: list[dict[str, str]] = []
+    for _ in range(rows * 100):  # the attribute space holds tens of thousands of records: never near this bound
+        if len(records) == rows:
+            return records
+        record = make_record(rng)
+        if record["content"] not in exclude:
+            records.append(record)
+    raise ValueError(f"could not draw {rows} synthetic records outside the {len(exclude)} excluded ones")
 
 
 def _write_atomic(path: Path, records: list[dict[str, str]]) -> None:
@@ -91,7 +99,9 @@ def write_advertisegen(out_dir: str | Path, train_rows: int, dev_rows: int, seed
     """Write out_dir/train.json and out_dir/dev.json (AdvertiseGen's raw JSON-lines format)."""
     out_dir = Path(out_dir)
     paths = {name: out_dir / file for name, file in FILE_NAMES.items()}
-    # Distinct seed streams: dev draws from a different generator than train.
-    _write_atomic(paths["train"], generate(train_rows, seed * 2))
-    _write_atomic(paths["dev"], generate(dev_rows, seed * 2 + 1))
+    # Distinct seed streams: dev draws from a different generator than train, and never a training record, so the
+    # default job's test conversations are unseen (19 of 299 repeated a training one before).
+    train = generate(train_rows, seed * 2)
+    _write_atomic(paths["train"], train)
+    _write_atomic(paths["dev"], generate(dev_rows, seed * 2 + 1, exclude=frozenset(r["content"] for r in train)))
     return paths
