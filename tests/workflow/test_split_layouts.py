@@ -38,7 +38,9 @@ def layout(workdir: Path, files: dict[str, dict[str, int]], **split: object) -> 
             (workdir / f"data/{name}-{part}.json").write_text(raw_lines(f"{name}-{part}", count), encoding="utf-8")
         datasets[name] = {"source": "path", "format": "advertisegen",
                           "files": {part: f"data/{name}-{part}.json" for part in sizes}}
-    edit_config(workdir, lambda c: (c.update(datasets=datasets), c.setdefault("split", {}).update({**RATIOS, **split})))
+    # eval_steps null: most layouts here give no validation data, which the embedded default's eval_steps would refuse.
+    edit_config(workdir, lambda c: (c.update(datasets=datasets), c.setdefault("split", {}).update({**RATIOS, **split}),
+                                    c["train"].update(eval_steps=None)))
     return workdir
 
 
@@ -126,6 +128,16 @@ def test_a_layout_without_test_data_stops_before_any_job(tmp_path: Path) -> None
             "and results/merged_model need a test split") in result.stdout
 
 
+def test_eval_steps_with_a_layout_without_validation_data_stops_before_any_job(tmp_path: Path) -> None:
+    """The embedded default asks for a validation loss every 100 steps; a train + test layout gives no validation data."""
+    workdir = layout(tmp_path, {"a": {"train": 20, "test": 6}})
+    edit_config(workdir, lambda c: c["train"].update(eval_steps=100))
+    result = snakemake(workdir, "-n", "results/merged_model", check=False)
+    assert result.returncode != 0
+    assert ("config: train.eval_steps 100 asks for a validation loss, but no dataset gives validation data "
+            "(a: test, train; split.validation_ratio 0.2)") in result.stdout + result.stderr
+
+
 def tar_gz(path: Path, members: dict[str, str]) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         for name, text in members.items():
@@ -138,7 +150,8 @@ def tar_gz(path: Path, members: dict[str, str]) -> Path:
 
 def fetched(tmp_path: Path, dataset: dict) -> Path:
     workdir = copy_workflow(tmp_path / "wf")
-    edit_config(workdir, lambda c: c.update(datasets={"ds": {"format": "advertisegen", **dataset}}))
+    edit_config(workdir, lambda c: (c.update(datasets={"ds": {"format": "advertisegen", **dataset}}),
+                                    c["train"].update(eval_steps=None)))
     return workdir
 
 
