@@ -111,7 +111,8 @@ def write_run(folder: Path, scores: dict, losses: list[float], summary: dict, ma
 
 
 def test_the_comparison_has_one_row_per_model_with_each_runs_training(tmp_path: Path) -> None:
-    scores = {"rouge-1": 30.0, "rouge-2": 10.0, "rouge-l": 20.0, "bleu-4": 0.1, "bleu-4-char": 5.0, "num_samples": 4}
+    scores = {"rouge-1": 30.0, "rouge-2": 10.0, "rouge-l": 20.0, "bleu-4": 0.1, "bleu-4-char": 5.0, "num_samples": 4,
+              "prompts_cut": 1, "answers_longer_than_max_new_tokens": 2}
     base = tmp_path / "base.json"
     base.write_text(json.dumps({**scores, "rouge-l": 1.0}))
     runs = {
@@ -125,7 +126,7 @@ def test_the_comparison_has_one_row_per_model_with_each_runs_training(tmp_path: 
     assert models["cpu"]["train_wall_s"] == 75.4 and models["cpu"]["max_rss_mb"] == 2048.0
     lines = (tmp_path / "m.md").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("| model | method | ROUGE-1")
-    assert lines[2].startswith("| base |  | 30 | 10 | 1 |") and lines[2].endswith("|  |  |  |  |  |  | 4 |  |")
+    assert lines[2].startswith("| base |  | 30 | 10 | 1 |") and lines[2].endswith("|  |  |  |  |  |  | 4 |  | 1 | 2 |")
     assert "| cpu | lora | 30 | 10 | 20 | 0.1 | 5 | 2 | 1.5 | 12,345 | 150 | 2.00 GB RSS | 0:01:15 | 4 |" in lines[3]
     assert "| 3.50 GB GPU |" in lines[4]  # a GPU run's peak is the GPU's, not the job's RSS
     assert "<td>gpu</td><td>lora</td><td>30</td><td>10</td><td>25</td>" in (tmp_path / "m.html").read_text()

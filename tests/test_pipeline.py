@@ -45,6 +45,10 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"base", "finetuned"}
     table = (tmp_path / "metrics.md").read_text()
     assert "| ROUGE-L (F×100, jieba) |" in table and table.count("\n") == 4  # header, rule, one row per model
+    assert table.splitlines()[0].endswith("| empty predictions | prompts cut | answers over max_new_tokens |")
+    for name, row in scores.items():  # what the length limits took, beside the scores they shape
+        assert f"| {row['num_empty_predictions']} | {row['prompts_cut']} | {row['answers_longer_than_max_new_tokens']} |" \
+            in [line for line in table.splitlines() if line.startswith(f"| {name} |")][0]
     html = (tmp_path / "metrics.html").read_text()
     for name in scores:  # a model's row: its name, no method (no run), then ROUGE-1, -2, -L
         rouges = "".join(f"<td>{scores[name][key]:.4g}</td>" for key in ("rouge-1", "rouge-2", "rouge-l"))

@@ -14,7 +14,7 @@ from helpers.settings import evaluate_settings, model_settings, tokenize_setting
 
 from glmtune.chat_template import encode_prompt, get_template
 from glmtune.evaluate.predict import evaluate_model
-from glmtune.evaluate.prompts import generation_prompts
+from glmtune.evaluate.prompts import check_answer_room, generation_prompts
 from glmtune.io import read_jsonl, write_jsonl
 from glmtune.model.tiny import train_tokenizer
 
@@ -85,8 +85,23 @@ def test_the_evaluate_stage_records_the_cut_prompts(small_run: dict[str, Path], 
                             evaluate_settings(batch_size=6, max_new_tokens=4, cache="dynamic"),
                             model_settings(template="glm4"), tokenize_settings(max_input_length=500))
     assert scores["prompts_cut"] == 0 and json.loads((tmp_path / "s.json").read_text())["prompts_cut"] == 0
+    assert scores["answers_longer_than_max_new_tokens"] == 6  # synthetic ad texts are longer than 4 tokens
     with pytest.raises(ValueError, match=r"6 of 6 test prompts \(100%\) are longer than 4 tokens"):
         evaluate_model(small_run["adapter"], tmp_path / "test.jsonl", tmp_path / "p2.jsonl", tmp_path / "s2.json",
                        evaluate_settings(batch_size=6, max_new_tokens=4, cache="dynamic"),
                        model_settings(template="glm4"), tokenize_settings(max_input_length=4))
     assert not (tmp_path / "s2.json").exists() and not (tmp_path / "p2.jsonl").exists()
+
+
+def test_answers_longer_than_max_new_tokens_are_counted_and_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
+    references = [TEXTS[4], TEXTS[4], TEXTS[0] * 4]
+    lengths = [len(tok.encode(text, add_special_tokens=False)) for text in references]
+    with caplog.at_level(logging.WARNING, logger="glmtune.evaluate.prompts"):
+        assert check_answer_room(tok, references, evaluate_settings(max_new_tokens=lengths[2]), "t.jsonl") == 0
+        assert not caplog.records
+        assert check_answer_room(tok, references, evaluate_settings(max_new_tokens=lengths[2] - 1), "t.jsonl") == 1
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"t.jsonl: 1 of 3 test answers (33%) are longer than evaluate.max_new_tokens {lengths[2] - 1} tokens, so no "
+        f"prediction can match them whole; answer lengths p50 {lengths[0]}, p95 {lengths[2]}, max {lengths[2]}; "
+        f"evaluate.max_new_tokens: {lengths[2]} keeps 95 % whole")

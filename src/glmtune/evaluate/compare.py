@@ -50,6 +50,10 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
     "training wall time": lambda row: _wall(row.get("train_wall_s")) + (" (reused)" if row.get("reused") else ""),
     "test samples": lambda row: str(row.get("num_samples", "")),
     "empty predictions": lambda row: str(row.get("num_empty_predictions", "")),
+    # What the length limits took from the test set (glmtune.evaluate.prompts): cut prompts lost their question's
+    # end, and answers longer than max_new_tokens could not be matched whole.
+    "prompts cut": lambda row: str(row.get("prompts_cut", "")),
+    "answers over max_new_tokens": lambda row: str(row.get("answers_longer_than_max_new_tokens", "")),
 }
 
 

@@ -12,7 +12,7 @@ from glmtune.chat_template import get_template, split_for_generation
 from glmtune.evaluate.backend import in_order, make_backend, make_plan
 from glmtune.evaluate.batching import resolve_cache
 from glmtune.evaluate.metrics import corpus_scores
-from glmtune.evaluate.prompts import generation_prompts
+from glmtune.evaluate.prompts import check_answer_room, generation_prompts
 from glmtune.evaluate.ranks import RankSplit, join_process_group
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.model.loading import load_trained
@@ -46,6 +46,8 @@ def evaluate_model(
     cache = resolve_cache(cache, loaded)
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
+    references = [reference for _, reference in pairs]
+    answers_longer = check_answer_room(tokenizer, references, settings, test_path)
     backend = make_backend(cache, loaded, tokenizer, template, settings.batch_size, progress=rank == 0)
     if world > 1:
         backend = RankSplit(backend, rank, world, device)
@@ -56,11 +58,11 @@ def evaluate_model(
     if rank:
         return {}
     predictions = in_order(outputs, len(prompts))
-    references = [reference for _, reference in pairs]
     scores = corpus_scores(predictions, references)
     scores["samples_per_second"] = round(len(rows) / seconds, 2)
     scores["processes"] = world
     scores["prompts_cut"] = cut
+    scores["answers_longer_than_max_new_tokens"] = answers_longer
     log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
              model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
     write_jsonl(predictions_path, (

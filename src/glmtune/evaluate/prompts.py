@@ -3,6 +3,9 @@
 A cut prompt keeps its start and loses its end, the question included, so its answer says little about the model:
 every cut is counted (scores.json `prompts_cut`) and logged with the lengths, and when more than
 tokenize.max_truncated_ratio of the prompts would be cut, evaluation stops before generating, naming the setting.
+The room the answers get is checked too: a reference longer than evaluate.max_new_tokens can never be matched whole,
+so such answers are counted (scores.json `answers_longer_than_max_new_tokens`) and logged with the lengths; a warning,
+not a stop, since a short limit is a deliberate choice for a quick look (and the demos' own default cuts nothing).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from glmtune.chat_template import ChatTemplate, cut_prompt, prompt_parts
-from glmtune.settings import TokenizeSettings
+from glmtune.settings import EvaluateSettings, TokenizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +48,22 @@ def check_cut(cut: int, lengths: list[int], settings: TokenizeSettings, test_pat
         raise ValueError(f"evaluate: {message}. That is more than tokenize.max_truncated_ratio "
                          f"{settings.max_truncated_ratio}: raise {setting} (or tokenize.max_truncated_ratio)")
     log.warning("%s", message)
+
+
+def check_answer_room(tokenizer: Any, references: Sequence[str], settings: EvaluateSettings,
+                      test_path: str | Path) -> int:
+    """How many reference answers are longer than evaluate.max_new_tokens (in tokens of their text), logged with the
+    lengths and the limit that would hold them: their scores measure the limit as much as the model."""
+    limit = settings.max_new_tokens
+    lengths = [len(tokenizer.encode(reference, add_special_tokens=False)) for reference in references]
+    longer = sum(length > limit for length in lengths)
+    if not longer:
+        return 0
+    share = longer / len(lengths)
+    p50, p95, longest = (int(v) for v in np.percentile(lengths, [50, 95, 100], method="higher"))
+    message = (f"{test_path}: {longer} of {len(lengths)} test answers ({share:.0%}) are longer than "
+               f"evaluate.max_new_tokens {limit} tokens, so no prediction can match them whole; answer lengths p50 "
+               f"{p50}, p95 {p95}, max {longest}; evaluate.max_new_tokens: "
+               + (f"{p95} keeps 95 % whole" if p95 > limit else f"{longest} keeps them all"))
+    log.warning("%s", message)
+    return longer
