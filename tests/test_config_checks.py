@@ -13,9 +13,10 @@ import yaml
 from glmtune import config_checks
 from glmtune.config_checks import ConfigCheckError, check_config
 from glmtune.experiments import run_settings
+from helpers.model_folders import sharded
 from helpers.settings import dataset_section, schema, with_defaults
 
-from conftest import REPO
+from conftest import REPO, shared_data
 
 
 def validated(datasets: dict[str, dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
@@ -93,6 +94,23 @@ def test_a_dataset_key_the_schema_does_not_know_is_refused() -> None:
 ])
 def test_a_bad_model_names_its_key(model: dict[str, Any], message: str) -> None:
     assert fails(validated(model={"name": "m", **model})).startswith(message)
+
+
+def test_a_model_folder_without_weights_stops_before_any_job() -> None:
+    """The official GLM-4-9B-chat config and tokenizer files: a folder a user may point model.path at by mistake."""
+    folder = shared_data("tokenizers/glm-4-9b-chat/config.json").parent
+    assert fails(validated(model={"name": "m", "source": "path", "path": str(folder)})) == (
+        f"config: model.path: {folder}: no weights (*.safetensors or pytorch_model*.bin); a folder with only config "
+        "and tokenizer files cannot be fine-tuned")
+
+
+def test_a_model_folder_with_a_shard_missing_stops_before_any_job(tmp_path: Path) -> None:
+    folder = sharded(tmp_path / "m")
+    check(validated(model={"name": "m", "source": "path", "path": str(folder)}))  # whole: passes
+    (folder / "model-00001-of-00003.safetensors").unlink()
+    assert fails(validated(model={"name": "m", "source": "path", "path": str(folder)})) == (
+        f"config: model.path: {folder}/model.safetensors.index.json: 1 of its 3 shards are missing "
+        "(model-00001-of-00003.safetensors): an incomplete download or copy?")
 
 
 def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:

@@ -2,7 +2,7 @@
 
 The schema checks each key on its own; these check what only several keys, or the files they name, show: a dataset's
 source and the keys it needs, files that are not there, split layouts without training data, encodings, the model's
-source, and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
+source and its weight files, and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
 Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on plain configs.
 """
 
@@ -12,6 +12,8 @@ import codecs
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from glmtune.model.weight_files import WeightFilesError, weight_files
 
 LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
 
@@ -114,6 +116,11 @@ def check_model(model: Mapping[str, Any]) -> None:
         raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
     if model["source"] == "path" and not Path(model["path"], "config.json").is_file():
         raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)")
+    if model["source"] == "path":
+        try:
+            weight_files(model["path"])
+        except WeightFilesError as err:
+            raise ConfigCheckError(f"config: model.path: {err}") from None
     if model["trust_remote_code"] and model["source"] == "tiny":
         raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                                "model.source: tiny has none: set model.trust_remote_code: false")

@@ -15,6 +15,7 @@ import yaml
 from glmtune.data.synthetic import write_advertisegen
 
 from conftest import REPO
+from helpers.model_folders import planning_model_folder
 
 pytestmark = pytest.mark.workflow
 
@@ -192,9 +193,7 @@ def test_the_readme_offline_layout_uses_only_its_own_data_and_model(tmp_path: Pa
     from conftest import shared_data
 
     train, dev = shared_data("AdvertiseGen/train.json"), shared_data("AdvertiseGen/dev.json")
-    model = tmp_path / "glm-4-9b-chat-hf"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    model = planning_model_folder(tmp_path / "glm-4-9b-chat-hf")
     workdir = copy_workflow(tmp_path / "run")
     (workdir / "offline.yaml").write_text(yaml.safe_dump({
         "datasets": {"advertisegen": {"source": "path", "format": "advertisegen", "files": {"train": str(train), "test": str(dev)}}},
@@ -325,9 +324,7 @@ def test_a_hub_model_is_downloaded_on_the_login_node_and_prepared_in_a_job(tmp_p
     local_rules = {name for block in re.findall(r"^localrules:\n((?:\s+\w+,\n)+)", rules, re.M) for name in re.findall(r"\w+", block)}
     assert {"fetch_dataset", "fetch_model"} <= local_rules and "prepare_model" not in local_rules
 
-    local = tmp_path / "local-model"
-    local.mkdir()
-    (local / "config.json").write_text("{}")
+    local = planning_model_folder(tmp_path / "local-model")
     workdir = copy_workflow(tmp_path / "path")
     edit_config(workdir, lambda c: c.update(model={"name": "mine", "source": "path", "path": str(local)}))
     jobs = planned_jobs(workdir, "results/tokenized/default/stats.json")

@@ -30,6 +30,7 @@ from transformers import GenerationConfig, GlmConfig, PreTrainedTokenizerFast
 from glmtune import family as families
 from glmtune.io import atomic_path
 from glmtune.model.tokenizer_files import save_tokenizer
+from glmtune.model.weight_files import weight_files
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LAYER = re.compile(r"transformer\.encoder\.layers\.(\d+)\.(.+)")
@@ -145,16 +146,8 @@ def convert_state_dict_shard(tensors: dict[str, torch.Tensor], original: dict[st
 
 
 def _shard_files(src: Path) -> list[Path]:
-    """The weight shards of an original folder, safetensors preferred, in index order."""
-    for index_name, pattern in (("model.safetensors.index.json", "*.safetensors"),
-                                ("pytorch_model.bin.index.json", "pytorch_model*.bin")):
-        index = src / index_name
-        if index.exists():
-            return [src / name for name in sorted(set(_read_json(index)["weight_map"].values()))]
-        found = sorted(src.glob(pattern))
-        if found:
-            return found
-    raise FileNotFoundError(f"{src}: no *.safetensors or pytorch_model*.bin weights")
+    """The weight shards of an original folder, safetensors preferred, in index order (lengths checked)."""
+    return weight_files(src)
 
 
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:

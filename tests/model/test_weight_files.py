@@ -1,0 +1,45 @@
+"""A model folder's weight files, checked before any job (tests/test_config_checks.py): missing shards, cut
+safetensors files, .bin weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from glmtune.model.weight_files import WeightFilesError, weight_files
+from helpers.model_folders import sharded
+
+
+def test_a_whole_sharded_folder_gives_its_shards_in_index_order(tmp_path: Path) -> None:
+    folder = sharded(tmp_path / "m")
+    assert [path.name for path in weight_files(folder)] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+
+
+def test_a_missing_shard_is_named(tmp_path: Path) -> None:
+    folder = sharded(tmp_path / "m")
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(WeightFilesError, match=r"model.safetensors.index.json: 1 of its 3 shards are missing "
+                                               r"\(model-00002-of-00003.safetensors\)"):
+        weight_files(folder)
+
+
+def test_a_shard_cut_short_is_named_with_both_sizes(tmp_path: Path) -> None:
+    folder = sharded(tmp_path / "m")
+    shard = folder / "model-00003-of-00003.safetensors"
+    whole = shard.stat().st_size
+    with shard.open("r+b") as handle:
+        handle.truncate(whole - 10)  # an interrupted download: the header is whole, the last tensor is not
+    with pytest.raises(WeightFilesError, match=f"model-00003-of-00003.safetensors: cut short, {whole - 10:,} bytes "
+                                               f"where its header describes {whole:,}"):
+        weight_files(folder)
+    shard.write_bytes(b"")  # nothing written yet
+    with pytest.raises(WeightFilesError, match="not a safetensors file \\(0 bytes"):
+        weight_files(folder)
+
+
+def test_pytorch_bin_weights_are_taken_when_there_is_no_safetensors(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "pytorch_model.bin")
+    assert weight_files(tmp_path) == [tmp_path / "pytorch_model.bin"]
