@@ -43,3 +43,14 @@ def test_pytorch_bin_weights_are_taken_when_there_is_no_safetensors(tmp_path: Pa
     (tmp_path / "config.json").write_text("{}")
     torch.save({"w": torch.zeros(2)}, tmp_path / "pytorch_model.bin")
     assert weight_files(tmp_path) == [tmp_path / "pytorch_model.bin"]
+
+
+def test_prepare_model_stops_on_a_folder_cut_short_before_linking_it(tmp_path: Path) -> None:
+    """A hub download is checked by prepare_model, the first job that reads it (a local folder: before any job)."""
+    from glmtune.model.prepare import prepare_model_folder
+
+    folder = sharded(tmp_path / "m")
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(WeightFilesError, match="1 of its 3 shards are missing"):
+        prepare_model_folder("m", {"source": "huggingface"}, folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.fetch import FetchError, link_local_model
+from glmtune.model.weight_files import weight_files
 
 
 def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
@@ -25,6 +26,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     source = Path(source)
     if not (source / "config.json").is_file():
         return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
+    weight_files(source)  # a hub download or a copy cut short stops here, not when training loads it
     if spec.get("trust_remote_code"):
         return keep_remote_code(name, source, out_dir)
     if is_native(source):
