@@ -26,7 +26,11 @@ def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:
     ax.set_ylabel("loss")
     ax.set_title("Fine-tuning loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or evals:
+        ax.legend()
+    else:  # a run shorter than train.logging_steps: say so rather than draw empty axes
+        ax.text(0.5, 0.5, "no loss logged: the run had fewer steps than train.logging_steps",
+                ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     with atomic_path(plot_path) as tmp:  # a kill never leaves half a PNG
         fig.savefig(tmp)
