@@ -122,8 +122,13 @@ def test_default_job_through_slurm_then_only_affected_jobs_are_resubmitted(clust
     workdir = copy_workflow(tmp_path)
     site_profile(workdir, cluster)
     write_advertisegen(workdir / "data", 200, 20, 7)
-    edit_config(workdir, lambda c: c["datasets"].update(
-        local_adgen={"source": "path", "format": "advertisegen", "files": {"all": "data/train.json"}}))
+
+    def shorter(config: dict) -> None:  # the scheduling is under test, not the default's 500 steps (CI time)
+        config["datasets"]["local_adgen"] = {"source": "path", "format": "advertisegen", "files": {"all": "data/train.json"}}
+        config["train"].update(max_steps=150, save_steps=75, eval_steps=75)
+        config["evaluate"].update(max_samples=40)
+
+    edit_config(workdir, shorter)
 
     first = snakemake(workdir, "results/merged_model")
     submitted = submissions(workdir, first)
