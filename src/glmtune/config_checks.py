@@ -2,7 +2,8 @@
 
 The schema checks each key on its own; these check what only several keys, or the files they name, show: a dataset's
 source and the keys it needs, files that are not there, split layouts without training data, encodings, the model's
-source and its weight files, and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
+source and its weight files,
+and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
 Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on plain configs.
 """
 
@@ -114,9 +115,9 @@ def check_model(model: Mapping[str, Any]) -> None:
     needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(model["source"])
     if needs and not model.get(needs):
         raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
-    if model["source"] == "path" and not Path(model["path"], "config.json").is_file():
-        raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)")
     if model["source"] == "path":
+        if not Path(model["path"], "config.json").is_file():
+            raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)")
         try:
             weight_files(model["path"])
         except WeightFilesError as err:

@@ -1,5 +1,5 @@
 """Model folders for tests: both model stages in one call, as the workflow runs them (fetch_model, then
-prepare_model), and a folder that only passes the config check, for tests that plan jobs without running them."""
+prepare_model), and a sharded folder that only passes the config check, for dry runs and the weight-file checks."""
 from __future__ import annotations
 
 import json
@@ -20,24 +20,14 @@ def fetch_model_folder(name: str, spec: dict[str, Any], out_dir: str | Path, cac
     return prepare_model_folder(name, spec, source, out_dir)
 
 
-def planning_model_folder(folder: str | Path) -> Path:
-    """A folder the config check takes for a model (config.json and one whole safetensors file), for dry runs."""
+def sharded(folder: str | Path, shards: int = 3) -> Path:
+    """A model folder as far as the config check looks (config.json, an index and one small safetensors file per
+    shard, as save_pretrained shards), for dry runs and the weight-file checks; no model loads from it."""
     from safetensors.torch import save_file
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text("{}")
-    save_file({"weight": torch.zeros(2)}, str(folder / "model.safetensors"))
-    return folder
-
-
-def sharded(folder: Path, shards: int = 3) -> Path:
-    """A folder sharded as save_pretrained shards it: an index and one safetensors file per shard."""
-    from safetensors.torch import save_file
-    import torch
-
-    folder.mkdir()
     (folder / "config.json").write_text("{}")
     weight_map = {}
     for i in range(shards):

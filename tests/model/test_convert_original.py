@@ -108,6 +108,19 @@ def test_missing_tensor_leaves_no_dst(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["orig"]  # no dst, no temporary folder left
 
 
+def test_a_shard_cut_short_stops_the_conversion_and_leaves_no_dst(tmp_path: Path) -> None:
+    """An interrupted download of an original checkpoint: named with both sizes before any tensor is converted."""
+    from glmtune.model.weight_files import WeightFilesError
+
+    write_original(tmp_path / "orig", "glm4")
+    shard = tmp_path / "orig/model-00002-of-00002.safetensors"
+    with shard.open("r+b") as handle:
+        handle.truncate(shard.stat().st_size - 1)
+    with pytest.raises(WeightFilesError, match="model-00002-of-00002.safetensors: cut short"):
+        convert_checkpoint(tmp_path / "orig", tmp_path / "native")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orig"]
+
+
 def test_unexpected_tensor_is_refused() -> None:
     config = ORIGINAL_CONFIGS["glm4"]
     with pytest.raises(ValueError, match="unexpected tensor"):

@@ -25,7 +25,7 @@ from helpers import reference_glm
 from helpers import remote_code_model as stand_in
 
 from glmtune.fetch import FetchError  # noqa: E402
-from helpers.model_folders import fetch_model_folder, planning_model_folder  # noqa: E402
+from helpers.model_folders import fetch_model_folder, sharded  # noqa: E402
 from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings  # noqa: E402
 from glmtune.config_rules import MethodError, check_method, lora_targets  # noqa: E402
 from glmtune.train.methods import resolve_all  # noqa: E402
@@ -115,7 +115,7 @@ def test_fetch_keeps_the_original_and_adds_our_tokenizer(original: tuple[Path, d
 
 
 def test_fetch_refuses_a_folder_without_remote_code(tmp_path: Path) -> None:
-    folder = planning_model_folder(tmp_path / "native")
+    folder = sharded(tmp_path / "native", shards=1)
     (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GlmForCausalLM"]}))
     with pytest.raises(FetchError, match=r"trust_remote_code is true, but .*config\.json maps no AutoModelForCausalLM"):
         fetch_model_folder("m", {"source": "path", "path": str(folder), "trust_remote_code": True},

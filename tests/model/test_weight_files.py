@@ -50,6 +50,7 @@ def test_prepare_model_stops_on_a_folder_cut_short_before_linking_it(tmp_path: P
     from glmtune.model.prepare import prepare_model_folder
 
     folder = sharded(tmp_path / "m")
+    (folder / "config.json").write_text('{"model_type": "glm"}')  # a native folder: linked as it is
     (folder / "model-00002-of-00003.safetensors").unlink()
     with pytest.raises(WeightFilesError, match="1 of its 3 shards are missing"):
         prepare_model_folder("m", {"source": "huggingface"}, folder, tmp_path / "out")

@@ -13,7 +13,7 @@ import yaml
 from glmtune.data.synthetic import write_advertisegen
 
 from conftest import REPO
-from helpers.model_folders import planning_model_folder
+from helpers.model_folders import sharded
 from helpers.settings import section as section_defaults
 from test_workflow import copy_workflow, snakemake
 
@@ -55,7 +55,7 @@ def workdir(tmp_path: Path) -> Path:
     with open(workdir / "workflow" / "Snakefile", "a", encoding="utf-8") as snakefile:
         snakefile.write(DUMP_RULE)
     write_advertisegen(workdir / "data", 20, 4, 1)
-    planning_model_folder(workdir / "models/glm-4-9b-chat-hf")
+    sharded(workdir / "models/glm-4-9b-chat-hf", shards=1)
     (workdir / "offline.yaml").write_text(yaml.safe_dump({
         "datasets": {"advertisegen": {"source": "path", "format": "advertisegen",
                                       "files": {"train": "data/train.json", "test": "data/dev.json"}}},

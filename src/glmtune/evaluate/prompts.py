@@ -39,11 +39,8 @@ def generation_prompts(tokenizer: Any, template: ChatTemplate, conversations: Se
 def check_cut(cut: int, lengths: list[int], settings: TokenizeSettings, test_path: str | Path) -> None:
     """Log the cut with the lengths; stop when it is more than tokenize.max_truncated_ratio of the prompts."""
     limit, setting, share = settings.prompt_limit, settings.prompt_setting, cut / len(lengths)
-    p50, p95, longest = (int(v) for v in np.percentile(lengths, [50, 95, 100], method="higher"))
     message = (f"{test_path}: {cut} of {len(lengths)} test prompts ({share:.0%}) are longer than {limit} tokens "
-               f"({setting}) and lose their end, the question included; prompt lengths p50 {p50}, p95 {p95}, max "
-               f"{longest}; " + (f"{setting}: {p95} keeps 95 % whole" if p95 > limit else
-                                 f"{setting}: {longest} keeps them all"))
+               f"({setting}) and lose their end, the question included; prompt {_lengths_advice(lengths, limit, setting)}")
     if share > settings.max_truncated_ratio:
         raise ValueError(f"evaluate: {message}. That is more than tokenize.max_truncated_ratio "
                          f"{settings.max_truncated_ratio}: raise {setting} (or tokenize.max_truncated_ratio)")
@@ -59,11 +56,14 @@ def check_answer_room(tokenizer: Any, references: Sequence[str], settings: Evalu
     longer = sum(length > limit for length in lengths)
     if not longer:
         return 0
-    share = longer / len(lengths)
-    p50, p95, longest = (int(v) for v in np.percentile(lengths, [50, 95, 100], method="higher"))
-    message = (f"{test_path}: {longer} of {len(lengths)} test answers ({share:.0%}) are longer than "
-               f"evaluate.max_new_tokens {limit} tokens, so no prediction can match them whole; answer lengths p50 "
-               f"{p50}, p95 {p95}, max {longest}; evaluate.max_new_tokens: "
-               + (f"{p95} keeps 95 % whole" if p95 > limit else f"{longest} keeps them all"))
-    log.warning("%s", message)
+    log.warning("%s", f"{test_path}: {longer} of {len(lengths)} test answers ({longer / len(lengths):.0%}) are longer "
+                f"than evaluate.max_new_tokens {limit} tokens, so no prediction can match them whole; answer "
+                + _lengths_advice(lengths, limit, "evaluate.max_new_tokens"))
     return longer
+
+
+def _lengths_advice(lengths: Sequence[int], limit: int, setting: str) -> str:
+    """'lengths p50 …, p95 …, max …; <setting>: N keeps …': the lengths over a limit, and the limit to write."""
+    p50, p95, longest = (int(v) for v in np.percentile(lengths, [50, 95, 100], method="higher"))
+    return (f"lengths p50 {p50}, p95 {p95}, max {longest}; {setting}: "
+            + (f"{p95} keeps 95 % whole" if p95 > limit else f"{longest} keeps them all"))

@@ -145,11 +145,6 @@ def convert_state_dict_shard(tensors: dict[str, torch.Tensor], original: dict[st
     return out
 
 
-def _shard_files(src: Path) -> list[Path]:
-    """The weight shards of an original folder, safetensors preferred, in index order (lengths checked)."""
-    return weight_files(src)
-
-
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as handle:
@@ -158,7 +153,7 @@ def _read_shard(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _iter_converted(src: Path, original: dict[str, Any], dtype: torch.dtype | None) -> Iterator[dict[str, torch.Tensor]]:
-    for path in _shard_files(src):
+    for path in weight_files(src):  # safetensors preferred, in index order, lengths checked
         converted = convert_state_dict_shard(_read_shard(path), original)
         if dtype is not None:
             converted = {key: value.to(dtype) for key, value in converted.items()}

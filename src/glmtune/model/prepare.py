@@ -26,12 +26,12 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     source = Path(source)
     if not (source / "config.json").is_file():
         return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
-    weight_files(source)  # a hub download or a copy cut short stops here, not when training loads it
+    if not spec.get("trust_remote_code") and not is_native(source):
+        return to_native(source, out_dir)  # reads the shards through glmtune.model.weight_files
+    weight_files(source)  # linked as it is: a hub download or a copy cut short stops here, not when training loads it
     if spec.get("trust_remote_code"):
         return keep_remote_code(name, source, out_dir)
-    if is_native(source):
-        return link_local_model(name, source, out_dir)
-    return to_native(source, out_dir)
+    return link_local_model(name, source, out_dir)
 
 
 def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
