@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from glmtune.data.convert import ConversionError, convert_file
-from glmtune.data.formats import CONVERTERS, chatglm3
+from glmtune.data.formats import CONVERTERS
 from glmtune.io import DataFileError, read_jsonl
-from glmtune.data.conversation import InvalidRecord
 from helpers.settings import convert_settings
 
 
@@ -29,6 +28,9 @@ def system(content: Any, **extra: Any) -> dict[str, Any]:
 
 def conv(*turns: Any) -> dict[str, Any]:
     return {"conversations": list(turns)}
+
+
+TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object"}}]
 
 
 # (format, bad record, reason substring)
@@ -198,91 +200,6 @@ def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
     raw = write_lines(tmp_path / "raw.jsonl", [a, a])
     report = run(tmp_path, raw, "advertisegen", dedupe=False)
     assert (report["records_out"], report["rejected"], report["duplicates"]) == (2, 0, 0)
-
-
-# --- the chatglm3 converter, worked out by hand -------------------------------------------------
-
-TOOLS = [{"name": "get_weather", "description": "查询天气", "parameters": {"type": "object"}}]
-
-
-def test_chatglm3_tools_and_tool_call() -> None:
-    record = {
-        "tools": TOOLS,
-        "conversations": [
-            user("北京天气？"),
-            {"role": "tool", "name": "get_weather", "parameters": {"city": "北京"}, "observation": {"temp": 25, "天气": "晴"}},
-            assistant("北京晴，25度"),
-        ],
-    }
-    assert chatglm3(record, {}) == [
-        {"role": "system", "content": "", "loss": False, "tools": TOOLS},
-        {"role": "user", "content": "北京天气？", "loss": False},
-        {"role": "assistant", "content": '{"city": "北京"}', "loss": True, "metadata": "get_weather"},
-        {"role": "observation", "content": '{"temp": 25, "天气": "晴"}', "loss": False},
-        {"role": "assistant", "content": "北京晴，25度", "loss": True},
-    ]
-
-
-def test_chatglm3_string_observation_and_missing_parameters_kept() -> None:
-    record = conv(user("q"), {"role": "tool", "name": "now", "observation": "12:00"}, assistant("中午"))
-    messages = chatglm3(record, {})
-    assert messages[1] == {"role": "assistant", "content": "{}", "loss": True, "metadata": "now"}
-    assert messages[2] == {"role": "observation", "content": "12:00", "loss": False}
-
-
-def test_chatglm3_system_text_rides_on_the_tools_system_message() -> None:
-    """One canonical system message; the chatglm3 template renders the demo's two (see test_parity_chatglm3.py)."""
-    record = {"tools": TOOLS, "conversations": [system("你是助手"), user("q"), assistant("a")]}
-    messages = chatglm3(record, {})
-    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
-    assert messages[0] == {"role": "system", "content": "你是助手", "loss": False, "tools": TOOLS}
-
-
-def test_chatglm3_default_loss() -> None:
-    """ChatGLM3 finetune_demo/README.md: without `loss`, system and user are untrained, every other role trained."""
-    record = conv(system("s"), user("q"), assistant("a"), {"role": "observation", "content": "o"}, assistant("b"))
-    assert [m["loss"] for m in chatglm3(record, {})] == [False, False, True, True, True]
-
-
-@pytest.mark.parametrize("parameters", [{"city": "北京"}, '{"city": "北京"}', ' {"city": "北京"} '], ids=["object", "json-string", "padded"])
-def test_chatglm3_tool_parameters_object_or_json_string(parameters: Any) -> None:
-    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": parameters, "observation": "晴"}, assistant("a"))
-    assert chatglm3(record, {})[1]["content"] == '{"city": "北京"}'  # parsed once, never a JSON string of JSON
-
-
-@pytest.mark.parametrize("parameters, reason", [
-    ("city=北京", "message 1: 'parameters' is a string but not JSON"),
-    ('["北京"]', "message 1: 'parameters' is list, not an object"),
-    ('"北京"', "message 1: 'parameters' is str, not an object"),
-    (["北京"], "message 1: 'parameters' is list, not an object"),
-], ids=["not-json", "json-list", "json-string-of-string", "list"])
-def test_chatglm3_tool_parameters_rejected_with_the_fix(parameters: Any, reason: str) -> None:
-    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": parameters, "observation": "晴"}, assistant("a"))
-    with pytest.raises(InvalidRecord, match="give an object of argument names and values") as err:
-        chatglm3(record, {})
-    assert str(err.value).startswith(reason)
-
-
-def test_chatglm3_missing_observation_is_dumped_as_null() -> None:
-    """preprocess_utils.py: `conv.get('observation', None)`, a non-string dumped with json.dumps."""
-    record = conv(user("q"), {"role": "tool", "name": "w", "parameters": {}}, assistant("a"))
-    assert chatglm3(record, {})[2] == {"role": "observation", "content": "null", "loss": False}
-
-
-def test_chatglm3_explicit_loss_is_respected() -> None:
-    record = conv(
-        system("s", loss=True),
-        user("q", loss=True),
-        assistant("a", loss=False),
-        {"role": "tool", "name": "f", "parameters": {}, "observation": "r", "loss": False},
-        {"role": "observation", "content": "o", "loss": True},
-        assistant("b", loss=True),
-    )
-    messages = chatglm3(record, {})
-    assert [(m["role"], m["loss"]) for m in messages] == [
-        ("system", True), ("user", True), ("assistant", False), ("assistant", False),
-        ("observation", False), ("observation", True), ("assistant", True),
-    ]
 
 
 def test_chatglm3_metadata_is_kept(tmp_path: Path) -> None:
