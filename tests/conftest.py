@@ -77,6 +77,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not torch.cuda.is_available():
             for item in gpu_items:
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false here)"))
+    # The SLURM tests first: most of their ~9 min is waiting for the scheduler's polling, so under `pytest -n 2` one
+    # worker waits through them while the other runs the rest (pyproject.toml: files go out in this order).
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,8 @@ step() {  # step NAME TIMEOUT COMMAND...: run with a timeout, log to $OUT/NAME.l
   python3 -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" 2>&1
 } > "$TABLE"
 
-step gpu-tests "$T_TEST" python3 -m pytest -m gpu tests/gpu -q -rfEs --durations=20 -p no:cacheprovider
+# addopts off: pyproject.toml's name pytest-xdist options, and the device image has no pytest-xdist
+step gpu-tests "$T_TEST" python3 -m pytest -o addopts="" -m gpu tests/gpu -q -rfEs --durations=20 -p no:cacheprovider
 grep -E "passed|failed|skipped|error" "$OUT/gpu-tests.log" | tail -1 >> "$TABLE"
 step bench-train-config "$T_TRAIN" python3 -m glmtune.cli bench-train "$ARCH" "$TRAIN" --tokenizer "$TOK" --config "$CONFIG" \
     --recipes demo,config --steps "$STEPS" --logging-steps "$LOGSTEPS" --peak-tflops 989
