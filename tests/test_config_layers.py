@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from glmtune.config_layers import LayerError, layer_config, parse_overrides
+from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
@@ -52,3 +53,18 @@ def test_nested_strings_are_read_as_the_schema_wants(given: dict, expected: dict
 def test_no_datasets_stops() -> None:
     with pytest.raises(LayerError, match="datasets: no datasets"):
         layer_config(DEMO, [{"datasets": {}}], {}, SCHEMA)
+
+
+def test_a_job_command_puts_the_targets_before_the_files_and_values_that_take_every_word(tmp_path: Path) -> None:
+    """Parsed back by Snakemake's own parser: the same targets, config files and --config values."""
+    from snakemake.cli import get_argument_parser
+
+    inside, outside = tmp_path / "config" / "my job.yaml", Path("/elsewhere/site.yaml")
+    command = job_command(["results/runs/a/adapter", "results/eval/metrics.md"], [inside, outside],
+                          ["train={max_steps: 3}"], cwd=tmp_path)
+    assert command.startswith("snakemake --cores 8 results/runs/a/adapter results/eval/metrics.md --configfile ")
+    args = get_argument_parser().parse_args(shlex.split(command)[1:])
+    assert args.targets == ["results/runs/a/adapter", "results/eval/metrics.md"]
+    assert [str(p) for p in args.configfile] == ["config/my job.yaml", "/elsewhere/site.yaml"]
+    assert args.config == ["train={max_steps: 3}"]
+    assert job_command(["results/merged_model"], []) == "snakemake --cores 8 results/merged_model"

@@ -14,8 +14,11 @@ value a string. `parse_overrides` reads such strings as YAML where the schema wa
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -132,3 +135,18 @@ def fill_defaults(node: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str
         if sub.get("type") == "object" and isinstance(filled.get(key), dict):
             filled[key] = fill_defaults(sub, filled[key])
     return filled
+
+
+def job_command(targets: Sequence[str], configfiles: Sequence[str | Path], config_args: Sequence[str] = (),
+                cwd: str | Path = ".") -> str:
+    """The snakemake command that builds `targets` in this same job: its --configfile files (relative to `cwd` where
+    inside it) and --config values, as a message can suggest it. Targets come first: --configfile and --config take
+    every word after them."""
+    files = [os.path.relpath(f, cwd) if Path(f).resolve().is_relative_to(Path(cwd).resolve()) else str(f)
+             for f in configfiles]
+    words = ["snakemake", "--cores", "8", *targets]
+    if files:
+        words += ["--configfile", *files]
+    if config_args:
+        words += ["--config", *config_args]
+    return shlex.join(words)

@@ -3,6 +3,8 @@ InputFunctionException with its traceback; the run's other outputs are still pla
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,17 @@ def test_the_merged_model_of_a_ptuning_run_is_refused_in_one_message(ptuning: Pa
 def test_a_ptuning_run_still_builds_its_adapter(ptuning: Path) -> None:
     assert "train[run=main]" in planned_jobs(ptuning, "results/runs/main/adapter")
     assert snakemake(ptuning, "--list").returncode == 0
+
+
+def test_the_suggested_command_keeps_the_users_config_files_and_values(tmp_path: Path) -> None:
+    """Asked through a preset and a --config value, the message's command carries both (without them it would plan
+    the embedded default's LoRA run), targets first; the same words plan the run's training."""
+    workdir = copy_workflow(tmp_path)
+    given = ("--configfile", "config/presets/ptuning.yaml", "--config", "train={max_steps: 3}")
+    result = snakemake(workdir, "-n", "results/merged_model", *given, check=False)
+    suggested = re.search(r"Build the adapter and the comparison instead: (snakemake .+?); then", result.stderr + result.stdout)
+    assert result.returncode != 0 and suggested, result.stderr[-2000:]
+    words = shlex.split(suggested.group(1))
+    assert words[:5] == ["snakemake", "--cores", "8", "results/runs/main/adapter", "results/eval/metrics.md"]
+    assert words[5:] == ["--configfile", "config/presets/ptuning.yaml", "--config", "train={max_steps: 3}"], words
+    assert "train[run=main]" in planned_jobs(workdir, *words[3:])  # the same words, its own --cores aside

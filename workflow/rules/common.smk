@@ -217,9 +217,17 @@ def warn_missing_trained():
         if Path(f"results/runs/{run}/eval/scores.json").is_file() and not Path(trained_dir(run)).is_dir():
             logger.warning(
                 f"run {run}: {trained_dir(run)} is missing while its evaluation (results/runs/{run}/eval) is there; "
-                "the evaluation and export stay as they are (same settings and data). To train it again: snakemake "
-                f"--cores 8 {trained_dir(run)} (then what uses it is outdated and re-runs)"
+                "the evaluation and export stay as they are (same settings and data). To train it again: "
+                f"{this_job_command(trained_dir(run))} (then what uses it is outdated and re-runs)"
             )
+
+
+def this_job_command(*targets):
+    """A snakemake command for `targets` with this job's --configfile files and --config values, for messages."""
+    from glmtune.config_layers import job_command
+
+    settings = workflow.config_settings
+    return job_command(targets, settings.configfiles, settings.config_args or ())
 
 
 def tokenized_input(part):
@@ -239,8 +247,8 @@ def cannot_export(run):
     method = METHOD[run]
     return WorkflowError(
         f"export of run {run}: train.method: {method.name} ({method.title}) {method.cannot_merge}, so there is "
-        "nothing to merge into the base model. Build the adapter and the comparison instead: snakemake --cores 8 "
-        f"results/runs/{run}/adapter results/eval/metrics.md; then use it as it is: glmtune infer "
+        "nothing to merge into the base model. Build the adapter and the comparison instead: "
+        f"{this_job_command(f'results/runs/{run}/adapter', 'results/eval/metrics.md')}; then use it as it is: glmtune infer "
         f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
     )
 

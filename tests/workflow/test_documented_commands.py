@@ -1,0 +1,72 @@
+"""Every snakemake command the README and the shipped files' comments show parses as meant, by Snakemake's own
+argument parser: `--configfile`, `--config`, `--set-resources` and `--sdm` take every word after them, so a target
+written after one of them is read as a config file (FileNotFoundError), a setting or a deployment method, and the job
+never starts."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+from snakemake.cli import get_argument_parser
+
+from conftest import REPO
+
+DOCUMENTED = ["README.md", *(str(p.relative_to(REPO)) for folder in ("config", "profiles", "workflow")
+                             for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".yaml", ".smk", "") and p.is_file())]
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+COMMAND = re.compile(r"^(?:time )?(snakemake .*)$")
+
+
+def command_lines(text: str, markdown: bool) -> list[str]:
+    """The commands: in Markdown, the lines of code blocks and the inline code spans (which may wrap) that start
+    with `snakemake`; elsewhere, `#` comment lines that are such a command. Cut at a shell separator or at a run of
+    spaces before a remark."""
+    if markdown:
+        parts = re.split(r"^```.*$", text, flags=re.M)
+        lines = [line.strip() for block in parts[1::2] for line in block.splitlines()]
+        lines += [" ".join(span.split()) for prose in parts[0::2] for span in re.findall(r"`([^`]+)`", prose)]
+    else:
+        lines = [m.group(1).strip() for m in re.finditer(r"^\s*#\s+(.*)$", text, flags=re.M)]
+    found = []
+    for line in lines:
+        if match := COMMAND.match(line):
+            found.append(re.split(r"\s(?:&&|\|\||;|\|)\s|\s{2,}", match.group(1))[0])
+    return found
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    commands = []
+    for name in DOCUMENTED:
+        text = (REPO / name).read_text(encoding="utf-8")
+        commands += [(name, line) for line in command_lines(text, name.endswith(".md")) if "..." not in line]
+    return commands
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_readme_and_the_profiles_show_snakemake_commands() -> None:
+    files = {name for name, _ in COMMANDS}
+    assert {"README.md", "profiles/slurm/config.yaml", "profiles/slurm/resources.yaml"} <= files, files
+    assert sum(1 for name, line in COMMANDS if "--configfile" in line) >= 10
+
+
+@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[f"{n}:{c[:60]}" for n, c in COMMANDS])
+def test_a_documented_command_gives_its_targets_and_files_where_meant(where: str, command: str) -> None:
+    words = [w.strip("[]") for w in shlex.split(command, comments=True)[1:]]  # [my.yaml]: an optional file
+    try:
+        args, unknown = get_argument_parser().parse_known_args(words)
+    except SystemExit:  # argparse printed why: an option given a target as its value, an unknown choice
+        pytest.fail(f"{where}: `{command}` does not parse (Snakemake's message above)")
+    # Options only a plugin defines (--slurm-...) are unknown here; nothing else may be.
+    assert all(w.startswith("--slurm") for w in unknown if w.startswith("-")), (where, command, unknown)
+    for path in args.configfile or []:
+        assert str(path).endswith(CONFIG_SUFFIXES), f"{where}: `{command}` reads {path} as a config file"
+    for item in [*(args.config or []), *(args.set_resources or []), *(args.default_resources or [])]:
+        assert "=" in item, f"{where}: `{command}` reads {item} as a setting"
+    for target in args.targets or []:
+        assert not target.endswith(CONFIG_SUFFIXES) and "=" not in target, f"{where}: `{command}`: target {target}"
