@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from glmtune.bench.stage import RECIPES
 from glmtune.family import DEFAULT_FAMILY, FAMILIES
 from glmtune.io import atomic_path
 
@@ -73,7 +74,8 @@ def bench_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: infer and the three benchmarks (tests parse the README's commands with it)."""
     parser = argparse.ArgumentParser(prog="glmtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("infer", help="answer prompts with a merged model folder or a LoRA adapter folder")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", help="the config whose train section the recipes start from (layered over config/config.yaml "
                                     "as the workflow does), e.g. config/advertisegen_glm4.yaml")
     t.add_argument("--recipes", default="demo,config",
-                   help="comma-separated, the first is the ratio's base: config, demo, config+liger, config-plain-loss, long")
+                   help=f"comma-separated, the first is the ratio's base: {', '.join(RECIPES)}")
     t.add_argument("--long-length", type=int, default=2048, help="tokens of the `long` recipe's one sample a step")
     t.add_argument("--logging-steps", type=int, default=5)
     t.add_argument("--workdir", help="where the stage's folders go (default: a new temporary folder)")
@@ -135,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--shard-gb", type=float, default=5.0, help="the base's shards and export.export_size, in GB")
     x.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="export.dtype")
     x.set_defaults(func=bench_export)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging
 
