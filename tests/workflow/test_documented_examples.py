@@ -1,7 +1,8 @@
 """Every snakemake and glmtune command the README and the shipped files' comments show parses as meant, by the
 program's own argument parser. Snakemake's `--configfile`, `--config`, `--set-resources` and `--sdm` take every word
 after them, so a target written after one of them is read as a config file (FileNotFoundError), a setting or a
-deployment method, and the job never starts; a glmtune command with a renamed or missing argument stops at once."""
+deployment method, and the job never starts; a glmtune command with a renamed or missing argument stops at once.
+And every YAML example of the README is a config the workflow takes, layered as the README says."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import re
 import shlex
 
 import pytest
+import yaml
 from snakemake.cli import get_argument_parser
+from snakemake.utils import validate
 
 from glmtune.cli import build_parser
+from glmtune.config_errors import config_problems
+from glmtune.config_layers import OWN_JOB_SECTIONS, layer_config
+from glmtune.experiments import run_settings
 
 from conftest import REPO
 
@@ -89,3 +95,22 @@ def test_a_documented_snakemake_command_gives_its_targets_and_files_where_meant(
 @pytest.mark.parametrize(("where", "command"), GLMTUNE, ids=ids(GLMTUNE))
 def test_a_documented_glmtune_command_parses(where: str, command: str) -> None:
     assert callable(parsed(build_parser().parse_args, where, command).func)
+
+
+README_YAML = re.findall(r"^```yaml\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def test_every_yaml_example_of_the_readme_is_a_config_the_workflow_takes() -> None:
+    """The first is the offline job; an example naming datasets or model but not both (a LLaMA-Factory entry, a
+    remote-code model) is a file given after it; one naming neither (runs, grid) a preset over the demo."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text(encoding="utf-8"))
+    examples = [yaml.safe_load(text) for text in README_YAML]
+    assert len(examples) >= 5 and {"datasets", "model"} <= set(examples[0])
+    for text, example in zip(README_YAML, examples, strict=True):
+        named = set(OWN_JOB_SECTIONS) & set(example)
+        files = [examples[0], example] if named and named != set(OWN_JOB_SECTIONS) else [example]
+        config = layer_config(demo, files, {}, schema)
+        assert config_problems(config, schema) == [], text
+        validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # as the workflow: fills in the defaults
+        assert run_settings(config, schema), text
