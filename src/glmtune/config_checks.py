@@ -149,7 +149,7 @@ def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: st
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
     the KV cache the method allows: decided here, once; the stages do not decide them again. `where` names the run
     ("runs.<name>: ") where the config has several."""
-    from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to
+    from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to, check_schedule
     from glmtune.settings import EvaluateSettings, SettingsError, TrainSettings
 
     try:
@@ -158,6 +158,7 @@ def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: st
                      gpu_from_scheduler=gpu_from_scheduler)
         check_report_to(settings.report_to)
         check_cache(settings, evaluating)
+        check_schedule(settings)
     except (MethodError, SettingsError, ValueError) as err:
         raise ConfigCheckError(f"config: {where}{err}") from None
     if settings.deepspeed and not Path(settings.deepspeed).is_file():

@@ -1,5 +1,6 @@
 """Cross-key config rules that decide, before any job runs, whether a run can work: fine-tuning method
-combinations, LoRA target names, the KV cache a method allows, the shortest usable length limit.
+combinations, LoRA target names, the KV cache a method allows, the learning-rate warmup, the shortest usable length
+limit.
 
 Pure Python (no torch, peft or transformers; only train.method: qlora imports torch, to ask for a GPU), so building
 the job graph stays fast. The workflow runs them once,
@@ -86,6 +87,24 @@ def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:
     if get_method(train.method).kv_prefix and evaluate.cache == "static":
         raise MethodError(f"evaluate.cache: static cannot be used with train.method: {train.method} (its learned "
                           "prefix is itself the KV cache, as P-Tuning v2's); set evaluate.cache: dynamic")
+
+
+def check_schedule(settings: TrainSettings) -> None:
+    """train.warmup_steps with the constant schedule, which has no warmup: transformers would ignore it."""
+    if settings.warmup_steps and settings.lr_scheduler == "constant":
+        raise ValueError(f"train.warmup_steps {settings.warmup_steps} has no effect with train.lr_scheduler: constant "
+                         "(its schedule has no warmup); use lr_scheduler: constant_with_warmup, or warmup_steps: 0")
+
+
+def warmup_warning(settings: TrainSettings, steps: int) -> str | None:
+    """What to warn of when the warmup is as long as the run's `steps` (optimizer steps): the learning rate never
+    reaches train.learning_rate. Legal (a smoke test of a few steps), so a warning, not a refusal."""
+    if settings.warmup_steps < steps or settings.lr_scheduler == "constant":
+        return None
+    return (f"train.warmup_steps {settings.warmup_steps} is not shorter than the run's {steps} optimizer steps: the "
+            f"learning rate never reaches train.learning_rate {settings.learning_rate} (at most "
+            f"{settings.learning_rate * steps / settings.warmup_steps:.3g}); set warmup_steps below {steps} for a run "
+            "that should train at that rate")
 
 
 def min_cutoff_len(template_name: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,10 @@ def test_packed_dataset_keeps_every_token() -> None:
     assert row["labels"].count(-100) == 2 and row["position_ids"] == [0, 1, 2, 0, 1]
 
 
-def test_num_epochs_sets_the_steps_so_packing_trains_the_same_samples(small_run: dict[str, Path], tmp_path: Path) -> None:
-    """max_steps null: one epoch is one pass over every sample, packed (fewer, longer rows) or not."""
+def test_num_epochs_sets_the_steps_so_packing_trains_the_same_samples(small_run: dict[str, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """max_steps null: one epoch is one pass over every sample, packed (fewer, longer rows) or not. The steps are
+    known only in the stage, which warns there of a warmup as long as the run."""
     from glmtune.train.trainer import steps_of
 
     tok = small_run["tokenized"]
@@ -80,8 +83,10 @@ def test_num_epochs_sets_the_steps_so_packing_trains_the_same_samples(small_run:
     assert steps_of(train_settings(max_steps=None, num_epochs=2, batch_size=8), rows, 1) == -(-2 * rows // 8)
     assert steps_of(train_settings(max_steps=7, num_epochs=2, batch_size=8), rows, 1) == 7  # max_steps wins
     settings = {**TRAIN_SETTINGS, "packing": True, "pack_length": 1024, "batch_size": 2, "max_steps": None,
-                "num_epochs": 1, "save_steps": 1000}
+                "num_epochs": 1, "save_steps": 1000, "lr_scheduler": "linear", "warmup_steps": 500}
+    caplog.set_level(logging.WARNING, logger="glmtune.train.trainer")
     summary = train_model(tok / "train", tok / "validation", small_run["model"], tmp_path / "out", tmp_path / "log.jsonl",
                           tmp_path / "loss.png", tmp_path / "ckpt", train_settings(**settings), trust_remote_code=False, family="glm4")
     assert summary["steps"] == -(-packed_rows // 2) and summary["epochs"] == pytest.approx(1, abs=0.2)
     assert packed_rows < rows / 4  # packing did change the row count; the epochs stayed one
+    assert f"train.warmup_steps 500 is not shorter than the run's {summary['steps']} optimizer steps" in caplog.text

@@ -128,6 +128,7 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
         (lambda c: (c["train"].update(method="ptuning"), c["evaluate"].update(cache="static")), "evaluate.cache: static"),
         (lambda c: c["datasets"]["synthetic_adgen"].update(encoding="utf-9"), "datasets.synthetic_adgen.encoding"),
         (lambda c: c["train"].update(deepspeed="config/deepspeed/ds_zero_9.json"), "train.deepspeed: no such file"),
+        (lambda c: c["train"].update(lr_scheduler="constant"), "train.warmup_steps 10 has no effect with train.lr_scheduler: constant"),
         (lambda c: c["tokenize"].update(cutoff_len=4), "tokenize.cutoff_len is 4 tokens"),
         (lambda c: c["tokenize"].update(max_input_length=1, max_output_length=1),
          "tokenize.max_input_length + max_output_length + 1 is 3 tokens"),
@@ -135,6 +136,7 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation(default_run: Pa
     ids=["unknown-key", "wrong-type", "missing-dataset-file", "missing-model-folder", "unknown-format",
          "llamafactory-without-registry", "missing-format", "unknown-lora-module", "ptuning-with-checkpointing",
          "ptuning-has-no-merged-model", "ptuning-with-static-cache", "unknown-encoding", "missing-deepspeed-file",
+         "warmup-the-schedule-ignores",
          "cutoff-len-fits-nothing", "input-output-fit-nothing"],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, change, message: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
-from glmtune.config_rules import check_report_to
+from glmtune.config_rules import check_report_to, warmup_warning
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
@@ -101,6 +101,8 @@ def train_model(
         validation_data = pack_dataset(validation_data, settings.pack_length)
         log.info("packing: %d rows of up to %d tokens", len(train_data), settings.pack_length)
     max_steps = steps_of(settings, len(train_data), world_size)
+    if warning := warmup_warning(settings, max_steps):  # with num_epochs, the steps are known only here
+        log.warning(warning)
     run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
     checkpoints = Path(checkpoint_root) / run_id
     checkpoints.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,28 @@
+"""glmtune.config_rules' learning-rate warmup rules (the method, cache and length rules are tested with their
+stages: tests/train/test_methods.py, tests/tokenize/test_splits.py)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.settings import train_settings
+
+from glmtune.config_rules import check_schedule, warmup_warning
+
+
+def test_a_warmup_the_constant_schedule_would_ignore_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^train.warmup_steps 10 has no effect with train.lr_scheduler: constant"):
+        check_schedule(train_settings(lr_scheduler="constant", warmup_steps=10))
+    check_schedule(train_settings(lr_scheduler="constant", warmup_steps=0))
+    check_schedule(train_settings(lr_scheduler="constant_with_warmup", warmup_steps=10))
+
+
+@pytest.mark.parametrize(("scheduler", "warmup", "steps", "warned"), [
+    ("cosine", 10, 500, False), ("cosine", 10, 11, False), ("cosine", 10, 10, True), ("linear", 10, 4, True),
+    ("constant_with_warmup", 50, 20, True), ("constant", 0, 4, False),
+])
+def test_a_warmup_as_long_as_the_run_is_warned_of(scheduler: str, warmup: int, steps: int, warned: bool) -> None:
+    warning = warmup_warning(train_settings(lr_scheduler=scheduler, warmup_steps=warmup, learning_rate=1e-3), steps)
+    assert bool(warning) == warned
+    if warned:
+        assert f"train.warmup_steps {warmup} is not shorter than the run's {steps} optimizer steps" in str(warning)
+        assert f"at most {1e-3 * steps / warmup:.3g}" in str(warning)
