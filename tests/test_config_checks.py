@@ -147,3 +147,26 @@ def test_the_checks_are_plain_functions() -> None:
     config_checks.check_fetched_file("d", "url", "train", "AdvertiseGen/train.json")
     with pytest.raises(ConfigCheckError, match=r"^config: datasets\.d\.encoding: unknown text encoding"):
         config_checks.check_encoding("d", "nope")
+
+
+def test_a_path_not_there_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths are read from the working directory; one found from a --configfile's folder is named, not
+    taken."""
+    workdir, project = tmp_path / "workflow", tmp_path / "project"
+    workdir.mkdir()
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.json").write_text('{"content": "a", "summary": "b"}\n', encoding="utf-8")
+    monkeypatch.chdir(workdir)
+    config = validated({"mine": {"source": "path", "format": "advertisegen", "files": {"all": "data/train.json"}}})
+    with pytest.raises(ConfigCheckError) as err:
+        check_config(config, run_settings(config, schema()), gpu_from_scheduler=False, config_dirs=[project])
+    assert str(err.value) == (
+        f"config: datasets.mine.files.all: no such file: data/train.json (a relative path is read from the working "
+        f"directory, {workdir.resolve()}; data/train.json is there from {project}, the folder of a --configfile: "
+        "write it from the working directory or as an absolute path)")
+    config["model"].update(source="path", path="models/glm")  # found nowhere: where it was looked for, no more
+    config["datasets"]["mine"]["files"]["all"] = str(project / "data" / "train.json")
+    assert fails(config).endswith(f"no config.json) (a relative path is read from the working directory, "
+                                  f"{workdir.resolve()})")
+    config["model"]["path"] = str(tmp_path / "nowhere")  # absolute: the message as it was
+    assert fails(config) == f"config: model.path: {tmp_path / 'nowhere'} is not a model folder (no config.json)"

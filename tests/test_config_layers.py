@@ -68,3 +68,22 @@ def test_a_job_command_puts_the_targets_before_the_files_and_values_that_take_ev
     assert [str(p) for p in args.configfile] == ["config/my job.yaml", "/elsewhere/site.yaml"]
     assert args.config == ["train={max_steps: 3}"]
     assert job_command(["results/merged_model"], []) == "snakemake --cores 8 results/merged_model"
+
+
+def test_a_leading_tilde_in_a_local_path_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a shell reads it, wherever a local path is given (a --configfile, --config); a name inside a download
+    (source: url) is left as written."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user = {"datasets": {"mine": {"source": "path", "files": {"train": "~/data/train.json", "test": "/abs/dev.json"}},
+                         "lf": {"source": "llamafactory", "dataset_info": "~/LLaMA-Factory/data/dataset_info.json"},
+                         "web": {"source": "url", "url": "https://example.org/a.tar.gz", "files": {"all": "~odd/a.json"}}},
+            "model": {"name": "m", "source": "path", "path": "~/models/glm"},
+            "runs": {"a": {}, "b": {"train": {"deepspeed": "~/ds.json"}}}}
+    config = layer_config(DEMO, [user], {"train": {"deepspeed": "~/ds2.json"}}, SCHEMA)  # --config train=...
+    datasets = config["datasets"]
+    assert datasets["mine"]["files"] == {"train": f"{tmp_path}/data/train.json", "test": "/abs/dev.json"}
+    assert datasets["lf"]["dataset_info"] == f"{tmp_path}/LLaMA-Factory/data/dataset_info.json"
+    assert datasets["web"]["files"] == {"all": "~odd/a.json"}  # a name inside the download, not a path here
+    assert config["model"]["path"] == f"{tmp_path}/models/glm"
+    assert (config["train"]["deepspeed"], config["runs"]["b"]["train"]["deepspeed"]) == (f"{tmp_path}/ds2.json",
+                                                                                         f"{tmp_path}/ds.json")

@@ -10,7 +10,7 @@ Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on p
 from __future__ import annotations
 
 import codecs
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,24 @@ LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
 
 
 class ConfigCheckError(ValueError):
-    """The config points at something that is not there, or its keys disagree; the message starts with `config:`."""
+    """The config points at something that is not there, or its keys disagree; the message starts with `config:`.
+    `path`: the path the config gave, where one is not there (check_config then says where it was looked for)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def where_looked(path: str, config_dirs: Sequence[str | Path]) -> str:
+    """A relative path is read from the working directory (where snakemake runs), not from the config file's folder:
+    say so, and name a --configfile folder the path would have been found in (found, not taken: refuse, not guess)."""
+    if Path(path).is_absolute():
+        return ""
+    cwd = Path.cwd().resolve()
+    beside = [Path(d) for d in config_dirs if Path(d).resolve() != cwd and (Path(d) / path).exists()]
+    also = (f"; {path} is there from {beside[0]}, the folder of a --configfile: write it from the working directory "
+            "or as an absolute path") if beside else ""
+    return f" (a relative path is read from the working directory, {cwd}{also})"
 
 
 def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
@@ -31,7 +48,8 @@ def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
         if not dataset.get(key):
             raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: llamafactory")
     if not Path(dataset["dataset_info"]).is_file():
-        raise ConfigCheckError(f"config: datasets.{name}.dataset_info: no such file: {dataset['dataset_info']}")
+        raise ConfigCheckError(f"config: datasets.{name}.dataset_info: no such file: {dataset['dataset_info']}",
+                               dataset["dataset_info"])
     try:
         fmt, options = from_dataset_info(dataset["dataset_info"], dataset["name"])
     except (ValueError, KeyError) as err:
@@ -55,7 +73,7 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
                 raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
         for split, file in dataset["files"].items():
             if dataset["source"] in LOCAL_SOURCES and not Path(file).is_file():
-                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}")
+                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}", file)
             check_fetched_file(name, dataset["source"], split, file)
         if dataset["source"] == "url" and not dataset.get("url"):
             raise ConfigCheckError(f"config: datasets.{name}.url is required with source: url")
@@ -117,7 +135,8 @@ def check_model(model: Mapping[str, Any]) -> None:
         raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
     if model["source"] == "path":
         if not Path(model["path"], "config.json").is_file():
-            raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)")
+            raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)",
+                                   model["path"])
         try:
             weight_files(model["path"])
         except WeightFilesError as err:
@@ -163,7 +182,7 @@ def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: st
         raise ConfigCheckError(f"config: {where}{err}") from None
     if settings.deepspeed and not Path(settings.deepspeed).is_file():
         raise ConfigCheckError(f"config: {where}train.deepspeed: no such file: {settings.deepspeed} (config/deepspeed/ "
-                               "has ds_zero_2.json and ds_zero_3.json)")
+                               "has ds_zero_2.json and ds_zero_3.json)", settings.deepspeed)
 
 
 def run_prefix(run: str, config: Mapping[str, Any], runs: Mapping[str, Any]) -> str:
@@ -171,9 +190,20 @@ def run_prefix(run: str, config: Mapping[str, Any], runs: Mapping[str, Any]) -> 
     return "" if len(runs) == 1 and not (config["runs"].get(run) or config["grid"]) else f"runs.{run}: "
 
 
-def check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], *, gpu_from_scheduler: bool) -> None:
+def check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], *, gpu_from_scheduler: bool,
+                 config_dirs: Sequence[str | Path] = ()) -> None:
     """Every check, in order, on the validated config and its runs (glmtune.experiments.run_settings): the first
-    failure raises. Resolves llamafactory datasets in config["datasets"] in place."""
+    failure raises; one about a path that is not there says where it was looked for (`config_dirs`: the folders of
+    the --configfile files). Resolves llamafactory datasets in config["datasets"] in place."""
+    try:
+        _check_config(config, runs, gpu_from_scheduler)
+    except ConfigCheckError as err:
+        if err.path is None:
+            raise
+        raise ConfigCheckError(f"{err}{where_looked(err.path, config_dirs)}") from None
+
+
+def _check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], gpu_from_scheduler: bool) -> None:
     from glmtune.settings import ExportSettings, SettingsError, stage_section
 
     check_datasets(config["datasets"], config["split"]["test_ratio"])

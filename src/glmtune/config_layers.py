@@ -68,7 +68,31 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
     if not config.get("datasets"):
         raise LayerError("config: datasets: no datasets; name at least one (a --configfile that names datasets "
                          "replaces the default's datasets, it does not add to them)")
+    expand_home(config)
     return config
+
+
+LOCAL_PATH_SOURCES = ("path", "llamafactory")  # their files are paths on this machine, not names in a download
+
+
+def expand_home(config: dict[str, Any]) -> None:
+    """A leading ~ in a path the config gives (local dataset files, dataset_info, model.path, train.deepspeed, a run's
+    deepspeed) is the user's home, as in a shell: expanded in place, before anything reads the path."""
+    def home(value: Any) -> Any:
+        return os.path.expanduser(value) if isinstance(value, str) else value
+
+    for dataset in config.get("datasets", {}).values():
+        if isinstance(dataset, dict) and dataset.get("source") in LOCAL_PATH_SOURCES:
+            if isinstance(dataset.get("files"), dict):
+                dataset["files"] = {split: home(file) for split, file in dataset["files"].items()}
+            if "dataset_info" in dataset:
+                dataset["dataset_info"] = home(dataset["dataset_info"])
+    if isinstance(config.get("model"), dict) and "path" in config["model"]:
+        config["model"]["path"] = home(config["model"]["path"])
+    for train in [config.get("train"), *(run.get("train") for run in (config.get("runs") or {}).values()
+                                          if isinstance(run, dict))]:
+        if isinstance(train, dict) and "deepspeed" in train:
+            train["deepspeed"] = home(train["deepspeed"])
 
 
 def node_at(schema: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:

@@ -144,3 +144,29 @@ def test_a_limit_that_cuts_most_answers_stops_the_tokenize_job_naming_the_settin
     snakemake(workdir, target, "--config", "tokenize={cutoff_len: 30, max_truncated_ratio: 1}")
     train = json.loads((workdir / target).read_text(encoding="utf-8"))["splits"]["train"]
     assert train["answer_truncated"] + train["dropped_no_trained_tokens"] > train["samples_in"] / 2
+
+
+def test_a_config_kept_elsewhere_is_refused_saying_where_and_runs_with_paths_from_home(
+        workdir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's offline layout written from the config's own folder (../project/my.yaml naming data/train.json):
+    relative paths are read from the workflow folder, and the stop says so and where the files were found. Written
+    from the home folder (~/data/train.json), the same files are planned."""
+    project = tmp_path_factory.mktemp("project")
+    (project / "data").mkdir()
+    for name in ("train.json", "dev.json"):
+        (project / "data" / name).write_bytes((workdir / "data" / name).read_bytes())
+    mine = yaml.safe_load((workdir / "offline.yaml").read_text(encoding="utf-8"))
+    (project / "my.yaml").write_text(yaml.safe_dump(mine), encoding="utf-8")
+    (workdir / "data").rename(workdir / "elsewhere")
+    result = snakemake(workdir, "-n", "results/merged_model", "--configfile", str(project / "my.yaml"), check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in text
+    assert (f"datasets.advertisegen.files.test: no such file: data/dev.json (a relative path is read from the "
+            f"working directory, {workdir.resolve()}; data/dev.json is there from {project}, the folder of a "
+            "--configfile") in " ".join(text.split())
+
+    monkeypatch.setenv("HOME", str(project))  # Snakemake runs with this environment
+    mine["datasets"]["advertisegen"]["files"] = {"train": "~/data/train.json", "test": "~/data/dev.json"}
+    (project / "my.yaml").write_text(yaml.safe_dump(mine), encoding="utf-8")
+    result = snakemake(workdir, "-n", "results/merged_model", "--configfile", str(project / "my.yaml"))
+    assert f"{project}/data/train.json" in result.stdout + result.stderr  # the convert job's input

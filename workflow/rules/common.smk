@@ -86,7 +86,8 @@ def check_config():
     from glmtune.config_checks import ConfigCheckError, check_config as check
 
     try:
-        check(config, RUNS, gpu_from_scheduler=train_gpus_from_scheduler())
+        check(config, RUNS, gpu_from_scheduler=train_gpus_from_scheduler(),
+              config_dirs=[Path(path).parent for path in workflow.overwrite_configfiles])
     except ConfigCheckError as err:
         raise WorkflowError(str(err))
 
