@@ -88,13 +88,14 @@ def site_profile(workdir: Path, partition: str) -> None:
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
-    """`snakemake --workflow-profile profiles/slurm --configfile profiles/slurm/resources.yaml ...`; stopped with
-    SIGINT on timeout (it ignores SIGTERM)."""
+    """`snakemake ... --workflow-profile profiles/slurm --configfile profiles/slurm/resources.yaml`, in the README's
+    order (targets first: --configfile takes every word after it); stopped with SIGINT on timeout (it ignores
+    SIGTERM)."""
     env = dict(os.environ)
     if path := plugin_path():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "snakemake", "--configfile", "profiles/slurm/resources.yaml",
-               "--workflow-profile", "profiles/slurm", *args]
+    command = [sys.executable, "-m", "snakemake", *args, "--workflow-profile", "profiles/slurm",
+               "--configfile", "profiles/slurm/resources.yaml"]
     process = subprocess.Popen(command,
                                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
