@@ -170,3 +170,12 @@ def test_a_config_kept_elsewhere_is_refused_saying_where_and_runs_with_paths_fro
     (project / "my.yaml").write_text(yaml.safe_dump(mine), encoding="utf-8")
     result = snakemake(workdir, "-n", "results/merged_model", "--configfile", str(project / "my.yaml"))
     assert f"{project}/data/train.json" in result.stdout + result.stderr  # the convert job's input
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_of_while_planning(workdir: Path) -> None:
+    """The embedded default warms up for 10 steps: a 5-step run of it never reaches its learning rate."""
+    short = snakemake(workdir, "-n", "settings.json", "--config", "train={max_steps: 5}")
+    assert ("run main: train.warmup_steps 10 is not shorter than the run's 5 optimizer steps"
+            in short.stdout + short.stderr)
+    whole = snakemake(workdir, "-n", "settings.json")
+    assert "warmup_steps" not in whole.stdout + whole.stderr

@@ -105,6 +105,23 @@ def train_gpus_from_scheduler():
 check_config()
 
 
+def warn_of_long_warmups():
+    """A warmup as long as a run's train.max_steps, said once while planning (the train stage says it again in its
+    log, and alone where num_epochs gives the steps)."""
+    from glmtune.config_rules import warmup_warning
+    from glmtune.settings import TrainSettings
+
+    if not workflow.is_main_process:
+        return
+    for run, settings in RUNS.items():
+        steps = settings["train"]["max_steps"]
+        if steps and (warning := warmup_warning(TrainSettings.from_config(settings["train"]), steps)):
+            logger.warning(f"run {run}: {warning}")
+
+
+warn_of_long_warmups()
+
+
 # Escaped: a name is a folder name, not a pattern ("a.b" must not match "axb").
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
