@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.model.weight_files import WeightFilesError, weight_files
-
-LOCAL_SOURCES = ("path", "llamafactory")  # read in place: no fetch job
 
 
 class ConfigCheckError(ValueError):

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+LOCAL_SOURCES = ("path", "llamafactory")  # files read in place (paths on this machine, no fetch job), not names in a download
 OWN_JOB_SECTIONS = ("datasets", "model")  # a file naming one of these is a job of its own
 REPLACED_SECTIONS = ("datasets", "model", "runs")  # over the embedded default, a file's own section replaces these
 RUN_SECTIONS = ("train", "tokenize", "evaluate")  # what runs.<name> and grid override, checked as the config's
@@ -72,9 +73,6 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
     return config
 
 
-LOCAL_PATH_SOURCES = ("path", "llamafactory")  # their files are paths on this machine, not names in a download
-
-
 def expand_home(config: dict[str, Any]) -> None:
     """A leading ~ in a path the config gives (local dataset files, dataset_info, model.path, train.deepspeed, a run's
     deepspeed) is the user's home, as in a shell: expanded in place, before anything reads the path."""
@@ -82,7 +80,7 @@ def expand_home(config: dict[str, Any]) -> None:
         return os.path.expanduser(value) if isinstance(value, str) else value
 
     for dataset in config.get("datasets", {}).values():
-        if isinstance(dataset, dict) and dataset.get("source") in LOCAL_PATH_SOURCES:
+        if isinstance(dataset, dict) and dataset.get("source") in LOCAL_SOURCES:
             if isinstance(dataset.get("files"), dict):
                 dataset["files"] = {split: home(file) for split, file in dataset["files"].items()}
             if "dataset_info" in dataset:
