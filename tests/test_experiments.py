@@ -60,6 +60,20 @@ def test_a_grid_run_may_not_take_a_listed_runs_name() -> None:
         run_overrides({"runs": {"r8": {}}, "grid": {"train.lora.r": [8]}})
 
 
+def test_runs_with_the_same_settings_are_refused_naming_both() -> None:
+    # the grid's r16 is the config's own rank: the default run main would be trained twice
+    with pytest.raises(RunError, match=r"runs main and r16 have the same train, tokenize and evaluate settings"):
+        run_settings({**BASE, "runs": {"main": {}}, "grid": {"train.lora.r": [4, 16]}}, SCHEMA)
+    with pytest.raises(RunError, match="runs a and b have the same"):
+        run_settings({**BASE, "runs": {"a": {"train": {"lora": {"r": 4}}}, "b": {"train": {"lora": {"r": 4}}}},
+                      "grid": {}}, SCHEMA)
+    grid_alone = run_settings({**BASE, "runs": {}, "grid": {"train.lora.r": [4, 16]}}, SCHEMA)
+    assert list(grid_alone) == ["r4", "r16"]
+    evaluated_apart = run_settings({**BASE, "runs": {"a": {}, "b": {"evaluate": {"max_new_tokens": 32}}}, "grid": {}},
+                                   SCHEMA)
+    assert list(evaluated_apart) == ["a", "b"]
+
+
 def test_equal_tokenize_settings_share_one_tokenized_set() -> None:
     longer = {**BASE["tokenize"], "max_output_length": 256}
     assert tokenized_name(dict(BASE["tokenize"]), BASE["tokenize"]) == "default"

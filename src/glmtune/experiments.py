@@ -103,7 +103,22 @@ def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, di
         runs[name] = merged
     if problems:
         raise RunError(format_problems(problems))
+    refuse_identical_runs(runs)
     return runs
+
+
+def refuse_identical_runs(runs: dict[str, dict[str, Any]]) -> None:
+    """Two runs with the same settings would train and evaluate the same model twice (a run is reproducible to the
+    digit): hours of GPU time for one row repeated. Most often a grid value equal to the config's own, which the
+    default run `main` already trains."""
+    seen: dict[str, str] = {}
+    for name, settings in runs.items():
+        key = json.dumps(settings, sort_keys=True, default=str)
+        if key in seen:
+            raise RunError(f"config: runs {seen[key]} and {name} have the same train, tokenize and evaluate settings: "
+                           "they would train and evaluate the same model twice. Leave one out (a grid value equal to "
+                           "the config's own is the default run's; `runs: {}` keeps the grid's runs alone)")
+        seen[key] = name
 
 
 def tokenized_name(tokenize: dict[str, Any], default: dict[str, Any]) -> str:

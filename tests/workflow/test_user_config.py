@@ -120,6 +120,17 @@ def test_numbers_and_booleans_in_nested_config_values_are_typed(workdir: Path) -
                                                "warmup_steps0": (demo_r, 0.0, 0), "warmup_steps2": (demo_r, 0.0, 2)}
 
 
+def test_a_grid_over_a_users_config_that_repeats_its_own_run_stops_and_runs_empty_keeps_the_grid_alone(
+        workdir: Path) -> None:
+    """The schema's lora.r is 8, so the grid's r8 would train the default run main a second time."""
+    (workdir / "grid.yaml").write_text("grid: {train.lora.r: [4, 8]}\n")
+    result = snakemake(workdir, "-n", "settings.json", "--configfile", "offline.yaml", "grid.yaml", check=False)
+    assert result.returncode != 0 and "runs main and r8 have the same train, tokenize and evaluate settings" in result.stdout + result.stderr
+    (workdir / "grid.yaml").write_text("runs: {}\ngrid: {train.lora.r: [4, 8]}\n")
+    runs = settings(workdir, "--configfile", "offline.yaml", "grid.yaml")["runs"]
+    assert {name: run["train"]["lora"]["r"] for name, run in runs.items()} == {"r4": 4, "r8": 8}
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ("train={max_steps: five}", "train.max_steps: 'five' should be an integer"),
     ("evaluate={cache: statc}", "evaluate.cache: 'statc' is not allowed; use one of auto, dynamic, static (did you mean static?)"),
