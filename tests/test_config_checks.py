@@ -66,6 +66,17 @@ def test_a_bad_dataset_names_its_key(entry: dict[str, Any], message: str) -> Non
     assert fails(validated({"d": entry})).startswith(message)
 
 
+def test_a_folder_given_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
+    """A folder of files (LLaMA-Factory's file_name may be one) is not read as a file, nor called missing."""
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "parts"}}), encoding="utf-8")
+    for entry in ({"source": "path", "format": "alpaca", "files": {"all": str(tmp_path / "parts")}},
+                  {"source": "llamafactory", "dataset_info": str(tmp_path / "dataset_info.json"), "name": "mine"}):
+        assert fails(validated({"d": entry})) == (
+            f"config: datasets.d.files.all: {tmp_path / 'parts'} is a folder, not a file: name one file (each file of "
+            "a folder a dataset of its own, or the files merged into one)")
+
+
 def test_a_llamafactory_entry_is_resolved_in_place(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
     info = tmp_path / "dataset_info.json"

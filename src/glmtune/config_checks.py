@@ -71,6 +71,9 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
             if key not in dataset:
                 raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
         for split, file in dataset["files"].items():
+            if dataset["source"] in LOCAL_SOURCES and Path(file).is_dir():  # LLaMA-Factory's file_name may be one
+                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is a folder, not a file: name "
+                                       "one file (each file of a folder a dataset of its own, or the files merged into one)")
             if dataset["source"] in LOCAL_SOURCES and not Path(file).is_file():
                 raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}", file)
             check_fetched_file(name, dataset["source"], split, file)
