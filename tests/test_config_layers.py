@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides
+from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides, sort_order_free
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
@@ -87,3 +87,17 @@ def test_a_leading_tilde_in_a_local_path_is_the_home_folder(tmp_path: Path, monk
     assert config["model"]["path"] == f"{tmp_path}/models/glm"
     assert (config["train"]["deepspeed"], config["runs"]["b"]["train"]["deepspeed"]) == (f"{tmp_path}/ds2.json",
                                                                                          f"{tmp_path}/ds.json")
+
+
+def test_order_free_sections_are_sorted_and_ordered_ones_kept() -> None:
+    config: dict[str, Any] = {
+        "datasets": {"b": {"clean": {"replace": {"{{z}}": "1", "{{a}}": "2"}, "max_chars": 9}}, "a": {}},
+        "runs": {"z": {}, "a": {}}, "train": {"seed": 1, "lora": {"r": 8, "alpha": 16}},
+        **{section: {"y": 1, "x": 2} for section in ("tokenize", "evaluate", "export", "split", "model")},
+    }
+    sort_order_free(config)
+    assert list(config["train"]) == ["lora", "seed"] and list(config["train"]["lora"]) == ["alpha", "r"]
+    assert all(list(config[section]) == ["x", "y"] for section in ("tokenize", "evaluate", "export", "split", "model"))
+    clean = config["datasets"]["b"]["clean"]
+    assert list(clean) == ["max_chars", "replace"] and list(clean["replace"]) == ["{{z}}", "{{a}}"]  # applied in order
+    assert list(config["datasets"]) == ["b", "a"] and list(config["runs"]) == ["z", "a"]  # merged / exported in order

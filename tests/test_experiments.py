@@ -14,13 +14,13 @@ from glmtune.experiments import RunError, expand_grid, export_run, run_overrides
 from glmtune.io import write_jsonl
 
 from conftest import REPO
-from helpers.settings import converted_part, split_settings
+from helpers.settings import converted_part, section, split_settings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
-BASE = {
-    "train": {"method": "lora", "learning_rate": 3e-3, "lora": {"r": 16, "alpha": 32, "target_modules": ["all"]}},
-    "tokenize": {"max_input_length": 64, "max_output_length": 128, "cutoff_len": None},
-    "evaluate": {"max_samples": 200, "batch_size": 32, "max_new_tokens": 96, "cache": "dynamic"},
+BASE = {  # as the workflow's validated config: the schema's defaults filled in
+    "train": section("train", {"method": "lora", "learning_rate": 3e-3, "lora": {"r": 16, "target_modules": ["all"]}}),
+    "tokenize": section("tokenize", {"max_input_length": 64, "max_output_length": 128, "cutoff_len": None}),
+    "evaluate": section("evaluate", {"max_samples": 200, "batch_size": 32, "max_new_tokens": 96, "cache": "dynamic"}),
 }
 
 
@@ -35,8 +35,8 @@ def test_a_grid_expands_into_every_combination_named_by_its_values() -> None:
 
 def test_runs_merge_into_the_config_and_keep_its_other_settings() -> None:
     runs = run_settings({**BASE, "runs": {"a": {}, "b": {"train": {"lora": {"r": 4}}}}, "grid": {}}, SCHEMA)
-    assert runs["a"] == BASE
-    assert runs["b"]["train"]["lora"] == {"r": 4, "alpha": 32, "target_modules": ["all"]}
+    assert runs["a"] == {**BASE, "train": {**BASE["train"], "ptuning": None, "pack_length": None}}  # not read by LoRA
+    assert runs["b"]["train"]["lora"] == {**BASE["train"]["lora"], "r": 4}
     assert runs["b"]["tokenize"] == BASE["tokenize"] and BASE["train"]["lora"]["r"] == 16  # the config is not changed
 
 
@@ -74,11 +74,32 @@ def test_runs_with_the_same_settings_are_refused_naming_both() -> None:
     assert list(evaluated_apart) == ["a", "b"]
 
 
+def test_settings_a_run_does_not_read_are_null_so_they_neither_retrain_nor_tell_runs_apart() -> None:
+    runs = run_settings({**BASE, "runs": {"lora": {}, "pt": {"train": {"method": "ptuning"}},
+                                          "full": {"train": {"method": "full", "max_steps": 5, "packing": True}},
+                                          "cut": {"tokenize": {"cutoff_len": 300}}}, "grid": {}}, SCHEMA)
+    lora, ptuning, full = runs["lora"]["train"], runs["pt"]["train"], runs["full"]["train"]
+    assert lora["ptuning"] is None and lora["lora"] == BASE["train"]["lora"] and lora["pack_length"] is None
+    assert ptuning["lora"] is None and ptuning["ptuning"] == BASE["train"]["ptuning"]
+    assert full["lora"] is None and full["ptuning"] is None and full["num_epochs"] is None
+    assert full["pack_length"] == BASE["train"]["pack_length"]  # packing reads it
+    assert lora["num_epochs"] == BASE["train"]["num_epochs"]  # no max_steps: the epochs set the steps
+    assert runs["cut"]["tokenize"] == {**BASE["tokenize"], "cutoff_len": 300, "max_input_length": None,
+                                       "max_output_length": None}
+    # a grid of methods by LoRA rank: the P-Tuning v2 runs differ in a setting they never read
+    with pytest.raises(RunError, match="runs methodptuning_r4 and methodptuning_r8 have the same"):
+        run_settings({**BASE, "runs": {}, "grid": {"train.method": ["lora", "ptuning"], "train.lora.r": [4, 8]}},
+                     SCHEMA)
+
+
 def test_equal_tokenize_settings_share_one_tokenized_set() -> None:
     longer = {**BASE["tokenize"], "max_output_length": 256}
     assert tokenized_name(dict(BASE["tokenize"]), BASE["tokenize"]) == "default"
     assert tokenized_name(longer, BASE["tokenize"]) == tokenized_name(dict(longer), BASE["tokenize"]) != "default"
     assert tokenized_name({**BASE["tokenize"], "cutoff_len": 100}, BASE["tokenize"]) != tokenized_name(longer, BASE["tokenize"])
+    # a config with one cutoff_len: a run reads its tokenize section without the demos' two limits
+    cut = {**BASE["tokenize"], "cutoff_len": 100}
+    assert tokenized_name({**cut, "max_input_length": None, "max_output_length": None}, cut) == "default"
 
 
 def test_the_exported_run_is_named_or_the_first() -> None:

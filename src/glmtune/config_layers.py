@@ -27,6 +27,9 @@ LOCAL_SOURCES = ("path", "llamafactory")  # files read in place (paths on this m
 OWN_JOB_SECTIONS = ("datasets", "model")  # a file naming one of these is a job of its own
 REPLACED_SECTIONS = ("datasets", "model", "runs")  # over the embedded default, a file's own section replaces these
 RUN_SECTIONS = ("train", "tokenize", "evaluate")  # what runs.<name> and grid override, checked as the config's
+# Sections whose key order means nothing (datasets, runs and a clean step's `replace` are applied in order).
+ORDER_FREE = ("train", "tokenize", "evaluate", "export", "split", "model")
+ORDER_FREE_IN_DATASET = ("clean", "columns", "tags")
 # A decimal number, which PyYAML 1.1 leaves a string when its exponent has no dot before it (1e-4).
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -157,6 +160,25 @@ def fill_defaults(node: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str
         if sub.get("type") == "object" and isinstance(filled.get(key), dict):
             filled[key] = fill_defaults(sub, filled[key])
     return filled
+
+
+def sorted_keys(value: Any, keep: tuple[str, ...] = ()) -> Any:
+    """`value` with every mapping's keys in sorted order, except the values under the keys in `keep`."""
+    if isinstance(value, Mapping):
+        return {key: value[key] if key in keep else sorted_keys(value[key], keep) for key in sorted(value)}
+    return value
+
+
+def sort_order_free(config: dict[str, Any]) -> None:
+    """The validated config with the keys of order-free sections sorted, in place. Snakemake compares a job's params
+    by their repr, where a mapping's key order shows: the order a user writes keys in, or a default written out
+    (it comes first, not where the schema fills it in), would otherwise re-run every job downstream."""
+    for section in ORDER_FREE:
+        config[section] = sorted_keys(config[section])
+    for dataset in config["datasets"].values():
+        for key in ORDER_FREE_IN_DATASET:
+            if isinstance(dataset.get(key), Mapping):
+                dataset[key] = sorted_keys(dataset[key], keep=("replace",))
 
 
 def job_command(targets: Sequence[str], configfiles: Sequence[str | Path], config_args: Sequence[str] = (),

@@ -78,7 +78,7 @@ def check_method(settings: TrainSettings, trust_remote_code: bool, family: str, 
         raise MethodError("train.packing needs transformers' own GLM model (a per-sample mask from the restarting "
                           "position ids); the original remote code would attend across packed samples: turn packing "
                           "off, or set model.trust_remote_code: false")
-    if method.lora_targets:
+    if method.lora_targets and settings.lora is not None:
         lora_targets(settings.lora.target_modules, trust_remote_code, family)
 
 

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from glmtune.config_errors import config_problems, format_problems
+from glmtune.train.method_registry import METHODS, get_method
 
 # The sections a run may override; everything upstream of tokenizing (data, splits, model) is shared by all runs.
 OVERRIDABLE = ("train", "tokenize", "evaluate")
@@ -93,7 +94,8 @@ def run_overrides(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each run's train / tokenize / evaluate: the config's, with the run's overrides merged in, checked against the
-    schema (every problem named under runs.<name>)."""
+    schema (every problem named under runs.<name>), the settings it does not read set to null (train_read,
+    tokenize_read)."""
     runs, problems = {}, []
     for name, override in run_overrides(config).items():
         merged = {section: deep_merge(config[section], override.get(section) or {}) for section in OVERRIDABLE}
@@ -103,8 +105,33 @@ def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, di
         runs[name] = merged
     if problems:
         raise RunError(format_problems(problems))
+    runs = {name: {**merged, "train": train_read(merged["train"]), "tokenize": tokenize_read(merged["tokenize"])}
+            for name, merged in runs.items()}
     refuse_identical_runs(runs)
     return runs
+
+
+def train_read(train: dict[str, Any]) -> dict[str, Any]:
+    """The train section with what the run never reads set to null: another method's sub-section (`lora` for a
+    P-Tuning v2 or full run, `ptuning` for LoRA), `pack_length` without packing, `num_epochs` when `max_steps` wins.
+    Editing those then re-runs nothing (they are not in the train job's params, nor in the run id), and two runs that
+    differ in them alone are the same run (refuse_identical_runs)."""
+    read = dict(train)
+    method_sections = {section for method in METHODS.values() for section in method.reads}
+    for section in method_sections - set(get_method(train["method"]).reads):
+        read[section] = None
+    if not train["packing"]:
+        read["pack_length"] = None
+    if train["max_steps"] is not None:
+        read["num_epochs"] = None
+    return read
+
+
+def tokenize_read(tokenize: dict[str, Any]) -> dict[str, Any]:
+    """The tokenize section with the demos' two limits set to null when one cutoff_len replaces them."""
+    if tokenize["cutoff_len"] is None:
+        return dict(tokenize)
+    return {**tokenize, "max_input_length": None, "max_output_length": None}
 
 
 def refuse_identical_runs(runs: dict[str, dict[str, Any]]) -> None:
@@ -122,8 +149,9 @@ def refuse_identical_runs(runs: dict[str, dict[str, Any]]) -> None:
 
 
 def tokenized_name(tokenize: dict[str, Any], default: dict[str, Any]) -> str:
-    """The folder of a run's tokenized data: runs with equal tokenize settings share one."""
-    if tokenize == default:
+    """The folder of a run's tokenized data: runs with equal tokenize settings share one (`default`: the config's
+    own, read as a run reads it)."""
+    if tokenize == tokenize_read(default):
         return DEFAULT_TOKENIZED
     digest = hashlib.sha256(json.dumps(tokenize, sort_keys=True).encode()).hexdigest()[:10]
     return f"t{digest}"

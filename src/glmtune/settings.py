@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_type_hints
+import types
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 S = TypeVar("S", bound="Section")
 
@@ -44,8 +45,8 @@ class Section:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for name in names:
-            value, kind = section[name], hints[name]
-            if isinstance(kind, type) and issubclass(kind, Section):
+            value, kind = section[name], section_type(hints[name])
+            if kind is not None and value is not None:
                 value = kind.from_config(value, f"{where}.{name}")
             elif isinstance(value, list):
                 value = tuple(value)  # frozen all the way down
@@ -59,6 +60,12 @@ class Section:
                 return value.to_config()
             return list(value) if isinstance(value, tuple) else value
         return {field.name: plain(getattr(self, field.name)) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def section_type(hint: Any) -> type[Section] | None:
+    """The Section class a field holds (`LoraSettings`, or `LoraSettings | None` for a section a run may not read)."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    return next((kind for kind in options if isinstance(kind, type) and issubclass(kind, Section)), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,16 +107,16 @@ class TrainSettings(Section):
     deepspeed: str | None
     sampling: str
     packing: bool
-    pack_length: int
+    pack_length: int | None  # None: not packing (glmtune.experiments.unread_left_out)
     gradient_checkpointing: bool
     attention: str
     loss: str
     liger_kernels: bool
     pad_to_multiple_of: int
-    ptuning: PtuningSettings
-    lora: LoraSettings
+    ptuning: PtuningSettings | None  # None: a method that does not read it (glmtune.experiments.unread_left_out)
+    lora: LoraSettings | None
     max_steps: int | None  # None: num_epochs sets the steps from the data (glmtune.train.steps)
-    num_epochs: float
+    num_epochs: float | None  # None: max_steps is set
     batch_size: int
     gradient_accumulation_steps: int
     learning_rate: float
@@ -137,15 +144,23 @@ class EvaluateSettings(Section):
 class TokenizeSettings(Section):
     SECTION = "tokenize"
 
-    max_input_length: int
-    max_output_length: int
+    max_input_length: int | None  # None when cutoff_len is set (glmtune.experiments.unread_left_out)
+    max_output_length: int | None
     cutoff_len: int | None
     max_truncated_ratio: float
 
     @property
     def cutoff(self) -> int:
         """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
-        return self.cutoff_len or self.max_input_length + self.max_output_length + 1
+        if self.cutoff_len:
+            return self.cutoff_len
+        return self.demo_limits()[0] + self.demo_limits()[1] + 1
+
+    def demo_limits(self) -> tuple[int, int]:
+        """max_input_length and max_output_length, which a section without cutoff_len always has."""
+        if self.max_input_length is None or self.max_output_length is None:
+            raise SettingsError("tokenize: max_input_length and max_output_length are needed when cutoff_len is null")
+        return self.max_input_length, self.max_output_length
 
     @property
     def cutoff_setting(self) -> str:
@@ -156,7 +171,7 @@ class TokenizeSettings(Section):
     def prompt_limit(self) -> int:
         """Tokens an evaluation prompt's messages keep before the assistant's role header: the demos'
         max_input_length, or the one cutoff_len where that is given (LLaMA-Factory has no separate prompt limit)."""
-        return self.cutoff_len or self.max_input_length
+        return self.cutoff_len or self.demo_limits()[0]
 
     @property
     def prompt_setting(self) -> str:

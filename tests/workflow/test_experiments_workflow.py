@@ -57,7 +57,7 @@ def with_config(workdir: Path, change: Callable[[dict], None]):
 
         config = yaml.safe_load(text)
         change(config)
-        return yaml.safe_dump(config, allow_unicode=True)
+        return yaml.safe_dump(config, allow_unicode=True, sort_keys=False)  # the order as edited
 
     return edited(workdir / "config/config.yaml", apply)
 
@@ -96,6 +96,24 @@ def test_editing_one_runs_settings_reruns_only_that_run(two_runs: Path) -> None:
         assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=b]", "train[run=b]"]
     with with_config(two_runs, lambda c: c["runs"]["b"].update(evaluate={"max_new_tokens": 4})):
         assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=b]"]
+
+
+def test_editing_a_setting_no_run_reads_reordering_keys_or_writing_a_default_out_reruns_nothing(two_runs: Path) -> None:
+    # LoRA runs read neither train.ptuning nor pack_length without packing, nor num_epochs under max_steps
+    def unread(config: dict) -> None:
+        config["train"]["ptuning"] = {"num_virtual_tokens": 16}
+        config["train"].update(pack_length=512, num_epochs=3)
+
+    def reordered_with_a_default_written_out(config: dict) -> None:
+        config["train"] = {"weight_decay": 0.0, **dict(reversed(config["train"].items()))}  # 0.0: the schema's default
+        config["evaluate"] = dict(reversed(config["evaluate"].items()))
+
+    for change in (unread, reordered_with_a_default_written_out):
+        with with_config(two_runs, change):
+            assert planned_jobs(two_runs, TARGET) == [], change.__name__
+    with with_config(two_runs, lambda c: c["train"]["lora"].update(dropout=0.05)):  # read by both runs
+        assert planned_jobs(two_runs, TARGET) == sorted(
+            ["compare_models", "evaluate[run=a]", "evaluate[run=b]", "train[run=a]", "train[run=b]"])
 
 
 def test_editing_a_training_record_reruns_every_run_but_not_the_base_evaluation(two_runs: Path) -> None:

@@ -2,7 +2,8 @@
 import re
 from pathlib import Path
 
-from glmtune.experiments import tokenized_name
+from glmtune.config_layers import sort_order_free
+from glmtune.experiments import tokenize_read, tokenized_name
 from glmtune.settings import stage_section
 from glmtune.train.method_registry import get_method
 
@@ -61,7 +62,9 @@ def check_runs(schema):
 
 SCHEMA = load_schema()
 layer_user_config(SCHEMA)
-RUNS, EXPORT_RUN = check_runs(check_schema(SCHEMA))
+check_schema(SCHEMA)
+sort_order_free(config)  # a key's place in the user's file must not re-run jobs (params compare by repr)
+RUNS, EXPORT_RUN = check_runs(SCHEMA)
 
 DATASETS = config["datasets"]
 MODEL = config["model"]

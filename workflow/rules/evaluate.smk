@@ -43,7 +43,7 @@ use rule evaluate as evaluate_base with:
     params:
         settings=config["evaluate"],
         template=MODEL["template"],
-        tokenize=config["tokenize"],
+        tokenize=tokenize_read(config["tokenize"]),  # as a run's: the settings it reads
         **remote_code_params(),
     log:
         "logs/evaluate/base.log",

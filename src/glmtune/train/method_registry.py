@@ -38,8 +38,9 @@ class Method:
     writes: "adapter" (a peft folder, results/runs/<run>/adapter) or "model" (a whole model, results/runs/<run>/model).
     peft_type: the adapter_config.json peft_type its adapters have (None when it writes a whole model): how a trained
     folder is recognised (method_of_folder). mergeable: the export can merge it (a LoRA adapter, or re-save a whole
-    model); otherwise `cannot_merge` says why. four_bit: its base is loaded in 4-bit NF4. lora_targets: it reads
-    train.lora (target_modules checked before the run). kv_prefix: its learned prefix reaches the model as the KV cache
+    model); otherwise `cannot_merge` says why. four_bit: its base is loaded in 4-bit NF4. reads: the method
+    sub-sections of train it reads ("lora": target_modules checked before the run; "ptuning"); another method's are
+    left out of its runs' settings (glmtune.experiments.unread_left_out). kv_prefix: its learned prefix reaches the model as the KV cache
     (no static cache, no packing, the loss takes the model's own path). check: its own refusals, before any job.
     wrap: wraps the loaded model for training, a callable or "module:function"; None trains every weight as it is.
     """
@@ -51,10 +52,14 @@ class Method:
     mergeable: bool
     wrap: Wrap | str | None
     four_bit: bool = False
-    lora_targets: bool = False
+    reads: tuple[str, ...] = ()
     kv_prefix: bool = False
     check: Check | None = None
     cannot_merge: str = ""
+
+    @property
+    def lora_targets(self) -> bool:
+        return "lora" in self.reads
 
     def wrapper(self) -> Wrap | None:
         """The wrap function, imported now when named as "module:function"."""
@@ -143,10 +148,10 @@ def check_qlora(settings: TrainSettings, trust_remote_code: bool, gpu_from_sched
 
 TRAIN = "glmtune.train.methods"
 
-register(Method("lora", "LoRA", "adapter", "LORA", mergeable=True, wrap=f"{TRAIN}:wrap_lora", lora_targets=True))
+register(Method("lora", "LoRA", "adapter", "LORA", mergeable=True, wrap=f"{TRAIN}:wrap_lora", reads=("lora",)))
 register(Method("qlora", "QLoRA (LoRA on a 4-bit NF4 base)", "adapter", "LORA", mergeable=True, wrap=f"{TRAIN}:wrap_qlora",
-                four_bit=True, lora_targets=True, check=check_qlora))
+                four_bit=True, reads=("lora",), check=check_qlora))
 register(Method("ptuning", "P-Tuning v2", "adapter", "PREFIX_TUNING", mergeable=False,
-                wrap=f"{TRAIN}:wrap_prefix", kv_prefix=True, check=check_ptuning,
+                wrap=f"{TRAIN}:wrap_prefix", reads=("ptuning",), kv_prefix=True, check=check_ptuning,
                 cannot_merge="learns prefixes, not weight deltas (its prefixes are extra attention inputs)"))
 register(Method("full", "full SFT", "model", None, mergeable=True, wrap=None))

@@ -73,6 +73,7 @@ def wrap_lora(model: PreTrainedModel, settings: TrainSettings, trust_remote_code
     """LoRA on the family's target names; with `trust_remote_code` the model has the original ChatGLM modules, so
     the targets take their names."""
     lora = settings.lora
+    assert lora is not None, "a LoRA run reads train.lora (glmtune.experiments.train_read keeps it)"
     targets = lora_targets(lora.target_modules, trust_remote_code, family)
     if trust_remote_code:
         targets = resolve_all(model, targets)
@@ -92,6 +93,7 @@ def wrap_qlora(model: PreTrainedModel, settings: TrainSettings, trust_remote_cod
 def wrap_prefix(model: PreTrainedModel, settings: TrainSettings, trust_remote_code: bool, family: str) -> PreTrainedModel:
     """P-Tuning v2: peft prefix tuning."""
     ptuning = settings.ptuning
+    assert ptuning is not None, "a P-Tuning v2 run reads train.ptuning (glmtune.experiments.train_read keeps it)"
     config = PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=ptuning.num_virtual_tokens,
         prefix_projection=ptuning.prefix_projection,

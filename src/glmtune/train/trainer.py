@@ -46,8 +46,9 @@ EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a ma
 def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
     """Optimizer steps of the run: train.max_steps when set (it wins), else train.num_epochs passes over the `rows`
     training rows (packed rows when packing: the same samples either way, whatever batch_size)."""
-    if settings.max_steps:
+    if settings.max_steps is not None:
         return settings.max_steps
+    assert settings.num_epochs is not None, "train_read keeps num_epochs when max_steps is null"
     per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
     return max(1, math.ceil(settings.num_epochs * rows / per_step))
 
@@ -97,6 +98,7 @@ def train_model(
                          "every sample dropped by the length limit: logs/tokenize says which); set train.eval_steps: "
                          "null to train without one")
     if settings.packing:
+        assert settings.pack_length is not None, "train_read keeps pack_length when packing"
         train_data = pack_dataset(train_data, settings.pack_length)
         validation_data = pack_dataset(validation_data, settings.pack_length)
         log.info("packing: %d rows of up to %d tokens", len(train_data), settings.pack_length)
