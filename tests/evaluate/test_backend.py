@@ -37,15 +37,18 @@ class EchoBackend:
 
 
 def test_a_backend_in_one_registry_entry_runs_the_evaluate_stage(
-    small_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    small_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setitem(BACKENDS, "echo", EchoBackend)
     EchoBackend.runs.clear()
+    caplog.set_level("INFO", logger="glmtune.evaluate.predict")
     settings = dataclasses.replace(evaluate_settings(max_samples=12, max_new_tokens=8), cache="echo")
     scores = evaluate_model(small_run["model"], small_run["test"], tmp_path / "p.jsonl", tmp_path / "s.json", settings,
                             model_settings(template="glm4"), tokenize_settings(max_input_length=64))
     rows = list(read_jsonl(tmp_path / "p.jsonl"))
     assert len(rows) == 12
+    total = len(list(read_jsonl(small_run["test"])))
+    assert f"evaluating the first 12 of its {total} test conversations (evaluate.max_samples)" in caplog.text
     # Each prediction is its own prompt echoed back, in the test split's order (the prompt, role tokens dropped).
     assert all(row["prompt"] in row["prediction"] and row["prediction"] != row["reference"] for row in rows)
     assert len({row["prediction"] for row in rows}) > 1

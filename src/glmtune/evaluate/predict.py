@@ -38,9 +38,13 @@ def evaluate_model(
     """
     template = get_template(model.template)
     max_new_tokens, cache = settings.max_new_tokens, settings.cache
-    rows = list(read_jsonl(test_path))[: settings.max_samples or None]
+    every_row = list(read_jsonl(test_path))
+    rows = every_row[: settings.max_samples or None]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty; give a test file or a test ratio above 0")
+    if len(rows) < len(every_row):  # the split is shuffled: its first rows are a random sample of it
+        log.info("%s: evaluating the first %d of its %d test conversations (evaluate.max_samples)", test_path,
+                 len(rows), len(every_row))
     rank, world, device = join_process_group()
     loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
     cache = resolve_cache(cache, loaded)
