@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from glmtune.family import ROLE_FORMAT, ChatLayout, get_family
+from glmtune.family import FAMILIES, ROLE_FORMAT, ChatLayout, get_family
 
 
 def tool_function(tool: Any) -> Any:
@@ -43,8 +43,15 @@ IGNORE_INDEX = -100
 
 
 class Tokenizer(Protocol):
+    all_special_tokens: list[str]
+
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
     def convert_tokens_to_ids(self, token: str) -> int: ...
+    def get_added_vocab(self) -> dict[str, int]: ...
+
+
+class TemplateTokenError(ValueError):
+    """A special token of the chat template that the tokenizer does not have: the model is of another family."""
 
 
 @dataclass(frozen=True)
@@ -209,23 +216,38 @@ def get_template(name: str) -> ChatTemplate:
     return ChatTemplate(name=name, **{f.name: getattr(layout, f.name) for f in fields(ChatLayout)})
 
 
-def _ids(tokenizer: Tokenizer, tokens: Sequence[str]) -> list[int]:
+def has_special_token(tokenizer: Tokenizer, token: str) -> bool:
+    """Whether `token` is one special token of the tokenizer. Not the id alone: an unknown token gets None or the
+    unk id (ChatGLM3's 0), and a word the vocabulary holds as ordinary text would pass for one."""
+    return token in tokenizer.get_added_vocab() or token in tokenizer.all_special_tokens
+
+
+def _ids(tokenizer: Tokenizer, template: ChatTemplate, tokens: Sequence[str]) -> list[int]:
+    """The ids of the template's special tokens; one the tokenizer has not stops (ids of None or unk would go into
+    the training data, or a prompt, and pass for text)."""
+    for token in tokens:
+        if not has_special_token(tokenizer, token):
+            fitting = [name for name in FAMILIES if all(has_special_token(tokenizer, t) for t in get_template(name).prefix)]
+            hint = f"set model.template: {' or '.join(fitting)}" if fitting else "no registered family's template fits it"
+            raise TemplateTokenError(f"model.template: {template.name} lays conversations out with the special token "
+                                     f"{token!r}, which the model's tokenizer does not have: the model is not of that "
+                                     f"family; {hint}")
     return [tokenizer.convert_tokens_to_ids(token) for token in tokens]
 
 
 def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[bool]]:
     """Token ids of the prefix and every message, and per token whether its message is trained."""
-    ids = _ids(tokenizer, template.prefix)
+    ids = _ids(tokenizer, template, template.prefix)
     marks = [False] * len(ids)
     for msg in messages:
         for block in template.blocks(msg):
-            body = _ids(tokenizer, [template.role_token(block.role)])
+            body = _ids(tokenizer, template, [template.role_token(block.role)])
             for text in ("".join(block.texts),) if template.encode_whole else block.texts:
                 body += tokenizer.encode(text, add_special_tokens=False)
             ids += body
             marks += [block.trainable and bool(msg.get("loss"))] * len(body)
             if template.end_of_turn:  # unmarked: shifted, the message's last mark trains it, and nothing after it
-                ids.append(tokenizer.convert_tokens_to_ids(template.end_of_turn))
+                ids += _ids(tokenizer, template, [template.end_of_turn])
                 marks.append(False)
     return ids, marks
 
@@ -236,7 +258,7 @@ def encode_conversation(
     """Return (input_ids, labels, truncated) for training, with the demos' shifted loss marks."""
     ids, marks = encode_messages(tokenizer, template, messages)
     if template.eos != template.end_of_turn:  # an end-of-turn eos (Qwen's <|im_end|>) already closes the sample
-        ids.append(tokenizer.convert_tokens_to_ids(template.eos))
+        ids += _ids(tokenizer, template, [template.eos])
     shifted = [False, *marks]
     labels = [token if mark else IGNORE_INDEX for token, mark in zip(ids, shifted)]
     truncated = cutoff_len is not None and len(ids) > cutoff_len
@@ -254,7 +276,7 @@ def encode_prompt(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequen
 def prompt_parts(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """(the messages' ids, the assistant's role header ids): a prompt for generation is the two joined."""
     ids, _ = encode_messages(tokenizer, template, messages)
-    return ids, _ids(tokenizer, [template.role_token("assistant")])
+    return ids, _ids(tokenizer, template, [template.role_token("assistant")])
 
 
 def cut_prompt(messages_ids: list[int], header: list[int], max_length: int | None) -> list[int]:
@@ -273,4 +295,4 @@ def split_for_generation(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[
 
 
 def stop_token_ids(tokenizer: Tokenizer, template: ChatTemplate) -> list[int]:
-    return _ids(tokenizer, template.stop)
+    return _ids(tokenizer, template, template.stop)

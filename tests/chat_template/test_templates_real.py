@@ -24,7 +24,8 @@ from conftest import shared_data
 
 from glmtune.family import GLM4_PATTERN
 from helpers.official_tokenizers import load_chatglm3_tokenizer, load_glm4_tokenizer
-from glmtune.chat_template import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, stop_token_ids
+from glmtune.chat_template import (IGNORE_INDEX, TemplateTokenError, encode_conversation, encode_prompt, get_template,
+                                   stop_token_ids)
 
 SYSTEM = "你是一个乐于助人的助手。"
 USER = "类型#裙*颜色#红色*风格#简约"
@@ -258,3 +259,14 @@ def test_stop_ids_are_the_official_ones() -> None:
     glm4_config = json.loads(shared_data("tokenizers/glm-4-9b-chat/generation_config.json").read_text(encoding="utf-8"))
     assert stop_token_ids(_glm4().tokenizer, get_template("glm4")) == glm4_config["eos_token_id"] == [151329, 151336, 151338]
     assert stop_token_ids(_chatglm3().tokenizer, get_template("chatglm3")) == [2, 64795, 64797]
+
+
+@pytest.mark.parametrize(("template", "other"), [("chatglm3", "glm4"), ("glm4", "chatglm3")])
+def test_a_template_on_another_familys_tokenizer_is_refused_naming_the_one_that_fits(template: str, other: str) -> None:
+    # GLM-4's tokenizer has no `sop` (None); ChatGLM3's gives its unk id 0 for `<sop>`: neither may reach the data
+    tokenizer = (_glm4() if other == "glm4" else _chatglm3()).tokenizer
+    messages = [msg("user", USER), msg("assistant", ANSWER)]
+    for encode in (encode_conversation, encode_prompt, lambda t, tpl, _: stop_token_ids(t, tpl)):
+        with pytest.raises(TemplateTokenError, match=rf"model.template: {template} lays conversations out with the "
+                                                     rf"special token .* set model.template: {other}$"):
+            encode(tokenizer, get_template(template), messages)

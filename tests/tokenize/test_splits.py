@@ -53,6 +53,10 @@ def test_the_shortest_allowed_limit_keeps_one_answer_token() -> None:
 
     class Chars:  # one token per character; special tokens by a table
         special = {"[gMASK]": 1, "<sop>": 2, "<|assistant|>": 3, "<|endoftext|>": 4}
+        all_special_tokens = list(special)
+
+        def get_added_vocab(self) -> dict[str, int]:
+            return self.special
 
         def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
             return [ord(c) for c in text]
