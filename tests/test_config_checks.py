@@ -124,6 +124,23 @@ def test_a_model_folder_with_a_shard_missing_stops_before_any_job(tmp_path: Path
         "(model-00001-of-00003.safetensors): an incomplete download or copy?")
 
 
+@pytest.mark.parametrize(("tokens", "template", "fits"), [
+    (["[gMASK]", "<sop>", "<|user|>"], "chatglm3", "glm4"),  # GLM-4's spelling of the prefix
+    (["[gMASK]", "sop", "<|user|>"], "glm4", "chatglm3"),
+])
+def test_a_model_folder_of_another_family_than_the_template_stops_before_any_job(
+    tmp_path: Path, tokens: list[str], template: str, fits: str,
+) -> None:
+    folder = sharded(tmp_path / "m")
+    check(validated(model={"name": "m", "source": "path", "path": str(folder), "template": template}))  # no tokenizer.json
+    added = [{"id": i, "content": token, "special": True} for i, token in enumerate(tokens)]
+    (folder / "tokenizer.json").write_text(json.dumps({"added_tokens": added, "model": {"type": "BPE"}}))
+    check(validated(model={"name": "m", "source": "path", "path": str(folder), "template": fits}))
+    message = fails(validated(model={"name": "m", "source": "path", "path": str(folder), "template": template}))
+    assert message.startswith(f"config: model.template: {template} starts every conversation with ")
+    assert message.endswith(f"the model is not of that family; set model.template: {fits}")
+
+
 def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:
     message = fails(validated(model={"name": "m", "source": "tiny", "template": "chatglm3"}, tokenize={"cutoff_len": 2}))
     assert message.startswith("config: tokenize.cutoff_len is 2 tokens: no sample fits, as the chatglm3 chat prefix")

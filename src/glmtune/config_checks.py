@@ -143,6 +143,7 @@ def check_model(model: Mapping[str, Any]) -> None:
             weight_files(model["path"])
         except WeightFilesError as err:
             raise ConfigCheckError(f"config: model.path: {err}") from None
+        check_template_fits(model["path"], model["template"])
     if model["trust_remote_code"] and model["source"] == "tiny":
         raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                                "model.source: tiny has none: set model.trust_remote_code: false")
@@ -150,6 +151,24 @@ def check_model(model: Mapping[str, Any]) -> None:
         TinySettings.from_config(model["tiny"])
     except SettingsError as err:
         raise ConfigCheckError(f"config: {err}") from None
+
+
+def check_template_fits(folder: str, template: str) -> None:
+    """A folder whose tokenizer lacks the template's prefix tokens is of another family: found here, not by the
+    tokenize job after every dataset's conversion (glmtune.chat_template refuses such tokens there too)."""
+    from glmtune.family import FAMILIES
+    from glmtune.model.tokenizer_files import added_tokens_of_folder
+
+    added = added_tokens_of_folder(folder)
+    if added is None or set(FAMILIES[template].chat.prefix) <= added:
+        return
+    fitting = [name for name, family in FAMILIES.items() if set(family.chat.prefix) <= added]
+    missing = sorted(set(FAMILIES[template].chat.prefix) - added)
+    raise ConfigCheckError(f"config: model.template: {template} starts every conversation with "
+                           f"{' '.join(FAMILIES[template].chat.prefix)}, but {folder}/tokenizer.json has no "
+                           f"{', '.join(missing)}: the model is not of that family; "
+                           + (f"set model.template: {' or '.join(fitting)}" if fitting else
+                              "no registered family's template fits it"))
 
 
 def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:

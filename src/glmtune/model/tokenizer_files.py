@@ -29,6 +29,15 @@ def _write(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def added_tokens_of_folder(folder: str | Path) -> set[str] | None:
+    """The added (special) tokens a folder's fast tokenizer declares in tokenizer.json, read as JSON (no tokenizer
+    loaded); None without a tokenizer.json (an original checkpoint, whose tokenizer prepare_model builds)."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    return {token["content"] for token in _read(path).get("added_tokens", [])}
+
+
 def _portable_config(folder: Path) -> None:
     path = folder / "tokenizer_config.json"
     config = _read(path)
