@@ -49,6 +49,13 @@ class StopOnNonFinite(TrainerCallback):
         bad = {key: (logs or {})[key] for key in watched if key in (logs or {}) and not math.isfinite((logs or {})[key])}
         if bad:
             raise TrainingDiverged(diverged_message(state.global_step, bad, self.learning_rate, self.last_finite))
+        validation = (logs or {}).get("eval_loss")
+        if validation is not None and not math.isfinite(validation):  # a NaN in the table, and a model that overflows
+            raise TrainingDiverged(
+                f"the validation loss at step {state.global_step} is {validation}"
+                + (f", with the training loss finite at step {self.last_finite}" if self.last_finite else "")
+                + ": the model's forward overflows on the validation data (fp16 has a small range), or a validation "
+                "sample has no trained token; no adapter was written. Try train.precision bf16 or fp32")
         if "loss" in (logs or {}):
             self.last_finite = state.global_step
 

@@ -133,6 +133,22 @@ def test_a_nan_loss_stops_training_with_the_step_and_no_adapter(small_run: dict[
     assert not (tmp_path / "adapter").exists() and not list((tmp_path / "ckpt").glob("*/checkpoint-*"))
 
 
+def test_a_nan_validation_loss_stops_training_and_writes_no_adapter(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """A validation sample with no trained token (its loss is 0 / 0) stands for a forward that overflows: the
+    weights are finite, the training loss too, and the table would show a NaN validation loss."""
+    from datasets import load_from_disk
+
+    tokenized = small_run["tokenized"]
+    untrained = load_from_disk(str(tokenized / "validation")).map(lambda row: {"labels": [-100] * len(row["labels"])})
+    untrained.save_to_disk(str(tmp_path / "validation"))
+    with pytest.raises(TrainingDiverged, match=r"the validation loss at step 5 is nan, with the training loss finite "
+                                               r"at step 5: .* no adapter was written. Try train.precision bf16 or fp32"):
+        train_model(tokenized / "train", tmp_path / "validation", small_run["model"], tmp_path / "adapter",
+                    tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt",
+                    train_settings(**{**SETTINGS, "eval_steps": 5}), trust_remote_code=False, family="glm4")
+    assert not (tmp_path / "adapter").exists()
+
+
 def test_a_live_training_holds_its_checkpoint_folder_until_it_ends(small_run: dict[str, Path], tmp_path: Path) -> None:
     """A second training of the same run refuses to start while the first lives, naming it; a SIGKILLed holder
     leaves no stale lock."""
