@@ -87,7 +87,9 @@ def test_settings_a_run_does_not_read_are_null_so_they_neither_retrain_nor_tell_
     assert runs["cut"]["tokenize"] == {**BASE["tokenize"], "cutoff_len": 300, "max_input_length": None,
                                        "max_output_length": None}
     # a grid of methods by LoRA rank: the P-Tuning v2 runs differ in a setting they never read
-    with pytest.raises(RunError, match="runs methodptuning_r4 and methodptuning_r8 have the same"):
+    with pytest.raises(RunError, match=r"runs methodptuning_r4 and methodptuning_r8 have the same .* twice: they "
+                                       r"differ only in train.lora.r, settings that neither run reads \(train.method "
+                                       r"ptuning\). Leave one out$"):
         run_settings({**BASE, "runs": {}, "grid": {"train.method": ["lora", "ptuning"], "train.lora.r": [4, 8]}},
                      SCHEMA)
 

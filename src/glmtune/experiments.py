@@ -105,10 +105,10 @@ def run_settings(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, di
         runs[name] = merged
     if problems:
         raise RunError(format_problems(problems))
-    runs = {name: {**merged, "train": train_read(merged["train"]), "tokenize": tokenize_read(merged["tokenize"])}
+    read = {name: {**merged, "train": train_read(merged["train"]), "tokenize": tokenize_read(merged["tokenize"])}
             for name, merged in runs.items()}
-    refuse_identical_runs(runs)
-    return runs
+    refuse_identical_runs(read, runs)
+    return read
 
 
 def train_read(train: dict[str, Any]) -> dict[str, Any]:
@@ -134,18 +134,32 @@ def tokenize_read(tokenize: dict[str, Any]) -> dict[str, Any]:
     return {**tokenize, "max_input_length": None, "max_output_length": None}
 
 
-def refuse_identical_runs(runs: dict[str, dict[str, Any]]) -> None:
+def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, dict[str, Any]] | None = None) -> None:
     """Two runs with the same settings would train and evaluate the same model twice (a run is reproducible to the
     digit): hours of GPU time for one row repeated. Most often a grid value equal to the config's own, which the
-    default run `main` already trains."""
+    default run `main` already trains, or runs that differ only in settings they do not read (`written`: the runs'
+    settings before train_read / tokenize_read, to name those)."""
     seen: dict[str, str] = {}
     for name, settings in runs.items():
         key = json.dumps(settings, sort_keys=True, default=str)
         if key in seen:
-            raise RunError(f"config: runs {seen[key]} and {name} have the same train, tokenize and evaluate settings: "
-                           "they would train and evaluate the same model twice. Leave one out (a grid value equal to "
-                           "the config's own is the default run's; `runs: {}` keeps the grid's runs alone)")
+            first = seen[key]
+            unread = differing_keys(written[first], written[name]) if written else []
+            why = (f": they differ only in {', '.join(unread)}, settings that neither run reads (train.method "
+                   f"{settings['train']['method']}). Leave one out" if unread else
+                   ". Leave one out (a grid value equal to the config's own is the default run's; `runs: {}` keeps the "
+                   "grid's runs alone)")
+            raise RunError(f"config: runs {first} and {name} have the same train, tokenize and evaluate settings: "
+                           f"they would train and evaluate the same model twice{why}")
         seen[key] = name
+
+
+def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [path] if a != b else []
+    return [key for name in sorted(set(a) | set(b))
+            for key in differing_keys(a.get(name), b.get(name), f"{path}.{name}" if path else name)]
 
 
 def tokenized_name(tokenize: dict[str, Any], default: dict[str, Any]) -> str:
