@@ -10,7 +10,8 @@ import yaml
 
 from glmtune.data.split import merge_and_split, write_given_test
 from glmtune.evaluate.compare import compare_runs
-from glmtune.experiments import RunError, expand_grid, export_run, run_overrides, run_settings, tokenized_name
+from glmtune.experiments import (RunError, expand_grid, export_run, run_overrides, run_settings, shared_trainings,
+                                 tokenized_name)
 from glmtune.io import write_jsonl
 
 from conftest import REPO
@@ -72,6 +73,12 @@ def test_runs_with_the_same_settings_are_refused_naming_both() -> None:
     evaluated_apart = run_settings({**BASE, "runs": {"a": {}, "b": {"evaluate": {"max_new_tokens": 32}}}, "grid": {}},
                                    SCHEMA)
     assert list(evaluated_apart) == ["a", "b"]
+    # ... which train one model: b evaluates a's
+    assert shared_trainings(evaluated_apart) == {"a": "a", "b": "a"}
+    apart = run_settings({**BASE, "runs": {"a": {}, "b": {"evaluate": {"max_new_tokens": 32}},
+                                           "c": {"train": {"lora": {"r": 4}}, "evaluate": {"max_new_tokens": 32}},
+                                           "d": {"tokenize": {"cutoff_len": 300}}}, "grid": {}}, SCHEMA)
+    assert shared_trainings(apart) == {"a": "a", "b": "a", "c": "c", "d": "d"}
 
 
 def test_settings_a_run_does_not_read_are_null_so_they_neither_retrain_nor_tell_runs_apart() -> None:

@@ -154,6 +154,17 @@ def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, di
         seen[key] = name
 
 
+def shared_trainings(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each run -> the run that trains its model: the first run with equal train and tokenize settings. Runs that
+    differ only in evaluate settings evaluate one model (a run trains reproducibly to the digit), trained once."""
+    first: dict[str, str] = {}
+    trainer = {}
+    for name, settings in runs.items():
+        key = json.dumps({section: settings[section] for section in ("train", "tokenize")}, sort_keys=True, default=str)
+        trainer[name] = first.setdefault(key, name)
+    return trainer
+
+
 def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:
     """The dotted keys whose values differ between two nested mappings."""
     if not (isinstance(a, dict) and isinstance(b, dict)):

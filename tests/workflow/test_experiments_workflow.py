@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from glmtune.data.synthetic import write_advertisegen
+from glmtune.io import read_jsonl
 
 from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
 
@@ -84,6 +85,9 @@ def test_nothing_changed_nothing_to_do(two_runs: Path) -> None:
 def test_adding_a_run_trains_only_that_run(two_runs: Path) -> None:
     with with_config(two_runs, lambda c: c["runs"].update(c={"train": {"learning_rate": 1e-3}})):
         assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=c]", "train[run=c]"]
+    # Other evaluate settings alone: run a's model, trained once, evaluated again
+    with with_config(two_runs, lambda c: c["runs"].update(c={"evaluate": {"max_new_tokens": 4}})):
+        assert planned_jobs(two_runs, TARGET) == ["compare_models", "evaluate[run=c]"]
     with with_config(two_runs, lambda c: c["runs"].update(c={"tokenize": {"max_output_length": 64}})):
         jobs = planned_jobs(two_runs, TARGET)
         # Other tokenize settings: a tokenized set of its own; a and b keep theirs.
@@ -137,3 +141,25 @@ def test_every_run_is_exported_and_the_chosen_one_is_the_merged_model(two_runs: 
         assert "input: results/runs/b/adapter," in out.stdout
     assert planned_jobs(two_runs, "all_runs_exported") == sorted(
         ["all_runs_exported", "export_model[run=a]", "export_model[run=b]", "report_data"])
+
+
+def test_a_run_with_other_evaluate_settings_alone_evaluates_the_model_of_the_run_it_shares_a_training_with(
+    two_runs: Path,
+) -> None:
+    with with_config(two_runs, lambda c: c["runs"].update(c={"evaluate": {"max_new_tokens": 4}})):
+        out = snakemake(two_runs, TARGET)
+        assert "run c: the same train and tokenize settings as run a, so it evaluates run a's model" in out.stderr
+        assert not (two_runs / "results/runs/c").joinpath("adapter").exists()
+        assert "input: results/runs/a/adapter," in snakemake(two_runs, "-n", "-R", "evaluate", TARGET).stdout
+        metrics = json.loads((two_runs / "results/eval/metrics.json").read_text())
+        assert metrics["c"]["trained_by"] == "a" and "trained_by" not in metrics["a"]
+        assert metrics["c"]["final_train_loss"] == metrics["a"]["final_train_loss"]
+        # the same model, greedy, 4 new tokens where a has 8: c's answers are a's cut shorter
+        a, c = ([row["prediction"] for row in read_jsonl(two_runs / f"results/runs/{run}/eval/predictions.jsonl")]
+                for run in ("a", "c"))
+        assert all(len(short) <= len(long) for short, long in zip(c, a)) and c != a
+        row = next(line for line in (two_runs / "results/eval/metrics.md").read_text().splitlines() if line.startswith("| c |"))
+        assert "(a's training)" in row
+        # one export a model: c's would be a's again
+        assert planned_jobs(two_runs, "all_runs_exported") == sorted(
+            ["all_runs_exported", "export_model[run=a]", "export_model[run=b]", "report_data"])

@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from glmtune.config_layers import sort_order_free
-from glmtune.experiments import tokenize_read, tokenized_name
+from glmtune.experiments import shared_trainings, tokenize_read, tokenized_name
 from glmtune.settings import stage_section
 from glmtune.train.method_registry import get_method
 
@@ -80,7 +80,10 @@ EXPORT_SETTINGS = stage_section(config, "export")  # without export.run, which o
 # What each run's method writes and whether it merges: its entry in glmtune.train.method_registry.
 METHOD = {run: get_method(settings["train"]["method"]) for run, settings in RUNS.items()}
 FULL_RUNS = [run for run in RUNS if METHOD[run].writes == "model"]
-MERGEABLE_RUNS = [run for run in RUNS if METHOD[run].mergeable]
+# Runs that differ only in evaluate settings share one training: the first of them trains, the others evaluate its model.
+TRAINER = shared_trainings(RUNS)
+TRAINING_RUNS = [run for run in RUNS if TRAINER[run] == run]
+EXPORTED_RUNS = [run for run in TRAINING_RUNS if METHOD[run].mergeable]  # all_runs_exported: one export a model
 
 
 def check_config():
@@ -123,6 +126,18 @@ def warn_of_long_warmups():
 
 
 warn_of_long_warmups()
+
+
+def say_shared_trainings():
+    """Runs that evaluate another run's model, said once while planning."""
+    if workflow.is_main_process:
+        for run, trainer in TRAINER.items():
+            if trainer != run:
+                logger.info(f"run {run}: the same train and tokenize settings as run {trainer}, so it evaluates run "
+                            f"{trainer}'s model (trained once) with its own evaluate settings")
+
+
+say_shared_trainings()
 
 
 # Escaped: a name is a folder name, not a pattern ("a.b" must not match "axb").
@@ -225,7 +240,7 @@ def one_of(runs):
 
 def trained_dir(run):
     """What a run's training writes: an adapter (LoRA, P-Tuning v2), or with full SFT a whole model."""
-    return f"results/runs/{run}/" + ("model" if run in FULL_RUNS else "adapter")
+    return f"results/runs/{TRAINER[run]}/" + ("model" if run in FULL_RUNS else "adapter")
 
 
 def warn_missing_trained():
@@ -323,9 +338,9 @@ def comparison_inputs():
     """compare_models' inputs: every run's scores, log, training summary and the training job's benchmark."""
     return {
         "scores": [f"results/runs/{run}/eval/scores.json" for run in RUNS],
-        "logs": [f"results/runs/{run}/log.jsonl" for run in RUNS],
+        "logs": [f"results/runs/{TRAINER[run]}/log.jsonl" for run in RUNS],
         "trained": [trained_dir(run) for run in RUNS],
-        "benchmarks": [f"benchmarks/runs/{run}/train.tsv" for run in RUNS],
+        "benchmarks": [f"benchmarks/runs/{TRAINER[run]}/train.tsv" for run in RUNS],
     }
 
 

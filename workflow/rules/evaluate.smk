@@ -65,6 +65,7 @@ rule compare_models:
     params:
         runs=list(RUNS),
         methods={run: settings["train"]["method"] for run, settings in RUNS.items()},
+        trained_by=TRAINER,  # a run sharing another's training is marked so in the table
     log:
         "logs/compare_models.log",
     conda:

@@ -43,4 +43,4 @@ use rule export_model as export_chosen with:
 # Every run's merged model (P-Tuning v2 runs have none: their adapters are used as they are).
 rule all_runs_exported:
     input:
-        [f"results/runs/{run}/merged_model" for run in MERGEABLE_RUNS],
+        [f"results/runs/{run}/merged_model" for run in EXPORTED_RUNS],

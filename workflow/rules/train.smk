@@ -12,7 +12,7 @@ rule train:
         log="results/runs/{run}/log.jsonl",
         plot=report("results/runs/{run}/loss.png", caption="../report/loss.rst", category="Training", subcategory="{run}"),
     wildcard_constraints:
-        run=one_of([run for run in RUNS if run not in FULL_RUNS]),
+        run=one_of([run for run in TRAINING_RUNS if run not in FULL_RUNS]),
     resources:
         # GPUs in total and nodes: 0 or 1 GPU trains in the job's own process; more start one process per GPU
         # (torchrun; on several nodes one torchrun per node under srun). See src/glmtune/launch.py, profiles/slurm.
@@ -41,7 +41,7 @@ use rule train as train_full with:
         log="results/runs/{run}/log.jsonl",
         plot=report("results/runs/{run}/loss.png", caption="../report/loss.rst", category="Training", subcategory="{run}"),
     wildcard_constraints:
-        run=one_of(FULL_RUNS),
+        run=one_of([run for run in TRAINING_RUNS if run in FULL_RUNS]),
     resources:
         **rule_resources("train", "train_full", gpu=0, nodes=1),
 

@@ -9,8 +9,10 @@ with job_logging(snakemake.log[0]):
     inp, out, runs = snakemake.input, snakemake.output, snakemake.params.runs
     files = {
         run: {"method": snakemake.params.methods[run], "scores": scores, "log": log,
-              "summary": str(Path(trained, "train_summary.json")), "benchmark": benchmark}
+              "summary": str(Path(trained, "train_summary.json")), "benchmark": benchmark,
+              "trained_by": snakemake.params.trained_by[run]}
         for run, scores, log, trained, benchmark in zip(runs, inp.scores, inp.logs, inp.trained, inp.benchmarks)
     }
     compare_runs(inp.base, files, out.metrics, out.table, out.html)
-    plot_loss_curves({run: files[run]["log"] for run in runs}, out.curves)
+    # One curve a training (a run evaluating another run's model has that run's curve)
+    plot_loss_curves({run: files[run]["log"] for run in runs if files[run]["trained_by"] == run}, out.curves)

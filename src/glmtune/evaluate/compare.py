@@ -47,7 +47,8 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
     "trainable parameters": lambda row: "" if row.get("trainable_parameters") is None else f"{row['trainable_parameters']:,}",
     "real tokens/s": lambda row: _number(row.get("tokens_per_second"), ".0f"),
     "peak memory": _memory,
-    "training wall time": lambda row: _wall(row.get("train_wall_s")) + (" (reused)" if row.get("reused") else ""),
+    "training wall time": lambda row: _wall(row.get("train_wall_s")) + (" (reused)" if row.get("reused") else "")
+    + (f" ({row['trained_by']}'s training)" if row.get("trained_by") else ""),
     "test samples": lambda row: str(row.get("num_samples", "")),
     "empty predictions": lambda row: str(row.get("num_empty_predictions", "")),
     # What the length limits took from the test set (glmtune.evaluate.prompts): cut prompts lost their question's
@@ -112,10 +113,13 @@ def compare(scores: dict[str, dict[str, Any]], metrics_path: str | Path, table_p
 def compare_runs(base_scores: str | Path, runs: dict[str, dict[str, Any]], metrics_path: str | Path,
                  table_path: str | Path, html_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The base and every run in one comparison. `runs`: name -> {"method", "scores", "log", "summary",
-    "benchmark"} (file paths); returns metrics.json's content: name -> scores (+ the run's training record)."""
+    "benchmark"} (file paths) and optionally "trained_by", the run whose training it shares (glmtune.experiments.
+    shared_trainings); returns metrics.json's content: name -> scores (+ the run's training record)."""
     models: dict[str, dict[str, Any]] = {"base": json.loads(Path(base_scores).read_text(encoding="utf-8"))}
     for name, files in runs.items():
         models[name] = {"method": files["method"], **json.loads(Path(files["scores"]).read_text(encoding="utf-8")),
                         **training_record(files["log"], files["summary"], files["benchmark"])}
+        if files.get("trained_by", name) != name:
+            models[name]["trained_by"] = files["trained_by"]
     compare(models, metrics_path, table_path, html_path)
     return models
