@@ -62,7 +62,19 @@ def test_gbk_file_read_as_utf8_names_file_line_and_encoding(tmp_path: Path) -> N
     message = str(info.value)
     assert str(path) in message
     assert "line 2" in message  # line 1 is pure ASCII, the first GBK bytes are on line 2
-    assert "encoding" in message
+    assert message.endswith("the whole file decodes as gbk: set the dataset's `encoding: gbk` if that is its encoding")
+
+
+def test_a_utf8_file_read_as_gbk_names_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "utf8.jsonl"
+    path.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"cannot decode as gbk .* decodes as utf-8: set the dataset's `encoding: "
+                                            r"utf-8`"):
+        read_records(path, encoding="gbk")
+    path.write_bytes(b'{"content": "\xff\xfe\xff"}\n')  # no likely encoding reads it
+    with pytest.raises(DataFileError, match=r"cannot decode as utf-8 .*; set the dataset's `encoding:` to the file's "
+                                            r"encoding$"):
+        read_records(path)
 
 
 def test_broken_json_line_names_its_line(tmp_path: Path) -> None:

@@ -114,15 +114,33 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     return _json_lines(path, text, skip_bad_lines)
 
 
+# Tried in this order when the given encoding fails, to name one that reads the whole file (UTF-8 first: other
+# encodings' bytes are almost never valid UTF-8, while GBK reads many UTF-8 files, as nonsense).
+LIKELY_ENCODINGS = ("utf-8", "gbk", "gb18030", "big5")
+
+
+def _codec(encoding: str) -> str:
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
 def _decode(path: Path, raw: bytes, encoding: str) -> str:
     try:
-        return raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+        return raw.decode(_codec(encoding))
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataFileError(
-            f"{path}: line {line}: cannot decode as {encoding} ({err.reason}); "
-            f"set the dataset's `encoding:` (e.g. gbk) to the file's encoding"
-        ) from None
+        fits = next((name for name in LIKELY_ENCODINGS if name != _codec(encoding).replace("-sig", "")
+                     and _decodes(raw, name)), None)
+        hint = (f"the whole file decodes as {fits}: set the dataset's `encoding: {fits}` if that is its encoding"
+                if fits else "set the dataset's `encoding:` to the file's encoding")
+        raise DataFileError(f"{path}: line {line}: cannot decode as {encoding} ({err.reason}); {hint}") from None
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(_codec(encoding))
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _refuse_top_level_object(path: Path, text: str) -> None:

@@ -284,8 +284,8 @@ def cannot_export(run):
     return WorkflowError(
         f"export of run {run}: train.method: {method.name} ({method.title}) {method.cannot_merge}, so there is "
         "nothing to merge into the base model. Build the adapter and the comparison instead: "
-        f"{this_job_command(f'results/runs/{run}/adapter', 'results/eval/metrics.md')}; then use it as it is: glmtune infer "
-        f"results/runs/{run}/adapter --prompt ... (or choose another run with export.run)"
+        f"{this_job_command(trained_dir(run), 'results/eval/metrics.md')}; then use it as it is: glmtune infer "
+        f"{trained_dir(run)} --prompt ... (or choose another run with export.run)"
     )
 
 
