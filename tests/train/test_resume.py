@@ -139,7 +139,9 @@ def test_a_nan_validation_loss_stops_training_and_writes_no_adapter(small_run: d
     from datasets import load_from_disk
 
     tokenized = small_run["tokenized"]
-    untrained = load_from_disk(str(tokenized / "validation")).map(lambda row: {"labels": [-100] * len(row["labels"])})
+    # keep_in_memory: no cache file beside the shared fixture's data (its files are in every run id)
+    untrained = load_from_disk(str(tokenized / "validation")).map(lambda row: {"labels": [-100] * len(row["labels"])},
+                                                                   keep_in_memory=True)
     untrained.save_to_disk(str(tmp_path / "validation"))
     with pytest.raises(TrainingDiverged, match=r"the validation loss at step 5 is nan, with the training loss finite "
                                                r"at step 5: .* no adapter was written. Try train.precision bf16 or fp32"):
