@@ -8,6 +8,7 @@ template, its generation stops at the family's stop tokens.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,7 @@ from glmtune.chat_template import get_template, stop_token_ids
 from glmtune.family import get_family
 from glmtune.io import atomic_path, read_jsonl
 from glmtune.model.tokenizer_files import save_tokenizer
+from glmtune.model.tokenizers import sentencepiece_decoder
 from glmtune.settings import TinySettings
 
 log = logging.getLogger(__name__)
@@ -35,25 +37,50 @@ def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE over the training text, carrying the family's chat special tokens (in its official order;
-    their ids follow the learned vocabulary here) and its chat template."""
+    """A BPE over the training text in the family's tokenizer style, carrying its chat special tokens (in its official
+    order; their ids follow the learned vocabulary here) and its chat template.
+
+    Byte-level, as GLM-4's tiktoken; for a SentencePiece family (ChatGLM3) every text segment starts with '▁' and a
+    space is '▁', as its dummy prefix makes them: the chat template's text ("\n " after a role token) then tokenizes
+    to the ids of encoding the header and the content apart, as training does (characters never seen: the unk token).
+    """
     spec = get_family(family)
     specials = spec.chat_special_tokens()
     named = {"eos_token": spec.chat.eos, "pad_token": spec.pad, **({"unk_token": spec.unk} if spec.unk else {})}
+    sentencepiece = spec.tokenizer == "sentencepiece"
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
+    if sentencepiece:
+        core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    else:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size - (len(BYTE_PIECES) if sentencepiece else 0), special_tokens=specials,
+        initial_alphabet=[] if sentencepiece else pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
+    if sentencepiece:
+        with_byte_fallback(core, spec.unk)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, **named,
         additional_special_tokens=[token for token in specials if token not in named.values()], padding_side="left",
     )
     tokenizer.chat_template = get_template(family).jinja()
     return tokenizer
+
+
+BYTE_PIECES = [f"<0x{byte:02X}>" for byte in range(256)]  # SentencePiece's byte fallback pieces
+
+
+def with_byte_fallback(core: Tokenizer, unk: str | None) -> None:
+    """The trained BPE with SentencePiece's 256 byte pieces after its vocabulary and byte fallback on, as ChatGLM3's
+    model has them: a character the training text never held (a newline in a header, an emoji) is its UTF-8 bytes,
+    not the unk token."""
+    trained = json.loads(core.to_str())["model"]
+    vocab = {**trained["vocab"], **{piece: len(trained["vocab"]) + i for i, piece in enumerate(BYTE_PIECES)}}
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in trained["merges"]]
+    core.model = models.BPE(vocab, merges, unk_token=unk, byte_fallback=True)
+    core.decoder = sentencepiece_decoder(add_dummy_prefix=True)
 
 
 def build_tiny_model(

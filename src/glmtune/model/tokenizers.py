@@ -225,6 +225,14 @@ def sentencepiece_vocab_and_merges(spm: SentencePieceModel) -> tuple[dict[str, i
     return vocab, [(left, right) for *_, left, right in ranked]
 
 
+def sentencepiece_decoder(add_dummy_prefix: bool) -> decoders.Decoder:
+    """'▁' back to spaces, byte pieces (<0xE4>) back to characters, the dummy prefix's space dropped."""
+    return decoders.Sequence([
+        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+        *([decoders.Strip(" ", 1, 0)] if add_dummy_prefix else []),
+    ])
+
+
 def build_sentencepiece_backend(model_file: str | Path, family: Family) -> Tokenizer:
     """ChatGLM3's kind: a SentencePiece BPE model, its own control pieces kept, the family's special tokens after."""
     spm = read_sentencepiece_model(model_file)
@@ -251,10 +259,7 @@ def build_sentencepiece_backend(model_file: str | Path, family: Family) -> Token
         steps.append(normalizers.Prepend("▁"))
     steps.append(normalizers.Replace(" ", "▁"))
     backend.normalizer = normalizers.Sequence(steps)
-    backend.decoder = decoders.Sequence([
-        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-        *([decoders.Strip(" ", 1, 0)] if spm.add_dummy_prefix else []),
-    ])
+    backend.decoder = sentencepiece_decoder(spm.add_dummy_prefix)
     # SentencePiece's own control/unknown pieces (<unk>, <s>, </s>) keep their ids.
     backend.add_special_tokens([AddedToken(piece, special=True, normalized=False)
                                 for piece, _, kind in spm.pieces
