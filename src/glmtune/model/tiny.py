@@ -49,14 +49,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str) -> PreTr
     named = {"eos_token": spec.chat.eos, "pad_token": spec.pad, **({"unk_token": spec.unk} if spec.unk else {})}
     sentencepiece = spec.tokenizer == "sentencepiece"
     core = Tokenizer(models.BPE())
-    if sentencepiece:
-        core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    if sentencepiece:  # pieces split at '▁' and punctuation, of a few characters: a word is never one token
+        core.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+            pre_tokenizers.Punctuation(behavior="isolated"), pre_tokenizers.Digits(individual_digits=False),
+        ])
     else:
         core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - (len(BYTE_PIECES) if sentencepiece else 0), special_tokens=specials,
         initial_alphabet=[] if sentencepiece else pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        **({"max_token_length": SENTENCEPIECE_MAX_CHARS} if sentencepiece else {}),
     )
     core.train_from_iterator(texts, trainer=trainer)
     if sentencepiece:
@@ -69,6 +73,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str) -> PreTr
     return tokenizer
 
 
+SENTENCEPIECE_MAX_CHARS = 3  # ChatGLM3's Chinese pieces are mostly one to three characters
 BYTE_PIECES = [f"<0x{byte:02X}>" for byte in range(256)]  # SentencePiece's byte fallback pieces
 
 
