@@ -111,6 +111,8 @@ def test_editing_a_setting_no_run_reads_reordering_keys_or_writing_a_default_out
     def reordered_with_a_default_written_out(config: dict) -> None:
         config["train"] = {"weight_decay": 0.0, **dict(reversed(config["train"].items()))}  # 0.0: the schema's default
         config["evaluate"] = dict(reversed(config["evaluate"].items()))
+        files = config["datasets"]["local"]["files"]  # all, test: merged in that order however written
+        config["datasets"]["local"]["files"] = dict(reversed(files.items()))
 
     for change in (unread, reordered_with_a_default_written_out):
         with with_config(two_runs, change):

@@ -200,12 +200,15 @@ def convert_options(wildcards):
 
 
 def converted_parts():
-    """Every converted file, for merging: the keys of glmtune.data.split.Part."""
+    """Every converted file, for merging: the keys of glmtune.data.split.Part; datasets in the config's order (a
+    later one's duplicates give way to an earlier one's), each dataset's files in PART_ORDER, not as written."""
+    from glmtune.data.split import PART_ORDER
+
     return [
         {"dataset": name, "split": part, "path": f"results/converted/{name}/{part}.jsonl",
          "max_samples": dataset["max_samples"], "sample_ratio": dataset["sample_ratio"]}
         for name, dataset in DATASETS.items()
-        for part in dataset["files"]
+        for part in sorted(dataset["files"], key=PART_ORDER.index)
     ]
 
 

@@ -16,6 +16,8 @@ from glmtune.settings import Section
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
+# The order a dataset's files are merged in (one random stream runs through them), whatever order the config names them.
+PART_ORDER = ("all", *SPLITS)
 
 
 @dataclasses.dataclass(frozen=True)
