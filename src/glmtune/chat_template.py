@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from glmtune.family import FAMILIES, ROLE_FORMAT, ChatLayout, get_family
+from glmtune.family import ROLE_FORMAT, ChatLayout, get_family, template_hint
 
 
 def tool_function(tool: Any) -> Any:
@@ -227,8 +227,7 @@ def _ids(tokenizer: Tokenizer, template: ChatTemplate, tokens: Sequence[str]) ->
     the training data, or a prompt, and pass for text)."""
     for token in tokens:
         if not has_special_token(tokenizer, token):
-            fitting = [name for name in FAMILIES if all(has_special_token(tokenizer, t) for t in get_template(name).prefix)]
-            hint = f"set model.template: {' or '.join(fitting)}" if fitting else "no registered family's template fits it"
+            hint = template_hint(lambda name: has_special_token(tokenizer, name))
             raise TemplateTokenError(f"model.template: {template.name} lays conversations out with the special token "
                                      f"{token!r}, which the model's tokenizer does not have: the model is not of that "
                                      f"family; {hint}")

@@ -156,19 +156,16 @@ def check_model(model: Mapping[str, Any]) -> None:
 def check_template_fits(folder: str, template: str) -> None:
     """A folder whose tokenizer lacks the template's prefix tokens is of another family: found here, not by the
     tokenize job after every dataset's conversion (glmtune.chat_template refuses such tokens there too)."""
-    from glmtune.family import FAMILIES
+    from glmtune.family import FAMILIES, template_hint
     from glmtune.model.tokenizer_files import added_tokens_of_folder
 
-    added = added_tokens_of_folder(folder)
-    if added is None or set(FAMILIES[template].chat.prefix) <= added:
+    added, prefix = added_tokens_of_folder(folder), FAMILIES[template].chat.prefix
+    if added is None or set(prefix) <= added:
         return
-    fitting = [name for name, family in FAMILIES.items() if set(family.chat.prefix) <= added]
-    missing = sorted(set(FAMILIES[template].chat.prefix) - added)
-    raise ConfigCheckError(f"config: model.template: {template} starts every conversation with "
-                           f"{' '.join(FAMILIES[template].chat.prefix)}, but {folder}/tokenizer.json has no "
-                           f"{', '.join(missing)}: the model is not of that family; "
-                           + (f"set model.template: {' or '.join(fitting)}" if fitting else
-                              "no registered family's template fits it"))
+    missing = sorted(set(prefix) - added)
+    raise ConfigCheckError(f"config: model.template: {template} starts every conversation with {' '.join(prefix)}, but "
+                           f"{folder}/tokenizer.json has no {', '.join(missing)}: the model is not of that family; "
+                           f"{template_hint(added.__contains__)}")
 
 
 def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:

@@ -134,7 +134,7 @@ def tokenize_read(tokenize: dict[str, Any]) -> dict[str, Any]:
     return {**tokenize, "max_input_length": None, "max_output_length": None}
 
 
-def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, dict[str, Any]] | None = None) -> None:
+def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, dict[str, Any]]) -> None:
     """Two runs with the same settings would train and evaluate the same model twice (a run is reproducible to the
     digit): hours of GPU time for one row repeated. Most often a grid value equal to the config's own, which the
     default run `main` already trains, or runs that differ only in settings they do not read (`written`: the runs'
@@ -144,7 +144,7 @@ def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, di
         key = json.dumps(settings, sort_keys=True, default=str)
         if key in seen:
             first = seen[key]
-            unread = differing_keys(written[first], written[name]) if written else []
+            unread = differing_keys(written[first], written[name])
             why = (f": they differ only in {', '.join(unread)}, settings that neither run reads (train.method "
                    f"{settings['train']['method']}). Leave one out" if unread else
                    ". Leave one out (a grid value equal to the config's own is the default run's; `runs: {}` keeps the "

@@ -216,6 +216,13 @@ def get_family(name: str, what: str = "model family") -> Family:
     return FAMILIES[name]
 
 
+def template_hint(has_token: Callable[[str], bool]) -> str:
+    """What a message about a tokenizer of another family says to do: the families whose chat prefix it has
+    (`has_token`), or that none fits."""
+    fitting = [name for name, family in FAMILIES.items() if all(has_token(token) for token in family.chat.prefix)]
+    return f"set model.template: {' or '.join(fitting)}" if fitting else "no registered family's template fits it"
+
+
 def recognise_original(config: Mapping[str, Any]) -> str | None:
     """The family of an original (remote-code) config.json, or None when no family's signs match."""
     originals = [(family.name, family.original) for family in FAMILIES.values() if family.original is not None]

@@ -12,8 +12,8 @@ Pure Python (no torch): common.smk builds these while building the job graph.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 import types
+from collections.abc import Mapping
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 S = TypeVar("S", bound="Section")
@@ -107,13 +107,13 @@ class TrainSettings(Section):
     deepspeed: str | None
     sampling: str
     packing: bool
-    pack_length: int | None  # None: not packing (glmtune.experiments.unread_left_out)
+    pack_length: int | None  # None: not packing (glmtune.experiments.train_read)
     gradient_checkpointing: bool
     attention: str
     loss: str
     liger_kernels: bool
     pad_to_multiple_of: int
-    ptuning: PtuningSettings | None  # None: a method that does not read it (glmtune.experiments.unread_left_out)
+    ptuning: PtuningSettings | None  # None: a method that does not read it (glmtune.experiments.train_read)
     lora: LoraSettings | None
     max_steps: int | None  # None: num_epochs sets the steps from the data (glmtune.train.steps)
     num_epochs: float | None  # None: max_steps is set
@@ -144,7 +144,7 @@ class EvaluateSettings(Section):
 class TokenizeSettings(Section):
     SECTION = "tokenize"
 
-    max_input_length: int | None  # None when cutoff_len is set (glmtune.experiments.unread_left_out)
+    max_input_length: int | None  # None when cutoff_len is set (glmtune.experiments.tokenize_read)
     max_output_length: int | None
     cutoff_len: int | None
     max_truncated_ratio: float
@@ -154,7 +154,8 @@ class TokenizeSettings(Section):
         """Tokens a sample keeps: cutoff_len, or the demos' input + output + 1."""
         if self.cutoff_len:
             return self.cutoff_len
-        return self.demo_limits()[0] + self.demo_limits()[1] + 1
+        max_input, max_output = self.demo_limits()
+        return max_input + max_output + 1
 
     def demo_limits(self) -> tuple[int, int]:
         """max_input_length and max_output_length, which a section without cutoff_len always has."""

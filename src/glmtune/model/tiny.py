@@ -42,7 +42,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str) -> PreTr
 
     Byte-level, as GLM-4's tiktoken; for a SentencePiece family (ChatGLM3) every text segment starts with '▁' and a
     space is '▁', as its dummy prefix makes them: the chat template's text ("\n " after a role token) then tokenizes
-    to the ids of encoding the header and the content apart, as training does (characters never seen: the unk token).
+    to the ids of encoding the header and the content apart, as training does (characters never seen: their bytes).
     """
     spec = get_family(family)
     specials = spec.chat_special_tokens()

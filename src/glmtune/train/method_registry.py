@@ -40,8 +40,8 @@ class Method:
     folder is recognised (method_of_folder). mergeable: the export can merge it (a LoRA adapter, or re-save a whole
     model); otherwise `cannot_merge` says why. four_bit: its base is loaded in 4-bit NF4. reads: the method
     sub-sections of train it reads ("lora": target_modules checked before the run; "ptuning"); another method's are
-    left out of its runs' settings (glmtune.experiments.unread_left_out). kv_prefix: its learned prefix reaches the model as the KV cache
-    (no static cache, no packing, the loss takes the model's own path). check: its own refusals, before any job.
+    null in its runs' settings (glmtune.experiments.train_read). kv_prefix: its learned prefix reaches the model as
+    the KV cache (no static cache, no packing, the loss takes the model's own path). check: its own refusals, before any job.
     wrap: wraps the loaded model for training, a callable or "module:function"; None trains every weight as it is.
     """
 
