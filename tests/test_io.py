@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from glmtune.io import (BadLine, DataFileError, DiskFullError, atomic_path, read_jsonl, read_records, reporting_disk_full,
-                        write_json, write_jsonl)
+from glmtune.data.records import BadLine, DataFileError, read_records
+from glmtune.io import DiskFullError, atomic_path, read_jsonl, reporting_disk_full, write_json, write_jsonl
 
 ROWS = [{"content": "类型#裙", "summary": "红色连衣裙"}, {"content": "a", "summary": "b"}]
 

@@ -1,4 +1,4 @@
-"""Reading user data files robustly and writing artifacts atomically."""
+"""Writing artifacts atomically, and saying so when the disk is full."""
 
 from __future__ import annotations
 
@@ -11,13 +11,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-
-class DataFileError(ValueError):
-    """A data file cannot be read; the message names the file and the line."""
 
 
 class DiskFullError(OSError):
@@ -79,112 +74,6 @@ def reporting_disk_full(*folders: str | Path) -> Iterator[None]:
             f"disk full: no space left on the device while writing {where} ({_size(free_bytes(folders[0]))} free "
             f"there now); free space on that file system, or point the output elsewhere, and run again"
         ) from None
-
-
-@dataclass(frozen=True)
-class BadLine:
-    """A JSON-lines line that is not valid JSON, kept in place of its record when bad lines are skipped."""
-
-    text: str
-    reason: str
-
-
-def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool = False) -> list[tuple[str, Any]]:
-    """Return (where, record) pairs, where is "line N" (JSON lines) or "record N" (array index) from a JSON array or a JSON-lines file.
-
-    The extension is not trusted (a JSON array in a `.jsonl` file is common): the content decides.
-    A UTF-8 BOM and CRLF line ends are accepted. With `skip_bad_lines`, a JSON-lines line that does
-    not parse comes back as a BadLine (so the caller can reject it and still count it); otherwise it
-    raises DataFileError. A JSON array that does not parse, and a top-level JSON object, are always a
-    DataFileError: no record in them can be trusted.
-    """
-    path = Path(path)
-    text = _decode(path, path.read_bytes(), encoding)
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataFileError(f"{path}: line {err.lineno}: invalid JSON array: {err.msg}") from None
-        if not isinstance(data, list):
-            raise DataFileError(f"{path}: expected a JSON array or JSON lines")
-        return [(f"record {index}", item) for index, item in enumerate(data)]
-    if stripped.startswith("{"):
-        _refuse_top_level_object(path, text)
-    return _json_lines(path, text, skip_bad_lines)
-
-
-# Tried in this order when the given encoding fails, to name one that reads the whole file (UTF-8 first: other
-# encodings' bytes are almost never valid UTF-8, while GBK reads many UTF-8 files, as nonsense).
-LIKELY_ENCODINGS = ("utf-8", "gbk", "gb18030", "big5")
-
-
-def _codec(encoding: str) -> str:
-    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-
-
-def _decode(path: Path, raw: bytes, encoding: str) -> str:
-    try:
-        return raw.decode(_codec(encoding))
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        fits = next((name for name in LIKELY_ENCODINGS if name != _codec(encoding).replace("-sig", "")
-                     and _decodes(raw, name)), None)
-        hint = (f"the whole file decodes as {fits}: set the dataset's `encoding: {fits}` if that is its encoding"
-                if fits else "set the dataset's `encoding:` to the file's encoding")
-        raise DataFileError(f"{path}: line {line}: cannot decode as {encoding} ({err.reason}); {hint}") from None
-
-
-def _decodes(raw: bytes, encoding: str) -> bool:
-    try:
-        raw.decode(_codec(encoding))
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _refuse_top_level_object(path: Path, text: str) -> None:
-    """Stop at a JSON object spread over several lines (one record, or records wrapped as {"data": [...]}).
-
-    Read as JSON lines it fails on a property name, or, skipping bad lines, silently keeps the inner records that
-    happen to sit on lines of their own. A first line that parses is a JSON-lines record. Otherwise, when the
-    text does not parse either, a first line of just "{" (pretty-printed) or a parse that got past the first line
-    still marks an object; a parse that fails within the first line is a bad JSON-lines line.
-    """
-    number = text[: len(text) - len(text.lstrip())].count("\n") + 1
-    first = text.lstrip().split("\n", 1)[0].strip()
-    try:
-        json.loads(first)
-        return
-    except json.JSONDecodeError:
-        pass
-    expected = "expected JSON lines (one record per line) or a JSON array of records: put the records in a JSON array"
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as err:
-        if first == "{" or err.lineno > number:
-            raise DataFileError(f"{path}: line {err.lineno}: top level is a JSON object that does not parse "
-                                f"({err.msg}); {expected}") from None
-        return
-    raise DataFileError(f"{path}: line {number}: top level is a JSON object; {expected}")
-
-
-def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, Any]]:
-    """The records of a JSON-lines text. Lines end at \\n (or \\r\\n) only: str.splitlines would also split at
-    U+2028, U+2029 and U+0085, which JSON strings may hold as they are."""
-    records: list[tuple[str, Any]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        try:
-            records.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            if not skip_bad_lines:
-                raise DataFileError(f"{path}: line {number}: invalid JSON: {err.msg} (column {err.colno}); fix the "
-                                    f"line, or set on_invalid: skip to write it to the rejects file") from None
-            records.append((f"line {number}", BadLine(line, f"invalid JSON: {err.msg} (column {err.colno})")))
-    return records
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:

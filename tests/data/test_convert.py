@@ -10,7 +10,8 @@ import pytest
 
 from glmtune.data.convert import ConversionError, convert_file
 from glmtune.data.formats import CONVERTERS
-from glmtune.io import DataFileError, read_jsonl
+from glmtune.data.records import DataFileError
+from glmtune.io import read_jsonl
 from helpers.settings import convert_settings
 
 

@@ -9,7 +9,8 @@ import pytest
 from test_convert import GOOD, run, write_lines
 
 from glmtune.data.convert import ConversionError
-from glmtune.io import DataFileError, read_jsonl
+from glmtune.data.records import DataFileError
+from glmtune.io import read_jsonl
 
 # --- a file that yields nothing stops the job -------------------------------------------------------
 

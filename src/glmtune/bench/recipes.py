@@ -126,7 +126,7 @@ def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, te
     if not tokenizer_dir:
         raise ValueError(f"{train}: a raw data file needs a tokenizer; give one with --tokenizer")
     from glmtune.data.formats import CONVERTERS
-    from glmtune.io import read_records
+    from glmtune.data.records import read_records
     from glmtune.chat_template import encode_conversation
 
     tokenizer, template = bench_tokenizer(tokenizer_dir, template_name), get_template(template_name)

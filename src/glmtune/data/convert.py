@@ -9,7 +9,8 @@ from typing import Any
 
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
-from glmtune.io import BadLine, read_records, write_json, write_jsonl
+from glmtune.data.records import BadLine, read_records
+from glmtune.io import write_json, write_jsonl
 from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
 from glmtune.data_settings import ConvertSettings
 
