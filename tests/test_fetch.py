@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sys
 import tarfile
 import urllib.request
@@ -138,16 +139,24 @@ def test_modelscope_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_link_local_model(tmp_path: Path) -> None:
     model = tmp_path / "weights"
-    model.mkdir()
+    (model / "sub").mkdir(parents=True)
     (model / "config.json").write_text("{}")
+    (model / ".snakemake_timestamp").write_text("")
     out = tmp_path / "models" / "glm"
     assert link_local_model("glm", model, out) == out
-    assert out.is_symlink() and (out / "config.json").is_file()
+    # a folder of its own, each entry a link into the model folder, hidden ones left out
+    assert not out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["config.json", "sub"]
+    assert (out / "config.json").resolve() == (model / "config.json").resolve() and (out / "sub").is_dir()
     other = tmp_path / "weights2"
     other.mkdir()
     (other / "config.json").write_text('{"v": 2}')
-    link_local_model("glm", other, out)  # replaces the existing link
-    assert out.resolve() == other.resolve()
+    link_local_model("glm", other, out)  # replaces the existing folder
+    assert (out / "config.json").read_text() == '{"v": 2}' and (model / "config.json").read_text() == "{}"
+    shutil.rmtree(out)
+    out.symlink_to(model, target_is_directory=True)  # one link to the whole folder, as made before
+    link_local_model("glm", other, out)
+    assert not out.is_symlink() and (out / "config.json").read_text() == '{"v": 2}'
+    assert (model / "config.json").is_file()
 
 
 def test_link_local_model_missing_config(tmp_path: Path) -> None:

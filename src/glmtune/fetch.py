@@ -174,7 +174,15 @@ def fetch_model(name: str, source: str, repo_id: str | None, out_dir: str | Path
 
 
 def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
-    """Make out_dir a symlink to the local model folder path (no copy of the weights)."""
+    """Make out_dir a folder of symlinks to the local model folder's entries (no copy of the weights).
+
+    A folder of its own, not one link to the whole folder: Snakemake dates a linked folder by the folder's own time,
+    which changes whenever any file is added there (a README, a notebook's checkpoint) and re-ran tokenization and
+    training; this folder is dated when prepare_model made it, and prepare_model's inputs are the files that decide
+    what the model computes (glmtune.model.base_identity.identifying_files). Hidden entries are left out.
+    """
+    from glmtune.io import atomic_path
+
     target = Path(path).expanduser().resolve()
     out_dir = Path(out_dir)
     if not target.is_dir():
@@ -183,17 +191,13 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
     if not (target / "config.json").is_file():
         raise FetchError(f"model {name!r}: local path {target} has no config.json; "
                          f"point model.path at the folder holding the model's config.json.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.is_dir() and not out_dir.is_symlink():
-        try:
-            out_dir.rmdir()  # an empty placeholder is fine to replace; real data is not ours to delete
-        except OSError as exc:
-            raise FetchError(f"model {name!r}: {out_dir} is a non-empty folder; remove it to link {target}.") from exc
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.link")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp, target_is_directory=True)
-    os.replace(tmp, out_dir)  # atomic swap over any existing symlink
+    if out_dir.is_symlink():
+        out_dir.unlink()  # one link to the whole folder, as glmtune made it before
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for entry in sorted(target.iterdir()):
+            if not entry.name.startswith("."):
+                os.symlink(entry.resolve(), tmp / entry.name, target_is_directory=entry.is_dir())
     return out_dir
 
 

@@ -6,6 +6,6 @@ from glmtune.model.prepare import prepare_model_folder
 from glmtune.logs import job_logging
 
 with job_logging(snakemake.log[0]):
-    spec, given = snakemake.params.spec, Path(snakemake.input[0])
-    source = given.parent if spec["source"] == "path" else downloaded_folder(given)
+    spec = snakemake.params.spec
+    source = Path(spec["path"]) if spec["source"] == "path" else downloaded_folder(Path(snakemake.input[0]))
     prepare_model_folder(snakemake.wildcards.model, spec, source, snakemake.output[0])

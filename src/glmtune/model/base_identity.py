@@ -34,18 +34,32 @@ class BaseModelMismatch(ValueError):
     """The base model given for an adapter is not the one it was trained on."""
 
 
+def identifying_files(folder: str | Path) -> list[Path]:
+    """The files of a model folder that decide what it computes: config.json, tokenizer files, weight files (their
+    indexes included); not a README, a licence or a picture. Sorted; none for a folder that is not there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file() and _identifies(path.name))
+
+
+def _identifies(name: str) -> bool:
+    return (name.endswith(WEIGHT_SUFFIXES) or name.endswith(tuple(f"{suffix}.index.json" for suffix in WEIGHT_SUFFIXES))
+            or name == "config.json" or name.startswith("tokenizer") or name in TOKENIZER_FILES)
+
+
 def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
-    """File name -> hash of what identifies a base model folder: config.json, tokenizer files, weight files."""
+    """File name -> hash of what identifies a base model folder (identifying_files): weight files by size, head and
+    tail; the others whole."""
     folder = Path(base_dir)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     entries: dict[str, str] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        name = path.name
-        if name.endswith(WEIGHT_SUFFIXES):
-            entries[name] = f"{path.stat().st_size}:{file_sha256(path, HEAD_AND_TAIL)}"
-        elif name == "config.json" or name.startswith("tokenizer") or name in TOKENIZER_FILES:
-            entries[name] = file_sha256(path, 1 << 62)  # small files: whole
+    for path in identifying_files(folder):
+        if path.name.endswith(WEIGHT_SUFFIXES):
+            entries[path.name] = f"{path.stat().st_size}:{file_sha256(path, HEAD_AND_TAIL)}"
+        elif not path.name.endswith(".index.json"):  # the shards' own hashes cover what an index says
+            entries[path.name] = file_sha256(path, 1 << 62)  # small files: whole
     return entries
 
 

@@ -1,6 +1,6 @@
 """The prepare_model stage: a fetched or local model folder made ready for every later stage.
 
-A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint is converted to native weights
+A native (`-hf`) folder is linked file by file; an original ChatGLM3 / GLM-4 checkpoint is converted to native weights
 with a fast tokenizer; with model.trust_remote_code an original folder is kept with its own modeling code.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from glmtune.model.weight_files import weight_files
 def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
     """The prepare_model stage: the model folder at out_dir, native unless trust_remote_code is asked for.
 
-    A native (`-hf`) folder is linked as it is; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
+    A native (`-hf`) folder is linked file by file; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)
     is converted to GlmForCausalLM with a fast tokenizer, so nothing downstream needs remote code. With
     `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.model.remote_code).
     A compute job on a cluster: converting 18 GB is no work for a login node.

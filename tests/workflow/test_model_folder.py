@@ -1,0 +1,63 @@
+"""A model given as a local folder (`model.source: path`), through Snakemake on a copy of the workflow: what is made
+from it re-runs when the files that decide what it computes change, and only then."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from test_workflow import copy_workflow, edit_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+TARGET = "results/tokenized/default/stats.json"
+FROM_THE_MODEL = ["prepare_model[model=mine]", "tokenize[tokenized=default]"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The default job on a copy of its tiny model given as a folder of the user's, tokenized with it."""
+    workdir = copy_workflow(tmp_path / "job")
+    snakemake(workdir, "results/tiny_model")
+    folder = tmp_path / "my models" / "glm 4"
+    shutil.copytree(workdir / "results/tiny_model", folder, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+    edit_config(workdir, lambda c: c.update(model={"name": "mine", "source": "path", "path": str(folder)}))
+    snakemake(workdir, TARGET)
+    assert planned_jobs(workdir, TARGET) == []
+    return workdir
+
+
+def model_folder(workdir: Path) -> Path:
+    return (workdir / "resources/models/mine/config.json").resolve().parent
+
+
+def test_files_added_beside_the_model_rerun_nothing_and_its_folder_is_left_as_it_was(workdir: Path) -> None:
+    folder = model_folder(workdir)
+    before = sorted(path.name for path in folder.iterdir())
+    (folder / "README.md").write_text("# my model\n", encoding="utf-8")
+    (folder / ".ipynb_checkpoints").mkdir()
+    assert planned_jobs(workdir, TARGET) == []  # the folder's own time changed: a linked folder re-ran tokenization
+    assert sorted(path.name for path in folder.iterdir()) == sorted([*before, "README.md", ".ipynb_checkpoints"])
+    linked = workdir / "resources/models/mine"
+    assert not linked.is_symlink() and (linked / "config.json").resolve() == (folder / "config.json").resolve()
+
+
+@pytest.mark.parametrize("change", ["weights", "tokenizer", "generation config"])
+def test_a_changed_model_file_reruns_what_was_made_from_the_model(workdir: Path, change: str) -> None:
+    folder = model_folder(workdir)
+    if change == "weights":  # another checkpoint copied over: same names, same size, other values
+        weights = load_file(folder / "model.safetensors")
+        name = sorted(weights)[0]
+        weights[name] = weights[name] + 1
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    elif change == "tokenizer":
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}), encoding="utf-8")
+    else:
+        config = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+        (folder / "generation_config.json").write_text(json.dumps({**config, "max_length": 77}), encoding="utf-8")
+    assert planned_jobs(workdir, TARGET) == FROM_THE_MODEL
+    assert FROM_THE_MODEL[0] in planned_jobs(workdir, "results/merged_model")
