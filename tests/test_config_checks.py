@@ -146,6 +146,28 @@ def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:
     assert message.startswith("config: tokenize.cutoff_len is 2 tokens: no sample fits, as the chatglm3 chat prefix")
 
 
+def test_lengths_past_a_model_folders_positions_are_refused_before_any_job(tmp_path: Path) -> None:
+    """ChatGLM3-6B holds 8,192 positions: a longer sample would train positions it never saw, and nothing fails."""
+    folder = sharded(tmp_path / "m")
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    model = {"name": "m", "source": "path", "path": str(folder), "template": "glm4"}
+    check(validated(model=model, tokenize={"cutoff_len": 8192}, evaluate={"max_new_tokens": 128}, runs={"a": {
+        "tokenize": {"cutoff_len": None, "max_input_length": 8000, "max_output_length": 191}}}))  # 8000 + 191 + 1
+    assert fails(validated(model=model, tokenize={"cutoff_len": 8193})) == (
+        "config: tokenize.cutoff_len lets a sample hold 8193 tokens, but the model was trained for 8192 positions (its "
+        f"config.json's max_position_embeddings): set the limit to 8192 or less (model.path: {folder})")
+    assert fails(validated(model=model, runs={"a": {"tokenize": {"max_input_length": 8000, "max_output_length": 192}}})
+                 ).startswith("config: runs.a: tokenize.max_input_length + max_output_length + 1 lets a sample hold 8193")
+    assert fails(validated(model=model, tokenize={"cutoff_len": 8000}, evaluate={"max_new_tokens": 192})) == (
+        "config: an evaluation prompt of tokenize.cutoff_len 8000 tokens, the assistant's role token and "
+        "evaluate.max_new_tokens 192 come to 8193 tokens, but the model was trained for 8192 positions (its config.json's "
+        f"max_position_embeddings): lower one of them (model.path: {folder})")
+    (folder / "config.json").write_text(json.dumps({"seq_length": 100}))  # an original checkpoint's key
+    assert "trained for 100 positions" in fails(validated(model=model, tokenize={"cutoff_len": 101}))
+    (folder / "config.json").write_text("{")
+    assert fails(validated(model=model)).startswith(f"config: model.path: {folder}/config.json is not valid JSON")
+
+
 def test_several_runs_are_named_in_the_message() -> None:
     config = validated(runs={"a": {}, "b": {"tokenize": {"cutoff_len": 2}}})
     assert fails(config).startswith("config: runs.b: tokenize.cutoff_len is 2 tokens")

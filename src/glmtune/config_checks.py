@@ -10,6 +10,7 @@ Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on p
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,24 @@ def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:
                                f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
 
 
+def check_positions(model: Mapping[str, Any], settings: Mapping[str, Any], where: str) -> None:
+    """A local model folder's positions against a run's lengths (glmtune.config_rules.positions_problem); a
+    downloaded model is checked by the tokenize and evaluate jobs, the first to have its config."""
+    from glmtune.config_rules import model_positions, positions_problem
+    from glmtune.settings import EvaluateSettings, TokenizeSettings
+
+    if model["source"] != "path":
+        return
+    try:
+        config = json.loads(Path(model["path"], "config.json").read_text(encoding="utf-8-sig"))
+    except ValueError as err:
+        raise ConfigCheckError(f"config: model.path: {model['path']}/config.json is not valid JSON ({err})") from None
+    problem = positions_problem(model_positions(config), TokenizeSettings.from_config(settings["tokenize"]),
+                                EvaluateSettings.from_config(settings["evaluate"]).max_new_tokens)
+    if problem:
+        raise ConfigCheckError(f"config: {where}{problem} (model.path: {model['path']})")
+
+
 def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: str, *, trust_remote_code: bool,
                 family: str, gpu_from_scheduler: bool) -> None:
     """Method settings known to fail mid-run (or, with remote code, LoRA targets not named as its modules are), and
@@ -234,6 +253,7 @@ def _check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any
     for run, settings in runs.items():
         where = run_prefix(run, config, runs)
         check_tokenize(settings["tokenize"], where, model["template"])
+        check_positions(model, settings, where)
         check_train(settings["train"], settings["evaluate"], where, trust_remote_code=model["trust_remote_code"],
                     family=model["template"], gpu_from_scheduler=gpu_from_scheduler)
         check_validation_wanted(settings["train"], config["datasets"], config["split"]["validation_ratio"], where)

@@ -1,6 +1,6 @@
 """Cross-key config rules that decide, before any job runs, whether a run can work: fine-tuning method
 combinations, LoRA target names, the KV cache a method allows, the learning-rate warmup, the shortest usable length
-limit.
+limit, the model's positions.
 
 Pure Python (no torch, peft or transformers; only train.method: qlora imports torch, to ask for a GPU), so building
 the job graph stays fast. The workflow runs them once,
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from glmtune.chat_template import get_template
 from glmtune.family import get_family
-from glmtune.settings import EvaluateSettings, TrainSettings
+from glmtune.settings import EvaluateSettings, TokenizeSettings, TrainSettings
 from glmtune.train.method_registry import MethodError, get_method
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,30 @@ def min_cutoff_len(template_name: str) -> int:
     """The shortest limit that can keep an answer token: the chat prefix, the answer's role header (its role token
     and newline) and that token. A smaller one leaves no sample anything to learn, whatever the data."""
     return len(get_template(template_name).prefix) + 2 + 1
+
+
+def model_positions(config: Mapping[str, Any]) -> int | None:
+    """The positions a model was trained for, from its config: `max_position_embeddings` (native), or an original
+    checkpoint's `seq_length`; None when it says neither."""
+    value = config.get("max_position_embeddings") or config.get("seq_length")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def positions_problem(positions: int | None, tokenize: TokenizeSettings, max_new_tokens: int | None = None) -> str | None:
+    """Why a run's lengths do not fit a model of `positions` positions, or None. Nothing fails past them (rotary
+    positions go on), so a sample longer than that trains, and an evaluation generates, where the model never was:
+    a refusal, not a truncation the user did not ask for. `max_new_tokens` None checks the training limit only."""
+    if positions is None:
+        return None
+    if tokenize.cutoff > positions:
+        return (f"{tokenize.cutoff_setting} lets a sample hold {tokenize.cutoff} tokens, but the model was trained for "
+                f"{positions} positions (its config.json's max_position_embeddings): set the limit to {positions} or less")
+    longest = tokenize.prompt_limit + 1 + (max_new_tokens or 0)
+    if max_new_tokens is not None and longest > positions:
+        return (f"an evaluation prompt of {tokenize.prompt_setting} {tokenize.prompt_limit} tokens, the assistant's role "
+                f"token and evaluate.max_new_tokens {max_new_tokens} come to {longest} tokens, but the model was trained "
+                f"for {positions} positions (its config.json's max_position_embeddings): lower one of them")
+    return None
 
 
 # train.report_to value -> the package it needs

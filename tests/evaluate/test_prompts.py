@@ -93,6 +93,20 @@ def test_the_evaluate_stage_records_the_cut_prompts(small_run: dict[str, Path], 
     assert not (tmp_path / "s2.json").exists() and not (tmp_path / "p2.jsonl").exists()
 
 
+def test_generating_past_the_models_positions_stops_before_generating(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """The tiny model holds GLM-4-9B-chat's 131,072 positions: a 500-token prompt, its role token and 130,572 new
+    tokens would be the 131,073rd (a downloaded model's positions are known first in its jobs)."""
+    from glmtune.model.tiny import MAX_POSITIONS
+
+    write_jsonl(tmp_path / "test.jsonl", list(read_jsonl(small_run["test"]))[:2])
+    with pytest.raises(ValueError, match=rf"come to {MAX_POSITIONS + 1} tokens, but the model was trained for "
+                                         rf"{MAX_POSITIONS} positions"):
+        evaluate_model(small_run["adapter"], tmp_path / "test.jsonl", tmp_path / "p.jsonl", tmp_path / "s.json",
+                       evaluate_settings(batch_size=2, max_new_tokens=MAX_POSITIONS - 500, cache="dynamic"),
+                       model_settings(template="glm4"), tokenize_settings(max_input_length=500))
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_answers_longer_than_max_new_tokens_are_counted_and_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
     references = [TEXTS[4], TEXTS[4], TEXTS[0] * 4]
     lengths = [len(tok.encode(text, add_special_tokens=False)) for text in references]

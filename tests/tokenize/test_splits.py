@@ -48,6 +48,21 @@ def test_a_limit_that_drops_every_training_sample_stops_naming_the_setting(data,
         tokenize(data, tmp_path, **lengths)
 
 
+def test_a_limit_past_the_models_positions_stops_before_tokenizing(data, tmp_path: Path) -> None:
+    """A downloaded model's positions are known first here (a local folder's before any job: test_config_checks)."""
+    import json
+    import shutil
+
+    model = shutil.copytree(data["model"], tmp_path / "model")
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 150}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model: tokenize.max_input_length \+ max_output_length \+ 1 lets a sample hold "
+                                         r"193 tokens, but the model was trained for 150 positions"):
+        tokenize({**data, "model": model}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    tokenize({**data, "model": model}, tmp_path / "out", cutoff_len=150)
+
+
 def test_the_shortest_allowed_limit_keeps_one_answer_token() -> None:
     """min_cutoff_len (the before-any-job bound) is prefix + role header + one answer token, on a real layout."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.chat_template import get_template, split_for_generation
+from glmtune.config_rules import model_positions, positions_problem
 from glmtune.evaluate.backend import in_order, make_backend, make_plan
 from glmtune.evaluate.batching import resolve_cache
 from glmtune.evaluate.metrics import corpus_scores
@@ -48,6 +49,8 @@ def evaluate_model(
     rank, world, device = join_process_group()
     loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
     cache = resolve_cache(cache, loaded)
+    if problem := positions_problem(model_positions(loaded.config.to_dict()), tokenize, max_new_tokens):
+        raise ValueError(f"{model_dir}: {problem}")
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
     references = [reference for _, reference in pairs]

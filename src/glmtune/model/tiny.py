@@ -26,7 +26,9 @@ from glmtune.settings import TinySettings
 
 log = logging.getLogger(__name__)
 
-MAX_POSITIONS = 1024  # positions the random model is built for (no config key: the tiny job's samples are short)
+# GLM-4-9B-chat's positions: a random model was trained for no context, so no length limit a user sets is refused
+# for it (glmtune.config_rules.positions_problem); rotary positions hold no weights, so it costs nothing.
+MAX_POSITIONS = 131072
 
 
 def conversation_texts(paths: Iterable[str | Path]) -> Iterable[str]:

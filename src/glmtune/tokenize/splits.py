@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from glmtune.io import atomic_path, read_jsonl, write_json
 from glmtune.logs import bar_options
 from glmtune.chat_template import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.config_rules import model_positions, positions_problem
 from glmtune.model.loading import load_tokenizer
 from glmtune.settings import ModelSettings, TokenizeSettings
 
@@ -108,6 +110,9 @@ def tokenize_splits(
     + 1 tokens) unless one cutoff_len is given. The tokenizer is never remote code (glmtune.model.remote_code), but
     with `model.trust_remote_code` transformers 5 reads the model's remote configuration beside it."""
     tokenizer = load_tokenizer(model_dir, trust_remote_code=model.trust_remote_code)
+    config = json.loads(Path(model_dir, "config.json").read_text(encoding="utf-8-sig"))
+    if problem := positions_problem(model_positions(config), settings):
+        raise ValueError(f"{model_dir}: {problem}")
     limit = settings.cutoff
     stats: dict[str, Any] = {"template": model.template, "cutoff_len": limit, "setting": settings.cutoff_setting,
                              "max_truncated_ratio": settings.max_truncated_ratio, "splits": {}}
