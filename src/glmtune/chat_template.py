@@ -285,11 +285,14 @@ def cut_prompt(messages_ids: list[int], header: list[int], max_length: int | Non
     return messages_ids[:max_length] + header
 
 
-def split_for_generation(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """Split a conversation into (prompt messages, reference answer): the last assistant message is the reference."""
+def split_for_generation(messages: Sequence[dict[str, Any]], template: ChatTemplate) -> tuple[list[dict[str, Any]], str]:
+    """Split a conversation into (prompt messages, reference answer): the last assistant message is the reference,
+    as the model writes it after the role token: its content, or for a tool call the function name's line and the
+    call in the family's form (`get_weather\n{"city": "北京"}` for GLM-4), which is what generation decodes to."""
     for position in range(len(messages) - 1, -1, -1):
         if messages[position]["role"] == "assistant":
-            return list(messages[:position]), messages[position]["content"]
+            written = "".join(text for block in template.blocks(messages[position]) for text in block.texts)
+            return list(messages[:position]), written.strip()
     raise ValueError("conversation has no assistant message to evaluate against")
 
 

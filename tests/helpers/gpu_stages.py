@@ -28,7 +28,7 @@ def prompts_of(test_path: str | Path, tokenizer: Any, template: str, max_input_l
                  count: int | None = None) -> tuple[list[list[int]], list[str]]:
     """The evaluate stage's prompts (the last assistant turn cut off) and their references."""
     rows = list(read_jsonl(test_path))[:count]
-    pairs = [split_for_generation(row["conversations"]) for row in rows]
+    pairs = [split_for_generation(row["conversations"], get_template(template)) for row in rows]
     prompts = [encode_prompt(tokenizer, get_template(template), messages, max_input_length) for messages, _ in pairs]
     return prompts, [reference for _, reference in pairs]
 

@@ -51,7 +51,7 @@ def evaluate_model(
     cache = resolve_cache(cache, loaded)
     if problem := positions_problem(model_positions(loaded.config.to_dict()), tokenize, max_new_tokens):
         raise ValueError(f"{model_dir}: {problem}")
-    pairs = [split_for_generation(row["conversations"]) for row in rows]
+    pairs = [split_for_generation(row["conversations"], template) for row in rows]
     prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
     references = [reference for _, reference in pairs]
     answers_longer = check_answer_room(tokenizer, references, settings, test_path)
