@@ -146,6 +146,27 @@ def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:
     assert message.startswith("config: tokenize.cutoff_len is 2 tokens: no sample fits, as the chatglm3 chat prefix")
 
 
+def test_one_shard_of_a_sharded_data_file_is_refused_naming_the_shards_left_out(tmp_path: Path) -> None:
+    """A Hugging Face dataset's train-00000-of-00003.parquet alone would train on a third of it."""
+    for index in range(3):
+        (tmp_path / f"train-{index:05d}-of-00003.parquet").write_bytes(b"PAR1")
+    (tmp_path / "test-00000-of-00001.parquet").write_bytes(b"PAR1")  # a one-shard file has nothing left out
+
+    def entry(**files: str) -> dict[str, Any]:
+        return {"source": "path", "format": "alpaca", "files": {part: str(tmp_path / name) for part, name in files.items()}}
+
+    message = fails(validated({"d": entry(train="train-00000-of-00003.parquet", test="test-00000-of-00001.parquet")}))
+    assert message == (f"config: datasets.d.files.train: {tmp_path}/train-00000-of-00003.parquet is one shard of several, "
+                       "and 2 more beside it would be left out (train-00001-of-00003.parquet, train-00002-of-00003.parquet): "
+                       "give each shard as a dataset of its own, or join them into one file")
+    check(validated({"d": entry(train="train-00000-of-00003.parquet", validation="train-00001-of-00003.parquet",
+                                test="train-00002-of-00003.parquet")}))  # every shard named: a layout of the user's
+    (tmp_path / "train-00001-of-00003.parquet").unlink()
+    assert fails(validated({"d": entry(train="train-00000-of-00003.parquet", test="train-00002-of-00003.parquet")})
+                 ).endswith("is one shard of several, and only 2 of its 3 shards are there (a download cut short?): give "
+                            "each shard as a dataset of its own, or join them into one file")
+
+
 def test_lengths_past_a_model_folders_positions_are_refused_before_any_job(tmp_path: Path) -> None:
     """ChatGLM3-6B holds 8,192 positions: a longer sample would train positions it never saw, and nothing fails."""
     folder = sharded(tmp_path / "m")

@@ -10,8 +10,10 @@ Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on p
 from __future__ import annotations
 
 import codecs
+import glob
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,9 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
                                        "one file (each file of a folder a dataset of its own, or the files merged into one)")
             if dataset["source"] in LOCAL_SOURCES and not Path(file).is_file():
                 raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}", file)
+            if dataset["source"] in LOCAL_SOURCES and (problem := shards_problem(Path(file), dataset["files"].values())):
+                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is one shard of several, and "
+                                       f"{problem}: give each shard as a dataset of its own, or join them into one file")
             check_fetched_file(name, dataset["source"], split, file)
         if dataset["source"] == "url" and not dataset.get("url"):
             raise ConfigCheckError(f"config: datasets.{name}.url is required with source: url")
@@ -109,6 +114,27 @@ def check_validation_wanted(train: Mapping[str, Any], datasets: Mapping[str, Map
             f"config: {where}train.eval_steps {train['eval_steps']} asks for a validation loss, but no dataset gives "
             f"validation data ({keys}; split.validation_ratio {validation_ratio}): give one a `validation` file, set "
             "split.validation_ratio above 0 to hold out a share of an `all` file, or set train.eval_steps: null")
+
+
+# save_pretrained / the Hub's shard names: train-00000-of-00003.parquet, model-00001-of-00004.safetensors
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>\..+)?$")
+
+
+def shards_problem(file: Path, given: Iterable[str]) -> str | None:
+    """What of a sharded data file's set (`train-00000-of-00003.parquet`) the dataset would leave out: shards beside it
+    that none of its files names, or shards missing (a download cut short). Training on one shard of a Hugging Face
+    dataset would drop the rest without a word."""
+    match = SHARD_NAME.match(file.name)
+    if not match:
+        return None
+    pattern = f"{glob.escape(match['stem'])}-*-of-{match['count']}{glob.escape(match['suffix'] or '')}"
+    shards = [other for other in file.parent.glob(pattern) if SHARD_NAME.match(other.name)]
+    named = {Path(other).resolve() for other in given}
+    if left := sorted(other.name for other in shards if other.resolve() not in named):
+        return f"{len(left)} more beside it would be left out ({', '.join(left)})"
+    if len(shards) < int(match["count"]):
+        return f"only {len(shards)} of its {int(match['count'])} shards are there (a download cut short?)"
+    return None
 
 
 def check_fetched_file(name: str, source: str, split: str, file: str) -> None:
