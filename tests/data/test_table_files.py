@@ -74,6 +74,16 @@ def test_a_csv_header_naming_a_column_twice_or_not_at_all_stops(tmp_path: Path, 
         read_records(path)
 
 
+def test_a_table_without_rows_stops_its_conversion(tmp_path: Path) -> None:
+    from glmtune.data.convert import ConversionError
+
+    (tmp_path / "header.csv").write_text("instruction,input,output\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist([], schema=pa.schema([("instruction", pa.string())])), tmp_path / "empty.parquet")
+    for name in ("header.csv", "empty.parquet"):
+        with pytest.raises(ConversionError, match=rf"{name}: no records: .* a table without rows"):
+            convert(tmp_path, tmp_path / name, "alpaca")
+
+
 def test_parquet_by_its_content_and_arrow_stream_and_file_by_extension(tmp_path: Path) -> None:
     table = pa.Table.from_pylist(ROWS)
     pq.write_table(table, tmp_path / "data.bin")  # the extension does not matter: the magic bytes decide

@@ -91,7 +91,7 @@ def convert_file(
     on_invalid, options = settings.on_invalid, settings.converter_options()
     records = read_records(raw_path, settings.encoding, skip_bad_lines=on_invalid == "skip")
     if not records:
-        raise ConversionError(f"{raw_path}: no records: the file is empty, only whitespace, or an empty JSON array. "
+        raise ConversionError(f"{raw_path}: no records: the file is empty, only whitespace, an empty JSON array, or a table without rows. "
                               f"A dataset that yields nothing is a mistake: check dataset '{dataset}''s files")
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
