@@ -67,14 +67,29 @@ def test_a_bad_dataset_names_its_key(entry: dict[str, Any], message: str) -> Non
 
 
 def test_a_folder_given_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
-    """A folder of files (LLaMA-Factory's file_name may be one) is not read as a file, nor called missing."""
     (tmp_path / "parts").mkdir()
+    entry = {"source": "path", "format": "alpaca", "files": {"all": str(tmp_path / "parts")}}
+    assert fails(validated({"d": entry})) == (f"config: datasets.d.files.all: {tmp_path / 'parts'} is a folder, not a "
+                                              "file: name its files (a list of files is read as one)")
+
+
+def test_a_llamafactory_entry_whose_file_name_is_a_folder_reads_its_files_as_one(tmp_path: Path) -> None:
+    """As LLaMA-Factory does: every file of the folder (not hidden ones), all of one type."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
     (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "parts"}}), encoding="utf-8")
-    for entry in ({"source": "path", "format": "alpaca", "files": {"all": str(tmp_path / "parts")}},
-                  {"source": "llamafactory", "dataset_info": str(tmp_path / "dataset_info.json"), "name": "mine"}):
-        assert fails(validated({"d": entry})) == (
-            f"config: datasets.d.files.all: {tmp_path / 'parts'} is a folder, not a file: name one file (each file of "
-            "a folder a dataset of its own, or the files merged into one)")
+    entry = {"source": "llamafactory", "dataset_info": str(tmp_path / "dataset_info.json"), "name": "mine"}
+    assert fails(validated({"d": dict(entry)})) == (f"config: datasets.d: {parts} (the entry's file_name) is a folder "
+                                                    "with no file in it: LLaMA-Factory reads a folder's files as one "
+                                                    "dataset, all of one type")
+    for name in ("b.json", "a.json", ".DS_Store"):
+        (parts / name).write_text('[{"instruction": "q", "output": "a"}]', encoding="utf-8")
+    config = validated({"d": dict(entry)})
+    check(config)
+    assert config["datasets"]["d"]["files"] == {"all": [str(parts / "a.json"), str(parts / "b.json")]}
+    (parts / "c.parquet").write_bytes(b"PAR1")
+    assert fails(validated({"d": dict(entry)})).endswith("is a folder of files of several types (.json, .parquet): "
+                                                         "LLaMA-Factory reads a folder's files as one dataset, all of one type")
 
 
 def test_a_llamafactory_entry_is_resolved_in_place(tmp_path: Path) -> None:
@@ -158,13 +173,18 @@ def test_one_shard_of_a_sharded_data_file_is_refused_naming_the_shards_left_out(
     message = fails(validated({"d": entry(train="train-00000-of-00003.parquet", test="test-00000-of-00001.parquet")}))
     assert message == (f"config: datasets.d.files.train: {tmp_path}/train-00000-of-00003.parquet is one shard of several, "
                        "and 2 more beside it would be left out (train-00001-of-00003.parquet, train-00002-of-00003.parquet): "
-                       "give each shard as a dataset of its own, or join them into one file")
+                       "name every shard (a list of files is read as one)")
     check(validated({"d": entry(train="train-00000-of-00003.parquet", validation="train-00001-of-00003.parquet",
                                 test="train-00002-of-00003.parquet")}))  # every shard named: a layout of the user's
+    shards = [str(tmp_path / f"train-{index:05d}-of-00003.parquet") for index in range(3)]
+    check(validated({"d": {**entry(test="test-00000-of-00001.parquet"), "files": {
+        "train": shards, "test": str(tmp_path / "test-00000-of-00001.parquet")}}}))  # a list is read as one file
+    assert fails(validated({"d": {**entry(), "files": {"train": [shards[0], shards[0]], "test": shards[1:]}}})) == (
+        f"config: datasets.d.files.train: a file is named twice: {[shards[0], shards[0]]}")
     (tmp_path / "train-00001-of-00003.parquet").unlink()
     assert fails(validated({"d": entry(train="train-00000-of-00003.parquet", test="train-00002-of-00003.parquet")})
-                 ).endswith("is one shard of several, and only 2 of its 3 shards are there (a download cut short?): give "
-                            "each shard as a dataset of its own, or join them into one file")
+                 ).endswith("is one shard of several, and only 2 of its 3 shards are there (a download cut short?): name "
+                            "every shard (a list of files is read as one)")
 
 
 def test_lengths_past_a_model_folders_positions_are_refused_before_any_job(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glmtune.data_settings import given_files
 from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.model.weight_files import WeightFilesError, weight_files
 
@@ -58,7 +59,22 @@ def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
         raise ConfigCheckError(f"config: datasets.{name}: {err}") from None
     dataset["format"] = fmt
     dataset.update({k: v for k, v in options.items() if k not in dataset})
-    dataset.setdefault("files", {"all": str(dataset_info_file(dataset["dataset_info"], dataset["name"]))})
+    if "files" not in dataset:
+        dataset["files"] = {"all": folder_files(name, dataset_info_file(dataset["dataset_info"], dataset["name"]))}
+
+
+def folder_files(name: str, path: Path) -> str | list[str]:
+    """A dataset_info.json entry's file_name: a file, or a folder whose files LLaMA-Factory reads as one dataset (not
+    hidden ones; all of one type, as LLaMA-Factory requires)."""
+    if not path.is_dir():
+        return str(path)
+    files = sorted(str(file) for file in path.iterdir() if file.is_file() and not file.name.startswith("."))
+    kinds = {Path(file).suffix.lower() for file in files}
+    if not files or len(kinds) > 1:
+        raise ConfigCheckError(f"config: datasets.{name}: {path} (the entry's file_name) is a folder "
+                               + ("with no file in it" if not files else f"of files of several types ({', '.join(sorted(kinds))})")
+                               + ": LLaMA-Factory reads a folder's files as one dataset, all of one type")
+    return files
 
 
 def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) -> None:
@@ -73,16 +89,13 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
         for key in ("format", "files"):
             if key not in dataset:
                 raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
-        for split, file in dataset["files"].items():
-            if dataset["source"] in LOCAL_SOURCES and Path(file).is_dir():  # LLaMA-Factory's file_name may be one
-                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is a folder, not a file: name "
-                                       "one file (each file of a folder a dataset of its own, or the files merged into one)")
-            if dataset["source"] in LOCAL_SOURCES and not Path(file).is_file():
-                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}", file)
-            if dataset["source"] in LOCAL_SOURCES and (problem := shards_problem(Path(file), dataset["files"].values())):
-                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is one shard of several, and "
-                                       f"{problem}: give each shard as a dataset of its own, or join them into one file")
-            check_fetched_file(name, dataset["source"], split, file)
+        every_file = [file for entry in dataset["files"].values() for file in given_files(entry)]
+        for split, entry in dataset["files"].items():
+            files = given_files(entry)
+            if len(set(files)) < len(files):
+                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: a file is named twice: {files}")
+            for file in files:
+                check_file(name, dataset["source"], split, file, every_file)
         if dataset["source"] == "url" and not dataset.get("url"):
             raise ConfigCheckError(f"config: datasets.{name}.url is required with source: url")
         check_encoding(name, dataset["encoding"])
@@ -114,6 +127,20 @@ def check_validation_wanted(train: Mapping[str, Any], datasets: Mapping[str, Map
             f"config: {where}train.eval_steps {train['eval_steps']} asks for a validation loss, but no dataset gives "
             f"validation data ({keys}; split.validation_ratio {validation_ratio}): give one a `validation` file, set "
             "split.validation_ratio above 0 to hold out a share of an `all` file, or set train.eval_steps: null")
+
+
+def check_file(name: str, source: str, split: str, file: str, every_file: Sequence[str]) -> None:
+    """One file of a dataset's `files.<split>`: there, a file, and not one shard of several alone (`every_file`: all
+    the dataset's files); a fetched dataset's name (check_fetched_file)."""
+    if source in LOCAL_SOURCES and Path(file).is_dir():
+        raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is a folder, not a file: name its files "
+                               "(a list of files is read as one)")
+    if source in LOCAL_SOURCES and not Path(file).is_file():
+        raise ConfigCheckError(f"config: datasets.{name}.files.{split}: no such file: {file}", file)
+    if source in LOCAL_SOURCES and (problem := shards_problem(Path(file), every_file)):
+        raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is one shard of several, and {problem}: "
+                               "name every shard (a list of files is read as one)")
+    check_fetched_file(name, source, split, file)
 
 
 # save_pretrained / the Hub's shard names: train-00000-of-00003.parquet, model-00001-of-00004.safetensors

@@ -80,6 +80,8 @@ def expand_home(config: dict[str, Any]) -> None:
     """A leading ~ in a path the config gives (local dataset files, dataset_info, model.path, train.deepspeed, a run's
     deepspeed) is the user's home, as in a shell: expanded in place, before anything reads the path."""
     def home(value: Any) -> Any:
+        if isinstance(value, list):  # a list of files read as one
+            return [home(item) for item in value]
         return os.path.expanduser(value) if isinstance(value, str) else value
 
     for dataset in config.get("datasets", {}).values():

@@ -11,7 +11,7 @@ Pure Python (no torch): common.smk builds these while building the job graph.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from glmtune.settings import S, Section
@@ -108,7 +108,7 @@ class DatasetSettings(GivenOrNot):
     name: str | None
     columns: Mapping[str, str | None] | None
     tags: Mapping[str, str | None] | None
-    files: Mapping[str, str] | None
+    files: Mapping[str, str | tuple[str, ...]] | None
     url: str | None
     sha256: str | None
     demo: DemoSettings
@@ -132,3 +132,8 @@ class SplitSettings(Section):
     test_ratio: float
     seed: int
     dedupe_across_datasets: bool
+
+
+def given_files(entry: str | Sequence[str]) -> list[str]:
+    """The files of one `files` entry: a path, or a list of them read as one file (a sharded dataset's files)."""
+    return [entry] if isinstance(entry, str) else list(entry)

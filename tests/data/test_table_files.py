@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import shared_data
 
-from glmtune.data.convert import convert_file
+from glmtune.data.convert import ConversionError, convert_file
 from glmtune.data.records import BadLine, DataFileError, read_records
 from glmtune.io import read_jsonl
 from helpers.settings import convert_settings
@@ -75,8 +75,6 @@ def test_a_csv_header_naming_a_column_twice_or_not_at_all_stops(tmp_path: Path, 
 
 
 def test_a_table_without_rows_stops_its_conversion(tmp_path: Path) -> None:
-    from glmtune.data.convert import ConversionError
-
     (tmp_path / "header.csv").write_text("instruction,input,output\n", encoding="utf-8")
     pq.write_table(pa.Table.from_pylist([], schema=pa.schema([("instruction", pa.string())])), tmp_path / "empty.parquet")
     for name in ("header.csv", "empty.parquet"):
@@ -157,6 +155,27 @@ def test_a_real_file_as_a_table_converts_to_what_its_json_gives(tmp_path: Path, 
     assert convert(tmp_path, tmp_path / "data.parquet", fmt) == (expected, rejected)
     if all(isinstance(value, str) for row in rows for value in row.values()):
         assert convert(tmp_path, write_csv(tmp_path / "data.csv", rows), fmt) == (expected, rejected)
+
+
+def test_shards_given_as_a_list_convert_as_one_file_naming_each_records_file(tmp_path: Path) -> None:
+    """A Hugging Face dataset's Parquet shards read as one file: the same conversations, one dedupe over all of them;
+    a record's place names its shard."""
+    raw = shared_data("llamafactory/alpaca_zh_demo.json")
+    rows = [record for _, record in read_records(raw)]
+    shards = [tmp_path / f"train-{index:05d}-of-00003.parquet" for index in range(3)]
+    for index, shard in enumerate(shards):
+        pq.write_table(pa.Table.from_pylist(rows[index * 400:(index + 1) * 400]), shard)
+    expected, rejected = convert(tmp_path, raw, "alpaca")
+    out = tmp_path / "shards.jsonl"
+    report = convert_file(shards, out, tmp_path / "shards.rejects.jsonl", tmp_path / "shards.report.json", "alpaca", "real",
+                          convert_settings(on_invalid="skip"))
+    assert [row["conversations"] for row in read_jsonl(out)] == expected and report["rejected"] == rejected
+    assert report["file"] == [str(shard) for shard in shards]
+    assert next(read_jsonl(out))["source"]["index"] == f"{shards[0]}: record 0"
+    assert all(reject["where"].startswith(str(tmp_path / "train-")) for reject in read_jsonl(tmp_path / "shards.rejects.jsonl"))
+    pq.write_table(pa.Table.from_pylist([{"instruction": "q", "output": 5}]), shards[1])  # a bad record in shard 2
+    with pytest.raises(ConversionError, match=rf"^{shards[1]}: record 0: 'output' is int, not a string"):
+        convert_file(shards, out, tmp_path / "r.jsonl", tmp_path / "r.json", "alpaca", "real", convert_settings())
 
 
 def test_a_datasets_save_to_disk_arrow_file_converts_like_its_json(tmp_path: Path) -> None:

@@ -72,20 +72,23 @@ def test_train_validation_and_test_files(tmp_path: Path) -> None:
     assert contents(workdir) == {"train": {"a-train": 20}, "validation": {"a-validation": 5}, "test": {"a-test": 6}}
 
 
-def test_parquet_and_csv_files(tmp_path: Path) -> None:
-    """A Parquet training file and a CSV test file (what a Hugging Face dataset or a spreadsheet gives) go through
-    convert as their JSON would."""
+def test_parquet_shards_and_a_csv_file(tmp_path: Path) -> None:
+    """Parquet training shards given as a list and a CSV test file (what a Hugging Face dataset or a spreadsheet gives)
+    go through convert as their JSON would; editing one shard re-runs its conversion."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     workdir = layout(tmp_path, {"a": {"train": 20, "test": 6}})
     train, test = (list(read_jsonl(workdir / f"data/a-{part}.json")) for part in ("train", "test"))
-    pq.write_table(pa.Table.from_pylist(train), workdir / "data/a-train.parquet")
+    shards = [f"data/train-{index:05d}-of-00002.parquet" for index in range(2)]
+    for index, shard in enumerate(shards):
+        pq.write_table(pa.Table.from_pylist(train[index * 10:(index + 1) * 10]), workdir / shard)
     (workdir / "data/a-test.csv").write_text("content,summary\n" + "".join(f"{row['content']},{row['summary']}\n"
                                                                            for row in test), encoding="utf-8")
-    edit_config(workdir, lambda c: c["datasets"]["a"].update(files={"train": "data/a-train.parquet",
-                                                                     "test": "data/a-test.csv"}))
+    edit_config(workdir, lambda c: c["datasets"]["a"].update(files={"train": shards, "test": "data/a-test.csv"}))
     assert contents(snakemake_splits(workdir)) == {"train": {"a-train": 20}, "validation": {}, "test": {"a-test": 6}}
+    pq.write_table(pa.Table.from_pylist(train[10:19]), workdir / shards[1])
+    assert "convert[dataset=a, part=train]" in planned_jobs(workdir, "results/splits/train.jsonl")
 
 
 def test_datasets_mixing_all_and_given_files(tmp_path: Path) -> None:

@@ -188,14 +188,18 @@ def remote_code_params():
 
 
 def raw_input(wildcards):
-    """A local file as it is; otherwise the fetched folder (the member is named by raw_member)."""
+    """Local files as they are (one, or a list read as one); otherwise the fetched folder (the members are named by
+    raw_member)."""
+    from glmtune.data_settings import given_files
+
     dataset = DATASETS[wildcards.dataset]
     if dataset["source"] in LOCAL_SOURCES:
-        return dataset["files"][wildcards.part]
+        return given_files(dataset["files"][wildcards.part])
     return f"resources/datasets/{wildcards.dataset}"
 
 
 def raw_member(wildcards):
+    """The file(s) inside a fetched dataset's folder, as the config names them; "" for local files."""
     dataset = DATASETS[wildcards.dataset]
     return "" if dataset["source"] in LOCAL_SOURCES else dataset["files"][wildcards.part]
 

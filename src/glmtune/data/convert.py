@@ -1,9 +1,11 @@
-"""Convert one raw dataset file into canonical conversations, with validation and a rejects file."""
+"""Convert one raw dataset file (or a list of files read as one) into canonical conversations, with validation and a
+rejects file."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +69,22 @@ def too_many_rejected(raw_path: str | Path, dataset: str, records: int, rejects:
             f"the format, or raise max_reject_ratio if so many rejects are expected (they are in the rejects file)")
 
 
+def read_files(paths: Sequence[Path], dataset: str, encoding: str, skip_bad_lines: bool) -> list[tuple[str, Any]]:
+    """(where, record) of every file in turn; with several files, where names the file too. A file that holds no
+    record stops: a dataset that yields nothing, or an empty shard, is a mistake."""
+    records: list[tuple[str, Any]] = []
+    for path in paths:
+        found = read_records(path, encoding, skip_bad_lines=skip_bad_lines)
+        if not found:
+            raise ConversionError(f"{path}: no records: the file is empty, only whitespace, an empty JSON array, or a "
+                                  f"table without rows. A file that yields nothing is a mistake: check dataset "
+                                  f"'{dataset}''s files")
+        records += found if len(paths) == 1 else [(f"{path}: {where}", record) for where, record in found]
+    return records
+
+
 def convert_file(
-    raw_path: str | Path,
+    raw_path: str | Path | Sequence[str | Path],
     out_path: str | Path,
     rejects_path: str | Path,
     report_path: str | Path,
@@ -76,7 +92,8 @@ def convert_file(
     dataset: str,
     settings: ConvertSettings,
 ) -> dict[str, Any]:
-    """Convert `raw_path` with converter `fmt`; write conversations, rejects and a report.
+    """Convert `raw_path` (a file, or a list of files read as one) with converter `fmt`; write conversations, rejects
+    and a report.
 
     settings: encoding, on_invalid ("error" | "skip"), system (a fixed system prompt), dedupe (bool),
     clean (the cleaning steps), max_reject_ratio (more rejects than this share of the records stop the job),
@@ -89,10 +106,13 @@ def convert_file(
         raise ConversionError(f"dataset '{dataset}': unknown format {fmt!r}; known: {', '.join(sorted(CONVERTERS))}")
     convert = CONVERTERS[fmt]
     on_invalid, options = settings.on_invalid, settings.converter_options()
-    records = read_records(raw_path, settings.encoding, skip_bad_lines=on_invalid == "skip")
-    if not records:
-        raise ConversionError(f"{raw_path}: no records: the file is empty, only whitespace, an empty JSON array, or a table without rows. "
-                              f"A dataset that yields nothing is a mistake: check dataset '{dataset}''s files")
+    paths = [Path(raw_path)] if isinstance(raw_path, (str, Path)) else [Path(path) for path in raw_path]
+    records = read_files(paths, dataset, settings.encoding, on_invalid == "skip")
+    label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more files"
+
+    def at(where: str) -> str:  # a record's place with its file (which `where` holds when there are several)
+        return f"{paths[0]}: {where}" if len(paths) == 1 else where
+
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -110,7 +130,7 @@ def convert_file(
             validate_conversation(messages)
         except InvalidRecord as err:
             if on_invalid != "skip":
-                raise ConversionError(f"{raw_path}: {where}: {err} (set on_invalid: skip to write it to the rejects file instead)") from None
+                raise ConversionError(f"{at(where)}: {err} (set on_invalid: skip to write it to the rejects file instead)") from None
             rejects.append({"where": where, "reason": str(err), "record": record})
             counts["invalid"] += 1
             continue
@@ -137,27 +157,27 @@ def convert_file(
         counts["records_with_placeholders_left"] += bool(unfilled)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
-        raise ConversionError(nothing_kept(raw_path, dataset, fmt, rejects))
+        raise ConversionError(nothing_kept(label, dataset, fmt, rejects))
     # Duplicates are the dedupe option at work (the official cognition_dev repeats 50 of 60), not broken records.
     broken = [reject for reject in rejects if reject["reason"] != DUPLICATE]
     limit = settings.max_reject_ratio
     if len(broken) > limit * len(records):
-        raise ConversionError(too_many_rejected(raw_path, dataset, len(records), broken, limit))
+        raise ConversionError(too_many_rejected(label, dataset, len(records), broken, limit))
     write_jsonl(rejects_path, rejects)
     write_jsonl(out_path, kept)
-    report = {"dataset": dataset, "file": str(raw_path), "format": fmt, "records_in": len(records),
+    report = {"dataset": dataset, "file": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths], "format": fmt, "records_in": len(records),
               "records_out": len(kept), "rejected": len(rejects), "duplicates": counts["duplicates"],
               "steps": dict(sorted((rules.rule_counters() | {step: n for step, n in counts.items() if n}).items()))}
     write_json(report_path, report)
     log.info("%s: %d records in, %d converted, %d rejected (see %s); cleaning: %s",
              dataset, len(records), len(kept), len(rejects), rejects_path, report["steps"])
     if counts["invalid_json"]:
-        log.warning("%s: %d lines of %s are not valid JSON; skipped to %s", dataset, counts["invalid_json"], raw_path, rejects_path)
+        log.warning("%s: %d lines of %s are not valid JSON; skipped to %s", dataset, counts["invalid_json"], label, rejects_path)
     if counts["intro_line_matched_one_line_answer"]:
         log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
                     "to drop)", dataset, counts["intro_line_matched_one_line_answer"])
     if left:
-        found = ", ".join(f"{placeholder} ({len(places)} records, first at {raw_path}: {places[0]})"
+        found = ", ".join(f"{placeholder} ({len(places)} records, first at {at(places[0])})"
                           for placeholder, places in sorted(left.items()))
         fill = ", ".join(f"'{placeholder}': ..." for placeholder in sorted(left))
         log.warning("%s: %d kept records hold template placeholders the model would learn as text: %s. Fill them in "
