@@ -91,7 +91,8 @@ def test_a_leading_tilde_in_a_local_path_is_the_home_folder(tmp_path: Path, monk
 
 def test_order_free_sections_are_sorted_and_ordered_ones_kept() -> None:
     config: dict[str, Any] = {
-        "datasets": {"b": {"clean": {"replace": {"{{z}}": "1", "{{a}}": "2"}, "max_chars": 9}}, "a": {}},
+        "datasets": {"b": {"clean": {"replace": {"{{z}}": "1", "{{a}}": "2"}, "max_chars": 9}},
+                     "a": {"files": {"train": ["t-00001-of-00002.parquet", "t-00000-of-00002.parquet"], "test": "d.json"}}},
         "runs": {"z": {}, "a": {}}, "train": {"seed": 1, "lora": {"r": 8, "alpha": 16}},
         **{section: {"y": 1, "x": 2} for section in ("tokenize", "evaluate", "export", "split", "model")},
     }
@@ -101,3 +102,6 @@ def test_order_free_sections_are_sorted_and_ordered_ones_kept() -> None:
     clean = config["datasets"]["b"]["clean"]
     assert list(clean) == ["max_chars", "replace"] and list(clean["replace"]) == ["{{z}}", "{{a}}"]  # applied in order
     assert list(config["datasets"]) == ["b", "a"] and list(config["runs"]) == ["z", "a"]  # merged / exported in order
+    # a list of files is read in one order, however written
+    assert config["datasets"]["a"]["files"] == {"train": ["t-00000-of-00002.parquet", "t-00001-of-00002.parquet"],
+                                                "test": "d.json"}

@@ -181,6 +181,10 @@ def sort_order_free(config: dict[str, Any]) -> None:
         for key in ORDER_FREE_IN_DATASET:
             if isinstance(dataset.get(key), Mapping):
                 dataset[key] = sorted_keys(dataset[key], keep=("replace",))
+        if isinstance(dataset.get("files"), Mapping):  # a list of files is read in one order however written (the
+            # records' order decides which duplicate stays and the split; Snakemake sees no change in a reordered list)
+            dataset["files"] = {split: sorted(entry) if isinstance(entry, list) else entry
+                                for split, entry in dataset["files"].items()}
 
 
 def job_command(targets: Sequence[str], configfiles: Sequence[str | Path], config_args: Sequence[str] = (),
