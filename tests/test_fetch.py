@@ -16,7 +16,7 @@ import pytest
 
 from glmtune import fetch
 from glmtune.fetch import (FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, fetched_file_problem, fetched_member,
-                           link_local_model, url_file_name)
+                           link_local_model, linked_model_source, url_file_name)
 from helpers.settings import fetch_settings
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
@@ -147,6 +147,7 @@ def test_link_local_model(tmp_path: Path) -> None:
     # a folder of its own, each entry a link into the model folder, hidden ones left out
     assert not out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["config.json", "sub"]
     assert (out / "config.json").resolve() == (model / "config.json").resolve() and (out / "sub").is_dir()
+    assert linked_model_source(out) == model.resolve() and linked_model_source(model) is None
     other = tmp_path / "weights2"
     other.mkdir()
     (other / "config.json").write_text('{"v": 2}')

@@ -197,8 +197,16 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
         tmp.mkdir()
         for entry in sorted(target.iterdir()):
             if not entry.name.startswith("."):
-                os.symlink(entry.resolve(), tmp / entry.name, target_is_directory=entry.is_dir())
+                os.symlink(entry, tmp / entry.name, target_is_directory=entry.is_dir())
     return out_dir
+
+
+def linked_model_source(folder: str | Path) -> Path | None:
+    """The model folder that `folder` links file by file (link_local_model), or None for a folder of its own (converted,
+    or kept for remote code with our tokenizer): what an adapter should name as its base, so that it loads without
+    this checkout's resources/."""
+    config = Path(folder, "config.json")
+    return Path(os.readlink(config)).parent if config.is_symlink() else None
 
 
 def url_file_name(url: str) -> str:

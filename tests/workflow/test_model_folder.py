@@ -61,3 +61,12 @@ def test_a_changed_model_file_reruns_what_was_made_from_the_model(workdir: Path,
         (folder / "generation_config.json").write_text(json.dumps({**config, "max_length": 77}), encoding="utf-8")
     assert planned_jobs(workdir, TARGET) == FROM_THE_MODEL
     assert FROM_THE_MODEL[0] in planned_jobs(workdir, "results/merged_model")
+
+
+def test_an_adapter_names_the_users_folder_as_its_base(workdir: Path) -> None:
+    """Not the checkout's resources/models/mine: the adapter loads wherever the folder is, after resources/ is gone."""
+    folder = model_folder(workdir)
+    snakemake(workdir, "results/runs/main/adapter", "--config", "train={max_steps: 2, save_steps: 2, eval_steps: 2}")
+    adapter = workdir / "results/runs/main/adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(folder)
+    assert json.loads((adapter / "base_model.json").read_text())["path"] == str(folder)

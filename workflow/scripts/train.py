@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+from glmtune.fetch import linked_model_source
 from glmtune.launch import Layout, run_stage
 from glmtune.settings import TrainSettings, remote_code_param
 
@@ -13,8 +14,9 @@ inp, out, params = snakemake.input, snakemake.output, snakemake.params
 settings = TrainSettings.from_config(params.settings)
 arguments = {
     "train_dir": inp.train, "validation_dir": inp.validation,
-    # The absolute base path goes into adapter_config.json so the adapter loads from any directory.
-    "model_dir": str(Path(inp.model).resolve()),
+    # The absolute base path goes into adapter_config.json so the adapter loads from any directory: a linked folder's
+    # source (the user's own folder, or the download), which outlives this checkout's resources/.
+    "model_dir": str(linked_model_source(inp.model) or Path(inp.model).resolve()),
     "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
     "checkpoint_root": params.checkpoints, "settings": settings, "trust_remote_code": remote_code_param(params),
     "run_name": params.get("run_name"), "family": params.template,
