@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,7 @@ def test_an_adapter_names_the_users_folder_as_its_base(workdir: Path) -> None:
     adapter = workdir / "results/runs/main/adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(folder)
     assert json.loads((adapter / "base_model.json").read_text())["path"] == str(folder)
+    shutil.rmtree(workdir / "resources")
+    infer = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", str(adapter), "--prompt", "类型#裙",
+                            "--max-new-tokens", "2"], cwd=workdir.parent, capture_output=True, text=True, timeout=300)
+    assert infer.returncode == 0, infer.stderr
