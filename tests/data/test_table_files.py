@@ -41,6 +41,12 @@ def test_csv_rows_name_the_line_they_start_on_and_leave_empty_cells_out(tmp_path
                        ("line 4", ROWS[1])]
 
 
+def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
+    long = "很长的回答。" * 40000  # 240,000 characters: csv's default field limit is 131,072
+    records = read_records(write_csv(tmp_path / "long.csv", [{"instruction": "写长文", "output": long}]))
+    assert records == [("line 2", {"instruction": "写长文", "output": long})]
+
+
 def test_a_gbk_tsv_with_crlf_line_ends(tmp_path: Path) -> None:
     path = tmp_path / "data.tsv"
     path.write_bytes("instruction\tinput\toutput\r\n翻译\thello\t你好\r\n".encode("gbk"))

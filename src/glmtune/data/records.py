@@ -25,7 +25,8 @@ class DataFileError(ValueError):
 
 @dataclass(frozen=True)
 class BadLine:
-    """A JSON-lines line that is not valid JSON (or a CSV row that does not fit its header), kept in place of its record when bad lines are skipped."""
+    """A JSON-lines line that is not valid JSON (or a CSV row that does not fit its header), kept in place of its
+    record when bad lines are skipped."""
 
     text: str
     reason: str
@@ -163,6 +164,7 @@ def _refuse_binary(path: Path, raw: bytes, encoding: str) -> None:
 def _csv_rows(path: Path, text: str, delimiter: str, skip_bad_lines: bool) -> list[tuple[str, Any]]:
     """The rows of a CSV / TSV text under its header line, an empty cell left out; "line N" is where a row starts
     (a quoted cell may span lines)."""
+    csv.field_size_limit(1 << 30)  # the default, 128 KiB a cell, stops at one long answer
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
