@@ -105,6 +105,23 @@ def test_a_llamafactory_entry_is_resolved_in_place(tmp_path: Path) -> None:
     assert fails(config).startswith("config: datasets.d: ")
 
 
+def test_a_llamafactory_entrys_num_samples_is_said_in_the_config_not_ignored(tmp_path: Path) -> None:
+    """LLaMA-Factory draws num_samples records (repeating when the file holds fewer); ignored, the run would train on
+    another amount than the registry says."""
+    (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"mine": {"file_name": "data.json", "num_samples": 500}}), encoding="utf-8")
+    entry = {"source": "llamafactory", "dataset_info": str(info), "name": "mine"}
+    assert fails(validated({"d": dict(entry)})) == (
+        "config: datasets.d: the dataset_info.json entry 'mine' asks for num_samples: 500 (LLaMA-Factory: that many "
+        "records, drawn at random, repeated when the file holds fewer): say it in the config, as datasets.d.max_samples "
+        "(fewer records) or sample_ratio (repeats); either one set there overrides num_samples")
+    for given in ({"max_samples": 300}, {"sample_ratio": 2.0}):
+        config = validated({"d": {**entry, **given}})
+        check(config)
+        assert "num_samples" not in config["datasets"]["d"]
+
+
 def test_a_dataset_key_the_schema_does_not_know_is_refused() -> None:
     """The typed section and the schema agree: a key the schema would not fill (a config that skipped validation)."""
     config = validated({"d": {"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}}})

@@ -57,6 +57,12 @@ def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
         fmt, options = from_dataset_info(dataset["dataset_info"], dataset["name"])
     except (ValueError, KeyError) as err:
         raise ConfigCheckError(f"config: datasets.{name}: {err}") from None
+    num_samples = options.pop("num_samples", None)
+    if num_samples is not None and dataset["max_samples"] is None and dataset["sample_ratio"] is None:
+        raise ConfigCheckError(f"config: datasets.{name}: the dataset_info.json entry {dataset['name']!r} asks for "
+                               f"num_samples: {num_samples} (LLaMA-Factory: that many records, drawn at random, repeated "
+                               f"when the file holds fewer): say it in the config, as datasets.{name}.max_samples (fewer "
+                               "records) or sample_ratio (repeats); either one set there overrides num_samples")
     dataset["format"] = fmt
     dataset.update({k: v for k, v in options.items() if k not in dataset})
     if "files" not in dataset:

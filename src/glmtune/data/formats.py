@@ -369,6 +369,8 @@ def from_dataset_info(info_path: str | Path, name: str) -> tuple[str, dict[str, 
     if fmt == "sharegpt" and not columns["messages"]:
         raise ValueError(f"{where}: columns.messages is empty")
     options: dict[str, Any] = {"columns": columns}
+    if entry.get("num_samples") is not None:  # not read here: the config's max_samples / sample_ratio say it (common.smk)
+        options["num_samples"] = entry["num_samples"]
     if fmt == "sharegpt" and "tags" in entry:
         tags = entry["tags"]
         if not isinstance(tags, dict):
