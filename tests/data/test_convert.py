@@ -123,7 +123,7 @@ def test_skip_mode_accounts_for_every_record(tmp_path: Path, fmt: str) -> None:
     assert len(out) + len(rejects) == len(records)
     assert report == {"dataset": "ds", "file": str(raw), "format": fmt, "records_in": len(records),
                       "records_out": n_good, "rejected": len(cases), "duplicates": 0,
-                      "steps": {"invalid": len(cases)}}
+                      "steps": {"invalid": len(cases)}, "keys_not_read": {}}
     assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8")) == report
     bad_lines = [f"line {number}" for number, record in enumerate(records, start=1) if any(record is b for b, _ in cases)]
     assert [r["where"] for r in rejects] == bad_lines

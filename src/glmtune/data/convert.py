@@ -12,6 +12,7 @@ from typing import Any
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
 from glmtune.data.records import BadLine, read_records
+from glmtune.data.unread import mark_carried, tracked, unread
 from glmtune.io import write_json, write_jsonl
 from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
 from glmtune.data_settings import ConvertSettings
@@ -119,13 +120,15 @@ def convert_file(
     rules = settings.clean
     counts: Counter[str] = Counter()
     left: dict[str, list[str]] = {}  # placeholder -> where it was left
+    not_read: Counter[str] = Counter()  # a key the converter never read -> records holding it
     for where, record in records:
         if isinstance(record, BadLine):  # only with on_invalid: skip
             rejects.append({"where": where, "reason": record.reason, "record": record.text})
             counts["invalid_json"] += 1
             continue
+        watched = tracked(record)
         try:
-            messages = convert(record, options)
+            messages = convert(watched, options)
             kept_own_system = add_system_prompt(messages, settings.system)
             validate_conversation(messages)
         except InvalidRecord as err:
@@ -135,6 +138,8 @@ def convert_file(
             counts["invalid"] += 1
             continue
         counts["system_prompt_kept_from_record"] += kept_own_system
+        mark_carried(messages)
+        not_read.update(unread(watched))
         try:
             messages = clean_conversation(messages, rules, counts)
             validate_conversation(messages)  # cleaning may break a rule the converter's output kept
@@ -167,12 +172,17 @@ def convert_file(
     write_jsonl(out_path, kept)
     report = {"dataset": dataset, "file": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths], "format": fmt, "records_in": len(records),
               "records_out": len(kept), "rejected": len(rejects), "duplicates": counts["duplicates"],
-              "steps": dict(sorted((rules.rule_counters() | {step: n for step, n in counts.items() if n}).items()))}
+              "steps": dict(sorted((rules.rule_counters() | {step: n for step, n in counts.items() if n}).items())),
+              "keys_not_read": dict(sorted(not_read.items()))}
     write_json(report_path, report)
     log.info("%s: %d records in, %d converted, %d rejected (see %s); cleaning: %s",
              dataset, len(records), len(kept), len(rejects), rejects_path, report["steps"])
     if counts["invalid_json"]:
         log.warning("%s: %d lines of %s are not valid JSON; skipped to %s", dataset, counts["invalid_json"], label, rejects_path)
+    if not_read:
+        log.warning("%s: records hold keys format %s does not read, left out of the conversations: %s (the report's "
+                    "keys_not_read); map them with columns: / tags: where the format has them, or use a format that "
+                    "reads them", dataset, fmt, ", ".join(f"{path} ({count} records)" for path, count in sorted(not_read.items())))
     if counts["intro_line_matched_one_line_answer"]:
         log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
                     "to drop)", dataset, counts["intro_line_matched_one_line_answer"])

@@ -49,9 +49,11 @@ def _datasets_section(converted: Sequence[tuple[str | Path, str | Path]]) -> str
         steps = ", ".join(f"{name} {count}" for name, count in sorted(report.get("steps", {}).items())) or "-"
         reasons = "; ".join(f"{reason} ({count})" for reason, count in top_reasons(rejects_path)) or "-"
         part = Path(report_path).name.removesuffix(".report.json")
+        not_read = ", ".join(f"{path} ({count})" for path, count in report.get("keys_not_read", {}).items()) or "-"
         rows.append((report["dataset"], part, report["format"], report["records_in"], report["records_out"],
-                     report["rejected"], steps, reasons))
-    header = ("dataset", "file", "format", "records in", "kept", "rejected", "cleaning steps", "top reject reasons")
+                     report["rejected"], steps, reasons, not_read))
+    header = ("dataset", "file", "format", "records in", "kept", "rejected", "cleaning steps", "top reject reasons",
+              "keys not read (records)")
     return "<h2>Datasets</h2>" + _table(header, rows)
 
 
