@@ -88,6 +88,20 @@ def test_a_table_without_rows_stops_its_conversion(tmp_path: Path) -> None:
             convert(tmp_path, tmp_path / name, "alpaca")
 
 
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("excel.csv", "instruction;output\n翻译;你好\n", "looks ';'-separated (Excel writes ';' in some locales); save it "
+                                                      "comma-separated"),
+    ("tabs.csv", "instruction\toutput\n翻译\t你好\n", "looks '\\t'-separated; save it tab-separated as .tsv"),
+    ("commas.tsv", "instruction,output\n翻译,你好\n", "looks ','-separated; save it comma-separated, or name it .csv"),
+], ids=["semicolons", "tabs-in-csv", "commas-in-tsv"])
+def test_a_table_with_another_separator_says_which(tmp_path: Path, name: str, text: str, says: str) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(DataFileError) as err:
+        read_records(tmp_path / name)
+    assert str(err.value).startswith(f"{tmp_path / name}: line 1: the header is one column, ")
+    assert str(err.value).endswith(f": the file {says}")
+
+
 def test_parquet_by_its_content_and_arrow_stream_and_file_by_extension(tmp_path: Path) -> None:
     table = pa.Table.from_pylist(ROWS)
     pq.write_table(table, tmp_path / "data.bin")  # the extension does not matter: the magic bytes decide

@@ -172,6 +172,11 @@ def _csv_rows(path: Path, text: str, delimiter: str, skip_bad_lines: bool) -> li
             return []
         if len(set(header)) < len(header) or not all(name.strip() for name in header):
             raise DataFileError(f"{path}: line 1: the header names each column once, none empty: {header}")
+        if len(header) == 1 and (other := next((mark for mark in ";\t|," if mark != delimiter and mark in header[0]), None)):
+            raise DataFileError(f"{path}: line 1: the header is one column, {header[0]!r}: the file looks "
+                                f"{other!r}-separated" + (" (Excel writes ';' in some locales)" if other == ";" else "")
+                                + "; save it " + ("tab-separated as .tsv" if other == "\t" else "comma-separated")
+                                + (", or name it .csv" if other == "," else ""))
         records: list[tuple[str, Any]] = []
         start = reader.line_num + 1
         for row in reader:
