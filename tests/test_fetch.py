@@ -16,7 +16,7 @@ import pytest
 
 from glmtune import fetch
 from glmtune.fetch import (FALLBACK_NAME, FetchError, fetch_model, fetch_url_dataset, fetched_file_problem, fetched_member,
-                           link_local_model, linked_model_source, url_file_name)
+                           link_local_model, linked_model_source, url_file_name, fetched_members)
 from helpers.settings import fetch_settings
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, so connects are refused at once
@@ -260,3 +260,14 @@ def test_a_long_listing_says_how_many_it_leaves_out(tmp_path: Path) -> None:
         (tmp_path / f"f{i:02d}.json").write_text("")
     with pytest.raises(FetchError, match=r"it holds 25: f00.json, .*f19.json and 5 more$"):
         fetched_member(tmp_path, "x.json", "d", "all")
+
+
+def test_fetched_members_refuse_one_shard_of_several(tmp_path: Path) -> None:
+    """A download's shards are known only once it is there: one named alone stops its convert job."""
+    for index in range(2):
+        (tmp_path / f"train-{index:05d}-of-00002.parquet").write_bytes(b"PAR1")
+    with pytest.raises(FetchError, match=r"datasets.d.files.train: .*train-00000-of-00002.parquet is one shard of "
+                                         r"several, and 1 more beside it would be left out \(train-00001-of-00002.parquet\)"):
+        fetched_members(tmp_path, "train-00000-of-00002.parquet", "d", "train")
+    names = ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert fetched_members(tmp_path, names, "d", "train") == [tmp_path / name for name in names]

@@ -10,13 +10,12 @@ Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on p
 from __future__ import annotations
 
 import codecs
-import glob
 import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glmtune.data.records import shards_problem
 from glmtune.data_settings import given_files
 from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.model.weight_files import WeightFilesError, weight_files
@@ -147,27 +146,6 @@ def check_file(name: str, source: str, split: str, file: str, every_file: Sequen
         raise ConfigCheckError(f"config: datasets.{name}.files.{split}: {file} is one shard of several, and {problem}: "
                                "name every shard (a list of files is read as one)")
     check_fetched_file(name, source, split, file)
-
-
-# save_pretrained / the Hub's shard names: train-00000-of-00003.parquet, model-00001-of-00004.safetensors
-SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>\..+)?$")
-
-
-def shards_problem(file: Path, given: Iterable[str]) -> str | None:
-    """What of a sharded data file's set (`train-00000-of-00003.parquet`) the dataset would leave out: shards beside it
-    that none of its files names, or shards missing (a download cut short). Training on one shard of a Hugging Face
-    dataset would drop the rest without a word."""
-    match = SHARD_NAME.match(file.name)
-    if not match:
-        return None
-    pattern = f"{glob.escape(match['stem'])}-*-of-{match['count']}{glob.escape(match['suffix'] or '')}"
-    shards = [other for other in file.parent.glob(pattern) if SHARD_NAME.match(other.name)]
-    named = {Path(other).resolve() for other in given}
-    if left := sorted(other.name for other in shards if other.resolve() not in named):
-        return f"{len(left)} more beside it would be left out ({', '.join(left)})"
-    if len(shards) < int(match["count"]):
-        return f"only {len(shards)} of its {int(match['count'])} shards are there (a download cut short?)"
-    return None
 
 
 def check_fetched_file(name: str, source: str, split: str, file: str) -> None:

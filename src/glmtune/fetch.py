@@ -273,6 +273,20 @@ def fetched_member(folder: str | Path, member: str, dataset: str, split: str) ->
                      f"{len(held)}: {shown or 'nothing'}")
 
 
+def fetched_members(folder: str | Path, members: str | list[str], dataset: str, split: str) -> list[Path]:
+    """The files of a fetched dataset's `files` entry `split` (one, or a list read as one), each there (fetched_member)
+    and none a shard of several whose other shards the entry leaves out: known only once the download is there."""
+    from glmtune.data.records import shards_problem
+    from glmtune.data_settings import given_files
+
+    paths = [fetched_member(folder, member, dataset, split) for member in given_files(members)]
+    for path in paths:
+        if problem := shards_problem(path, map(str, paths)):
+            raise FetchError(f"datasets.{dataset}.files.{split}: {path} is one shard of several, and {problem}: name "
+                             "every shard (a list of files is read as one)")
+    return paths
+
+
 def fetch_dataset(name: str, spec: FetchSettings, out_dir: str | Path) -> Path:
     """The fetch_dataset stage: generate the demo data or download `spec.url` into out_dir (files read-only)."""
     if spec.source == "demo":

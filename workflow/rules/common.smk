@@ -165,14 +165,11 @@ def model_files(wildcards):
     """prepare_model's input: the download record of a hub model, or a local folder's files that decide what it
     computes (glmtune.model.base_identity; its generation config and, with trust_remote_code, its code too), so
     replacing the folder's weights or tokenizer re-runs what was made from them."""
-    from glmtune.model.base_identity import identifying_files
+    from glmtune.model.base_identity import folder_inputs
 
     if MODEL["source"] != "path":
         return f"resources/downloads/{wildcards.model}.json"
-    folder = Path(MODEL["path"])
-    extra = [folder / "generation_config.json"] + (sorted(folder.glob("*.py")) if MODEL["trust_remote_code"] else [])
-    files = {folder / "config.json", *identifying_files(folder), *(path for path in extra if path.is_file())}
-    return sorted(map(str, files))
+    return folder_inputs(MODEL["path"], MODEL["trust_remote_code"])
 
 
 def fetch_model_spec():

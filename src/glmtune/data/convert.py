@@ -170,8 +170,9 @@ def convert_file(
         raise ConversionError(too_many_rejected(label, dataset, len(records), broken, limit))
     write_jsonl(rejects_path, rejects)
     write_jsonl(out_path, kept)
-    report = {"dataset": dataset, "file": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths], "format": fmt, "records_in": len(records),
-              "records_out": len(kept), "rejected": len(rejects), "duplicates": counts["duplicates"],
+    files: str | list[str] = str(paths[0]) if len(paths) == 1 else [str(path) for path in paths]
+    report = {"dataset": dataset, "file": files, "format": fmt, "records_in": len(records), "records_out": len(kept),
+              "rejected": len(rejects), "duplicates": counts["duplicates"],
               "steps": dict(sorted((rules.rule_counters() | {step: n for step, n in counts.items() if n}).items())),
               "keys_not_read": dict(sorted(not_read.items()))}
     write_json(report_path, report)

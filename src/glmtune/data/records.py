@@ -6,14 +6,18 @@ Table rows come back as JSON-like dicts: a table has no absent key, only an empt
 struct column is the union of every record's keys: EmoLLM's later turns get a null `system`), so those keys are
 left out, as a JSON record would leave them; every CSV value is text, and a Parquet value JSON cannot hold (a date, a
 decimal, bytes) becomes its text. Each record comes with where it is: "line N" (JSON lines, CSV: the line
-the record starts on) or "record N" (an index into a JSON array or a table, from 0).
+the record starts on) or "record N" (an index into a JSON array or a table, from 0). `shards_problem` tells whether a
+sharded file (`train-00000-of-00003.parquet`) comes with all its shards.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +46,11 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     DataFileError: no record in them can be trusted.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if table := _table_kind(path, raw):
+    with open(path, "rb") as handle:
+        head = handle.read(len(ARROW_MAGIC))
+    if table := _table_kind(path, head):
         return _table_rows(path, table)
+    raw = path.read_bytes()
     _refuse_binary(path, raw, encoding)
     text = _decode(path, raw, encoding)
     if path.suffix.lower() in CSV_DELIMITERS:
@@ -137,6 +143,7 @@ def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, 
 
 
 PARQUET_MAGIC = b"PAR1"
+ARROW_MAGIC = b"ARROW1"
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 # Files that are not text, by their first bytes: what they are, and what to do.
@@ -196,11 +203,11 @@ def _csv_rows(path: Path, text: str, delimiter: str, skip_bad_lines: bool) -> li
     return records
 
 
-def _table_kind(path: Path, raw: bytes) -> str | None:
+def _table_kind(path: Path, head: bytes) -> str | None:
     """"Parquet" or "Arrow" for a table file (by its magic bytes; an Arrow stream, which has none, by `.arrow`)."""
-    if raw.startswith(PARQUET_MAGIC):
+    if head.startswith(PARQUET_MAGIC):
         return "Parquet"
-    return "Arrow" if raw.startswith(b"ARROW1") or path.suffix.lower() == ".arrow" else None
+    return "Arrow" if head.startswith(ARROW_MAGIC) or path.suffix.lower() == ".arrow" else None
 
 
 def _table_rows(path: Path, kind: str) -> list[tuple[str, Any]]:
@@ -213,7 +220,7 @@ def _table_rows(path: Path, kind: str) -> list[tuple[str, Any]]:
             table = pq.read_table(path)
         else:
             with pa.memory_map(str(path)) as source:
-                is_file = source.read(6) == b"ARROW1"
+                is_file = source.read(len(ARROW_MAGIC)) == ARROW_MAGIC
                 source.seek(0)
                 table = (pa.ipc.open_file(source) if is_file else pa.ipc.open_stream(source)).read_all()
     except (pa.ArrowException, OSError) as err:
@@ -233,3 +240,24 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="backslashreplace")
     return str(value)
+
+
+# save_pretrained / the Hub's shard names: train-00000-of-00003.parquet, model-00001-of-00004.safetensors
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>\..+)?$")
+
+
+def shards_problem(file: Path, given: Iterable[str]) -> str | None:
+    """What of a sharded data file's set (`train-00000-of-00003.parquet`) the dataset would leave out: shards beside it
+    that none of its files names, or shards missing (a download cut short). Training on one shard of a Hugging Face
+    dataset would drop the rest without a word."""
+    match = SHARD_NAME.match(file.name)
+    if not match:
+        return None
+    pattern = f"{glob.escape(match['stem'])}-*-of-{match['count']}{glob.escape(match['suffix'] or '')}"
+    shards = [other for other in file.parent.glob(pattern) if SHARD_NAME.match(other.name)]
+    named = {Path(other).resolve() for other in given}
+    if left := sorted(other.name for other in shards if other.resolve() not in named):
+        return f"{len(left)} more beside it would be left out ({', '.join(left)})"
+    if len(shards) < int(match["count"]):
+        return f"only {len(shards)} of its {int(match['count'])} shards are there (a download cut short?)"
+    return None

@@ -48,6 +48,14 @@ def _identifies(name: str) -> bool:
             or name == "config.json" or name.startswith("tokenizer") or name in TOKENIZER_FILES)
 
 
+def folder_inputs(folder: str | Path, trust_remote_code: bool) -> list[str]:
+    """What prepare_model takes from a local model folder: its identifying files, its generation config (the export
+    carries it) and, when its own code runs, its `*.py`; config.json even when missing, for Snakemake to name."""
+    folder = Path(folder)
+    extra = [folder / "generation_config.json"] + (sorted(folder.glob("*.py")) if trust_remote_code else [])
+    return sorted(map(str, {folder / "config.json", *identifying_files(folder), *(path for path in extra if path.is_file())}))
+
+
 def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
     """File name -> hash of what identifies a base model folder (identifying_files): weight files by size, head and
     tail; the others whole."""
