@@ -76,3 +76,32 @@ def test_drop_intro_line_that_changes_nothing_is_counted(tmp_path: Path, caplog:
         report = run(tmp_path, raw, "advertisegen", clean={"drop_intro_line": "好，我是"})
     assert report["steps"]["intro_lines_dropped"] == 1 and report["steps"]["intro_line_matched_one_line_answer"] == 1
     assert "drop_intro_line matched 1 one-line answers and changed nothing" in caplog.text
+
+
+# --- a key written twice in a record: JSON keeps the last value, which may not be the one meant -------
+
+def test_a_record_with_a_key_twice_stops_naming_it_or_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    good = json.dumps(GOOD["advertisegen"][0], ensure_ascii=False)
+    twice = '{"content": "类型#裤", "summary": "第一个答案", "summary": "第二个答案"}'
+    for name, text, where in (("raw.jsonl", f"{good}\n{twice}\n", "line 2"), ("raw.json", f"[{good},\n{twice}]", "record 1")):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        raw = folder / name
+        raw.write_text(text, encoding="utf-8")
+        with pytest.raises(ConversionError, match=f"^{raw}: {where}: summary: written twice in one object; JSON keeps "
+                                                  "only the last value"):
+            run(folder, raw, "advertisegen")
+        assert not (folder / "out").exists()
+        report = run(folder, raw, "advertisegen", on_invalid="skip")
+        assert (report["records_out"], report["rejected"], report["steps"]["invalid"]) == (1, 1, 1)
+        rejected = list(read_jsonl(folder / "out" / "rejects.jsonl"))
+        assert rejected[0]["where"] == where and rejected[0]["reason"].startswith("summary: written twice")
+
+
+def test_a_key_twice_inside_a_message_is_named_by_its_path(tmp_path: Path) -> None:
+    record = ('{"conversations": [{"role": "user", "content": "你好"}, '
+              '{"role": "assistant", "role": "user", "content": "在"}, {"role": "assistant", "content": "好"}]}')
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(record + "\n", encoding="utf-8")
+    with pytest.raises(ConversionError, match=r"line 1: conversations\[1\]\.role: written twice"):
+        run(tmp_path, raw, "chatglm3")

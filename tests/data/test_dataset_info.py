@@ -86,3 +86,15 @@ def test_dataset_info_file_needs_a_file_name(info_path: Path) -> None:
     assert dataset_info_file(info_path, "plain") == info_path.parent / "plain.json"
     with pytest.raises(ValueError, match="has no local file_name"):
         dataset_info_file(info_path, "hub")
+
+
+def test_an_entry_written_twice_or_with_a_key_twice_is_refused_other_entries_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "dataset_info.json"
+    path.write_text('{"mine": {"file_name": "a.json"}, "mine": {"file_name": "b.json"}, "fine": {"file_name": "f.json"},'
+                    ' "cols": {"file_name": "c.json", "columns": {"prompt": "q", "prompt": "p", "response": "r"}}}',
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=f"^{path}: mine written twice: JSON \\(and LLaMA-Factory\\) keeps only the last"):
+        dataset_info_file(path, "mine")
+    with pytest.raises(ValueError, match=r"cols\.columns\.prompt written twice"):
+        from_dataset_info(path, "cols")
+    assert dataset_info_file(path, "fine") == tmp_path / "f.json"

@@ -193,3 +193,14 @@ def test_a_warmup_as_long_as_the_run_is_warned_of_while_planning(workdir: Path) 
             in short.stdout + short.stderr)
     whole = snakemake(workdir, "-n", "settings.json")
     assert "warmup_steps" not in whole.stdout + whole.stderr
+
+
+def test_a_config_file_writing_a_section_twice_stops_before_any_job_naming_file_and_lines(workdir: Path) -> None:
+    """A second `train:` pasted below the first: YAML keeps only the second, and the first's settings were lost."""
+    text = (workdir / "offline.yaml").read_text(encoding="utf-8")
+    (workdir / "twice.yaml").write_text(text + "train:\n  max_steps: 5\nevaluate: {max_new_tokens: 8}\n"
+                                        "train:\n  method: ptuning\n", encoding="utf-8")
+    result = snakemake(workdir, "-n", "settings.json", "--configfile", "twice.yaml", check=False)
+    lines = len(text.splitlines())
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    assert f"twice.yaml: train is written twice (lines {lines + 1}, {lines + 4}): YAML keeps only the last" in result.stdout + result.stderr

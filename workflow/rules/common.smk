@@ -20,8 +20,12 @@ def layer_user_config(schema):
     user's own, over the schema's defaults only; otherwise the embedded default with the files over it. Snakemake's
     own merge of the files into config/config.yaml is replaced in place; --config values apply last."""
     from glmtune.config_layers import LayerError, layer_config
+    from glmtune.repeated_keys import config_file_problems
 
-    default = load_configfile(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else {}
+    files = [DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).is_file() else []
+    if problems := [line for path in [*files, *workflow.overwrite_configfiles] for line in config_file_problems(path)]:
+        raise WorkflowError("config: " + "\n  ".join(problems))
+    default = load_configfile(DEFAULT_CONFIG) if files else {}
     user_files = [load_configfile(path) or {} for path in workflow.overwrite_configfiles]
     try:
         layered = layer_config(default or {}, user_files, dict(workflow.config_settings.config), schema)

@@ -19,9 +19,12 @@ def config_section(name: str, configfile: str | Path | None) -> dict[str, Any]:
     """Section `name` of the config the workflow builds from `configfile` (glmtune.config_layers: over the embedded
     default only when the file names no datasets or model), filled with the schema's defaults."""
     from glmtune.config_layers import layer_config
+    from glmtune.repeated_keys import config_file_problems
 
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
     default = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    if configfile and (problems := config_file_problems(configfile)):
+        raise ValueError("\n".join(problems))
     files = [yaml.safe_load(Path(configfile).read_text(encoding="utf-8")) or {}] if configfile else []
     config = layer_config(default, files, {}, schema)
     return _defaults(schema["properties"][name], config.get(name) or {})

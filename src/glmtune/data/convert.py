@@ -12,6 +12,7 @@ from typing import Any
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
 from glmtune.data.records import BadLine, read_records
+from glmtune.repeated_keys import repeated_paths
 from glmtune.data.unread import mark_carried, tracked, unread
 from glmtune.io import write_json, write_jsonl
 from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
@@ -128,6 +129,9 @@ def convert_file(
             continue
         watched = tracked(record)
         try:
+            if repeated := repeated_paths(record):
+                raise InvalidRecord(f"{', '.join(repeated)}: written twice in one object; JSON keeps only the last "
+                                    "value, which may not be the one meant: write each key once")
             messages = convert(watched, options)
             kept_own_system = add_system_prompt(messages, settings.system)
             validate_conversation(messages)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.data.conversation import InvalidRecord, message, normalize_tools
+from glmtune.repeated_keys import loads as json_loads, repeated_paths
 
 Converter = Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
 CONVERTERS: dict[str, Converter] = {}
@@ -325,10 +326,13 @@ _UNSUPPORTED_COLUMNS = {"chosen": "preference data", "rejected": "preference dat
 
 def _info_entry(info_path: str | Path, name: str) -> tuple[Path, dict[str, Any]]:
     path = Path(info_path)
-    info = json.loads(path.read_text(encoding="utf-8"))
+    info = json_loads(path.read_text(encoding="utf-8"))
     if not isinstance(info, dict) or not isinstance(info.get(name), dict):
         raise ValueError(f"{path}: no dataset entry {name!r}")
     entry = info[name]
+    if repeated := [key for key in repeated_paths(info) if key == name or key.startswith(f"{name}.")]:
+        raise ValueError(f"{path}: {', '.join(repeated)} written twice: JSON (and LLaMA-Factory) keeps only the last, "
+                         "which may not be the one meant: write it once")
     if not isinstance(entry.get("file_name"), str):
         source = next((f"{key} {entry[key]!r}" for key in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url") if key in entry), "")
         raise ValueError(f"{path}: dataset {name!r} has no local file_name" + (f" (it loads from {source}; fetch it and add a file_name)" if source else ""))

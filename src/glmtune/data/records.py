@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmtune.repeated_keys import loads as json_loads
+
 
 class DataFileError(ValueError):
     """A data file cannot be read; the message names the file and the line."""
@@ -58,7 +60,7 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            data = json_loads(text)
         except json.JSONDecodeError as err:
             raise DataFileError(f"{path}: line {err.lineno}: invalid JSON array: {err.msg}") from None
         if not isinstance(data, list):
@@ -133,7 +135,7 @@ def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, 
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", json.loads(line)))
+            records.append((f"line {number}", json_loads(line)))
         except json.JSONDecodeError as err:
             if not skip_bad_lines:
                 raise DataFileError(f"{path}: line {number}: invalid JSON: {err.msg} (column {err.colno}); fix the "
