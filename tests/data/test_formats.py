@@ -190,9 +190,17 @@ def test_sharegpt_system_text_then_tools_list() -> None:
     assert convert("sharegpt", record) == [S("你是助手", TOOLS), U("q"), A("a")]
 
 
-def test_sharegpt_leading_system_message_is_the_system_prompt() -> None:
-    record = {"conversations": [turn("system", "s"), turn("human", "q"), turn("gpt", "a")], "system": "ignored"}
+@pytest.mark.parametrize("column", [{}, {"system": "s"}, {"system": ""}])
+def test_sharegpt_leading_system_message_is_the_system_prompt(column: dict[str, str]) -> None:
+    record = {"conversations": [turn("system", "s"), turn("human", "q"), turn("gpt", "a")], **column}
     assert convert("sharegpt", record) == [S("s"), U("q"), A("a")]
+
+
+def test_sharegpt_system_turn_and_system_column_that_differ_are_refused_not_one_dropped() -> None:
+    """LLaMA-Factory keeps the turn and drops the column's text without a word; which was meant cannot be told."""
+    record = {"conversations": [turn("system", "s"), turn("human", "q"), turn("gpt", "a")], "system": "other"}
+    with pytest.raises(InvalidRecord, match="message 0: a system turn and a 'system' column with other text"):
+        convert("sharegpt", record)
 
 
 def test_sharegpt_function_call_arguments_string_and_single_item_list() -> None:

@@ -304,6 +304,9 @@ def sharegpt(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
         if kind is None:
             raise InvalidRecord(f"{where}unknown {tags['role_tag']} {tag!r} (expected one of {', '.join(map(repr, kinds))})")
         if kind == "system" and position == 0:
+            if system and system != content:  # LLaMA-Factory keeps the turn and drops the column's text unsaid
+                raise InvalidRecord(f"{where}a system turn and a {columns['system']!r} column with other text: which "
+                                    "is the system prompt cannot be told (LLaMA-Factory keeps the turn): give one")
             system = content
             continue
         expected = ("user", "observation") if len(body) % 2 == 0 else ("assistant", "function")
