@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -173,8 +173,9 @@ def fetch_model(name: str, source: str, repo_id: str | None, out_dir: str | Path
     return out_dir
 
 
-def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
-    """Make out_dir a folder of symlinks to the local model folder's entries (no copy of the weights).
+def link_local_model(name: str, path: str | Path, out_dir: str | Path, own_files: Mapping[str, str] | None = None) -> Path:
+    """Make out_dir a folder of symlinks to the local model folder's entries (no copy of the weights); `own_files`
+    (name -> text) are written there instead of linked (glmtune.model.folder_template).
 
     A folder of its own, not one link to the whole folder: Snakemake dates a linked folder by the folder's own time,
     which changes whenever any file is added there (a README, a notebook's checkpoint) and re-ran tokenization and
@@ -196,8 +197,10 @@ def link_local_model(name: str, path: str | Path, out_dir: str | Path) -> Path:
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for entry in sorted(target.iterdir()):
-            if not entry.name.startswith("."):
+            if not entry.name.startswith(".") and entry.name not in (own_files or {}):
                 os.symlink(entry, tmp / entry.name, target_is_directory=entry.is_dir())
+        for file_name, text in (own_files or {}).items():
+            (tmp / file_name).write_text(text, encoding="utf-8")
     return out_dir
 
 

@@ -177,8 +177,9 @@ def model_files(wildcards):
 
 
 def fetch_model_spec():
-    """What fetch_model needs; trust_remote_code only when set, so folders fetched before the key existed stay current."""
-    spec = {k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path")}
+    """What prepare_model needs (the template: a native folder whose own chat template differs gets the family's);
+    trust_remote_code only when set, so folders fetched before the key existed stay current."""
+    spec = {k: MODEL.get(k) for k in ("source", "repo_id", "revision", "path", "template")}
     return {**spec, "trust_remote_code": True} if MODEL["trust_remote_code"] else spec
 
 

@@ -22,6 +22,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     A compute job on a cluster: converting 18 GB is no work for a login node.
     """
     from glmtune.model.convert_original import is_native, to_native
+    from glmtune.model.folder_template import family_template_files
 
     source = Path(source)
     if not (source / "config.json").is_file():
@@ -31,7 +32,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     weight_files(source)  # linked as it is: a hub download or a copy cut short stops here, not when training loads it
     if spec.get("trust_remote_code"):
         return keep_remote_code(name, source, out_dir)
-    return link_local_model(name, source, out_dir)
+    return link_local_model(name, source, out_dir, family_template_files(name, source, spec.get("template")))
 
 
 def keep_remote_code(name: str, source: Path, out_dir: str | Path) -> Path:
