@@ -77,3 +77,16 @@ def test_the_message_is_short_however_many_problems(schema: dict[str, Any], conf
     message = format_problems(config_problems(config, schema))
     assert message.splitlines()[0] == "config: 20 problems (workflow/schemas/config.schema.yaml)"
     assert len(message.splitlines()) == 10 and message.endswith("... and 12 more")
+
+
+def test_an_empty_path_is_named_not_read_as_the_working_folder(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    """'' is the folder snakemake runs in: a dataset file left empty was refused as 'a folder', a model path as the
+    checkout; each path key says it is empty instead."""
+    config["datasets"]["mine"] = {"source": "path", "format": "alpaca", "files": {"train": "", "test": ["t.json", ""]}}
+    config["datasets"]["lf"] = {"source": "llamafactory", "dataset_info": "", "name": "x"}
+    config["model"] = {"name": "m", "source": "path", "path": ""}
+    config["train"]["deepspeed"] = ""
+    assert config_problems(config, schema) == [
+        "datasets.lf.dataset_info: '' should be non-empty", "datasets.mine.files.test.1: '' should be non-empty",
+        "datasets.mine.files.train: '' should be non-empty", "model.path: '' should be non-empty",
+        "train.deepspeed: '' should be non-empty"]
