@@ -55,15 +55,20 @@ def test_bad_values_name_what_is_allowed(schema: dict[str, Any], config: dict[st
 
 
 def test_a_number_yaml_reads_as_a_string_says_how_to_write_it(schema: dict[str, Any]) -> None:
-    """PyYAML (YAML 1.1) needs a dot in the mantissa: `learning_rate: 1e-4` arrives as the string '1e-4'."""
+    """PyYAML (YAML 1.1) needs a dot in the mantissa and a sign in the exponent: `learning_rate: 1e-4` and
+    `max_new_tokens: 1.0e2` arrive as strings; 1.0e-2 and 1.0e+2 as numbers. Each hint is read back as a number."""
     config = yaml.safe_load("datasets: {d: {source: demo}}\nmodel: {name: m, source: tiny}\n"
-                            "train: {learning_rate: 1e-4, weight_decay: 1.0e-2}\nevaluate: {batch_size: '16'}\n")
+                            "train: {learning_rate: 1e-4, weight_decay: 1.0e-2, warmup_steps: 1E2}\n"
+                            "evaluate: {batch_size: '16', max_new_tokens: 1.0e2}\n")
     assert config["train"]["learning_rate"] == "1e-4" and config["train"]["weight_decay"] == 0.01
     assert config_problems(config, schema) == [
         "evaluate.batch_size: '16' is not valid; expected an integer >= 1 or 'auto' (a number in quotes is a string: "
         "write 16 without quotes)",
+        "evaluate.max_new_tokens: '1.0e2' should be an integer (YAML reads 1.0e2 as a string: write 1.0e+2)",
         "train.learning_rate: '1e-4' should be a number (YAML reads 1e-4 as a string: write 1.0e-4)",
+        "train.warmup_steps: '1E2' should be an integer (YAML reads 1E2 as a string: write 1.0e+2)",
     ]
+    assert [yaml.safe_load(text) for text in ("1.0e-4", "1.0e+2")] == [1.0e-4, 100.0]  # what the hints write
 
 
 def test_a_missing_required_key(schema: dict[str, Any], config: dict[str, Any]) -> None:

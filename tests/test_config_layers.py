@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides, sort_order_free
+from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides, sort_order_free, whole_numbers
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
@@ -105,3 +105,24 @@ def test_order_free_sections_are_sorted_and_ordered_ones_kept() -> None:
     # a list of files is read in one order, however written
     assert config["datasets"]["a"]["files"] == {"train": ["t-00000-of-00002.parquet", "t-00001-of-00002.parquet"],
                                                 "test": "d.json"}
+
+
+def test_whole_number_floats_become_ints_where_the_schema_wants_an_integer_and_stay_floats_elsewhere() -> None:
+    """YAML reads `cutoff_len: 2048.0` as a float, which JSON Schema accepts as an integer; the tokenize job then
+    failed on a float slice bound."""
+    config = {"tokenize": {"cutoff_len": 2048.0, "max_truncated_ratio": 1.0},
+              "train": {"batch_size": 8.0, "num_epochs": 2.0, "learning_rate": 1.0, "lora": {"r": 16.0, "alpha": 32.0}},
+              "evaluate": {"batch_size": 64.0, "max_new_tokens": 1.0e3},
+              "runs": {"b": {"train": {"max_steps": 5.0}}}, "grid": {"train.lora.r": [8.0, 2.5]}}
+    fixed = whole_numbers(config, SCHEMA)
+    assert fixed == config  # equal values: only the types change
+    kinds = {key: type(value) for key, value in [
+        ("cutoff_len", fixed["tokenize"]["cutoff_len"]), ("max_truncated_ratio", fixed["tokenize"]["max_truncated_ratio"]),
+        ("batch_size", fixed["train"]["batch_size"]), ("num_epochs", fixed["train"]["num_epochs"]),
+        ("learning_rate", fixed["train"]["learning_rate"]), ("r", fixed["train"]["lora"]["r"]),
+        ("alpha", fixed["train"]["lora"]["alpha"]), ("evaluate.batch_size", fixed["evaluate"]["batch_size"]),
+        ("max_new_tokens", fixed["evaluate"]["max_new_tokens"]), ("run max_steps", fixed["runs"]["b"]["train"]["max_steps"]),
+        ("grid r", fixed["grid"]["train.lora.r"][0]), ("grid r 2.5", fixed["grid"]["train.lora.r"][1])]}
+    assert kinds == {"cutoff_len": int, "max_truncated_ratio": float, "batch_size": int, "num_epochs": float,
+                     "learning_rate": float, "r": int, "alpha": float, "evaluate.batch_size": int, "max_new_tokens": int,
+                     "run max_steps": int, "grid r": int, "grid r 2.5": float}  # 2.5 is left for the schema to refuse

@@ -35,13 +35,15 @@ def _expected_type(kinds: str | list[str]) -> str:
 
 
 def _number_hint(value: Any, kinds: Any) -> str:
-    """Why a number reached the config as a string: PyYAML (YAML 1.1) reads 1e-4 as one, or it was quoted."""
+    """Why a number reached the config as a string: PyYAML (YAML 1.1) reads an exponent as a number only with a dot
+    before it and a sign after the e (1.0e-4, 1.0e+2: 1e-4 and 1.0e2 are strings), or it was quoted."""
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     if not (isinstance(value, str) and NUMBER.match(value.strip()) and {"number", "integer"} & set(kinds)):
         return ""
     mantissa, _, exponent = value.strip().lower().partition("e")
-    if exponent and "." not in mantissa:
-        return f" (YAML reads {value.strip()} as a string: write {mantissa}.0e{exponent})"
+    if exponent and ("." not in mantissa or exponent[0] not in "+-"):
+        written = (mantissa if "." in mantissa else f"{mantissa}.0") + "e" + (exponent if exponent[0] in "+-" else f"+{exponent}")
+        return f" (YAML reads {value.strip()} as a string: write {written})"
     return f" (a number in quotes is a string: write {value.strip()} without quotes)"
 
 

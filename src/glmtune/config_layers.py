@@ -152,6 +152,26 @@ def parse_overrides(overrides: Any, schema: Mapping[str, Any], path: tuple[str, 
     return overrides
 
 
+def whole_numbers(config: Any, schema: Mapping[str, Any], path: tuple[str, ...] = ()) -> Any:
+    """`config` with every float that is a whole number made an int where the schema wants an integer: JSON Schema
+    takes 2048.0 as the integer it equals (YAML reads `cutoff_len: 2048.0`, `1.0e3` as floats), but a float slice
+    bound, batch size or step count fails deep inside a job."""
+    if isinstance(config, Mapping):
+        return {key: whole_numbers(value, schema, (*path, str(key))) for key, value in config.items()}
+    if isinstance(config, list):
+        return [whole_numbers(value, schema, (*path, "0")) for value in config]
+    if isinstance(config, float) and config.is_integer() and _wants_integer(node_at(schema, path)):
+        return int(config)
+    return config
+
+
+def _wants_integer(node: Mapping[str, Any]) -> bool:
+    """Whether the schema node allows an integer and no other number."""
+    kinds = [node.get("type")] + [branch.get("type") for branch in node.get("anyOf", []) + node.get("oneOf", [])]
+    names = {name for kind in kinds for name in ([kind] if isinstance(kind, str) else kind or [])}
+    return "integer" in names and "number" not in names
+
+
 def fill_defaults(node: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """`given` with every missing key of the object schema `node` set to its default, nested objects too (as
     Snakemake's validate fills them); a nested dict in `given` is filled the same way, so it may be partial."""

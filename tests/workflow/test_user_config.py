@@ -123,6 +123,17 @@ def test_numbers_and_booleans_in_nested_config_values_are_typed(workdir: Path) -
                                                "warmup_steps0": (demo_r, 0.0, 0), "warmup_steps2": (demo_r, 0.0, 2)}
 
 
+def test_whole_number_floats_in_a_config_file_reach_the_jobs_as_integers(workdir: Path) -> None:
+    """`cutoff_len: 2048.0` passed the schema (an integer, to JSON Schema) and failed the tokenize job on a float."""
+    (workdir / "floats.yaml").write_text("tokenize: {cutoff_len: 2048.0}\ntrain: {batch_size: 8.0, num_epochs: 2.0}\n"
+                                         "runs: {a: {evaluate: {max_new_tokens: 1.0e+2}}}\n", encoding="utf-8")
+    job = settings(workdir, "--configfile", "offline.yaml", "floats.yaml")
+    run = job["runs"]["a"]
+    assert (run["tokenize"]["cutoff_len"], run["train"]["batch_size"], run["evaluate"]["max_new_tokens"]) == (2048, 8, 100)
+    assert [type(value) for value in (run["tokenize"]["cutoff_len"], run["train"]["batch_size"],
+                                      run["evaluate"]["max_new_tokens"], run["train"]["num_epochs"])] == [int, int, int, float]
+
+
 def test_a_grid_over_a_users_config_that_repeats_its_own_run_stops_and_runs_empty_keeps_the_grid_alone(
         workdir: Path) -> None:
     """The schema's lora.r is 8, so the grid's r8 would train the default run main a second time."""

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from glmtune.config_layers import sort_order_free
+from glmtune.config_layers import sort_order_free, whole_numbers
 from glmtune.experiments import shared_trainings, tokenize_read, tokenized_name
 from glmtune.settings import stage_section
 from glmtune.train.method_registry import get_method
@@ -43,13 +43,15 @@ def load_schema():
 
 def check_schema(schema):
     """Every schema problem at once, one short line each (Snakemake's validate prints the whole schema and config
-    around the first); validate then fills in the schema's defaults."""
+    around the first); validate then fills in the schema's defaults, and a whole-number float becomes the int the
+    schema wants (2048.0)."""
     from glmtune.config_errors import config_problems, format_problems
 
     problems = config_problems(config, schema)
     if problems:
         raise WorkflowError(format_problems(problems))
     validate(config, schema="../schemas/config.schema.yaml")
+    config.update(whole_numbers(dict(config), schema))
     return schema
 
 
