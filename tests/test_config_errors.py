@@ -95,3 +95,17 @@ def test_an_empty_path_is_named_not_read_as_the_working_folder(schema: dict[str,
         "datasets.lf.dataset_info: '' should be non-empty", "datasets.mine.files.test.1: '' should be non-empty",
         "datasets.mine.files.train: '' should be non-empty", "model.path: '' should be non-empty",
         "train.deepspeed: '' should be non-empty"]
+
+
+def test_keys_yaml_reads_as_numbers_booleans_or_null_are_named_before_anything_indexes_them(schema: dict[str, Any]) -> None:
+    """A dataset named 2024 crashed the workflow with a TypeError; `on:` is True to YAML 1.1, `~:` is None."""
+    config = yaml.safe_load("datasets:\n  2024: {source: demo, clean: {replace: {2023: '2024'}}}\n  ~: {source: demo}\n"
+                            "model: {name: m, source: tiny}\nruns: {on: {}}\n")
+    assert config_problems(config, schema) == [
+        "datasets.2024: a key YAML reads as a number, not as a name: write it in quotes, '2024'",
+        "datasets.2024.clean.replace.2023: a key YAML reads as a number, not as a name: write it in quotes, '2023'",
+        "datasets.None: a key YAML reads as null (as it reads ~ and null), not as a name: write it in quotes",
+        "runs.True: a key YAML reads as a boolean (as it reads yes, no, on, off, true, false), not as a name: write it "
+        "in quotes"]
+    quoted = yaml.safe_load("datasets:\n  '2024': {source: demo}\nmodel: {name: m, source: tiny}\nruns: {'on': {}}\n")
+    assert config_problems(quoted, schema) == []

@@ -105,8 +105,30 @@ def _leaves(errors: Iterable[ValidationError]) -> Iterable[ValidationError]:
             yield error
 
 
+def key_problems(value: Any, at: str = "") -> list[str]:
+    """Keys that YAML read as something else than text (a dataset named 2024, a run named `on`, `null:`): every key
+    names a folder, a setting or a text, and which text a number or a boolean was written as cannot be told (007,
+    7 and 0x7 are all 7; yes, on and true all True)."""
+    if isinstance(value, list):
+        return [line for index, item in enumerate(value) for line in key_problems(item, f"{at}[{index}]")]
+    if not isinstance(value, dict):
+        return []
+    lines = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            kind = ("a boolean (as it reads yes, no, on, off, true, false)" if isinstance(key, bool) else
+                    "null (as it reads ~ and null)" if key is None else "a number")
+            lines.append(f"{at + '.' if at else ''}{key}: a key YAML reads as {kind}, not as a name: write it in quotes"
+                         + ("" if isinstance(key, bool) or key is None else f", '{key}'"))
+        lines += key_problems(item, f"{at}.{key}" if at else str(key))
+    return lines
+
+
 def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """Every problem of `config` against `schema`, one readable line each, in the config's order."""
+    """Every problem of `config` against `schema`, one readable line each, in the config's order; keys that are
+    not text first."""
+    if keys := key_problems(config):
+        return keys
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines: list[str] = []
