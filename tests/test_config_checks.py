@@ -156,6 +156,24 @@ def test_a_model_folder_with_a_shard_missing_stops_before_any_job(tmp_path: Path
         "(model-00001-of-00003.safetensors): an incomplete download or copy?")
 
 
+@pytest.mark.parametrize(("model_type", "refused"), [("glm", False), ("chatglm", False), ("glm4", True), ("llama", True)])
+def test_a_model_folder_of_a_model_type_no_family_loads_as_stops_before_any_job(
+        tmp_path: Path, model_type: str, refused: bool) -> None:
+    """GLM-4-0414 (model_type glm4) was taken for an original checkpoint and failed converting, naming tokenizer.model."""
+    folder = sharded(tmp_path / "m")
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": ["Glm4ForCausalLM"]}))
+    config = validated(model={"name": "m", "source": "path", "path": str(folder)})
+    if not refused:
+        check(config)
+        return
+    assert fails(config) == (
+        f"config: model.path: {folder}/config.json: model_type {model_type!r} (Glm4ForCausalLM) is not a model glmtune "
+        "trains: it trains GLM-4 and ChatGLM3 checkpoints, native (model_type 'glm', e.g. THUDM/glm-4-9b-chat-hf) or "
+        "original (model_type 'chatglm', e.g. THUDM/chatglm3-6b)")
+    (folder / "config.json").write_text("[]")
+    assert fails(config).startswith(f"config: model.path: {folder}/config.json: not a JSON object")
+
+
 @pytest.mark.parametrize(("tokens", "template", "fits"), [
     (["[gMASK]", "<sop>", "<|user|>"], "chatglm3", "glm4"),  # GLM-4's spelling of the prefix
     (["[gMASK]", "sop", "<|user|>"], "glm4", "chatglm3"),

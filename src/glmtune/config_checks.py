@@ -17,6 +17,7 @@ from typing import Any
 
 from glmtune.data.records import shards_problem
 from glmtune.data_settings import given_files
+from glmtune.family import model_type_problem
 from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.model.weight_files import WeightFilesError, weight_files
 
@@ -177,6 +178,14 @@ def check_model(model: Mapping[str, Any]) -> None:
         if not Path(model["path"], "config.json").is_file():
             raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)",
                                    model["path"])
+        config_file = Path(model["path"], "config.json")
+        try:
+            found = json.loads(config_file.read_text(encoding="utf-8-sig"))
+        except ValueError:
+            found = {}  # not JSON: check_positions names it
+        problem = model_type_problem(found) if isinstance(found, dict) else "not a JSON object"
+        if problem:
+            raise ConfigCheckError(f"config: model.path: {config_file}: {problem}", model["path"])
         try:
             weight_files(model["path"])
         except WeightFilesError as err:

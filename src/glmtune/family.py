@@ -237,3 +237,21 @@ def recognise_original(config: Mapping[str, Any]) -> str | None:
         if match.hint is not None and match.hint(config):
             return family
     return None
+
+
+ORIGINAL_MODEL_TYPE = "chatglm"  # the model_type of every original (remote-code) ChatGLM3 / GLM-4 config.json
+
+
+def model_type_problem(config: Mapping[str, Any]) -> str | None:
+    """Why a model folder's config.json is no model glmtune trains, or None: its model_type must be one a family loads
+    as (`glm`: THUDM/glm-4-9b-chat-hf) or an original checkpoint's (`chatglm`). GLM-4-0414's `glm4`, for one, would
+    otherwise be taken for an original checkpoint and fail converting, naming a missing tokenizer.model. A config
+    without a model_type is left to the stages that load it."""
+    kind = config.get("model_type")
+    native = sorted({family.architecture.model_type for family in FAMILIES.values()})
+    if kind is None or kind in native or kind == ORIGINAL_MODEL_TYPE:
+        return None
+    titles = " and ".join(family.title for family in FAMILIES.values())
+    return (f"model_type {kind!r} ({', '.join(config.get('architectures') or []) or 'no architectures'}) is not a model "
+            f"glmtune trains: it trains {titles} checkpoints, native (model_type {' or '.join(map(repr, native))}, e.g. "
+            f"THUDM/glm-4-9b-chat-hf) or original (model_type {ORIGINAL_MODEL_TYPE!r}, e.g. THUDM/chatglm3-6b)")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from glmtune.family import model_type_problem
 from glmtune.fetch import FetchError, link_local_model
 from glmtune.model.weight_files import weight_files
 
@@ -27,6 +28,9 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     source = Path(source)
     if not (source / "config.json").is_file():
         return link_local_model(name, source, out_dir)  # raises the FetchError naming the path
+    config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))
+    if problem := model_type_problem(config):  # a download: a model.path folder was checked before any job
+        raise FetchError(f"model {name!r}: {source / 'config.json'}: {problem}")
     if not spec.get("trust_remote_code") and not is_native(source):
         return to_native(source, out_dir)  # reads the shards through glmtune.model.weight_files
     weight_files(source)  # linked as it is: a hub download or a copy cut short stops here, not when training loads it
