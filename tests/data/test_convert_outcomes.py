@@ -105,3 +105,33 @@ def test_a_key_twice_inside_a_message_is_named_by_its_path(tmp_path: Path) -> No
     raw.write_text(record + "\n", encoding="utf-8")
     with pytest.raises(ConversionError, match=r"line 1: conversations\[1\]\.role: written twice"):
         run(tmp_path, raw, "chatglm3")
+
+
+# --- a wrong format: the message names the format that reads the file, not on_invalid: skip -----------
+
+@pytest.mark.parametrize(("file", "wrong", "right"), [
+    ("llamafactory/alpaca_zh_demo.json", "sharegpt", "alpaca"),
+    ("AdvertiseGen/dev.glm4_messages.jsonl", "chatglm3", "glm4"),
+    ("chatglm3/cognition_train.json", "glm4", "chatglm3"),
+    ("EmoLLM/data.json", "alpaca", "emollm"),
+    ("AdvertiseGen/dev.json", "prompt_completion", "advertisegen"),
+])
+def test_a_real_file_under_the_wrong_format_names_the_format_that_reads_it(
+        tmp_path: Path, file: str, wrong: str, right: str) -> None:
+    from conftest import shared_data
+
+    raw = shared_data(file)
+    hint = f"; format: {right} reads the file's first 20 records: if that is the file's format, set datasets.ds.format to it"
+    with pytest.raises(ConversionError) as stopped:
+        run(tmp_path, raw, wrong)
+    assert str(stopped.value).endswith(hint) and "on_invalid: skip" not in str(stopped.value)
+    with pytest.raises(ConversionError) as skipped:
+        run(tmp_path, raw, wrong, on_invalid="skip")
+    assert str(skipped.value).startswith(f"{raw}: all ") and str(skipped.value).endswith(hint)
+    assert not (tmp_path / "out").exists()
+
+
+def test_records_no_format_reads_keep_the_on_invalid_hint(tmp_path: Path) -> None:
+    raw = write_lines(tmp_path / "raw.jsonl", [{"question": "q", "answer": "a"}])
+    with pytest.raises(ConversionError, match=r"line 1: missing key 'content' \(set on_invalid: skip to write it"):
+        run(tmp_path, raw, "advertisegen")

@@ -58,6 +58,28 @@ def top_reasons(rejects: list[dict[str, Any]]) -> str:
     return "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
 
 
+SAMPLE = 20  # records tried with the other formats when a file's records fail its own
+
+
+def other_formats(records: Sequence[tuple[str, Any]], fmt: str, dataset: str) -> str:
+    """A hint naming the formats (with their default columns) that read the file's first records whole, where the
+    records failed `fmt`: a wrong `format:` then says what to write instead of suggesting on_invalid: skip."""
+    sample = [record for _, record in records if not isinstance(record, BadLine)][:SAMPLE]
+    fits = []
+    for name, convert in CONVERTERS.items():
+        try:
+            for record in sample:
+                validate_conversation(convert(record, {}))
+        except (InvalidRecord, ValueError, TypeError, KeyError, AttributeError):
+            continue
+        fits.append(name)
+    if not sample or fmt in fits or not fits:
+        return ""
+    first = "first record" if len(sample) == 1 else f"first {len(sample)} records"
+    return (f"; format: {' or '.join(fits)} reads the file's {first}: if that is the file's format, set "
+            f"datasets.{dataset}.format to it")
+
+
 def nothing_kept(raw_path: str | Path, dataset: str, fmt: str, rejects: list[dict[str, Any]]) -> str:
     """Why every record of a file was rejected."""
     return (f"{raw_path}: all {len(rejects)} records were rejected, so dataset '{dataset}' yields nothing. Most common "
@@ -137,7 +159,8 @@ def convert_file(
             validate_conversation(messages)
         except InvalidRecord as err:
             if on_invalid != "skip":
-                raise ConversionError(f"{at(where)}: {err} (set on_invalid: skip to write it to the rejects file instead)") from None
+                hint = other_formats(records, fmt, dataset) or " (set on_invalid: skip to write it to the rejects file instead)"
+                raise ConversionError(f"{at(where)}: {err}{hint}") from None
             rejects.append({"where": where, "reason": str(err), "record": record})
             counts["invalid"] += 1
             continue
@@ -166,12 +189,14 @@ def convert_file(
         counts["records_with_placeholders_left"] += bool(unfilled)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
-        raise ConversionError(nothing_kept(label, dataset, fmt, rejects))
+        raise ConversionError(nothing_kept(label, dataset, fmt, rejects)
+                              + other_formats(records, fmt, dataset))
     # Duplicates are the dedupe option at work (the official cognition_dev repeats 50 of 60), not broken records.
     broken = [reject for reject in rejects if reject["reason"] != DUPLICATE]
     limit = settings.max_reject_ratio
     if len(broken) > limit * len(records):
-        raise ConversionError(too_many_rejected(label, dataset, len(records), broken, limit))
+        raise ConversionError(too_many_rejected(label, dataset, len(records), broken, limit)
+                              + other_formats(records, fmt, dataset))
     write_jsonl(rejects_path, rejects)
     write_jsonl(out_path, kept)
     files: str | list[str] = str(paths[0]) if len(paths) == 1 else [str(path) for path in paths]
