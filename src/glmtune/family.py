@@ -242,6 +242,14 @@ def recognise_original(config: Mapping[str, Any]) -> str | None:
 ORIGINAL_MODEL_TYPE = "chatglm"  # the model_type of every original (remote-code) ChatGLM3 / GLM-4 config.json
 
 
+def is_native_config(config: Mapping[str, Any]) -> bool:
+    """Whether a config.json is of a checkpoint transformers loads natively as a family's architecture (used as it
+    is), not an original one that prepare_model converts."""
+    types = {family.architecture.model_type for family in FAMILIES.values()}
+    classes = {f"{kind.capitalize()}ForCausalLM" for kind in types}
+    return config.get("model_type") in types or bool(classes & set(config.get("architectures") or []))
+
+
 def model_type_problem(config: Mapping[str, Any]) -> str | None:
     """Why a model folder's config.json is no model glmtune trains, or None: its model_type must be one a family loads
     as (`glm`: THUDM/glm-4-9b-chat-hf) or an original checkpoint's (`chatglm`). GLM-4-0414's `glm4`, for one, would

@@ -209,3 +209,21 @@ def test_memory_budget_of_glm4_9b_by_hand(form: str) -> None:
     assert rows_for_memory(config, 200, torch.bfloat16, 50_000_000, 126) == 1  # no rounding below 8 rows
     # float32 doubles every term but the logits' float32 copy.
     assert bytes_per_row(config, 200, torch.float32, 126) == 2 * (kv + prefill) + 151_552 * 8
+
+
+def test_predictions_do_not_follow_the_model_folders_generation_settings(
+        tuned: tuple[Any, Any, list[list[int]]]) -> None:
+    """A generation_config.json with a repetition penalty (or an n-gram ban, a minimum length) changed the greedy
+    predictions before: transformers fills what a call leaves out from the model's own generation config."""
+    from transformers import GenerationConfig
+
+    model, tokenizer, prompts = tuned
+    plan = plan_batches(prompts[:4], 4)
+    plain = generate_batches(model, tokenizer, TEMPLATE, prompts, plan, NEW_TOKENS, False)
+    alone = generate_batches(model, tokenizer, TEMPLATE, prompts, [[0]], NEW_TOKENS, False)[0]
+    for holder in (model, model.get_base_model()):
+        holder.generation_config = GenerationConfig(repetition_penalty=5.0, no_repeat_ngram_size=1, min_length=30)
+    nudged = model.generate(torch.tensor([prompts[0]]), max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert tokenizer.decode(nudged[0, len(prompts[0]):], skip_special_tokens=True).strip() != alone  # they do act
+    assert generate_batches(model, tokenizer, TEMPLATE, prompts, plan, NEW_TOKENS, False) == plain
+    assert generate_batches(model, tokenizer, TEMPLATE, prompts, [[0]], NEW_TOKENS, False)[0] == alone

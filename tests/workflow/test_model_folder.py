@@ -47,7 +47,7 @@ def test_files_added_beside_the_model_rerun_nothing_and_its_folder_is_left_as_it
     assert not linked.is_symlink() and (linked / "config.json").resolve() == (folder / "config.json").resolve()
 
 
-@pytest.mark.parametrize("change", ["weights", "tokenizer", "generation config"])
+@pytest.mark.parametrize("change", ["weights", "tokenizer"])
 def test_a_changed_model_file_reruns_what_was_made_from_the_model(workdir: Path, change: str) -> None:
     folder = model_folder(workdir)
     if change == "weights":  # another checkpoint copied over: same names, same size, other values
@@ -55,14 +55,23 @@ def test_a_changed_model_file_reruns_what_was_made_from_the_model(workdir: Path,
         name = sorted(weights)[0]
         weights[name] = weights[name] + 1
         save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    elif change == "tokenizer":
+    else:
         config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}), encoding="utf-8")
-    else:
-        config = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
-        (folder / "generation_config.json").write_text(json.dumps({**config, "max_length": 77}), encoding="utf-8")
     assert planned_jobs(workdir, TARGET) == FROM_THE_MODEL
     assert FROM_THE_MODEL[0] in planned_jobs(workdir, "results/merged_model")
+
+
+def test_a_changed_generation_config_reruns_the_export_alone_and_the_merged_model_carries_it(workdir: Path) -> None:
+    """Only the merged model carries it (evaluation decodes with its own settings): it re-ran training before."""
+    quick = ("--config", "train={max_steps: 2, save_steps: 2, eval_steps: 2}", "evaluate={max_samples: 4, max_new_tokens: 4}")
+    snakemake(workdir, "results/merged_model", *quick)
+    folder = model_folder(workdir)
+    config = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+    (folder / "generation_config.json").write_text(json.dumps({**config, "max_length": 77}), encoding="utf-8")
+    assert planned_jobs(workdir, "results/merged_model", *quick) == ["export_chosen"]
+    snakemake(workdir, "results/merged_model", *quick)
+    assert json.loads((workdir / "results/merged_model/generation_config.json").read_text())["max_length"] == 77
 
 
 def test_an_adapter_names_the_users_folder_as_its_base(workdir: Path) -> None:

@@ -169,13 +169,20 @@ def download_spec():
 
 def model_files(wildcards):
     """prepare_model's input: the download record of a hub model, or a local folder's files that decide what it
-    computes (glmtune.model.base_identity; its generation config and, with trust_remote_code, its code too), so
-    replacing the folder's weights or tokenizer re-runs what was made from them."""
+    computes (glmtune.model.base_identity; with trust_remote_code its code too), so replacing the folder's weights or
+    tokenizer re-runs what was made from them."""
     from glmtune.model.base_identity import folder_inputs
 
     if MODEL["source"] != "path":
         return f"resources/downloads/{wildcards.model}.json"
     return folder_inputs(MODEL["path"], MODEL["trust_remote_code"])
+
+
+def export_inputs():
+    """What the export reads from a local native model folder beyond prepare_model's output: its generation config."""
+    from glmtune.model.base_identity import export_generation_config
+
+    return export_generation_config(MODEL["path"], MODEL["trust_remote_code"]) if MODEL["source"] == "path" else []
 
 
 def fetch_model_spec():

@@ -6,6 +6,7 @@ rule export_model:
     input:
         adapter=lambda wildcards: trained_for_export(wildcards.run),
         base=base_model_dir(),
+        generation_config=export_inputs(),
         test="results/splits/test.jsonl",
         metrics="results/eval/metrics.md",
         data_report="results/report/data.html",
@@ -29,6 +30,7 @@ use rule export_model as export_chosen with:
     input:
         adapter=lambda wildcards: trained_for_export(EXPORT_RUN),
         base=base_model_dir(),
+        generation_config=export_inputs(),
         test="results/splits/test.jsonl",
         metrics="results/eval/metrics.md",
         data_report="results/report/data.html",

@@ -57,6 +57,18 @@ def decode_compile_config(device: torch.device) -> Any:
 
 
 @torch.no_grad()  # as generate itself: CUDA-graph capture has known trouble with inference-mode tensors
+def only_these_settings(model: PreTrainedModel) -> None:
+    """Decode with the settings generate_batches passes and nothing else: transformers fills every setting a call
+    leaves out from the model's own generation config (its folder's generation_config.json), so a
+    `repetition_penalty`, `no_repeat_ngram_size` or `min_length` there changed the "greedy" predictions, and the
+    scores, without a word (an explicit GenerationConfig is filled in from it the same way). Both the model and,
+    for an adapter, its base get an empty one."""
+    from transformers import GenerationConfig
+
+    for holder in {id(m): m for m in (model, getattr(model, "get_base_model", lambda: model)())}.values():
+        holder.generation_config = GenerationConfig()
+
+
 def generate_batches(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
     prompts: Sequence[list[int]], batches: Sequence[list[int]], max_new_tokens: int = 128, progress: bool = True,
@@ -71,6 +83,7 @@ def generate_batches(
     `compile_config` replaces decode_compile_config's.
     """
     stops = stop_token_ids(tokenizer, template)
+    only_these_settings(model)
     outputs: dict[int, str] = {}
     device = next(model.parameters()).device
     options: dict[str, Any] = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}

@@ -49,11 +49,33 @@ def _identifies(name: str) -> bool:
 
 
 def folder_inputs(folder: str | Path, trust_remote_code: bool) -> list[str]:
-    """What prepare_model takes from a local model folder: its identifying files, its generation config (the export
-    carries it) and, when its own code runs, its `*.py`; config.json even when missing, for Snakemake to name."""
+    """What prepare_model takes from a local model folder: its identifying files; the generation config of a folder
+    it converts (the converted folder's is made from it; a native folder's is linked, and only the export reads it:
+    export_generation_config); with its own code running, its `*.py`. config.json even when missing, for Snakemake to
+    name."""
     folder = Path(folder)
-    extra = [folder / "generation_config.json"] + (sorted(folder.glob("*.py")) if trust_remote_code else [])
+    extra = sorted(folder.glob("*.py")) if trust_remote_code else []
+    if trust_remote_code or not _native(folder):
+        extra.append(folder / "generation_config.json")
     return sorted(map(str, {folder / "config.json", *identifying_files(folder), *(path for path in extra if path.is_file())}))
+
+
+def export_generation_config(folder: str | Path, trust_remote_code: bool) -> list[str]:
+    """The export's own input from a local native model folder: its generation_config.json, which only the merged
+    model carries (evaluation decodes with its own settings: glmtune.evaluate.generation), so editing it re-runs the
+    export and not training."""
+    path = Path(folder) / "generation_config.json"
+    return [str(path)] if not trust_remote_code and path.is_file() and _native(Path(folder)) else []
+
+
+def _native(folder: Path) -> bool:
+    from glmtune.family import is_native_config
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False  # the config check names a folder without a readable config.json
+    return isinstance(config, dict) and is_native_config(config)
 
 
 def fingerprint_files(base_dir: str | Path) -> dict[str, str]:

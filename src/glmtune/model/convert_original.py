@@ -57,8 +57,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def is_native(folder: str | Path) -> bool:
     """True when `folder` already holds a native transformers Glm model (to be used unchanged)."""
-    config = _read_json(Path(folder) / "config.json")
-    return config.get("model_type") == "glm" or "GlmForCausalLM" in (config.get("architectures") or [])
+    return families.is_native_config(_read_json(Path(folder) / "config.json"))
 
 
 def original_family(config: dict[str, Any]) -> str:
