@@ -43,3 +43,9 @@ def test_the_shipped_config_files_write_each_key_once() -> None:
 
     files = [REPO / "config/config.yaml", *sorted((REPO / "config").glob("*/*.yaml")), *sorted(REPO.glob("config/*.yaml"))]
     assert len(files) > 3 and [line for path in files for line in config_file_problems(path)] == []
+
+
+def test_a_config_file_that_is_not_utf8_is_left_to_the_loader(tmp_path: Path) -> None:
+    path = tmp_path / "gbk.yaml"
+    path.write_bytes("datasets: {a: {system: 你好}}\ndatasets: {}\n".encode("gbk"))
+    assert config_file_problems(path) == []  # Snakemake's own loader stops on it first

@@ -83,7 +83,10 @@ def yaml_repeated(text: str) -> list[tuple[str, list[int], bool]]:
 
 def config_file_problems(path: str | Path) -> list[str]:
     """One line per key a config file writes twice in one mapping: YAML would keep the last and drop the rest."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return []  # the loader that reads the file names the problem
     return [f"{path}: {key} is written {'twice' if len(lines) == 2 else f'{len(lines)} times'} (lines {', '.join(map(str, lines))}): YAML keeps only the "
             "last and drops the others' settings; write it once" + (", with all its keys" if section else "")
             for key, lines, section in yaml_repeated(text)]
