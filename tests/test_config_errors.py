@@ -109,3 +109,27 @@ def test_keys_yaml_reads_as_numbers_booleans_or_null_are_named_before_anything_i
         "in quotes"]
     quoted = yaml.safe_load("datasets:\n  '2024': {source: demo}\nmodel: {name: m, source: tiny}\nruns: {'on': {}}\n")
     assert config_problems(quoted, schema) == []
+
+
+def test_a_key_written_in_the_wrong_section_or_as_another_tool_names_it_names_where_it_goes(
+        schema: dict[str, Any]) -> None:
+    """A LLaMA-Factory training YAML's keys, and ours written one level off, point at this config's key."""
+    config = yaml.safe_load("datasets: {d: {source: demo}}\nmodel: {name: m, source: tiny}\nlearning_rate: 1.0e-4\n"
+                            "num_train_epochs: 3\nencoding: gbk\n"
+                            "train: {per_device_train_batch_size: 4, cutoff_len: 512, lora: {lora_rank: 8}}\n")
+    assert config_problems(config, schema) == [
+        "encoding: unknown key; did you mean 'datasets.<name>.encoding'?",
+        "learning_rate: unknown key; did you mean 'train.learning_rate'?",
+        "num_train_epochs: unknown key; num_train_epochs (LLaMA-Factory, the GLM finetune demos) is train.num_epochs here",
+        "train.cutoff_len: unknown key; did you mean 'tokenize.cutoff_len'?",
+        "train.per_device_train_batch_size: unknown key; per_device_train_batch_size (LLaMA-Factory, the GLM finetune "
+        "demos) is train.batch_size here",
+        "train.lora.lora_rank: unknown key; lora_rank (LLaMA-Factory, the GLM finetune demos) is train.lora.r here"]
+
+
+def test_every_key_another_tool_names_points_at_a_key_the_schema_has(schema: dict[str, Any]) -> None:
+    from glmtune.config_errors import OTHER_TOOLS_KEYS, key_paths
+
+    paths = set(key_paths(schema))
+    for target in OTHER_TOOLS_KEYS.values():
+        assert target.split(" ")[0] in paths, target

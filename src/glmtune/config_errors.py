@@ -47,23 +47,62 @@ def _number_hint(value: Any, kinds: Any) -> str:
     return f" (a number in quotes is a string: write {value.strip()} without quotes)"
 
 
-def _unknown_keys(error: ValidationError) -> list[str]:
+# Keys of LLaMA-Factory's training YAML and of the ChatGLM3 / GLM-4 finetune demos' configs (Hugging Face
+# TrainingArguments and peft names) -> where this config says the same, for a user bringing a config over.
+OTHER_TOOLS_KEYS = {
+    "num_train_epochs": "train.num_epochs", "per_device_train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "evaluate.batch_size", "lr_scheduler_type": "train.lr_scheduler",
+    "lora_target": "train.lora.target_modules", "lora_rank": "train.lora.r", "lora_alpha": "train.lora.alpha",
+    "lora_dropout": "train.lora.dropout", "finetuning_type": "train.method", "pre_seq_len": "train.ptuning.num_virtual_tokens",
+    "model_name_or_path": "model.path (with model.source: path) or model.repo_id", "dataset": "datasets",
+    "dataset_dir": "datasets.<name>.dataset_info", "val_size": "split.validation_ratio", "bf16": "train.precision",
+    "fp16": "train.precision", "training_args": "train", "peft_config": "train.lora", "data_config": "datasets",
+    "max_new_tokens": "evaluate.max_new_tokens",
+}
+
+
+def key_paths(schema: dict[str, Any], at: str = "") -> list[str]:
+    """Every key the schema names, dotted (a mapping of names, such as datasets, as `<name>`)."""
+    paths = []
+    for key, sub in schema.get("properties", {}).items():
+        paths.append(f"{at}{key}")
+        paths += key_paths(sub, f"{at}{key}.")
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("properties"):
+        paths += key_paths(extra, f"{at}<name>.")
+    return paths
+
+
+def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
+    """One line per key the schema does not know there: the close key at that level (a typo), the key of another
+    tool's config, or the key of that name (or close to it) elsewhere (`learning_rate` at the top is train's)."""
     known = list(error.schema.get("properties", {}))
     where = _path(error)
     prefix = "" if where == "(top level)" else f"{where}."
+    everywhere = key_paths(schema)
     lines = []
-    for key in sorted(set(error.instance) - set(known)):
+    for key in sorted(set(error.instance) - set(known), key=str):
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-        hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        elsewhere = [path for path in everywhere if path.rsplit(".", 1)[-1] == key] or \
+            [path for path in everywhere if path.rsplit(".", 1)[-1] in difflib.get_close_matches(str(key), [
+                other.rsplit(".", 1)[-1] for other in everywhere], n=1, cutoff=0.8)]
+        if close:
+            hint = f"did you mean '{prefix}{close[0]}'?"
+        elif key in OTHER_TOOLS_KEYS:
+            hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
+        elif elsewhere:
+            hint = "did you mean " + " or ".join(f"'{path}'" for path in elsewhere[:3]) + "?"
+        else:
+            hint = f"known keys: {', '.join(known)}"
         lines.append(f"{prefix}{key}: unknown key; {hint}")
     return lines
 
 
-def _describe(error: ValidationError) -> list[str]:
+def _describe(error: ValidationError, schema: dict[str, Any]) -> list[str]:
     """One line per problem in `error` (an unknown-keys error may name several keys)."""
     where, value = _path(error), error.instance
     if error.validator == "additionalProperties" and isinstance(value, dict):
-        return _unknown_keys(error) or [f"{where}: {error.message}"]
+        return _unknown_keys(error, schema) or [f"{where}: {error.message}"]
     if error.validator == "enum":
         allowed = ", ".join(map(str, error.validator_value))
         close = difflib.get_close_matches(str(value), list(map(str, error.validator_value)), n=1, cutoff=0.6)
@@ -133,7 +172,7 @@ def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines: list[str] = []
     for error in _leaves(errors):
-        for line in _describe(error):
+        for line in _describe(error, schema):
             if line not in lines:
                 lines.append(line)
     return lines
