@@ -267,6 +267,25 @@ def test_a_missing_deepspeed_file_is_refused() -> None:
     assert message.startswith("config: train.deepspeed: no such file: /no/ds.json")
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"zero_optimization": {"stage": 2},\n "bf16": {"enabled": "auto"},}', "line 2: not valid JSON (Expecting property name"),
+    ('["stage", 3]', "not a JSON object of DeepSpeed settings"),
+    ('{"zero_optimization": {"stage": 2, "stage": 3}}', "zero_optimization.stage written twice: JSON keeps only the last"),
+])
+def test_a_deepspeed_file_deepspeed_would_refuse_or_misread_stops_before_any_job(
+        tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "ds.json"
+    path.write_text(text, encoding="utf-8")
+    assert fails(validated(train={"deepspeed": str(path)})).startswith(f"config: train.deepspeed: {path}: {problem}")
+
+
+def test_the_shipped_deepspeed_files_pass() -> None:
+    from conftest import REPO
+
+    for path in sorted((REPO / "config/deepspeed").glob("*.json")):
+        check(validated(train={"deepspeed": str(path)}))
+
+
 def test_the_checks_are_plain_functions() -> None:
     """Each check runs on its own, as common.smk's former functions did."""
     config_checks.check_encoding("d", "gb18030")
