@@ -15,6 +15,7 @@ from glmtune.data.conversation import InvalidRecord, validate_conversation
 from glmtune.evaluate.generation import generate
 from glmtune.family import FAMILIES
 from glmtune.model.loading import load_trained
+from glmtune.repeated_keys import loads, repeated_paths
 
 ANSWERED_ROLES = ("user", "observation")  # the message a model answers
 
@@ -60,9 +61,12 @@ def read_requests(path: str | Path) -> list[Request]:
                 continue
             where = f"{path}, line {number}"
             try:
-                row = json.loads(line.rstrip("\r\n"))
+                row = loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 raise BadRequest(f"{where}: not JSON ({err.msg}, column {err.colno})") from None
+            if repeated := repeated_paths(row):
+                raise BadRequest(f"{where}: {', '.join(repeated)} written twice in one object: JSON keeps only the "
+                                 "last, which may not be the one meant")
             requests.append((row, conversation_of(row, where)))
     if not requests:
         raise BadRequest(f"{path}: no request in the file")
