@@ -12,7 +12,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-DEFAULT_CONFIG = "config/config.yaml"  # the embedded default job (the Snakefile's configfile)
+# The embedded default job (the Snakefile's configfile), the checkout's wherever snakemake runs.
+DEFAULT_CONFIG = str(Path(workflow.basedir).parent / "config" / "config.yaml")
 
 
 def layer_user_config(schema):
