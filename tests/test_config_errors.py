@@ -133,3 +133,13 @@ def test_every_key_another_tool_names_points_at_a_key_the_schema_has(schema: dic
     paths = set(key_paths(schema))
     for target in OTHER_TOOLS_KEYS.values():
         assert target.split(" ")[0] in paths, target
+
+
+def test_another_tools_split_name_names_ours(schema: dict[str, Any]) -> None:
+    config = yaml.safe_load("datasets: {d: {source: path, format: alpaca, files: {training: t.json, dev: d.json, "
+                            "val: v.json}}}\nmodel: {name: m, source: tiny}\n")
+    assert config_problems(config, schema) == [
+        "datasets.d.files.dev: unknown key; the splits are all, train, validation, test: dev is test (the demos "
+        "evaluate on dev.json: `test: dev.json`) or validation here",
+        "datasets.d.files.training: unknown key; the splits are all, train, validation, test: training is train here",
+        "datasets.d.files.val: unknown key; the splits are all, train, validation, test: val is validation here"]

@@ -61,6 +61,12 @@ OTHER_TOOLS_KEYS = {
 }
 
 
+# Split names other tools use -> ours (a dataset's `files` keys).
+OTHER_SPLIT_NAMES = {"dev": "test (the demos evaluate on dev.json: `test: dev.json`) or validation",
+                     "val": "validation", "valid": "validation", "eval": "validation", "training": "train",
+                     "testing": "test", "full": "all"}
+
+
 def key_paths(schema: dict[str, Any], at: str = "") -> list[str]:
     """Every key the schema names, dotted (a mapping of names, such as datasets, as `<name>`)."""
     paths = []
@@ -86,7 +92,9 @@ def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
         elsewhere = [path for path in everywhere if path.rsplit(".", 1)[-1] == key] or \
             [path for path in everywhere if path.rsplit(".", 1)[-1] in difflib.get_close_matches(str(key), [
                 other.rsplit(".", 1)[-1] for other in everywhere], n=1, cutoff=0.8)]
-        if close:
+        if where.endswith(".files") and key in OTHER_SPLIT_NAMES:
+            hint = f"the splits are {', '.join(known)}: {key} is {OTHER_SPLIT_NAMES[key]} here"
+        elif close:
             hint = f"did you mean '{prefix}{close[0]}'?"
         elif key in OTHER_TOOLS_KEYS:
             hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
