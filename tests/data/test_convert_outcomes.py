@@ -121,7 +121,7 @@ def test_a_real_file_under_the_wrong_format_names_the_format_that_reads_it(
     from conftest import shared_data
 
     raw = shared_data(file)
-    hint = f"; format: {right} reads the file's first 20 records: if that is the file's format, set datasets.ds.format to it"
+    hint = f"; format: {right} reads the file's first 20 records: is that the file's format? (dataset 'ds' reads it as {wrong})"
     with pytest.raises(ConversionError) as stopped:
         run(tmp_path, raw, wrong)
     assert str(stopped.value).endswith(hint) and "on_invalid: skip" not in str(stopped.value)

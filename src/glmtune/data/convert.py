@@ -76,8 +76,8 @@ def other_formats(records: Sequence[tuple[str, Any]], fmt: str, dataset: str) ->
     if not sample or fmt in fits or not fits:
         return ""
     first = "first record" if len(sample) == 1 else f"first {len(sample)} records"
-    return (f"; format: {' or '.join(fits)} reads the file's {first}: if that is the file's format, set "
-            f"datasets.{dataset}.format to it")
+    return (f"; format: {' or '.join(fits)} reads the file's {first}: is that the file's format? (dataset "
+            f"'{dataset}' reads it as {fmt})")
 
 
 def nothing_kept(raw_path: str | Path, dataset: str, fmt: str, rejects: list[dict[str, Any]]) -> str:
