@@ -46,6 +46,8 @@ MALFORMED = [
     pytest.param("chatglm3", conv(user("q"), assistant("a", loss="yes")), "message 1: 'loss' must be true or false", id="loss-not-bool"),
     pytest.param("chatglm3", conv(user("q"), assistant("a", loss=1)), "'loss' must be true or false, got 1", id="loss-is-int"),
     pytest.param("chatglm3", conv(user("q"), {"role": "tool", "parameters": {}}, assistant("a")), "message 1: tool message without a name", id="tool-without-name"),
+    pytest.param("chatglm3", {"conversations": [user("q"), assistant("a")], "tools": [*TOOLS, {**TOOLS[0], "description": "x"}]},
+                 "tool 1: a second function named 'get_weather' (tool 0 has that name)", id="tool-name-twice"),
     pytest.param("chatglm3", {"conversations": "q"}, "'conversations' is not a list", id="conversations-not-list"),
     pytest.param("chatglm3", {"messages": [user("q"), assistant("a")]}, "missing key 'conversations'", id="missing-conversations"),
     pytest.param("chatglm3", conv(), "conversation is empty", id="empty-conversations"),

@@ -57,6 +57,9 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
             raise InvalidRecord(f"{at}'description' is not a string")
         if not isinstance(function.get("parameters", {}), dict):
             raise InvalidRecord(f"{at}'parameters' is not an object")
+        if (first := next((n for n, seen in enumerate(functions) if seen["name"] == function["name"]), None)) is not None:
+            raise InvalidRecord(f"{at}a second function named {function['name']!r} (tool {first} has that name): which "
+                                "one a call means cannot be told")
         functions.append(function)
     return functions
 
