@@ -129,7 +129,7 @@ def test_a_broken_parquet_file_names_itself(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "says"), [
-    (gzip.compress(b"[]"), "not a text file: a gzip archive: decompress it"),
+    (gzip.compress(gzip.compress(b"[]")), "not a text file: gzip inside gzip: decompress it"),
     (None, "not a text file: a zip archive (an Excel .xlsx workbook is one)"),
     (b'{"a": 1}\n\x00\x01\x02', "not a text file: it holds NUL bytes"),
     ('[{"a": "你好"}]'.encode("utf-16"), "the file is UTF-16 text (it starts with a UTF-16 byte order mark): set the "
@@ -206,3 +206,27 @@ def test_a_datasets_save_to_disk_arrow_file_converts_like_its_json(tmp_path: Pat
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
     arrow, = (tmp_path / "saved").glob("*.arrow")
     assert convert(tmp_path, arrow, "emollm") == convert(tmp_path, raw, "emollm")
+
+
+@pytest.mark.parametrize("name", ["dev.json", "dev.jsonl", "dev.csv", "dev.parquet"])
+def test_a_gzipped_file_reads_as_the_file_inside(tmp_path: Path, name: str) -> None:
+    """The real AdvertiseGen dev file as the Hub ships some data (train.jsonl.gz): the records of the plain file."""
+    plain = tmp_path / name
+    rows = [row for _, row in read_records(shared_data("AdvertiseGen/dev.json"))]
+    if name.endswith(".csv"):
+        write_csv(plain, rows)
+    elif name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(rows), plain)
+    else:
+        plain.write_bytes(shared_data("AdvertiseGen/dev.json").read_bytes())
+    packed = tmp_path / "packed" / f"{name}.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_records(packed) == read_records(plain) and len(read_records(packed)) == 1070
+
+
+def test_a_gzip_file_cut_short_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"content": "a", "summary": "b"}\n' * 1000)[:100])
+    with pytest.raises(DataFileError, match=r"train.jsonl.gz: a gzip file that does not decompress \(.*\): a download"):
+        read_records(path)

@@ -1,7 +1,9 @@
 """The records of a user's data file: JSON (an array or JSON lines), CSV / TSV, Parquet or Arrow.
 
 The content decides for JSON and Parquet (a JSON array in a `.jsonl` file is common; Parquet starts with its magic
-bytes), the extension for CSV / TSV (`.csv`, `.tsv`) and Arrow (`.arrow`, as `datasets.save_to_disk` writes it).
+bytes), the extension for CSV / TSV (`.csv`, `.tsv`) and Arrow (`.arrow`, as `datasets.save_to_disk` writes it). Any of
+them may be gzip-compressed (`train.jsonl.gz`, as the Hub ships some): read inside, the kind told by the name without
+`.gz`.
 Table rows come back as JSON-like dicts: a table has no absent key, only an empty CSV cell or a Parquet null (a
 struct column is the union of every record's keys: EmoLLM's later turns get a null `system`), so those keys are
 left out, as a JSON record would leave them; every CSV value is text, and a Parquet value JSON cannot hold (a date, a
@@ -50,13 +52,22 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     path = Path(path)
     with open(path, "rb") as handle:
         head = handle.read(len(ARROW_MAGIC))
-    if table := _table_kind(path, head):
+    if head.startswith(GZIP_MAGIC):  # train.jsonl.gz, data.csv.gz, x.parquet.gz: read inside, as `datasets` does
+        return _records(path, _gunzip(path), encoding, skip_bad_lines, Path(path.name.removesuffix(".gz")).suffix)
+    if table := _table_kind(path.suffix, head):
         return _table_rows(path, table)
-    raw = path.read_bytes()
+    return _records(path, path.read_bytes(), encoding, skip_bad_lines, path.suffix)
+
+
+def _records(path: Path, raw: bytes, encoding: str, skip_bad_lines: bool, suffix: str) -> list[tuple[str, Any]]:
+    """The records of a file's bytes (read whole, or decompressed), of the kind its name's `suffix` and its first bytes
+    say."""
+    if table := _table_kind(suffix, raw[: len(ARROW_MAGIC)]):
+        return _table_rows(path, table, raw)
     _refuse_binary(path, raw, encoding)
     text = _decode(path, raw, encoding)
-    if path.suffix.lower() in CSV_DELIMITERS:
-        return _csv_rows(path, text, CSV_DELIMITERS[path.suffix.lower()], skip_bad_lines)
+    if suffix.lower() in CSV_DELIMITERS:
+        return _csv_rows(path, text, CSV_DELIMITERS[suffix.lower()], skip_bad_lines)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -144,13 +155,25 @@ def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, 
     return records
 
 
+GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 ARROW_MAGIC = b"ARROW1"
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 # Files that are not text, by their first bytes: what they are, and what to do.
-_BINARY_KINDS = ((b"\x1f\x8b", "a gzip archive: decompress it (gunzip) and name the file it holds"),
+_BINARY_KINDS = ((GZIP_MAGIC, "gzip inside gzip: decompress it (gunzip) and name the file it holds"),
                  (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook is one): extract it, or save the sheet as CSV"))
+
+
+def _gunzip(path: Path) -> bytes:
+    """The bytes inside a gzip file; one cut short or damaged stops, naming it."""
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataFileError(f"{path}: a gzip file that does not decompress ({err}): a download or copy cut short?") from None
 _WIDE_CODECS = ("utf-16", "utf-32", "utf16", "utf32")
 
 
@@ -205,23 +228,24 @@ def _csv_rows(path: Path, text: str, delimiter: str, skip_bad_lines: bool) -> li
     return records
 
 
-def _table_kind(path: Path, head: bytes) -> str | None:
+def _table_kind(suffix: str, head: bytes) -> str | None:
     """"Parquet" or "Arrow" for a table file (by its magic bytes; an Arrow stream, which has none, by `.arrow`)."""
     if head.startswith(PARQUET_MAGIC):
         return "Parquet"
-    return "Arrow" if head.startswith(ARROW_MAGIC) or path.suffix.lower() == ".arrow" else None
+    return "Arrow" if head.startswith(ARROW_MAGIC) or suffix.lower() == ".arrow" else None
 
 
-def _table_rows(path: Path, kind: str) -> list[tuple[str, Any]]:
-    """The rows of a Parquet file or an Arrow file / stream (`datasets.save_to_disk` writes streams), read with pyarrow."""
+def _table_rows(path: Path, kind: str, raw: bytes | None = None) -> list[tuple[str, Any]]:
+    """The rows of a Parquet file or an Arrow file / stream (`datasets.save_to_disk` writes streams), read with pyarrow
+    from the file, or from its decompressed bytes `raw`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         if kind == "Parquet":
-            table = pq.read_table(path)
+            table = pq.read_table(path if raw is None else pa.BufferReader(raw))
         else:
-            with pa.memory_map(str(path)) as source:
+            with pa.memory_map(str(path)) if raw is None else pa.BufferReader(raw) as source:
                 is_file = source.read(len(ARROW_MAGIC)) == ARROW_MAGIC
                 source.seek(0)
                 table = (pa.ipc.open_file(source) if is_file else pa.ipc.open_stream(source)).read_all()
