@@ -41,7 +41,7 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
     """Check a tools list and return it as plain function objects; raise InvalidRecord naming the bad tool."""
     if not isinstance(tools, list):
         raise InvalidRecord(f"{where}'tools' is {type(tools).__name__}, not a list")
-    functions = []
+    functions: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         at = f"{where}tool {index}: "
         if not isinstance(tool, dict):
