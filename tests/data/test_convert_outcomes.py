@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,24 @@ def test_records_no_format_reads_keep_the_on_invalid_hint(tmp_path: Path) -> Non
     raw = write_lines(tmp_path / "raw.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(ConversionError, match=r"line 1: missing key 'content' \(set on_invalid: skip to write it"):
         run(tmp_path, raw, "advertisegen")
+
+
+def test_calls_to_functions_the_records_tools_do_not_declare_are_counted_and_warned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The real glaive tool-call file declares every function it calls; renaming one call's function leaves a valid
+    record that teaches calling a function the model was never shown: kept, counted and named."""
+    from conftest import shared_data
+
+    rows = json.loads(shared_data("llamafactory/glaive_toolcall_zh_demo.json").read_text(encoding="utf-8"))
+    report = run(tmp_path / "as_is", shared_data("llamafactory/glaive_toolcall_zh_demo.json"), "sharegpt", on_invalid="skip")
+    assert "records_calling_undeclared_tools" not in report["steps"]
+    changed = next(index for index, row in enumerate(rows) if any(turn["from"] == "function_call" for turn in row["conversations"]))
+    for turn in rows[changed]["conversations"]:
+        if turn["from"] == "function_call":
+            turn["value"] = json.dumps({**json.loads(turn["value"]), "name": "not_declared"}, ensure_ascii=False)
+    raw = tmp_path / "glaive.json"
+    raw.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="glmtune.data.convert"):
+        report = run(tmp_path / "renamed", raw, "sharegpt", on_invalid="skip")
+    assert report["steps"]["records_calling_undeclared_tools"] == 1
+    assert f"not_declared (1 records, first at {raw}: record {changed})" in caplog.text

@@ -64,6 +64,15 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
     return functions
 
 
+def undeclared_calls(messages: list[dict[str, Any]]) -> list[str]:
+    """The functions the conversation's tool calls name that its declared tools do not (none when it declares no
+    tools: ChatGLM3's code interpreter is called by name without one). Valid data, but the model learns to call a
+    function it was never shown."""
+    declared = {tool["name"] for msg in messages if msg["role"] == "system" for tool in msg.get("tools", [])}
+    return [msg["metadata"] for msg in messages if declared and msg["role"] == "assistant" and msg.get("metadata")
+            and msg["metadata"] not in declared]
+
+
 def conversation_key(messages: Any) -> str:
     """The identity of a conversation for de-duplication and overlap counts: its messages, key order aside."""
     return json.dumps(messages, ensure_ascii=False, sort_keys=True)

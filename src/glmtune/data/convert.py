@@ -15,7 +15,8 @@ from glmtune.data.records import BadLine, read_records
 from glmtune.repeated_keys import repeated_paths
 from glmtune.data.unread import mark_carried, tracked, unread
 from glmtune.io import write_json, write_jsonl
-from glmtune.data.conversation import InvalidRecord, conversation_key, message, validate_conversation
+from glmtune.data.conversation import (InvalidRecord, conversation_key, message, undeclared_calls,
+                                       validate_conversation)
 from glmtune.data_settings import ConvertSettings
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def convert_file(
     rules = settings.clean
     counts: Counter[str] = Counter()
     left: dict[str, list[str]] = {}  # placeholder -> where it was left
+    undeclared: dict[str, list[str]] = {}  # a called function its record's tools do not declare -> where
     not_read: Counter[str] = Counter()  # a key the converter never read -> records holding it
     for where, record in records:
         if isinstance(record, BadLine):  # only with on_invalid: skip
@@ -187,6 +189,9 @@ def convert_file(
         for placeholder in unfilled:
             left.setdefault(placeholder, []).append(where)
         counts["records_with_placeholders_left"] += bool(unfilled)
+        for function in dict.fromkeys(calls := undeclared_calls(messages)):
+            undeclared.setdefault(function, []).append(where)
+        counts["records_calling_undeclared_tools"] += bool(calls)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
         raise ConversionError(nothing_kept(label, dataset, fmt, rejects)
@@ -223,6 +228,11 @@ def convert_file(
         log.warning("%s: %d kept records hold template placeholders the model would learn as text: %s. Fill them in "
                     "with clean.replace: {%s} (LLaMA-Factory's identity.json asks for its {{name}} and {{author}})",
                     dataset, counts["records_with_placeholders_left"], found, fill)
+    if undeclared:
+        log.warning("%s: %d kept records call functions their tools do not declare, so the model learns to call them "
+                    "without their description: %s", dataset, counts["records_calling_undeclared_tools"],
+                    ", ".join(f"{function} ({len(places)} records, first at {at(places[0])})"
+                              for function, places in sorted(undeclared.items())))
     if counts["system_prompt_kept_from_record"]:
         log.warning("%s: %d records have their own system prompt, kept instead of the configured `system:`",
                     dataset, counts["system_prompt_kept_from_record"])
