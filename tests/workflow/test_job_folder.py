@@ -24,10 +24,11 @@ def test_a_job_of_its_own_runs_in_its_folder_and_the_default_job_plans_from_any_
         "model": {"name": "tiny", "source": "tiny"},
         "train": {"max_steps": 3}, "evaluate": {"max_samples": 4, "max_new_tokens": 4}}), encoding="utf-8")
     where = ("-s", str(checkout / "workflow/Snakefile"), "--workflow-profile", str(checkout / "profiles/default"))
-    snakemake(job, *where, "results/merged_model", "--configfile", "my.yaml")
-    assert (job / "results/merged_model/model.safetensors").is_file() and (job / "logs/runs/main/train.log").is_file()
+    snakemake(job, *where, "results/runs/main/adapter", "--configfile", "my.yaml")  # converted, trained: enough
+    assert (job / "results/runs/main/adapter/adapter_model.safetensors").is_file()
+    assert (job / "logs/runs/main/train.log").is_file() and (job / "results/converted/mine/train.jsonl").is_file()
     assert not (checkout / "results").exists() and not (checkout / "resources").exists()
-    assert planned_jobs(job, "results/merged_model", *where, "--configfile", "my.yaml") == []
+    assert planned_jobs(job, "results/runs/main/adapter", *where, "--configfile", "my.yaml") == []
     other = tmp_path / "other"
     other.mkdir()
     jobs = planned_jobs(other, "results/merged_model", *where)  # the checkout's embedded default job
