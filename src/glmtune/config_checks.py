@@ -178,14 +178,8 @@ def check_model(model: Mapping[str, Any]) -> None:
         if not Path(model["path"], "config.json").is_file():
             raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)",
                                    model["path"])
-        config_file = Path(model["path"], "config.json")
-        try:
-            found = json.loads(config_file.read_text(encoding="utf-8-sig"))
-        except ValueError:
-            found = {}  # not JSON: check_positions names it
-        problem = model_type_problem(found) if isinstance(found, dict) else "not a JSON object"
-        if problem:
-            raise ConfigCheckError(f"config: model.path: {config_file}: {problem}", model["path"])
+        if problem := model_type_problem(folder_config(model["path"])):
+            raise ConfigCheckError(f"config: model.path: {Path(model['path'], 'config.json')}: {problem}", model["path"])
         try:
             weight_files(model["path"])
         except WeightFilesError as err:
@@ -228,6 +222,18 @@ def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:
                                f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
 
 
+def folder_config(folder: str) -> dict[str, Any]:
+    """A model.path folder's config.json; one that is not a JSON object stops, naming it."""
+    path = Path(folder, "config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
+    except ValueError as err:
+        raise ConfigCheckError(f"config: model.path: {path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ConfigCheckError(f"config: model.path: {path}: not a JSON object")
+    return config
+
+
 def check_positions(model: Mapping[str, Any], settings: Mapping[str, Any], where: str) -> None:
     """A local model folder's positions against a run's lengths (glmtune.config_rules.positions_problem); a
     downloaded model is checked by the tokenize and evaluate jobs, the first to have its config."""
@@ -236,11 +242,7 @@ def check_positions(model: Mapping[str, Any], settings: Mapping[str, Any], where
 
     if model["source"] != "path":
         return
-    try:
-        config = json.loads(Path(model["path"], "config.json").read_text(encoding="utf-8-sig"))
-    except ValueError as err:
-        raise ConfigCheckError(f"config: model.path: {model['path']}/config.json is not valid JSON ({err})") from None
-    problem = positions_problem(model_positions(config), TokenizeSettings.from_config(settings["tokenize"]),
+    problem = positions_problem(model_positions(folder_config(model["path"])), TokenizeSettings.from_config(settings["tokenize"]),
                                 EvaluateSettings.from_config(settings["evaluate"]).max_new_tokens)
     if problem:
         raise ConfigCheckError(f"config: {where}{problem} (model.path: {model['path']})")

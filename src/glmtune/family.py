@@ -242,10 +242,15 @@ def recognise_original(config: Mapping[str, Any]) -> str | None:
 ORIGINAL_MODEL_TYPE = "chatglm"  # the model_type of every original (remote-code) ChatGLM3 / GLM-4 config.json
 
 
+def native_model_types() -> list[str]:
+    """The model_types the families' checkpoints load natively as (transformers' `glm`)."""
+    return sorted({family.architecture.model_type for family in FAMILIES.values()})
+
+
 def is_native_config(config: Mapping[str, Any]) -> bool:
     """Whether a config.json is of a checkpoint transformers loads natively as a family's architecture (used as it
     is), not an original one that prepare_model converts."""
-    types = {family.architecture.model_type for family in FAMILIES.values()}
+    types = native_model_types()
     classes = {f"{kind.capitalize()}ForCausalLM" for kind in types}
     return config.get("model_type") in types or bool(classes & set(config.get("architectures") or []))
 
@@ -256,7 +261,7 @@ def model_type_problem(config: Mapping[str, Any]) -> str | None:
     otherwise be taken for an original checkpoint and fail converting, naming a missing tokenizer.model. A config
     without a model_type is left to the stages that load it."""
     kind = config.get("model_type")
-    native = sorted({family.architecture.model_type for family in FAMILIES.values()})
+    native = native_model_types()
     if kind is None or kind in native or kind == ORIGINAL_MODEL_TYPE:
         return None
     titles = " and ".join(family.title for family in FAMILIES.values())

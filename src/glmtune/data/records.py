@@ -53,17 +53,18 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     with open(path, "rb") as handle:
         head = handle.read(len(ARROW_MAGIC))
     if head.startswith(GZIP_MAGIC):  # train.jsonl.gz, data.csv.gz, x.parquet.gz: read inside, as `datasets` does
-        return _records(path, _gunzip(path), encoding, skip_bad_lines, Path(path.name.removesuffix(".gz")).suffix)
+        raw, suffix = _gunzip(path), Path(path.name.removesuffix(".gz")).suffix
+        if table := _table_kind(suffix, raw[: len(ARROW_MAGIC)]):
+            return _table_rows(path, table, raw)
+        return _text_records(path, raw, encoding, skip_bad_lines, suffix)
     if table := _table_kind(path.suffix, head):
         return _table_rows(path, table)
-    return _records(path, path.read_bytes(), encoding, skip_bad_lines, path.suffix)
+    return _text_records(path, path.read_bytes(), encoding, skip_bad_lines, path.suffix)
 
 
-def _records(path: Path, raw: bytes, encoding: str, skip_bad_lines: bool, suffix: str) -> list[tuple[str, Any]]:
-    """The records of a file's bytes (read whole, or decompressed), of the kind its name's `suffix` and its first bytes
-    say."""
-    if table := _table_kind(suffix, raw[: len(ARROW_MAGIC)]):
-        return _table_rows(path, table, raw)
+def _text_records(path: Path, raw: bytes, encoding: str, skip_bad_lines: bool, suffix: str) -> list[tuple[str, Any]]:
+    """The records of a text file's bytes (read whole, or decompressed): CSV / TSV by the name's `suffix`, else JSON
+    (an array, or lines)."""
     _refuse_binary(path, raw, encoding)
     text = _decode(path, raw, encoding)
     if suffix.lower() in CSV_DELIMITERS:

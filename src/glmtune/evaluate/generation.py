@@ -65,8 +65,9 @@ def only_these_settings(model: PreTrainedModel) -> None:
     for an adapter, its base get an empty one."""
     from transformers import GenerationConfig
 
-    for holder in {id(m): m for m in (model, getattr(model, "get_base_model", lambda: model)())}.values():
-        holder.generation_config = GenerationConfig()
+    model.generation_config = GenerationConfig()
+    if hasattr(model, "get_base_model"):  # a peft model generates through its base
+        model.get_base_model().generation_config = GenerationConfig()
 
 
 def generate_batches(

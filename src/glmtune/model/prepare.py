@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from glmtune.family import model_type_problem
+from glmtune.family import is_native_config, model_type_problem
 from glmtune.fetch import FetchError, link_local_model
 from glmtune.model.weight_files import weight_files
 
@@ -22,7 +22,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     `spec["trust_remote_code"]` an original checkpoint is kept as it is instead (see glmtune.model.remote_code).
     A compute job on a cluster: converting 18 GB is no work for a login node.
     """
-    from glmtune.model.convert_original import is_native, to_native
+    from glmtune.model.convert_original import to_native
     from glmtune.model.folder_template import family_template_files
 
     source = Path(source)
@@ -31,7 +31,7 @@ def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, ou
     config = json.loads((source / "config.json").read_text(encoding="utf-8-sig"))
     if problem := model_type_problem(config):  # a download: a model.path folder was checked before any job
         raise FetchError(f"model {name!r}: {source / 'config.json'}: {problem}")
-    if not spec.get("trust_remote_code") and not is_native(source):
+    if not spec.get("trust_remote_code") and not is_native_config(config):
         return to_native(source, out_dir)  # reads the shards through glmtune.model.weight_files
     weight_files(source)  # linked as it is: a hub download or a copy cut short stops here, not when training loads it
     if spec.get("trust_remote_code"):
