@@ -79,6 +79,13 @@ def key_paths(schema: dict[str, Any], at: str = "") -> list[str]:
     return paths
 
 
+def _same_key_elsewhere(key: str, paths: list[str]) -> list[str]:
+    """The schema's keys named `key` in other sections, or else the one closest to it."""
+    names = [path.rsplit(".", 1)[-1] for path in paths]
+    wanted = [key] if key in names else difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+    return [path for path, name in zip(paths, names) if name in wanted]
+
+
 def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
     """One line per key the schema does not know there: the close key at that level (a typo), the key of another
     tool's config, or the key of that name (or close to it) elsewhere (`learning_rate` at the top is train's)."""
@@ -89,16 +96,13 @@ def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted(set(error.instance) - set(known), key=str):
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-        elsewhere = [path for path in everywhere if path.rsplit(".", 1)[-1] == key] or \
-            [path for path in everywhere if path.rsplit(".", 1)[-1] in difflib.get_close_matches(str(key), [
-                other.rsplit(".", 1)[-1] for other in everywhere], n=1, cutoff=0.8)]
         if where.endswith(".files") and key in OTHER_SPLIT_NAMES:
             hint = f"the splits are {', '.join(known)}: {key} is {OTHER_SPLIT_NAMES[key]} here"
         elif close:
             hint = f"did you mean '{prefix}{close[0]}'?"
         elif key in OTHER_TOOLS_KEYS:
             hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
-        elif elsewhere:
+        elif elsewhere := _same_key_elsewhere(str(key), everywhere):
             hint = "did you mean " + " or ".join(f"'{path}'" for path in elsewhere[:3]) + "?"
         else:
             hint = f"known keys: {', '.join(known)}"

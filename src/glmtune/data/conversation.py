@@ -42,6 +42,7 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidRecord(f"{where}'tools' is {type(tools).__name__}, not a list")
     functions: list[dict[str, Any]] = []
+    named: dict[str, int] = {}  # function name -> the tool that has it
     for index, tool in enumerate(tools):
         at = f"{where}tool {index}: "
         if not isinstance(tool, dict):
@@ -57,9 +58,10 @@ def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
             raise InvalidRecord(f"{at}'description' is not a string")
         if not isinstance(function.get("parameters", {}), dict):
             raise InvalidRecord(f"{at}'parameters' is not an object")
-        if (first := next((n for n, seen in enumerate(functions) if seen["name"] == function["name"]), None)) is not None:
-            raise InvalidRecord(f"{at}a second function named {function['name']!r} (tool {first} has that name): which "
-                                "one a call means cannot be told")
+        if function["name"] in named:
+            raise InvalidRecord(f"{at}a second function named {function['name']!r} (tool {named[function['name']]} has "
+                                "that name): which one a call means cannot be told")
+        named[function["name"]] = index
         functions.append(function)
     return functions
 
