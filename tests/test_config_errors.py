@@ -54,6 +54,15 @@ def test_bad_values_name_what_is_allowed(schema: dict[str, Any], config: dict[st
     ]
 
 
+def test_trackers_as_one_string_pass_and_a_name_no_tracker_has_is_named(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    for text in ("none", "tensorboard", "tensorboard,wandb"):
+        config["train"]["report_to"] = text
+        assert config_problems(config, schema) == []
+    config["train"]["report_to"] = "all"  # the Trainer's "every installed tracker": name them
+    (line,) = config_problems(config, schema)
+    assert line.startswith("train.report_to: 'all' is not `none` or tracker names (tensorboard, wandb, swanlab, mlflow)")
+
+
 def test_a_number_yaml_reads_as_a_string_says_how_to_write_it(schema: dict[str, Any]) -> None:
     """PyYAML (YAML 1.1) needs a dot in the mantissa and a sign in the exponent: `learning_rate: 1e-4` and
     `max_new_tokens: 1.0e2` arrive as strings; 1.0e-2 and 1.0e+2 as numbers. Each hint is read back as a number."""

@@ -92,6 +92,15 @@ def test_lora_targets_given_as_one_string_are_read_as_the_list() -> None:
     assert train_settings(lora={"target_modules": "all"}).lora.target_modules == ("all",)
 
 
+def test_trackers_given_as_one_string_are_read_as_the_list() -> None:
+    """The Trainer's and LLaMA-Factory's report_to is one string, `none` for no tracker."""
+    assert train_settings(report_to="none").report_to == () == train_settings(report_to=[]).report_to
+    assert train_settings(report_to=" none ").report_to == ()
+    assert train_settings(report_to="wandb").report_to == ("wandb",)
+    as_list = train_settings(report_to=["tensorboard", "wandb"])
+    assert train_settings(report_to="tensorboard, wandb") == as_list
+
+
 def schema_leaves(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(dotted key, its schema, required) of every key that holds a value; a dataset's keys under datasets.<name>."""
     required = set(node.get("required", []))

@@ -85,8 +85,13 @@ class LoraSettings(Section):
         (the schema's pattern admits no empty name). Read here, so every stage and the run id see the list."""
         targets = section.get("target_modules") if isinstance(section, Mapping) else None
         if isinstance(targets, str):
-            section = {**section, "target_modules": [name.strip() for name in targets.split(",")]}
+            section = {**section, "target_modules": names_joined_by_commas(targets)}
         return super().from_config(section, where)
+
+
+def names_joined_by_commas(text: str) -> list[str]:
+    """One string of names as LLaMA-Factory writes a list (`q_proj,v_proj`), each once, in order."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +133,16 @@ class TrainSettings(Section):
     eval_steps: int | None
     report_to: tuple[str, ...]
     seed: int
+
+    @classmethod
+    def from_config(cls: type[S], section: Mapping[str, Any], where: str | None = None) -> S:
+        """`report_to` may be one string, as the Trainer's and LLaMA-Factory's: `none`, or tracker names joined by
+        commas (the schema's pattern admits nothing else)."""
+        trackers = section.get("report_to") if isinstance(section, Mapping) else None
+        if isinstance(trackers, str):
+            names = names_joined_by_commas(trackers)
+            section = {**section, "report_to": [] if names == ["none"] else names}
+        return super().from_config(section, where)
 
 
 @dataclasses.dataclass(frozen=True)

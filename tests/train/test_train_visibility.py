@@ -20,13 +20,17 @@ from glmtune.train.trainer import train_model
 
 
 def test_schema_report_to_enum_is_the_tracker_registry() -> None:
-    """The schema cannot read Python: train.report_to offers exactly the trackers check_report_to knows, each an
-    integration of the Trainer's and an extra of pyproject.toml of its own name (the install line the error gives)."""
+    """The schema cannot read Python: train.report_to offers exactly the trackers check_report_to knows (as a list
+    and as one string), each an integration of the Trainer's and an extra of pyproject.toml of its own name (the install line the error gives)."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
-    enum = schema["properties"]["train"]["properties"]["report_to"]["items"]["enum"]
+    report_to = schema["properties"]["train"]["properties"]["report_to"]
+    enum = report_to["items"]["enum"]
     assert len(enum) == len(set(enum)) and set(enum) == set(TRACKERS) and set(TRACKERS) <= set(INTEGRATION_TO_CALLBACK)
+    for name in ("none", *enum, ",".join(enum)):  # the one-string form takes the same names
+        assert re.match(report_to["pattern"], name)
+    assert not re.match(report_to["pattern"], "all") and not re.match(report_to["pattern"], f"{enum[0]}x")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     for name, package in TRACKERS.items():
         assert package in [re.split(r"[<>=\[ ;]", requirement)[0] for requirement in extras[name]]
