@@ -271,6 +271,8 @@ def test_a_missing_deepspeed_file_is_refused() -> None:
     ('{"zero_optimization": {"stage": 2},\n "bf16": {"enabled": "auto"},}', "line 2: not valid JSON (Expecting property name"),
     ('["stage", 3]', "not a JSON object of DeepSpeed settings"),
     ('{"zero_optimization": {"stage": 2, "stage": 3}}', "zero_optimization.stage written twice: JSON keeps only the last"),
+    ('{"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 16}',
+     "train_micro_batch_size_per_gpu is 16 here but train.batch_size is 4 (the Trainer refuses the difference only once"),
 ])
 def test_a_deepspeed_file_deepspeed_would_refuse_or_misread_stops_before_any_job(
         tmp_path: Path, text: str, problem: str) -> None:
@@ -281,6 +283,8 @@ def test_a_deepspeed_file_deepspeed_would_refuse_or_misread_stops_before_any_job
 
 def test_the_shipped_deepspeed_files_pass() -> None:
     from conftest import REPO
+
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
 
     for path in sorted((REPO / "config/deepspeed").glob("*.json")):
         check(validated(train={"deepspeed": str(path)}))

@@ -254,6 +254,7 @@ def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: st
     the KV cache the method allows: decided here, once; the stages do not decide them again. `where` names the run
     ("runs.<name>: ") where the config has several."""
     from glmtune.config_rules import MethodError, check_cache, check_method, check_report_to, check_schedule
+    from glmtune.deepspeed_file import deepspeed_file_problem
     from glmtune.settings import EvaluateSettings, SettingsError, TrainSettings
 
     try:
@@ -268,26 +269,8 @@ def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: st
     if settings.deepspeed and not Path(settings.deepspeed).is_file():
         raise ConfigCheckError(f"config: {where}train.deepspeed: no such file: {settings.deepspeed} (config/deepspeed/ "
                                "has ds_zero_2.json and ds_zero_3.json)", settings.deepspeed)
-    if settings.deepspeed and (problem := deepspeed_file_problem(Path(settings.deepspeed))):
+    if settings.deepspeed and (problem := deepspeed_file_problem(Path(settings.deepspeed), settings)):
         raise ConfigCheckError(f"config: {where}train.deepspeed: {settings.deepspeed}: {problem}")
-
-
-def deepspeed_file_problem(path: Path) -> str | None:
-    """What would stop DeepSpeed's config file only once the training job starts (after tokenization), or silently
-    change it: not JSON, not an object, a key written twice (JSON keeps the last)."""
-    from glmtune.repeated_keys import loads, repeated_paths
-
-    try:
-        found = loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as err:
-        return f"not UTF-8 text ({err.reason})"
-    except json.JSONDecodeError as err:
-        return f"line {err.lineno}: not valid JSON ({err.msg})"
-    if not isinstance(found, dict):
-        return "not a JSON object of DeepSpeed settings"
-    if repeated := repeated_paths(found):
-        return f"{', '.join(repeated)} written twice: JSON keeps only the last, which may not be the one meant"
-    return None
 
 
 def run_prefix(run: str, config: Mapping[str, Any], runs: Mapping[str, Any]) -> str:
