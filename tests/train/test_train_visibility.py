@@ -68,6 +68,21 @@ def test_every_logged_step_has_a_log_line_and_validation_runs_every_eval_steps(s
     assert [row["step"] for row in read_jsonl(tmp_path / "plain" / "log.jsonl") if "eval_loss" in row] == [6]
 
 
+@pytest.mark.parametrize(("max_steps", "logging_steps", "logged"), [(3, 10, [3]), (5, 2, [2, 4, 5])])
+def test_the_last_step_is_logged_whatever_logging_steps(small_run, tmp_path, max_steps, logging_steps, logged) -> None:
+    """The Trainer logs every logging_steps-th step only: a run shorter than that had no loss row, no plot line, no
+    final loss and 0 training seconds; a longer one ended its log before its last steps."""
+    summary = train(small_run, tmp_path, max_steps=max_steps, logging_steps=logging_steps, save_steps=100)
+    rows = [row for row in read_jsonl(tmp_path / "log.jsonl") if "loss" in row]
+    assert [row["step"] for row in rows] == logged
+    assert summary["train_seconds"] == rows[-1]["elapsed_s"] > 0
+    if logging_steps == 2:  # the last row is the mean of its own steps (5 alone), not of the run so far
+        train(small_run, tmp_path / "each", max_steps=5, logging_steps=1, save_steps=100)
+        each = [row["loss"] for row in read_jsonl(tmp_path / "each" / "log.jsonl") if "loss" in row]
+        assert rows[-1]["loss"] == pytest.approx(each[4], rel=1e-4)
+        assert rows[0]["loss"] == pytest.approx((each[0] + each[1]) / 2, rel=1e-4)
+
+
 def test_clock() -> None:
     assert clock(0) == "0:00:00" and clock(3725.4) == "1:02:05"
 

@@ -39,6 +39,13 @@ class JsonlLogger(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.first_step, self.start, self.first_logged = state.global_step, time.time(), None
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The last step is logged too (the Trainer logs every logging_steps-th only): its row holds the mean loss
+        of the steps since the last row, so the log, the plot, the final loss and train_seconds reach the run's end,
+        also where max_steps < logging_steps. Every rank sets it (logging gathers the loss across ranks)."""
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+
     def finish(self, summary: dict[str, Any]) -> None:
         """The last row: the run's summary as train_summary.json has it (the Trainer's own last row has its mean
         loss over this job's steps only, and this job's time)."""
