@@ -13,13 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from glmtune.io import atomic_path  # noqa: E402
 
 
+def one_point(points: list[tuple[int, float]]) -> str | None:
+    """A marker where a line has one point (a run of one logged step), which a line alone would not show."""
+    return "o" if len(points) == 1 else None
+
+
 def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:
     rows = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train), label="training loss")
+        ax.plot(*zip(*train), marker=one_point(train), label="training loss")
     if evals:
         ax.plot(*zip(*evals), "o-", label="validation loss")
     ax.set_xlabel("step")
@@ -28,8 +33,8 @@ def plot_loss(log_path: str | Path, plot_path: str | Path) -> None:
     ax.grid(alpha=0.3)
     if train or evals:
         ax.legend()
-    else:  # a run shorter than train.logging_steps: say so rather than draw empty axes
-        ax.text(0.5, 0.5, "no loss logged: the run had fewer steps than train.logging_steps",
+    else:  # say so rather than draw empty axes
+        ax.text(0.5, 0.5, "no loss logged: the run trained no step",
                 ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     with atomic_path(plot_path) as tmp:  # a kill never leaves half a PNG
@@ -44,7 +49,7 @@ def plot_loss_curves(logs: dict[str, str | Path], plot_path: str | Path) -> None
         rows = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-        line = ax.plot(*zip(*train), label=f"{name} (training)")[0] if train else None
+        line = ax.plot(*zip(*train), marker=one_point(train), label=f"{name} (training)")[0] if train else None
         if evals:
             ax.plot(*zip(*evals), "o--", color=line.get_color() if line else None, label=f"{name} (validation)")
     ax.set_xlabel("step")
