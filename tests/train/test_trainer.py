@@ -81,6 +81,26 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
 
 
+def test_a_resumed_run_validates_at_the_configs_eval_steps_not_the_checkpoints(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """eval_steps keeps the run id (it changes nothing trained), so a killed run re-run with validation switched on
+    resumes; the Trainer would then follow the checkpoint's step settings (none: every 500 steps)."""
+    import shutil
+
+    tokenized = small_run["tokenized"]
+    settings = {**TRAIN_SETTINGS, "max_steps": 6, "save_steps": 3, "logging_steps": 1, "eval_steps": None}
+    outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
+    first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
+                        train_settings(**settings), trust_remote_code=False, family="glm4")
+    shutil.rmtree(tmp_path / "ckpt" / first["run_id"] / "checkpoint-6")  # as if killed between steps 3 and 6
+    second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
+                         train_settings(**{**settings, "eval_steps": 1}), trust_remote_code=False,
+                         family="glm4")
+    assert second["run_id"] == first["run_id"] and Path(second["resumed_from"]).name == "checkpoint-3"
+    rows = list(read_jsonl(tmp_path / "log.jsonl"))
+    assert [row["step"] for row in rows if "eval_loss" in row] == [4, 5, 6]
+    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3, 4, 5, 6]
+
+
 def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path], tmp_path: Path) -> None:
     """LoRA weights are initialised before the Trainer seeds: without an early seed two runs differ from step 1."""
     from safetensors.torch import load_file

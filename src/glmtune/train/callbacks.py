@@ -95,6 +95,21 @@ class JsonlLogger(TrainerCallback):
         return " | ".join(parts)
 
 
+class StepsFromConfig(TrainerCallback):
+    """The run's logging, eval and save steps are the config's, also after a resume. The Trainer replaces its state
+    with the checkpoint's, whose step settings its flow then follows (only a warning says so): a train.eval_steps
+    changed before re-running a killed run (it keeps the run id, glmtune.train.run_id) would validate at the
+    checkpoint's cadence, or every 500 steps where the checkpoint's run had none."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        for kind in ("logging", "eval", "save"):
+            wanted, had = getattr(args, f"{kind}_steps"), getattr(state, f"{kind}_steps", None)
+            if wanted is not None and wanted != had:
+                if state.global_step:
+                    log.info("train.%s_steps %s (the checkpoint's run had %s)", kind, wanted, had)
+                setattr(state, f"{kind}_steps", wanted)
+
+
 def clock(seconds: float) -> str:
     """h:mm:ss"""
     whole = int(round(seconds))

@@ -27,7 +27,7 @@ from glmtune.train.compat import checkpointing_arg, eval_strategy_arg, sampling_
 from glmtune.model.loading import load_model, load_tokenizer
 from glmtune.model.tokenizer_files import save_tokenizer
 from glmtune.settings import TrainSettings
-from glmtune.train.callbacks import JsonlLogger, eval_args, report_args
+from glmtune.train.callbacks import JsonlLogger, StepsFromConfig, eval_args, report_args
 from glmtune.train.attention import apply_liger_kernels, set_attention, speed_path
 from glmtune.train.collate import PadCollator
 from glmtune.train.holder import holding_checkpoints
@@ -159,7 +159,7 @@ def train_model(
         model=model, args=args, train_dataset=train_data,
         eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
         **({"compute_loss_func": loss} if loss is not None else {}),  # transformers < 4.46 has no such argument
-        callbacks=[logger, stop, ManifestWriter()],
+        callbacks=[StepsFromConfig(), logger, stop, ManifestWriter()],
     )
     trained = run_or_reuse(trainer, resume, max_steps)
     reused = bool(resume) and trained[2] == 0  # the finished checkpoint is the result: nothing trained now
