@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers.settings import train_settings
 
-from glmtune.config_rules import check_schedule, warmup_warning
+from glmtune.config_rules import check_schedule, warmup_steps_of, warmup_warning
 
 
 def test_a_warmup_the_constant_schedule_would_ignore_is_refused() -> None:
@@ -14,6 +14,19 @@ def test_a_warmup_the_constant_schedule_would_ignore_is_refused() -> None:
         check_schedule(train_settings(lr_scheduler="constant", warmup_steps=10))
     check_schedule(train_settings(lr_scheduler="constant", warmup_steps=0))
     check_schedule(train_settings(lr_scheduler="constant_with_warmup", warmup_steps=10))
+    with pytest.raises(ValueError, match=r"^train.warmup_ratio 0.1 has no effect with train.lr_scheduler: constant"):
+        check_schedule(train_settings(lr_scheduler="constant", warmup_ratio=0.1))
+
+
+def test_a_warmup_given_as_steps_and_as_a_ratio_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^train.warmup_steps 10 and train.warmup_ratio 0.1 both set the warmup"):
+        check_schedule(train_settings(warmup_steps=10, warmup_ratio=0.1))
+
+
+@pytest.mark.parametrize(("ratio", "steps", "warmup"), [(0.1, 500, 50), (0.1, 15, 2), (0.03, 1, 1), (0.0, 100, 0)])
+def test_a_warmup_ratio_is_that_share_of_the_runs_steps_rounded_up(ratio: float, steps: int, warmup: int) -> None:
+    assert warmup_steps_of(train_settings(warmup_ratio=ratio), steps) == warmup
+    assert warmup_steps_of(train_settings(warmup_steps=7), steps) == 7
 
 
 @pytest.mark.parametrize(("scheduler", "warmup", "steps", "warned"), [

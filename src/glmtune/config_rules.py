@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -91,20 +92,31 @@ def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:
 
 
 def check_schedule(settings: TrainSettings) -> None:
-    """train.warmup_steps with the constant schedule, which has no warmup: transformers would ignore it."""
-    if settings.warmup_steps and settings.lr_scheduler == "constant":
-        raise ValueError(f"train.warmup_steps {settings.warmup_steps} has no effect with train.lr_scheduler: constant "
-                         "(its schedule has no warmup); use lr_scheduler: constant_with_warmup, or warmup_steps: 0")
+    """A warmup given twice (steps and ratio), or with the constant schedule, which has none: transformers would
+    ignore it."""
+    if settings.warmup_steps and settings.warmup_ratio:
+        raise ValueError(f"train.warmup_steps {settings.warmup_steps} and train.warmup_ratio {settings.warmup_ratio} "
+                         "both set the warmup; set one of them (the other 0)")
+    if (settings.warmup_steps or settings.warmup_ratio) and settings.lr_scheduler == "constant":
+        setting = "warmup_steps" if settings.warmup_steps else "warmup_ratio"
+        raise ValueError(f"train.{setting} {getattr(settings, setting)} has no effect with train.lr_scheduler: "
+                         f"constant (its schedule has no warmup); use lr_scheduler: constant_with_warmup, or {setting}: 0")
+
+
+def warmup_steps_of(settings: TrainSettings, steps: int) -> int:
+    """The warmup of a run of `steps` optimizer steps: train.warmup_steps, or train.warmup_ratio of them rounded up."""
+    return settings.warmup_steps or math.ceil(settings.warmup_ratio * steps)
 
 
 def warmup_warning(settings: TrainSettings, steps: int) -> str | None:
     """What to warn of when the warmup is as long as the run's `steps` (optimizer steps): the learning rate never
     reaches train.learning_rate. Legal (a smoke test of a few steps), so a warning, not a refusal."""
-    if settings.warmup_steps < steps or settings.lr_scheduler == "constant":
+    warmup = warmup_steps_of(settings, steps)
+    if warmup < steps or settings.lr_scheduler == "constant":
         return None
-    return (f"train.warmup_steps {settings.warmup_steps} is not shorter than the run's {steps} optimizer steps: the "
+    return (f"train.warmup_steps {warmup} is not shorter than the run's {steps} optimizer steps: the "
             f"learning rate never reaches train.learning_rate {settings.learning_rate} (at most "
-            f"{settings.learning_rate * steps / settings.warmup_steps:.3g}); set warmup_steps below {steps} for a run "
+            f"{settings.learning_rate * steps / warmup:.3g}); set warmup_steps below {steps} for a run "
             "that should train at that rate")
 
 

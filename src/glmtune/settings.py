@@ -127,6 +127,7 @@ class TrainSettings(Section):
     learning_rate: float
     lr_scheduler: str
     warmup_steps: int
+    warmup_ratio: float
     weight_decay: float
     logging_steps: int
     save_steps: int

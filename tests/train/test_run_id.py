@@ -42,3 +42,15 @@ def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dic
     assert run_id_of(settings, 1, *same) == base
     assert run_id_of(settings, 2, *same) != base
     assert run_id_of(settings, 1, tokenized / "train", tokenized / "train", small_run["model"]) != base
+
+
+def test_a_setting_added_later_keeps_the_ids_of_runs_from_before_it_until_set(small_run: dict[str, Path]) -> None:
+    """A key added to train (warmup_ratio) must not rename every existing checkpoint folder: at the value that trains
+    as before it is left out of the hash, which is then the one the settings without it had."""
+    tokenized = small_run["tokenized"]
+    folders = (tokenized / "train", tokenized / "validation", small_run["model"])
+    settings = train_settings(**TRAIN_SETTINGS)
+    before = {key: value for key, value in settings.to_config().items()
+              if key not in (*run_id.OBSERVING_KEYS, *run_id.LATER_KEYS)}
+    assert run_id_of(settings, 1, *folders) == run_id.fingerprint({**before, "world_size": 1}, *folders)
+    assert run_id_of(train_settings(**{**TRAIN_SETTINGS, "warmup_ratio": 0.1}), 1, *folders) != run_id_of(settings, 1, *folders)

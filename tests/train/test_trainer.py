@@ -101,6 +101,19 @@ def test_a_resumed_run_validates_at_the_configs_eval_steps_not_the_checkpoints(s
     assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_warmup_ratio_warms_up_over_that_share_of_the_steps(small_run: dict[str, Path], tmp_path: Path) -> None:
+    tokenized = small_run["tokenized"]
+    rates = []
+    for name, warmup in (("ratio", {"warmup_ratio": 0.25}), ("steps", {"warmup_steps": 3})):  # 0.25 × 10, rounded up
+        settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 10, "save_steps": 100, "logging_steps": 1,
+                                     "lr_scheduler": "linear", **warmup})
+        out = tmp_path / name
+        train_model(tokenized / "train", tokenized / "validation", small_run["model"], out / "adapter", out / "log.jsonl",
+                    out / "loss.png", out / "ckpt", settings, trust_remote_code=False, family="glm4")
+        rates.append([row["learning_rate"] for row in read_jsonl(out / "log.jsonl") if "loss" in row])
+    assert rates[0] == rates[1] and rates[0][2] > rates[0][1] > rates[0][0]  # rising over the first three steps
+
+
 def test_the_same_config_trains_the_same_adapter_twice(small_run: dict[str, Path], tmp_path: Path) -> None:
     """LoRA weights are initialised before the Trainer seeds: without an early seed two runs differ from step 1."""
     from safetensors.torch import load_file

@@ -19,7 +19,7 @@ import torch
 from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
-from glmtune.config_rules import check_report_to, warmup_warning
+from glmtune.config_rules import check_report_to, warmup_steps_of, warmup_warning
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
@@ -135,7 +135,7 @@ def train_model(
         output_dir=str(checkpoints), max_steps=max_steps,
         per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=warmup_steps_of(settings, max_steps), weight_decay=settings.weight_decay,
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_total_limit=2,
         **eval_args(settings.eval_steps, len(validation_data) > 0, eval_strategy_arg()),
         seed=settings.seed, data_seed=settings.seed, bf16=bf16, fp16=fp16, use_cpu=not use_gpu,
