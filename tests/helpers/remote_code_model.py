@@ -9,6 +9,7 @@ imports its configuration). No KV cache: generation recomputes the whole sequenc
 Also runnable as a script, so the same stages run under another interpreter (the pinned old transformers):
 
     python tests/helpers/remote_code_model.py MODEL_DIR SPLITS_DIR WORK_DIR     # prints one JSON object
+    python tests/helpers/remote_code_model.py MODEL_DIR SPLITS_DIR WORK_DIR --checkpointing    # checkpointed_lora
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.generation import GenerationMixin
@@ -150,6 +152,7 @@ class GLMTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(GLMBlock(config) for _ in range(config.num_layers))
         self.final_layernorm = RMSNorm(config.hidden_size, config.layernorm_epsilon)
+        self.gradient_checkpointing = False
 
 
 class ChatGLMModel(nn.Module):
@@ -166,7 +169,11 @@ class ChatGLMModel(nn.Module):
             allowed = allowed & attention_mask[:, None, :].bool()
         x = self.embedding.word_embeddings(input_ids)
         for layer in self.encoder.layers:
-            x = layer(x, allowed)
+            if self.encoder.gradient_checkpointing and self.training:
+                # ChatGLM3's call names no use_reentrant, so torch checkpoints reentrantly, as here
+                x = torch.utils.checkpoint.checkpoint(layer, x, allowed, use_reentrant=True)
+            else:
+                x = layer(x, allowed)
         return self.output_layer(self.encoder.final_layernorm(x))
 
 
@@ -174,6 +181,11 @@ class ChatGLMPreTrainedModel(PreTrainedModel):
     config_class = ChatGLMConfig
     base_model_prefix = "transformer"
     _no_split_modules = ["GLMBlock"]
+    supports_gradient_checkpointing = True
+
+    def _set_gradient_checkpointing(self, module, value=False):  # the original's hook, of transformers < 4.35
+        if isinstance(module, GLMTransformer):
+            module.gradient_checkpointing = value
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -265,6 +277,37 @@ TRAIN_SETTINGS = {
 }
 
 
+def tokenize_for_training(model_dir: Path, splits: Path, work: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The train and validation splits tokenized for the stand-in (the folders, and the stats)."""
+    from glmtune.tokenize.splits import tokenize_splits
+    from helpers.settings import model_settings, tokenize_settings
+
+    tokenized = {"train": work / "tok" / "train", "validation": work / "tok" / "validation"}
+    stats = tokenize_splits({s: splits / f"{s}.jsonl" for s in tokenized}, tokenized, work / "tok" / "stats.json",
+                            model_dir, tokenize_settings(max_input_length=64, max_output_length=64),
+                            model_settings(template="glm4", trust_remote_code=True))
+    return tokenized, stats
+
+
+def checkpointed_lora(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
+    """LoRA with train.gradient_checkpointing on the original code, which checkpoints its layers reentrantly: the
+    adapter's lora_B weights (zero at the start) that training left at zero, i.e. that got no gradient."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from glmtune.train.trainer import train_model
+    from helpers.settings import train_settings
+
+    tokenized, _ = tokenize_for_training(model_dir, splits, work)
+    settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 2, "save_steps": 100, "gradient_checkpointing": True})
+    train_model(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter", work / "log.jsonl",
+                work / "loss.png", work / "checkpoints", settings, trust_remote_code=True, family="glm4")
+    weights = load_file(work / "adapter" / "adapter_model.safetensors")
+    lora_b = sorted(name for name in weights if "lora_B" in name)
+    return {"transformers": transformers.__version__, "lora_b": len(lora_b),
+            "untrained": [name for name in lora_b if not weights[name].abs().sum()]}
+
+
 def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     """tokenize -> LoRA training -> evaluation (generation) -> export merge, with trust_remote_code; what came out."""
     import transformers
@@ -276,14 +319,11 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
     from glmtune.model.loading import load_trained
     from glmtune.io import read_jsonl
     from glmtune.chat_template import get_template
-    from glmtune.tokenize.splits import tokenize_splits
     from glmtune.train.trainer import train_model
     from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings, train_settings
 
     model = model_settings(template="glm4", trust_remote_code=True)
-    tokenized = {"train": work / "tok" / "train", "validation": work / "tok" / "validation"}
-    stats = tokenize_splits({s: splits / f"{s}.jsonl" for s in tokenized}, tokenized, work / "tok" / "stats.json",
-                            model_dir, tokenize_settings(max_input_length=64, max_output_length=64), model)
+    tokenized, stats = tokenize_for_training(model_dir, splits, work)
     summary = train_model(tokenized["train"], tokenized["validation"], model_dir.resolve(), work / "adapter",
                          work / "log.jsonl", work / "loss.png", work / "checkpoints", train_settings(**TRAIN_SETTINGS),
                          trust_remote_code=True, family="glm4")
@@ -313,4 +353,5 @@ def run_stages(model_dir: Path, splits: Path, work: Path) -> dict[str, Any]:
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE.parent))  # tests/, for helpers.settings
     model_arg, splits_arg, work_arg = map(Path, sys.argv[1:4])
-    print(json.dumps(run_stages(model_arg, splits_arg, work_arg)))
+    run = checkpointed_lora if sys.argv[4:] == ["--checkpointing"] else run_stages
+    print(json.dumps(run(model_arg, splits_arg, work_arg)))

@@ -314,3 +314,23 @@ def test_real_tokenizers_give_the_same_ids_under_old_transformers(family: str, f
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+
+def _checkpointed(python: str, prepared: Path, splits: Path, work: Path) -> dict[str, Any]:
+    env = {**os.environ, "HF_MODULES_CACHE": str(work / "modules"), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([python, str(Path(stand_in.__file__)), str(prepared), str(splits), str(work), "--checkpointing"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("old", [False, pytest.param(True, marks=old_transformers)], ids=["transformers-5", "old-transformers"])
+def test_lora_with_gradient_checkpointing_trains_every_layers_adapter(prepared: Path, splits: Path, tmp_path: Path,
+                                                                      old: bool) -> None:
+    """The original code checkpoints its layers reentrantly (ChatGLM3's call names no use_reentrant): with the frozen
+    embedding's output needing no gradient, no LoRA weight inside a layer gets one (old transformers turns the input
+    gradients on only for its own PEFT integration), and the first step failed: "element 0 of tensors does not
+    require grad". Every layer's adapter must train."""
+    result = _checkpointed(_old_transformers() if old else sys.executable, prepared, splits, tmp_path)
+    assert result["transformers"].startswith("4." if old else "5.")
+    assert result["lora_b"] > 0 and result["untrained"] == []

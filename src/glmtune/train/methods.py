@@ -81,6 +81,12 @@ def wrap_lora(model: PreTrainedModel, settings: TrainSettings, trust_remote_code
         task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=targets, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
     )
+    if settings.gradient_checkpointing:
+        # A reentrant checkpoint (the original ChatGLM3 code's) passes gradients only to inputs that need one; the
+        # frozen embedding's output needs none, so no LoRA weight inside a layer would get one (the first step fails:
+        # "element 0 of tensors does not require grad"). transformers 5 turns this on itself, the old transformers of
+        # the remote code does not; the demos call it too.
+        model.enable_input_require_grads()
     return peft_wrap(model, config)
 
 
