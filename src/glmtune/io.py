@@ -77,11 +77,15 @@ def reporting_disk_full(*folders: str | Path) -> Iterator[None]:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
-    """Write rows as UTF-8 JSON lines atomically; return the count."""
+    """Write rows as UTF-8 JSON lines atomically; return the count. A row holding a lone surrogate (a rejected
+    record, glmtune.data.surrogates) is written with its text escaped, as its JSON file had it."""
     count = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            try:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            except UnicodeEncodeError:  # raised before anything of the line is written
+                out.write(json.dumps(row) + "\n")
             count += 1
     return count
 

@@ -108,6 +108,26 @@ def test_a_key_twice_inside_a_message_is_named_by_its_path(tmp_path: Path) -> No
         run(tmp_path, raw, "chatglm3")
 
 
+def test_half_an_emoji_stops_naming_it_or_is_rejected_and_written_as_the_file_had_it(tmp_path: Path) -> None:
+    """A JSON escape of a lone surrogate (an emoji cut in two) reads into a str no UTF-8 file or tokenizer can hold:
+    writing the output failed with a UnicodeEncodeError naming no record."""
+    cut = '{"conversation": [{"system": "你是心理咨询师", "input": "我很难过", "output": "抱抱你\\ud83d"}]}'
+    whole = '{"conversation": [{"system": "你是心理咨询师", "input": "我很开心", "output": "太好了\\ud83d\\ude00"}]}'
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(f"{whole}\n{cut}\n", encoding="utf-8")
+    with pytest.raises(ConversionError, match=r"^.*raw.jsonl: line 2: conversation\[0\]\.output \(\\ud83d at "
+                                              r"character 3\): a lone UTF-16 surrogate, half of a character"):
+        run(tmp_path, raw, "emollm")
+    assert not (tmp_path / "out").exists()
+    report = run(tmp_path, raw, "emollm", on_invalid="skip")
+    assert (report["records_out"], report["rejected"]) == (1, 1)
+    assert next(read_jsonl(tmp_path / "out" / "conv.jsonl"))["conversations"][-1]["content"] == "太好了\U0001f600"
+    rejects_text = (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8")
+    (rejected,) = list(read_jsonl(tmp_path / "out" / "rejects.jsonl"))
+    assert rejected["where"] == "line 2" and rejected["record"]["conversation"][0]["output"] == "抱抱你\ud83d"
+    assert "\\ud83d" in rejects_text  # escaped, as the file had it
+
+
 # --- a wrong format: the message names the format that reads the file, not on_invalid: skip -----------
 
 @pytest.mark.parametrize(("file", "wrong", "right"), [
