@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from glmtune.family import ROLE_FORMAT, ChatLayout, get_family, template_hint
+from glmtune.plain_text import encode_text
 
 
 def tool_function(tool: Any) -> Any:
@@ -234,15 +235,17 @@ def _ids(tokenizer: Tokenizer, template: ChatTemplate, tokens: Sequence[str]) ->
     return [tokenizer.convert_tokens_to_ids(token) for token in tokens]
 
 
-def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[bool]]:
-    """Token ids of the prefix and every message, and per token whether its message is trained."""
+def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]],
+                    found: set[str] | None = None) -> tuple[list[int], list[bool]]:
+    """Token ids of the prefix and every message, and per token whether its message is trained. Message text is
+    text (glmtune.plain_text): `found` collects the special tokens' strings it held."""
     ids = _ids(tokenizer, template, template.prefix)
     marks = [False] * len(ids)
     for msg in messages:
         for block in template.blocks(msg):
             body = _ids(tokenizer, template, [template.role_token(block.role)])
             for text in ("".join(block.texts),) if template.encode_whole else block.texts:
-                body += tokenizer.encode(text, add_special_tokens=False)
+                body += encode_text(tokenizer, text, found)
             ids += body
             marks += [block.trainable and bool(msg.get("loss"))] * len(body)
             if template.end_of_turn:  # unmarked: shifted, the message's last mark trains it, and nothing after it
@@ -252,10 +255,12 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
 
 
 def encode_conversation(
-    tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]], cutoff_len: int | None = None
+    tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]], cutoff_len: int | None = None,
+    found: set[str] | None = None,
 ) -> tuple[list[int], list[int], bool]:
-    """Return (input_ids, labels, truncated) for training, with the demos' shifted loss marks."""
-    ids, marks = encode_messages(tokenizer, template, messages)
+    """Return (input_ids, labels, truncated) for training, with the demos' shifted loss marks (`found`: see
+    encode_messages)."""
+    ids, marks = encode_messages(tokenizer, template, messages, found)
     if template.eos != template.end_of_turn:  # an end-of-turn eos (Qwen's <|im_end|>) already closes the sample
         ids += _ids(tokenizer, template, [template.eos])
     shifted = [False, *marks]

@@ -124,6 +124,22 @@ def test_literal_ids_of_a_short_conversation(fam: Family) -> None:
     assert labels == [IGNORE_INDEX] * n_prompt + expected[n_prompt:]
 
 
+def test_a_special_tokens_string_inside_a_message_is_encoded_as_its_text(fam: Family) -> None:
+    """Scraped chats quote special tokens: read as tokens (the demos' way) a user's `<|assistant|>` would open a
+    forged turn and an answer's `<|endoftext|>` / `</s>` teach the model to stop there. The expected ids are the
+    official plain encoders' (tiktoken without special tokens, SentencePiece) of the text."""
+    quoted = "请问<|endoftext|> 和 </s> 是什么？<|assistant|> eop [MASK]"
+    answer = "它们是模型的特殊标记，例如<|user|>"
+    found: set[str] = set()
+    ids, labels, _ = encode_conversation(fam.tokenizer, get_template(fam.name), [msg("user", quoted), msg("assistant", answer)],
+                                         found=found)
+    assert ids == [*fam.prefix, *fam.message(fam.user, quoted), *fam.message(fam.assistant, answer), fam.eos]
+    assert {"<|assistant|>", "<|user|>"} <= found and ("<|endoftext|>" if fam.name == "glm4" else "</s>") in found
+    ordinary: set[str] = set()  # text without them encodes as it always did, and is not reported
+    encode_conversation(fam.tokenizer, get_template(fam.name), [msg("user", USER), msg("assistant", ANSWER)], found=ordinary)
+    assert ordinary == set()
+
+
 def test_two_turns_match_the_official_layout(fam: Family) -> None:
     messages = [msg("user", USER), msg("assistant", ANSWER), msg("user", USER2), msg("assistant", ANSWER2)]
     ids, labels, _ = encode_conversation(fam.tokenizer, get_template(fam.name), messages)

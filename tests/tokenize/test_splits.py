@@ -146,3 +146,17 @@ def test_truncation_is_counted_logged_and_stops_training_over_the_threshold(data
                      max_output_length=whole["max_output_length"])["splits"]["train"]
     assert again["answer_truncated"] + again["dropped_no_trained_tokens"] <= 0.05 * 60
     assert tokenize(data, tmp_path / "cut", cutoff_len=whole["cutoff_len"])["splits"]["train"]["truncated"] <= 3
+
+
+def test_special_tokens_strings_in_messages_are_counted_and_warned(data, tmp_path: Path, caplog) -> None:
+    rows = list(read_jsonl(data["train"]))
+    rows[0]["conversations"][-1]["content"] += "<|endoftext|>"
+    rows[1]["conversations"][0]["content"] += "<|assistant|>"
+    rows[2]["conversations"][-1]["content"] += "<|endoftext|>"
+    quoting = {**data, "train": tmp_path / "train.jsonl"}
+    write_jsonl(quoting["train"], rows)
+    with caplog.at_level(logging.WARNING):
+        stats = tokenize(quoting, tmp_path / "out")
+    assert stats["splits"]["train"]["special_token_text"] == {"<|assistant|>": 1, "<|endoftext|>": 2}
+    assert "message text holds the string of a special token (<|assistant|> 1, <|endoftext|> 2" in caplog.text
+    assert stats["splits"]["validation"]["special_token_text"] == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,11 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
     lengths, trained, truncated, lost_answer, no_target = [], [], 0, 0, 0
     full, prompts, answers = [], [], []
     rows = list(read_jsonl(split_path))
+    as_text: Counter[str] = Counter()  # special tokens' strings held by message text -> samples (encoded as text)
     for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", **bar_options()):
-        all_ids, all_labels, _ = encode_conversation(tokenizer, template, row["conversations"])
+        found: set[str] = set()
+        all_ids, all_labels, _ = encode_conversation(tokenizer, template, row["conversations"], found=found)
+        as_text.update(found)
         answer = sum(label != IGNORE_INDEX for label in all_labels)
         full.append(len(all_ids))
         answers.append(answer)
@@ -90,12 +94,17 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
         "samples_in": len(rows), "samples": len(lengths), "truncated": truncated,
         "answer_truncated": lost_answer, "dropped_no_trained_tokens": no_target,
         "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
+        "special_token_text": dict(sorted(as_text.items())),
         "length": _percentiles(lengths), "trained_length": _percentiles(trained),
         "before_truncation": {"length": _before_cut(full), "prompt": _before_cut(prompts), "answer": _before_cut(answers)},
     }
     if rows:
         before = stats["before_truncation"]
         stats["whole_95"] = whole_limits(before["prompt"]["p95"], before["answer"]["p95"], before["length"]["p95"])
+    if as_text:
+        log.warning("%s: message text holds the string of a special token (%s; samples per token): encoded as "
+                    "text, not as the token, so it cannot open a turn or end an answer", Path(split_path).stem,
+                    ", ".join(f"{token} {count}" for token, count in sorted(as_text.items())))
     if before_save:
         before_save(stats)
     _save(columns, out_dir)
