@@ -29,6 +29,12 @@ def test_a_warmup_ratio_is_that_share_of_the_runs_steps_rounded_up(ratio: float,
     assert warmup_steps_of(train_settings(warmup_steps=7), steps) == 7
 
 
+def test_a_warmup_ratio_as_long_as_the_run_is_warned_of_by_its_name() -> None:
+    warning = warmup_warning(train_settings(lr_scheduler="linear", warmup_ratio=0.9), 1)
+    assert str(warning).startswith("train.warmup_ratio 0.9 (1 steps, rounded up) is not shorter than the run's 1 "
+                                   "optimizer steps")
+
+
 @pytest.mark.parametrize(("scheduler", "warmup", "steps", "warned"), [
     ("cosine", 10, 500, False), ("cosine", 10, 11, False), ("cosine", 10, 10, True), ("linear", 10, 4, True),
     ("constant_with_warmup", 50, 20, True), ("constant", 0, 4, False),

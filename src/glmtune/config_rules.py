@@ -114,9 +114,11 @@ def warmup_warning(settings: TrainSettings, steps: int) -> str | None:
     warmup = warmup_steps_of(settings, steps)
     if warmup < steps or settings.lr_scheduler == "constant":
         return None
-    return (f"train.warmup_steps {warmup} is not shorter than the run's {steps} optimizer steps: the "
+    given = (f"train.warmup_steps {warmup}" if settings.warmup_steps else
+             f"train.warmup_ratio {settings.warmup_ratio} ({warmup} steps, rounded up)")
+    return (f"{given} is not shorter than the run's {steps} optimizer steps: the "
             f"learning rate never reaches train.learning_rate {settings.learning_rate} (at most "
-            f"{settings.learning_rate * steps / warmup:.3g}); set warmup_steps below {steps} for a run "
+            f"{settings.learning_rate * steps / warmup:.3g}); set a warmup below {steps} steps for a run "
             "that should train at that rate")
 
 
