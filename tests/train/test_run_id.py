@@ -46,11 +46,23 @@ def test_run_id_follows_the_validation_data_and_the_process_count(small_run: dic
 
 def test_a_setting_added_later_keeps_the_ids_of_runs_from_before_it_until_set(small_run: dict[str, Path]) -> None:
     """A key added to train (warmup_ratio) must not rename every existing checkpoint folder: at the value that trains
-    as before it is left out of the hash, which is then the one the settings without it had."""
+    as before it is left out of the hash. The earlier name is the one the versions before this one gave a run:
+    every train setting but eval_steps and report_to, with the world size."""
     tokenized = small_run["tokenized"]
     folders = (tokenized / "train", tokenized / "validation", small_run["model"])
     settings = train_settings(**TRAIN_SETTINGS)
-    before = {key: value for key, value in settings.to_config().items()
-              if key not in (*run_id.OBSERVING_KEYS, *run_id.LATER_KEYS)}
-    assert run_id_of(settings, 1, *folders) == run_id.fingerprint({**before, "world_size": 1}, *folders)
-    assert run_id_of(train_settings(**{**TRAIN_SETTINGS, "warmup_ratio": 0.1}), 1, *folders) != run_id_of(settings, 1, *folders)
+    as_before = {key: value for key, value in settings.to_config().items()
+                 if key not in ("eval_steps", "report_to", *run_id.LATER_KEYS)}
+    assert run_id_of(settings, 1, *folders, earlier=True) == run_id.fingerprint({**as_before, "world_size": 1}, *folders)
+    ratio = train_settings(**{**TRAIN_SETTINGS, "warmup_ratio": 0.1})
+    assert run_id_of(ratio, 1, *folders) != run_id_of(settings, 1, *folders)
+
+
+def test_how_often_a_run_logs_and_saves_keeps_its_id(small_run: dict[str, Path]) -> None:
+    """Changing logging_steps or save_steps before re-running a killed run resumes it instead of starting afresh."""
+    tokenized = small_run["tokenized"]
+    folders = (tokenized / "train", tokenized / "validation", small_run["model"])
+    settings = train_settings(**TRAIN_SETTINGS)
+    other = train_settings(**{**TRAIN_SETTINGS, "logging_steps": 7, "save_steps": 3})
+    assert run_id_of(other, 1, *folders) == run_id_of(settings, 1, *folders)
+    assert run_id_of(other, 1, *folders, earlier=True) != run_id_of(settings, 1, *folders, earlier=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,10 +83,9 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
 
 
 def test_a_resumed_run_validates_at_the_configs_eval_steps_not_the_checkpoints(small_run: dict[str, Path], tmp_path: Path) -> None:
-    """eval_steps keeps the run id (it changes nothing trained), so a killed run re-run with validation switched on
-    resumes; the Trainer would then follow the checkpoint's step settings (none: every 500 steps)."""
-    import shutil
-
+    """eval_steps, logging_steps and save_steps keep the run id (they change nothing trained), so a killed run re-run
+    with validation switched on and other log and save steps resumes; the Trainer would then follow the checkpoint's
+    step settings (no validation: every 500 steps)."""
     tokenized = small_run["tokenized"]
     settings = {**TRAIN_SETTINGS, "max_steps": 6, "save_steps": 3, "logging_steps": 1, "eval_steps": None}
     outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
@@ -93,12 +93,34 @@ def test_a_resumed_run_validates_at_the_configs_eval_steps_not_the_checkpoints(s
                         train_settings(**settings), trust_remote_code=False, family="glm4")
     shutil.rmtree(tmp_path / "ckpt" / first["run_id"] / "checkpoint-6")  # as if killed between steps 3 and 6
     second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
-                         train_settings(**{**settings, "eval_steps": 1}), trust_remote_code=False,
-                         family="glm4")
+                         train_settings(**{**settings, "eval_steps": 1, "logging_steps": 2, "save_steps": 2}),
+                         trust_remote_code=False, family="glm4")
     assert second["run_id"] == first["run_id"] and Path(second["resumed_from"]).name == "checkpoint-3"
     rows = list(read_jsonl(tmp_path / "log.jsonl"))
     assert [row["step"] for row in rows if "eval_loss" in row] == [4, 5, 6]
-    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3, 4, 5, 6]
+    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3, 4, 6]  # logging_steps 2 after the resume
+    saved = sorted(p.name for p in (tmp_path / "ckpt" / first["run_id"]).glob("checkpoint-*"))
+    assert saved == ["checkpoint-4", "checkpoint-6"]  # save_steps 2 (the Trainer keeps the last two)
+
+
+def test_a_run_started_before_the_update_resumes_from_its_folders_earlier_name(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """Versions before this one named a run's folder with logging_steps and save_steps in the hash: such a folder is
+    resumed, not left behind for a fresh run."""
+    from glmtune.train.run_id import run_id_of
+
+    tokenized = small_run["tokenized"]
+    settings = train_settings(**{**TRAIN_SETTINGS, "max_steps": 6, "save_steps": 3, "logging_steps": 1})
+    outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
+    first = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings,
+                        trust_remote_code=False, family="glm4")
+    earlier = run_id_of(settings, 1, tokenized / "train", tokenized / "validation", small_run["model"], earlier=True)
+    assert earlier != first["run_id"]
+    (tmp_path / "ckpt" / first["run_id"]).rename(tmp_path / "ckpt" / earlier)  # as the old version left it
+    shutil.rmtree(tmp_path / "ckpt" / earlier / "checkpoint-6")  # killed between steps 3 and 6
+    second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs, settings,
+                         trust_remote_code=False, family="glm4")
+    assert second["run_id"] == earlier and Path(second["resumed_from"]).name == "checkpoint-3"
+    assert not (tmp_path / "ckpt" / first["run_id"]).exists()
 
 
 def test_a_warmup_ratio_warms_up_over_that_share_of_the_steps(small_run: dict[str, Path], tmp_path: Path) -> None:

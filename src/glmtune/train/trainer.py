@@ -36,7 +36,7 @@ from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
 from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint
-from glmtune.train.run_id import run_id_of
+from glmtune.train.run_id import checkpoint_folder
 from glmtune.train.run_log import trim_log, whole_run_loss
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ def train_model(
     max_steps = steps_of(settings, len(train_data), world_size)
     if warning := warmup_warning(settings, max_steps):  # with num_epochs, the steps are known only here
         log.warning(warning)
-    run_id = run_id_of(settings, world_size, train_dir, validation_dir, model_dir)
-    checkpoints = Path(checkpoint_root) / run_id
+    checkpoints = checkpoint_folder(checkpoint_root, settings, world_size, train_dir, validation_dir, model_dir)
+    run_id = checkpoints.name
     checkpoints.mkdir(parents=True, exist_ok=True)
     steps_log = checkpoints / "log.jsonl"  # kept beside the checkpoints so a resumed run's log is whole
     resume = last_complete_checkpoint(checkpoints)
