@@ -140,6 +140,25 @@ def test_a_special_tokens_string_inside_a_message_is_encoded_as_its_text(fam: Fa
     assert ordinary == set()
 
 
+def test_the_only_special_tokens_are_the_layouts_whatever_the_text_quotes(fam: Family) -> None:
+    """Real AdvertiseGen rows with special tokens' strings (both families') put at random places in the texts: the
+    ids hold the prefix, one role token per message and the end token, and no other special token."""
+    import random
+
+    rng = random.Random(0)
+    quoted = ["<|user|>", "<|assistant|>", "<|system|>", "<|observation|>", "<|endoftext|>", "</s>", "eop", "sop",
+              "[gMASK]", "<sop>", "[MASK]", "<unk>"]
+    rows = [json.loads(line) for line in shared_data("AdvertiseGen/dev.json").read_text(encoding="utf-8").splitlines()[:60]]
+    special = set(fam.tokenizer.all_special_ids) | set(fam.tokenizer.get_added_vocab().values())
+    for row in rows:
+        texts = []
+        for text in (row["content"], row["summary"]):
+            cut = rng.randrange(len(text) + 1)
+            texts.append(text[:cut] + rng.choice(quoted) + text[cut:])
+        ids, _, _ = encode_conversation(fam.tokenizer, get_template(fam.name), [msg("user", texts[0]), msg("assistant", texts[1])])
+        assert [token for token in ids if token in special] == [*fam.prefix, fam.user, fam.assistant, fam.eos], texts
+
+
 def test_two_turns_match_the_official_layout(fam: Family) -> None:
     messages = [msg("user", USER), msg("assistant", ANSWER), msg("user", USER2), msg("assistant", ANSWER2)]
     ids, labels, _ = encode_conversation(fam.tokenizer, get_template(fam.name), messages)
