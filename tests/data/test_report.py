@@ -54,3 +54,14 @@ def test_held_out_conversations_trained_on_are_shown() -> None:
     assert "Also in the training split</strong> (the same messages; their scores measure memory): 2 test" in \
         _splits_section(report)
     assert "Also in the training split" not in _splits_section({**report, "held_out_in_train": {"test": 0}})
+
+
+def test_special_tokens_strings_the_text_held_are_shown() -> None:
+    from glmtune.data.report import _tokens_section
+
+    split = {"samples_in": 3, "samples": 3, "truncated": 0, "dropped_no_trained_tokens": 0, "tokens": 30, "trained_tokens": 9}
+    stats = {"template": "glm4", "cutoff_len": 64, "splits": {"train": {**split, "special_token_text": {"<|endoftext|>": 2}},
+                                                               "validation": {**split, "special_token_text": {}}}}
+    html = _tokens_section(stats)
+    assert "Special tokens' strings in the text" in html and "<tr><td>train</td><td>&lt;|endoftext|&gt;</td><td>2</td></tr>" in html
+    assert "Special tokens' strings" not in _tokens_section({**stats, "splits": {"validation": stats["splits"]["validation"]}})

@@ -85,6 +85,12 @@ def _tokens_section(stats: dict[str, Any]) -> str:
     limit = (f"<p>template {escape(str(stats['template']))}, cutoff_len {escape(str(stats['cutoff_len']))} tokens"
              + (f" ({escape(str(stats['setting']))})" if stats.get("setting") else "") + "</p>")
     html = "<h2>Tokens</h2>" + limit + _table(header, rows)
+    quoted = [(name, token, count) for name, split in stats["splits"].items()
+              for token, count in split.get("special_token_text", {}).items()]
+    if quoted:
+        html += ("<h3>Special tokens' strings in the text</h3><p>Samples whose messages hold the string of a special "
+                 "token, encoded as text (not as the token, which could open a turn or end an answer).</p>"
+                 + _table(("split", "string", "samples"), quoted))
     if before:
         html += ("<h3>Lengths before truncation</h3><p>prompt: the untrained tokens; answer: the trained ones. "
                  "The limit column keeps 95 % of the samples whole: max_input_length for prompts, cutoff_len (or "
