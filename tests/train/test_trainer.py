@@ -71,7 +71,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(small_run: dict[str, P
     assert abs(summary["train_loss"] - whole["train_loss"]) <= 1e-4 * whole["train_loss"], (summary, whole)
 
 
-def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_path: Path) -> None:
+def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_path: Path, caplog) -> None:
     tokenized = small_run["tokenized"]
     settings = {**TRAIN_SETTINGS, "max_steps": 5, "save_steps": 5}
     outputs = [tmp_path / "adapter", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt"]
@@ -80,6 +80,10 @@ def test_a_different_setting_starts_a_fresh_run(small_run: dict[str, Path], tmp_
     second = train_model(tokenized / "train", tokenized / "validation", small_run["model"], *outputs,
                          train_settings(**{**settings, "learning_rate": 1e-3}), trust_remote_code=False, family="glm4")
     assert first["run_id"] != second["run_id"] and second["resumed_from"] is None
+    # The first run's folder stays (going back resumes it), and the second run's log says so, with its size.
+    assert (tmp_path / "ckpt" / first["run_id"]).is_dir()
+    assert "also holds the checkpoints of 1 earlier run(s) of other settings or data" in caplog.text
+    assert first["run_id"] in caplog.text
 
 
 def test_a_resumed_run_validates_at_the_configs_eval_steps_not_the_checkpoints(small_run: dict[str, Path], tmp_path: Path) -> None:

@@ -83,3 +83,16 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     if newest_first and speak:
         log.warning("no usable checkpoint in %s: training starts from step 0", folder)
     return None
+
+
+def other_runs_note(checkpoints: Path) -> str | None:
+    """What a run's checkpoint root holds besides this run's folder: the folders of runs with other settings or data
+    (a changed learning rate, an edited file), kept so that going back resumes them, and never deleted here. Named
+    with their size, since a full fine-tune's checkpoints with optimizer state take ~14 bytes a parameter each."""
+    others = [folder for folder in checkpoints.parent.iterdir() if folder.is_dir() and folder != checkpoints]
+    if not others:
+        return None
+    size = sum(path.stat().st_size for folder in others for path in folder.rglob("*") if path.is_file())
+    return (f"{checkpoints.parent} also holds the checkpoints of {len(others)} earlier run(s) of other settings or "
+            f"data ({size / 2**30:.2f} GB: {', '.join(sorted(folder.name for folder in others))}); they are kept so "
+            "that going back to those settings resumes them: delete the folders that are not needed")

@@ -35,7 +35,7 @@ from glmtune.train.loss import HiddenStateLoss, LossTrainer
 from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
-from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint
+from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint, other_runs_note
 from glmtune.train.run_id import checkpoint_folder
 from glmtune.train.run_log import trim_log, whole_run_loss
 
@@ -115,6 +115,8 @@ def train_model(
     if steps_log.exists() and int(os.environ.get("RANK", "0")) == 0:
         trim_log(steps_log, resumed_at, max_steps)
         earlier_rows = list(read_jsonl(steps_log))
+    if int(os.environ.get("RANK", "0")) == 0 and (note := other_runs_note(checkpoints)):
+        log.warning(note)
     use_gpu = torch.cuda.is_available()
     speed = speed_path(settings)
     bf16, fp16 = precision(settings.precision)
