@@ -56,8 +56,10 @@ def read_problem(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if repeated := repeated_paths(found):
         return None, f"{', '.join(repeated)} written twice: JSON keeps only the last, which may not be the one meant"
     zero = found.get("zero_optimization")
-    if not isinstance(zero, dict):  # accelerate refuses a file without one
-        return None, ('no zero_optimization block: DeepSpeed needs its ZeRO stage, e.g. "zero_optimization": {"stage": 2} '
+    if not isinstance(zero, dict):  # accelerate refuses a file without one, and fails on the old boolean form
+        given = "no zero_optimization block" if zero is None else \
+            f"zero_optimization is {json.dumps(zero)} (DeepSpeed's old form, which accelerate cannot read)"
+        return None, (f'{given}: DeepSpeed needs its ZeRO stage, e.g. "zero_optimization": {{"stage": 2}} '
                       "(config/deepspeed/ds_zero_2.json)")
     if zero.get("stage", 0) not in (0, 1, 2, 3):
         return None, f"zero_optimization.stage is {json.dumps(zero['stage'])}: DeepSpeed's ZeRO stages are 0, 1, 2 and 3"
