@@ -44,6 +44,7 @@ def test_prompts_and_conversations_are_read_as_conversations(tmp_path: Path) -> 
      "line 2: \"messages\" ends with a assistant message; the model answers the last user or observation message"),
     ('{"prompt": "a", "prompt": "b"}', "line 2: prompt written twice in one object: JSON keeps only the last"),
     ('{"messages": [{"role": "user", "content": "a", "content": "b"}]}', "line 2: messages[0].content written twice"),
+    ('{"prompt": "抱抱你\\ud83d"}', "line 2: prompt (\\ud83d at character 3): a lone UTF-16 surrogate"),  # the tokenizer's TypeError
 ])
 def test_a_bad_line_is_named_with_its_reason(tmp_path: Path, line: str, reason: str) -> None:
     path = write_lines(tmp_path / "in.jsonl", '{"prompt": "ok"}', line)

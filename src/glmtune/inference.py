@@ -15,6 +15,7 @@ from glmtune.data.conversation import InvalidRecord, validate_conversation
 from glmtune.evaluate.generation import generate
 from glmtune.family import FAMILIES
 from glmtune.model.loading import load_trained
+from glmtune.data.surrogates import surrogate_problem
 from glmtune.repeated_keys import loads, repeated_paths
 
 ANSWERED_ROLES = ("user", "observation")  # the message a model answers
@@ -67,6 +68,8 @@ def read_requests(path: str | Path) -> list[Request]:
             if repeated := repeated_paths(row):
                 raise BadRequest(f"{where}: {', '.join(repeated)} written twice in one object: JSON keeps only the "
                                  "last, which may not be the one meant")
+            if half := surrogate_problem(row):
+                raise BadRequest(f"{where}: {half}")
             requests.append((row, conversation_of(row, where)))
     if not requests:
         raise BadRequest(f"{path}: no request in the file")

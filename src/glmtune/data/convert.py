@@ -12,7 +12,7 @@ from typing import Any
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
 from glmtune.data.records import BadLine, read_records
-from glmtune.data.surrogates import surrogate_paths
+from glmtune.data.surrogates import surrogate_problem
 from glmtune.repeated_keys import repeated_paths
 from glmtune.data.unread import mark_carried, tracked, unread
 from glmtune.io import write_json, write_jsonl
@@ -157,9 +157,8 @@ def convert_file(
             if repeated := repeated_paths(record):
                 raise InvalidRecord(f"{', '.join(repeated)}: written twice in one object; JSON keeps only the last "
                                     "value, which may not be the one meant: write each key once")
-            if halves := surrogate_paths(record):
-                raise InvalidRecord(f"{', '.join(halves)}: a lone UTF-16 surrogate, half of a character such as an "
-                                    "emoji whose other half was cut off; no UTF-8 text can hold it: fix or remove it")
+            if half := surrogate_problem(record):
+                raise InvalidRecord(half)
             messages = convert(watched, options)
             kept_own_system = add_system_prompt(messages, settings.system)
             validate_conversation(messages)
