@@ -1,5 +1,6 @@
-"""A hand-written DeepSpeed file (train.deepspeed) checked before any job: explicit values the Trainer would refuse
-only after tokenizing and loading the model, and a scheduler block it would use in place of train.lr_scheduler.
+"""glmtune.deepspeed_file: a hand-written DeepSpeed file (train.deepspeed) checked before any job: explicit
+values the Trainer would refuse only after tokenizing and loading the model, and a scheduler block it would use
+in place of train.lr_scheduler.
 The Trainer's own comparison (transformers' HfTrainerDeepSpeedConfig) is the reference for which values clash."""
 
 from __future__ import annotations
