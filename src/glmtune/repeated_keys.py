@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from glmtune.json_paths import child, item, nodes
+
 
 class RepeatedKeys(dict):  # type: ignore[type-arg]
     """A JSON object that named some keys more than once (`repeated`); it holds the last value of each, as json does."""
@@ -40,15 +42,8 @@ def loads(text: str) -> Any:
 
 def repeated_paths(value: Any, at: str = "") -> list[str]:
     """Where keys are written twice in a parsed JSON value: `conversations[1].role` style paths of each such key."""
-    found: list[str] = []
-    if isinstance(value, dict):
-        found += [f"{at}.{key}" if at else key for key in getattr(value, "repeated", ())]
-        for key, item in value.items():
-            found += repeated_paths(item, f"{at}.{key}" if at else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += repeated_paths(item, f"{at}[{index}]")
-    return found
+    return [child(path, key) for path, node in nodes(value, at) if isinstance(node, dict)
+            for key in getattr(node, "repeated", ())]
 
 
 def yaml_repeated(text: str) -> list[tuple[str, list[int], bool]]:
@@ -64,17 +59,16 @@ def yaml_repeated(text: str) -> list[tuple[str, list[int], bool]]:
         if isinstance(node, yaml.MappingNode):
             lines: dict[str, list[int]] = {}
             sections: set[str] = set()
-            for key, item in node.value:
+            for key, inner in node.value:
                 name = str(key.value)
                 lines.setdefault(name, []).append(key.start_mark.line + 1)
-                if isinstance(item, yaml.MappingNode):
+                if isinstance(inner, yaml.MappingNode):
                     sections.add(name)
-                walk(item, f"{at}.{name}" if at else name)
-            found.extend((f"{at}.{name}" if at else name, where, name in sections)
-                         for name, where in lines.items() if len(where) > 1)
+                walk(inner, child(at, name))
+            found.extend((child(at, name), where, name in sections) for name, where in lines.items() if len(where) > 1)
         elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, f"{at}[{index}]")
+            for index, inner in enumerate(node.value):
+                walk(inner, item(at, index))
 
     if root is not None:
         walk(root, "")

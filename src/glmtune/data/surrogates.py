@@ -7,24 +7,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from glmtune.json_paths import child, nodes
+
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def surrogate_paths(value: Any, at: str = "") -> list[str]:
+def surrogate_paths(value: Any) -> list[str]:
     """`conversations[1].value` style paths of the keys and strings that hold a lone surrogate, with the first one."""
-    found: list[str] = []
-    if isinstance(value, str):
-        if match := LONE_SURROGATE.search(value):
-            found.append(f"{at or 'the record'} (\\u{ord(match.group()):04x} at character {match.start()})")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{at}.{key}" if at else str(key)
-            found += surrogate_paths(key, f"{here} (its key)") if isinstance(key, str) and LONE_SURROGATE.search(key) else []
-            found += surrogate_paths(item, here)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += surrogate_paths(item, f"{at}[{index}]")
-    return found
+    def where(path: str, text: str) -> str | None:
+        match = LONE_SURROGATE.search(text)
+        return f"{path} (\\u{ord(match.group()):04x} at character {match.start()})" if match else None
+
+    found = []
+    for path, node in nodes(value):
+        if isinstance(node, str):
+            found.append(where(path or "the record", node))
+        elif isinstance(node, dict):
+            found += [where(f"{child(path, key)} (its key)", key) for key in node if isinstance(key, str)]
+    return [place for place in found if place]
 
 
 def surrogate_problem(record: Any) -> str | None:
