@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from helpers.settings import train_settings
 
-from glmtune.deepspeed_file import MATCHED, PRECISION_FLAGS, TRAINER_DEFAULTS, deepspeed_file_problem, mismatches
+from glmtune.deepspeed_file import (MATCHED, PRECISION_FLAGS, TRAINER_DEFAULTS, deepspeed_file_problem, launch_problem,
+                                   mismatches)
 
 # As DeepSpeed's own tutorials write one: every value explicit, an optimizer and a scheduler block of its own.
 TUTORIAL = {
@@ -122,3 +123,45 @@ def test_the_values_named_are_those_the_trainer_refuses(tmp_path: Path, file: di
     if any(key.startswith("scheduler.") for key in refused):  # refused here as a whole block
         assert problems[-1].startswith("its scheduler block")
     assert named <= {*MATCHED, "bf16.enabled", "fp16.enabled"}
+
+
+@pytest.mark.parametrize("flags", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("file", [
+    {"train_batch_size": 4, "bf16": {"enabled": True}, "zero_optimization": {"stage": 2}},
+    {"train_batch_size": 12, "fp16": {"enabled": False}, "bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 2}},
+    {"train_batch_size": "auto", "fp16": {"enabled": True}, "bf16": {"enabled": False}, "zero_optimization": {"stage": 3}},
+])
+def test_at_launch_the_total_batch_and_precision_flags_named_are_those_the_trainer_refuses(
+        tmp_path: Path, file: dict[str, Any], flags: tuple[bool, bool]) -> None:
+    """What the training job checks before loading the model (one process here) is what transformers' comparison
+    would refuse after it: the total batch, and the bf16 / fp16 flags the precision came to on this machine."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install -e '.[deepspeed]'")
+    from transformers import TrainingArguments
+
+    bf16, fp16 = flags
+    settings = train_settings(batch_size=4, precision="auto")
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(file), encoding="utf-8")
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=settings.batch_size,
+                             gradient_accumulation_steps=settings.gradient_accumulation_steps,
+                             deepspeed=json.loads(path.read_text()), use_cpu=True)
+    args.bf16, args.fp16 = bf16, fp16  # as the flags a GPU would have given (the CPU refuses them at construction)
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    compared = HfTrainerDeepSpeedConfig(json.loads(path.read_text()))
+    compared.trainer_config_process(args)
+    refused = {line.split()[2].split("=")[0] for line in compared.mismatches}
+    problem = launch_problem(path, settings, 1, bf16, fp16)
+    named = {key for key in ("train_batch_size", "bf16.enabled", "fp16.enabled") if problem and f" {key} is " in f" {problem}"}
+    assert refused & {"train_batch_size", "bf16.enabled", "fp16.enabled"} == named
+    assert (problem is None) == (not named)
+
+
+def test_at_launch_the_total_batch_counts_the_processes(tmp_path: Path) -> None:
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_batch_size": 32, "zero_optimization": {"stage": 2}}), encoding="utf-8")
+    settings = train_settings(batch_size=4, gradient_accumulation_steps=2)
+    assert launch_problem(path, settings, 4, False, False) is None
+    problem = launch_problem(path, settings, 2, False, False)
+    assert problem and "train_batch_size is 32 but train.batch_size × train.gradient_accumulation_steps × 2 processes " \
+                       "is 16" in problem and str(path) in problem

@@ -101,6 +101,30 @@ def mismatches(found: dict[str, Any], settings: TrainSettings) -> list[str]:
     return problems
 
 
+def launch_problem(path: Path, settings: TrainSettings, world_size: int, bf16: bool, fp16: bool) -> str | None:
+    """What only the training job knows clashes with the file: its total batch against this launch's processes,
+    and its bf16 / fp16 flags against the precision train.precision came to on this machine (auto: by the GPU; fp32
+    on a CPU). Found before the model loads; the Trainer would refuse them only after."""
+    found, _ = read_problem(path)  # the file passed the checks before any job
+    if found is None:
+        return None
+    problems = []
+    total = value_at(found, "train_batch_size")
+    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
+    if isinstance(total, int) and not isinstance(total, bool) and total != per_step:
+        problems.append(f"train_batch_size is {total} but train.batch_size × train.gradient_accumulation_steps × "
+                        f"{world_size} processes is {per_step}")
+    for kind, wanted in (("bf16", bf16), ("fp16", fp16)):
+        flag = value_at(found, f"{kind}.enabled")
+        if isinstance(flag, bool) and flag != wanted:
+            problems.append(f"{kind}.enabled is {json.dumps(flag)} but train.precision {settings.precision} trains "
+                            f"{'in ' + kind if wanted else 'without it'} here")
+    if not problems:
+        return None
+    return (f"{path}: {'; '.join(problems)} (the Trainer would refuse this once the model is loaded: write \"auto\" "
+            "to take the run's value)")
+
+
 def deepspeed_file_problem(path: Path, settings: TrainSettings) -> str | None:
     """Why the run cannot train with the DeepSpeed file at `path`, naming every problem; None where it can."""
     found, problem = read_problem(path)

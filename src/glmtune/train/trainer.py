@@ -20,6 +20,7 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 
 from glmtune.config_rules import check_report_to, warmup_steps_of, warmup_warning
+from glmtune.deepspeed_file import launch_problem
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
 from glmtune.io import read_jsonl, write_json, write_text
 from glmtune.model.base_identity import record_base
@@ -120,6 +121,8 @@ def train_model(
     use_gpu = torch.cuda.is_available()
     speed = speed_path(settings)
     bf16, fp16 = precision(settings.precision)
+    if settings.deepspeed and (clash := launch_problem(Path(settings.deepspeed), settings, world_size, bf16, fp16)):
+        raise ValueError(clash)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
