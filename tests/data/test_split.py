@@ -235,8 +235,63 @@ def test_a_layout_without_test_data_is_named(layouts: dict[str, list[str]]) -> N
 
 
 def test_a_test_share_that_rounds_to_none_stops_the_split(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"the test split is empty: split.test_ratio 0.05 of the 9 records of the `all` "
-                                         r"files rounds to none"):
+    with pytest.raises(ValueError, match=r"the test split is empty: split.test_ratio 0.05 of the 9 records cut from "
+                                         r"the `all` files rounds to none"):
         merge_and_split([part(tmp_path, "a", "all", 9)], tmp_path / "out",
                         split_settings(validation_ratio=0.0, test_ratio=0.05, seed=0), write_test=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_test_share_after_max_samples_counts_the_records_cut_not_those_read(tmp_path: Path) -> None:
+    """A trial run capped at 9 of 5,000 records: 0.05 of 5,000 is 250, of the 9 cut from, none."""
+    with pytest.raises(ValueError, match=r"split.test_ratio 0.05 of the 9 records cut from the `all` files \(of the "
+                                         r"5000 read: max_samples, sample_ratio or cross-dataset dedupe left these\)"):
+        merge_and_split([part(tmp_path, "a", "all", 5000, max_samples=9)], tmp_path / "out",
+                        split_settings(validation_ratio=0.0, test_ratio=0.05, seed=0), write_test=True)
+
+
+def test_a_held_out_share_that_rounds_to_none_is_warned_of(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    parts = [part(tmp_path, "small", "all", 9), part(tmp_path, "big", "all", 100)]
+    with caplog.at_level("WARNING", logger="glmtune.data.split"):
+        report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.05, test_ratio=0.05, seed=0),
+                                 write_test=True)
+    assert report["datasets"]["small/all"]["test"] == 0 and report["datasets"]["big/all"]["test"] == 5
+    assert "small/all: split.validation_ratio 0.05 of its 9 records rounds to none" in caplog.text
+    assert "small/all: split.test_ratio 0.05 of its 9 records rounds to none: it gives the test split nothing" in caplog.text
+    assert "big/all" not in caplog.text
+
+
+@pytest.mark.parametrize("other", [None, ("pre", "train", 9), ("pre", "train", 30), ("zzz", "all", 12)])
+def test_another_dataset_never_changes_which_records_a_dataset_holds_out(tmp_path: Path,
+                                                                         other: tuple[str, str, int] | None) -> None:
+    """Adding a dataset, or editing one (here: its size), before or after it leaves the held-out records of an `all`
+    file and the sample of a capped one as they were, so scores of two mixes are on the same conversations."""
+    mine = [part(tmp_path, "big", "all", 60), part(tmp_path, "capped", "train", 40, max_samples=7)]
+    extra = [] if other is None else [part(tmp_path, *other)]
+    out = tmp_path / f"out-{other}"
+    merge_and_split(extra + mine, out, split_settings(validation_ratio=0.1, test_ratio=0.1, seed=3), write_test=True)
+    got = {name: sorted(i for i in ids(out, name) if i.startswith(("big-", "capped-"))) for name in ("validation", "test")}
+    got["train"] = sorted(i for i in ids(out, "train") if i.startswith("capped-"))
+    alone = tmp_path / "alone"
+    if not alone.exists():
+        merge_and_split(mine, alone, split_settings(validation_ratio=0.1, test_ratio=0.1, seed=3), write_test=True)
+    expected = {name: sorted(i for i in ids(alone, name) if i.startswith(("big-", "capped-"))) for name in ("validation", "test")}
+    expected["train"] = sorted(i for i in ids(alone, "train") if i.startswith("capped-"))
+    assert got == expected and len(got["test"]) == 6 and len(got["train"]) == 7
+
+
+def test_the_held_out_count_is_of_the_test_split_written_by_split_test(tmp_path: Path) -> None:
+    """A given test file sampled with max_samples, written by the split_test job: report.json's held_out_in_train
+    counts the rows of that file, not of another sample."""
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    write_jsonl(train, rows("a", 40))
+    write_jsonl(test, rows("a", 40) + rows("b", 40))  # half of the test file is training conversations
+    parts = [converted_part("tr", "train", str(train)), converted_part("te", "test", str(test), max_samples=20)]
+    for seed in range(6):
+        out = tmp_path / f"out{seed}"
+        report = merge_and_split(parts, out, split_settings(validation_ratio=0.0, test_ratio=0.0, seed=seed),
+                                 write_test=False)
+        write_given_test(parts, out / "test.jsonl", seed=seed)
+        written = ids(out, "test")
+        assert len(written) == 20
+        assert report["held_out_in_train"]["test"] == sum(i.startswith("a-") for i in written)

@@ -34,6 +34,18 @@ class Part(Section):
     sample_ratio: float | None  # share of the records to use; above 1 repeats them (oversampling)
 
 
+def _part_rng(part: Part, seed: int) -> random.Random:
+    """A converted file's own generator: which of its records are shuffled out, sampled, repeated or held out
+    depends on the seed, its dataset and its file key alone, so adding, editing or dropping another dataset never
+    changes it (one stream through all the files did)."""
+    return random.Random(f"{seed}:{part.dataset}:{part.split}")
+
+
+def _split_rng(name: str, seed: int) -> random.Random:
+    """The generator that shuffles a merged split, its own for each split."""
+    return random.Random(f"{seed}:{name}")
+
+
 def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
     """max_samples caps, sample_ratio scales (whole copies, then a random remainder), as LLaMA-Factory's
     num_samples then max_samples do. The first len(rows) rows returned are distinct (repeats come after)."""
@@ -103,22 +115,22 @@ def merge_and_split(
 ) -> dict[str, Any]:
     """Write out_dir/{train,validation,test}.jsonl and out_dir/report.json.
 
-    Parts given for a named split go there whole; parts marked "all" are shuffled with `seed` and cut by
-    settings' ratios (held_out_shares: a split the same dataset gives a file for takes no share of it).
-    With settings.dedupe_across_datasets, a conversation already seen in an earlier part is left out (and counted),
-    before splitting, so no test conversation repeats a training one.
-    A test split made of given files alone (given_test_only) is shuffled on its own (given_test_rows), so
-    its content never depends on the training data; write_test=False leaves it to write_given_test.
+    Each part is shuffled and sampled with its own generator (_part_rng); parts given for a named split go there
+    whole, parts marked "all" are cut by settings' ratios (held_out_shares: a split the same dataset gives a file
+    for takes no share of it). With settings.dedupe_across_datasets, a conversation already seen in an earlier part
+    is left out (and counted), before splitting, so no test conversation repeats a training one.
+    A test split made of given files alone (given_test_only) is then the one given_test_rows makes from those files
+    alone; write_test=False leaves it to write_given_test (the split_test job).
     """
     validation_ratio, test_ratio, seed = settings.validation_ratio, settings.test_ratio, settings.seed
     dedupe_across_datasets = settings.dedupe_across_datasets
-    rng = random.Random(seed)
     layouts: dict[str, set[str]] = {}
     for part in parts:
         layouts.setdefault(part.dataset, set()).add(part.split)
     splits: dict[str, list[Any]] = {name: [] for name in SPLITS}
     report: dict[str, Any] = {"seed": seed, "datasets": {}}
     seen: set[str] = set()
+    cut_from_all = 0  # distinct records the `all` files' shares are cut from (after sampling and cross-dataset dedupe)
     for part in parts:
         rows = list(read_jsonl(part.path))
         counts = {"in": len(rows)}
@@ -131,6 +143,7 @@ def merge_and_split(
                     unique.append(row)
             counts["cross_dataset_duplicates"] = len(rows) - len(unique)
             rows = unique
+        rng = _part_rng(part, seed)
         rng.shuffle(rows)
         taken = _sample(rows, part, rng)
         if part.split in ("validation", "test"):
@@ -139,8 +152,9 @@ def merge_and_split(
             splits[part.split].extend(taken)
             counts[part.split] = len(taken)
         else:
+            cut_from_all += min(len(taken), len(rows))
             _cut_all(taken, len(rows), held_out_shares(layouts[part.dataset], validation_ratio, test_ratio), splits,
-                     counts)
+                     counts, f"{part.dataset}/all")
         counts["used"] = sum(counts.get(name, 0) for name in SPLITS)
         if "held_out_repeats_not_used" in counts:
             log.info("%s/%s: %d repeats of held-out records (sample_ratio %s) not used: a held-out split takes each "
@@ -149,15 +163,15 @@ def merge_and_split(
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
     if not splits["test"] and layout_gives_test(layouts, test_ratio):  # a share of too few records rounds to none
-        held = sum(counts.get("in", 0) for key, counts in report["datasets"].items() if key.endswith("/all"))
-        raise ValueError(f"the test split is empty: split.test_ratio {test_ratio} of the {held} records of the `all` "
-                         "files rounds to none; raise split.test_ratio or give a dataset a `test` file")
-    independent_test = given_test_only(layouts, test_ratio, dedupe_across_datasets)
+        read = sum(counts["in"] for key, counts in report["datasets"].items() if key.endswith("/all"))
+        fewer = f" (of the {read} read: max_samples, sample_ratio or cross-dataset dedupe left these)" \
+            if read != cut_from_all else ""
+        raise ValueError(f"the test split is empty: split.test_ratio {test_ratio} of the {cut_from_all} records cut "
+                         f"from the `all` files{fewer} rounds to none; raise split.test_ratio or give a dataset a "
+                         "`test` file")
     for name, rows in splits.items():
-        rng.shuffle(rows)  # the test split too, so train's and validation's shuffles do not depend on where test comes from
-        if name == "test" and independent_test:
-            rows = given_test_rows(parts, seed)
-        if name != "test" or write_test:
+        _split_rng(name, seed).shuffle(rows)
+        if name != "test" or write_test:  # else split_test writes the same rows (given_test_rows)
             write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
     report["sizes"] = {name: len(rows) for name, rows in splits.items()}
     report["held_out_in_train"] = held_out_in_train(splits)
@@ -182,7 +196,7 @@ def held_out_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
 
 
 def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], splits: dict[str, list[Any]],
-             counts: dict[str, int]) -> None:
+             counts: dict[str, int], label: str) -> None:
     """Cut an `all` part: the held-out shares from its distinct records (the first `available` of `taken`), the
     rest to train with every repeat of a record left there. Cutting the repeated list instead would put copies of a
     test conversation into train (sample_ratio 2: every one of them)."""
@@ -191,6 +205,9 @@ def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], spli
     held_out: set[int] = set()
     for name, ratio in shares.items():
         size = round(len(distinct) * ratio)
+        if ratio and distinct and not size:
+            log.warning("%s: split.%s_ratio %s of its %d records rounds to none: it gives the %s split nothing",
+                        label, name, ratio, len(distinct), name)
         rows = distinct[start : start + size]
         splits[name].extend(rows)
         held_out.update(id(row) for row in rows)
@@ -204,16 +221,17 @@ def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], spli
 
 
 def given_test_rows(parts: Sequence[Part], seed: int) -> list[Any]:
-    """The test split from the parts given for it, shuffled and sampled with its own generator: editing a training
-    record leaves it byte for byte the same (and the base model's evaluation cached)."""
-    rng = random.Random(f"{seed}:test")
+    """The test split from the parts given for it, each shuffled and sampled with its own generator and the whole
+    with the test split's, exactly as merge_and_split makes it: editing a training record leaves it byte for byte
+    the same (and the base model's evaluation cached)."""
     rows: list[Any] = []
     for part in parts:
         if part.split == "test":
             taken = list(read_jsonl(part.path))
+            rng = _part_rng(part, seed)
             rng.shuffle(taken)
             rows.extend(_sample(taken, part, rng)[: len(taken)])  # once each, as merge_and_split's _distinct
-    rng.shuffle(rows)
+    _split_rng("test", seed).shuffle(rows)
     return rows
 
 
