@@ -37,7 +37,7 @@ class CleanSettings(Section):
 
     replace: dict[str, str]  # applied first: e.g. LLaMA-Factory's identity.json {{name}} / {{author}}
     remove_strings: tuple[str, ...]
-    drop_intro_line: str | None  # e.g. "好，我是": such an answer loses its first line
+    drop_intro_line: str | None  # e.g. "好，我是": an answer whose first line holds it loses that line
     drop_empty_turns: bool
     min_answer_chars: int
     max_chars: int | None

@@ -33,6 +33,23 @@ def test_drops_the_self_introduction_first_line_only_when_there_is_one() -> None
     assert single[1]["content"] == "您好，我是EmoLLM" and counts["intro_lines_dropped"] == 1
 
 
+def test_the_intro_phrase_below_the_first_line_leaves_the_answer_whole() -> None:
+    """"很好，我是说…" in an answer's body is no self-introduction: its unrelated first line stays, and is counted."""
+    rules, counts = clean_settings(drop_intro_line="好，我是"), Counter()
+    answer = "我理解你的感受。\n你好，我是说，焦虑是很正常的。\n我们慢慢来。"
+    out = clean_conversation([message("user", "我很焦虑"), message("assistant", answer)], rules, counts)
+    assert out[1]["content"] == answer
+    assert counts["intro_phrase_not_on_first_line"] == 1 and counts["intro_lines_dropped"] == 0
+
+
+def test_strings_removed_counts_only_messages_a_removed_string_changed() -> None:
+    """With drop_intro_line too, a message only it changed is not counted as one a string was removed from."""
+    rules, counts = clean_settings(remove_strings=("🐳",), drop_intro_line="好，我是"), Counter()
+    clean_conversation([message("user", "你是谁"), message("assistant", "您好，我是EmoLLM\n我能陪你聊天🐳。"),
+                        message("user", "嗯"), message("assistant", "您好，我是EmoLLM\n我在。")], rules, counts)
+    assert counts["messages_with_strings_removed"] == 1 and counts["intro_lines_dropped"] == 2
+
+
 def test_an_exchange_emptied_by_cleaning_is_dropped_and_the_rest_kept() -> None:
     counts: Counter[str] = Counter()
     conversation = [message("system", "s"), message("user", "一"), message("assistant", "🐳"), message("user", "二"), message("assistant", "好")]

@@ -65,6 +65,21 @@ def _drop_emptied_system(before: Sequence[dict[str, Any]], after: list[dict[str,
     return kept
 
 
+def _without_intro_line(answer: str, phrase: str, counts: Counter[str]) -> str:
+    """The answer without its first line when that line holds `phrase` (the tutorial's self-introduction). The
+    phrase further down ("很好，我是说…" in the answer's body) leaves the answer whole: dropping an unrelated first line
+    would lose text the user gave. Either non-drop is counted, so a rule doing nothing shows."""
+    first, newline, rest = answer.partition("\n")
+    if phrase not in first:
+        counts["intro_phrase_not_on_first_line"] += 1
+        return answer
+    if not newline:  # a one-line answer has no introduction line to drop
+        counts["intro_line_matched_one_line_answer"] += 1
+        return answer
+    counts["intro_lines_dropped"] += 1
+    return rest
+
+
 def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings, counts: Counter[str]) -> list[dict[str, Any]]:
     """Apply the rules in order; return the cleaned messages or raise Dropped with the reason."""
     cleaned = [dict(msg) for msg in messages]
@@ -77,15 +92,10 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
         replaced = msg["content"]
         for text in rules.remove_strings:
             msg["content"] = msg["content"].replace(text, "")
-        if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:
-            first, newline, rest = msg["content"].partition("\n")
-            if newline:
-                msg["content"] = rest
-                counts["intro_lines_dropped"] += 1
-            else:  # matched, but a one-line answer has no intro line to drop: counted, so a rule doing nothing shows
-                counts["intro_line_matched_one_line_answer"] += 1
-        if msg["content"] != replaced and rules.remove_strings:
+        if msg["content"] != replaced:
             counts["messages_with_strings_removed"] += 1
+        if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:
+            msg["content"] = _without_intro_line(msg["content"], rules.drop_intro_line, counts)
     cleaned = _drop_emptied_system(messages, cleaned, counts)
     if rules.drop_empty_turns:
         cleaned = _remove_empty_turns(cleaned, counts)

@@ -224,6 +224,9 @@ def convert_file(
     if counts["intro_line_matched_one_line_answer"]:
         log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
                     "to drop)", dataset, counts["intro_line_matched_one_line_answer"])
+    if counts["intro_phrase_not_on_first_line"]:
+        log.warning("%s: clean.drop_intro_line's phrase is in %d answers below their first line, which were left "
+                    "whole (only a first line holding it is dropped)", dataset, counts["intro_phrase_not_on_first_line"])
     if left:
         found = ", ".join(f"{placeholder} ({len(places)} records, first at {at(places[0])})"
                           for placeholder, places in sorted(left.items()))
