@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,9 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
             if key not in dataset:
                 raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
         every_file = [file for entry in dataset["files"].values() for file in given_files(entry)]
+        check_named_once(name, dataset["source"], dataset["files"])
         for split, entry in dataset["files"].items():
-            files = given_files(entry)
-            if len(set(files)) < len(files):
-                raise ConfigCheckError(f"config: datasets.{name}.files.{split}: a file is named twice: {files}")
-            for file in files:
+            for file in given_files(entry):
                 check_file(name, dataset["source"], split, file, every_file)
         if dataset["source"] == "url" and not dataset.get("url"):
             raise ConfigCheckError(f"config: datasets.{name}.url is required with source: url")
@@ -110,6 +109,23 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
         except SettingsError as err:
             raise ConfigCheckError(f"config: {err}") from None
     check_layout(datasets, test_ratio)
+
+
+def check_named_once(name: str, source: str, files: Mapping[str, Any]) -> None:
+    """Each file once in a dataset's `files`, however its path is spelled: named under two keys (`all` and `train`,
+    as two --configfile files merged key by key give) its records would be read twice, trained on twice or held out
+    and trained on at once."""
+    seen: dict[str, str] = {}
+    for split, entry in files.items():
+        for file in given_files(entry):
+            key = str(Path(file).expanduser().resolve()) if source in LOCAL_SOURCES else os.path.normpath(file)
+            if key in seen:
+                where = f"twice in files.{split}" if seen[key] == split else f"in files.{seen[key]} and in files.{split}"
+                raise ConfigCheckError(
+                    f"config: datasets.{name}.files.{split}: a file is named twice: {file} ({where}); its records "
+                    "would be read twice: name each file once (the `files` of several --configfile files are merged "
+                    "key by key, so a later file's `train:` is added to an earlier one's `all:`)")
+            seen[key] = split
 
 
 def check_layout(datasets: Mapping[str, Mapping[str, Any]], test_ratio: float) -> None:
