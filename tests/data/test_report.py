@@ -20,8 +20,24 @@ def test_top_reasons_counts_and_orders(tmp_path: Path) -> None:
     rejects = tmp_path / "r.jsonl"
     rows = [{"where": f"line {n}", "reason": reason} for n, reason in enumerate(["b", "a", "b", "c", "b", "a"])]
     rejects.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    assert top_reasons(rejects, 2) == [("b", 3), ("a", 2)]
+    assert [(group.example, group.count, group.first_at) for group in top_reasons(rejects, 2)] == [
+        ("b", 3, "line 0"), ("a", 2, "line 1")]
     assert top_reasons(tmp_path / "absent.jsonl") == []
+
+
+def test_reasons_that_differ_only_in_their_numbers_are_one_kind(tmp_path: Path) -> None:
+    """51 answers too short, each with its own length, are one cause, not 51 (min_answer_chars on real EmoLLM
+    self-cognition data: the top three kinds had covered 13 of the 51)."""
+    rejects = tmp_path / "r.jsonl"
+    rows = [{"where": f"record {n}", "reason": f"cleaning: an answer has {50 + n % 9} characters, fewer than "
+             "min_answer_chars 60"} for n in range(51)]
+    rows += [{"where": "record 99", "reason": "missing key 'output'"}] * 2
+    rejects.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    first, second = top_reasons(rejects)
+    assert (first.count, first.first_at, first.numbers_vary) == (51, "record 0", True)
+    assert str(first) == ("51 x cleaning: an answer has 50 characters, fewer than min_answer_chars 60 (numbers vary) "
+                          "(first at record 0)")
+    assert str(second) == "2 x missing key 'output' (first at record 99)"
 
 
 def test_the_page_holds_what_the_stages_reported(small_run: dict[str, Path], tmp_path: Path) -> None:

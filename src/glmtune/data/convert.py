@@ -11,6 +11,7 @@ from typing import Any
 
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
+from glmtune.data.reasons import common_reasons
 from glmtune.data.records import BadLine, read_records
 from glmtune.data.surrogates import surrogate_problem
 from glmtune.repeated_keys import repeated_paths
@@ -52,12 +53,8 @@ DUPLICATE = "exact duplicate of an earlier conversation"
 
 
 def top_reasons(rejects: list[dict[str, Any]]) -> str:
-    """The three most common reject reasons, each with its count and where it first occurs."""
-    reasons = Counter(reject["reason"] for reject in rejects)
-    first: dict[str, str] = {}
-    for reject in rejects:
-        first.setdefault(reject["reason"], reject["where"])
-    return "; ".join(f"{count} x {reason} (first at {first[reason]})" for reason, count in reasons.most_common(3))
+    """The three most common kinds of reject reason, each with its count and where it first occurs."""
+    return "; ".join(str(group) for group in common_reasons(rejects, 3))
 
 
 SAMPLE = 20  # records tried with the other formats when a file's records fail its own

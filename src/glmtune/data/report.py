@@ -8,12 +8,12 @@ the cached artifacts hold.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from glmtune.data.reasons import ReasonGroup, common_reasons
 from glmtune.io import write_text
 
 TOP_REASONS = 3
@@ -23,17 +23,13 @@ def _read(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def top_reasons(rejects_path: str | Path, limit: int = TOP_REASONS) -> list[tuple[str, int]]:
-    """The most frequent reject reasons of one rejects file, with their counts."""
+def top_reasons(rejects_path: str | Path, limit: int = TOP_REASONS) -> list[ReasonGroup]:
+    """The most frequent kinds of reject reason of one rejects file, with their counts."""
     path = Path(rejects_path)
     if not path.is_file():
         return []
-    reasons: Counter[str] = Counter()
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                reasons[json.loads(line).get("reason", "?")] += 1
-    return reasons.most_common(limit)
+        return common_reasons((json.loads(line) for line in handle if line.strip()), limit)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -47,7 +43,8 @@ def _datasets_section(converted: Sequence[tuple[str | Path, str | Path]]) -> str
     for report_path, rejects_path in converted:
         report = _read(report_path)
         steps = ", ".join(f"{name} {count}" for name, count in sorted(report.get("steps", {}).items())) or "-"
-        reasons = "; ".join(f"{reason} ({count})" for reason, count in top_reasons(rejects_path)) or "-"
+        reasons = "; ".join(f"{group.example}{' (numbers vary)' if group.numbers_vary else ''} ({group.count})"
+                            for group in top_reasons(rejects_path)) or "-"
         part = Path(report_path).name.removesuffix(".report.json")
         not_read = ", ".join(f"{path} ({count})" for path, count in report.get("keys_not_read", {}).items()) or "-"
         rows.append((report["dataset"], part, report["format"], report["records_in"], report["records_out"],
