@@ -55,11 +55,23 @@ def test_the_page_holds_what_the_stages_reported(small_run: dict[str, Path], tmp
     tokens_table = html.split("<h2>Tokens</h2>")[1].split("<h3>")[0]
     tokens = re.findall(r"<tr><td>train</td>(.*?)</tr>", tokens_table)[0]
     assert re.findall(r"<td>(.*?)</td>", tokens)[:5] == [
-        str(stats["samples_in"]), str(stats["samples"]), str(stats["answer_truncated"]), str(stats["truncated"]),
-        str(stats["dropped_no_trained_tokens"])]
+        str(stats["samples_in"]), str(stats["samples"]), str(stats["answer_truncated"] + stats["dropped_no_trained_tokens"]),
+        str(stats["truncated"]), str(stats["dropped_no_trained_tokens"])]
     before = stats["before_truncation"]["length"]  # lengths before truncation, with the limit keeping 95 % whole
     assert _cells(html, "train</td><td>length")[1:] == [*(str(before[f"p{p}"]) for p in (50, 90, 95, 99, 100)),
                                                       str(stats["whole_95"]["cutoff_len"])]
+
+
+def test_the_split_table_shows_what_each_file_lost_before_its_cut() -> None:
+    from glmtune.data.report import _splits_section
+
+    report = {"sizes": {"train": 5, "validation": 0, "test": 0}, "held_out_in_train": {},
+              "datasets": {"c/train": {"in": 71, "cross_dataset_duplicates": 71, "used": 0, "train": 0},
+                           "e/all": {"in": 4, "used": 4, "held_out_repeats_not_used": 2, "train": 5}}}
+    html = _splits_section(report)
+    assert "already in an earlier dataset (left out)" in html and "held-out repeats not used" in html
+    assert _cells(html, "c/train")[1:] == ["71", "71", "0", "0", "0", "0", "0"]
+    assert _cells(html, "e/all")[1:] == ["4", "0", "4", "2", "5", "0", "0"]
 
 
 def test_held_out_conversations_trained_on_are_shown() -> None:

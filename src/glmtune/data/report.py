@@ -56,28 +56,37 @@ def _datasets_section(converted: Sequence[tuple[str | Path, str | Path]]) -> str
 
 def _splits_section(split_report: dict[str, Any]) -> str:
     sizes = _table(("split", "conversations"), sorted(split_report["sizes"].items()))
-    rows = [(name, *(counts.get(key, 0) for key in ("in", "used", "train", "validation", "test")))
-            for name, counts in split_report["datasets"].items()]
-    parts = _table(("dataset/file", "in", "used", "train", "validation", "test"), rows)
+    keys = ("in", "cross_dataset_duplicates", "used", "held_out_repeats_not_used", "train", "validation", "test")
+    rows = [(name, *(counts.get(key, 0) for key in keys)) for name, counts in split_report["datasets"].items()]
+    parts = _table(("dataset/file", "in", "already in an earlier dataset (left out)", "used",
+                    "held-out repeats not used", "train", "validation", "test"), rows)
     overlap = {name: count for name, count in split_report.get("held_out_in_train", {}).items() if count}
     warning = ("<p><strong>Also in the training split</strong> (the same messages; their scores measure memory): "
                + escape(", ".join(f"{count} {name}" for name, count in overlap.items())) + "</p>") if overlap else ""
     return "<h2>Splits</h2>" + sizes + warning + parts
 
 
+def _rounded(value: Any) -> Any:
+    """A length percentile as a person reads it: 40.7, not 40.65000000000002."""
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def _tokens_section(stats: dict[str, Any]) -> str:
     rows, before = [], []
     for name, split in stats["splits"].items():
         length = split.get("length", {})
-        rows.append((name, split["samples_in"], split["samples"], split.get("answer_truncated", "-"), split["truncated"],
+        kept_cut = split.get("answer_truncated")  # lost, as the tokenize log counts them: dropped ones included
+        lost = "-" if kept_cut is None else kept_cut + split["dropped_no_trained_tokens"]
+        rows.append((name, split["samples_in"], split["samples"], lost, split["truncated"],
                      split["dropped_no_trained_tokens"], split["tokens"], split["trained_tokens"],
-                     *(length.get(key, "-") for key in ("mean", "p50", "p90", "p99", "p100"))))
+                     *(_rounded(length.get(key, "-")) for key in ("mean", "p50", "p90", "p99", "p100"))))
         whole = split.get("whole_95", {})
         for part, points in split.get("before_truncation", {}).items():
             if points:
                 kept = whole.get({"length": "cutoff_len", "prompt": "max_input_length"}.get(part, ""), "-")
                 before.append((name, part, *(points[f"p{p}"] for p in (50, 90, 95, 99, 100)), kept))
-    header = ("split", "samples in", "samples", "lost answer tokens", "truncated", "dropped (nothing trained)",
+    header = ("split", "samples in", "samples", "lost answer tokens (dropped ones included)", "truncated",
+              "dropped (nothing trained)",
               "tokens", "trained tokens", "mean length", "p50", "p90", "p99", "max")
     limit = (f"<p>template {escape(str(stats['template']))}, cutoff_len {escape(str(stats['cutoff_len']))} tokens"
              + (f" ({escape(str(stats['setting']))})" if stats.get("setting") else "") + "</p>")
