@@ -85,3 +85,26 @@ def test_an_adapter_names_the_users_folder_as_its_base(workdir: Path) -> None:
     infer = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", str(adapter), "--prompt", "类型#裙",
                             "--max-new-tokens", "2"], cwd=workdir.parent, capture_output=True, text=True, timeout=300)
     assert infer.returncode == 0, infer.stderr
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_folder_with_its_own_template_trains_evaluates_and_exports_with_the_familys(workdir: Path, method: str) -> None:
+    """A model fine-tuned elsewhere with a default system prompt baked into its template: the prepared folder gets
+    the family's (README), and so must what training saves. A LoRA adapter was refused by the evaluation as trained
+    on another base (the user's folder, whose template differs), and full SFT shipped the user's template in
+    results/merged_model without a word."""
+    from glmtune.chat_template import get_template
+
+    folder = model_folder(workdir)
+    template = folder / "chat_template.jinja"
+    template.write_text(template.read_text(encoding="utf-8").replace(
+        "[gMASK]<sop>", "[gMASK]<sop><|system|>\nYou are a helpful shop assistant.", 1), encoding="utf-8")
+    family = get_template("glm4").jinja()
+    quick = ("--config", f"train={{method: {method}, max_steps: 2, save_steps: 2, eval_steps: 2}}",
+             "evaluate={max_samples: 4, max_new_tokens: 4}")
+    snakemake(workdir, "results/merged_model", *quick)
+    assert (workdir / "resources/models/mine/chat_template.jinja").read_text(encoding="utf-8") == family
+    trained = workdir / "results/runs/main" / ("adapter" if method == "lora" else "model")
+    assert (trained / "chat_template.jinja").read_text(encoding="utf-8") == family
+    assert (workdir / "results/merged_model/chat_template.jinja").read_text(encoding="utf-8") == family
+    assert "shop assistant" in template.read_text(encoding="utf-8")  # the user's folder left as it is

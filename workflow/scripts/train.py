@@ -17,6 +17,9 @@ arguments = {
     # The absolute base path goes into adapter_config.json so the adapter loads from any directory: a linked folder's
     # source (the user's own folder, or the download), which outlives this checkout's resources/.
     "model_dir": str(linked_model_source(inp.model) or Path(inp.model).resolve()),
+    # The tokenizer saved with the adapter (or the full model) is the prepared folder's: its chat template is the
+    # family's where the user's folder lays conversations out otherwise (glmtune.model.folder_template).
+    "tokenizer_dir": str(Path(inp.model).resolve()),
     "adapter_dir": out.adapter, "log_path": out.log, "plot_path": out.plot,
     "checkpoint_root": params.checkpoints, "settings": settings, "trust_remote_code": remote_code_param(params),
     "run_name": params.get("run_name"), "family": params.template,

@@ -7,8 +7,8 @@ fingerprint of it; glmtune.model.loading checks it (`check_base`) every time an 
 how inference, evaluation and export load adapters, and refuses a different base, naming both. An adapter
 trained before glmtune wrote the record loads with a warning. A full SFT run saves a whole model: no base, no record.
 
-The fingerprint is cheap (milliseconds for a 9B model) but real: config.json and the tokenizer files are hashed
-whole; each weight file by its size and the sha256 of its first and last MiB (the safetensors header with every
+The fingerprint is cheap (milliseconds for a 9B model) but real: config.json and the tokenizer files (not the chat
+template: TEMPLATE_FILES) are hashed whole; each weight file by its size and the sha256 of its first and last MiB (the safetensors header with every
 tensor's name, shape and offset, and the values at the end), as the checkpoint manifest hashes large files.
 """
 
@@ -28,6 +28,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # Files that decide what the token ids mean, beside tokenizer*.* (tokenizer.json, tokenizer.model, tokenizer_config.json).
 TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt")
 HEAD_AND_TAIL = 2 << 20  # weight files above this are hashed by their first and last MiB
+# A chat template lays out text, never what the weights or the token ids are: glmtune encodes with the family's
+# layout whatever the folder holds, and the prepared folder of a model given as a folder may carry the family's in
+# place of the user's (glmtune.model.folder_template). Left out of the fingerprint, so that folder and the user's
+# are one base.
+TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
 class BaseModelMismatch(ValueError):
@@ -88,7 +93,7 @@ def fingerprint_files(base_dir: str | Path) -> dict[str, str]:
     for path in identifying_files(folder):
         if path.name.endswith(WEIGHT_SUFFIXES):
             entries[path.name] = f"{path.stat().st_size}:{file_sha256(path, HEAD_AND_TAIL)}"
-        elif not path.name.endswith(".index.json"):  # the shards' own hashes cover what an index says
+        elif not path.name.endswith(".index.json") and path.name not in TEMPLATE_FILES:  # an index: the shards' hashes
             entries[path.name] = file_sha256(path, 1 << 62)  # small files: whole
     return entries
 
@@ -129,19 +134,23 @@ def check_base(adapter_dir: str | Path, base_dir: str | Path) -> None:
     """
     record = recorded_base(adapter_dir)
     if record is None:
-        log.warning("%s has no %s (trained before glmtune recorded the base): cannot check that %s is the base model "
-                    "it was trained on; on any other base it generates garbage", adapter_dir, RECORD, base_dir)
+        log.warning("%s has no %s (a Trainer checkpoint, or an adapter trained before glmtune recorded the base): "
+                    "cannot check that %s is the base model it was trained on; on any other base it generates garbage",
+                    adapter_dir, RECORD, base_dir)
         return
     files = fingerprint_files(base_dir)
     found = fingerprint(files)
-    if found == record["fingerprint"]:
+    recorded = {name: value for name, value in record["files"].items() if name not in TEMPLATE_FILES}
+    if found == record["fingerprint"] or files == recorded:  # a record from before templates were left out
         return
     trained_on, given = record["path"], str(Path(base_dir).resolve())
-    changed = sorted(name for name in set(files) | set(record["files"]) if files.get(name) != record["files"].get(name))
+    changed = sorted(name for name in set(files) | set(recorded) if files.get(name) != recorded.get(name))
     what = (f"{given} now holds a different model (rebuilt or replaced since training?)" if given == trained_on
             else f"the base model given, {given}, is a different model")
     raise BaseModelMismatch(
         f"{adapter_dir} was trained on the base model {trained_on} (fingerprint {record['fingerprint'][:16]}), but "
-        f"{what} (fingerprint {found[:16]}; differing files: {', '.join(changed)}): the adapter would generate "
-        f"garbage on it. Pass --base-model with the model it was trained on, or train again on this one."
+        f"{what} (fingerprint {found[:16]}; differing files: {', '.join(changed)}): on other weights the adapter "
+        "generates garbage, and the files that say what the weights and token ids are differ (a copy must hold the "
+        "same files: the same weights re-saved into other shards differ too). Pass --base-model with the model it "
+        "was trained on, or train again on this one."
     )

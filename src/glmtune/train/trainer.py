@@ -81,7 +81,7 @@ def precision(setting: str) -> tuple[bool, bool]:
 def train_model(
     train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path, adapter_dir: str | Path,
     log_path: str | Path, plot_path: str | Path, checkpoint_root: str | Path, settings: TrainSettings, *,
-    trust_remote_code: bool, run_name: str | None = None, family: str,
+    trust_remote_code: bool, run_name: str | None = None, family: str, tokenizer_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train on the tokenized train split; save the adapter (or, for full SFT, the model) with the log and plot.
 
@@ -89,6 +89,8 @@ def train_model(
     runs the model folder's own modeling code; LoRA targets are then the original ChatGLM module names
     (glmtune.train.methods). `run_name` (the workflow's run) names the run in the trackers of train.report_to;
     without it they see the checkpoint folder's id. `family` (model.template) names the LoRA target modules.
+    `tokenizer_dir` (default `model_dir`): the folder whose tokenizer is saved with the result, the prepared one,
+    whose chat template is the family's, where `model_dir` is the user's own folder it links.
     """
     check_report_to(settings.report_to)  # the job's own environment must have the trackers' packages
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -123,7 +125,7 @@ def train_model(
     bf16, fp16 = precision(settings.precision)
     if settings.deepspeed and (clash := launch_problem(Path(settings.deepspeed), settings, world_size, bf16, fp16)):
         raise ValueError(clash)
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_dir or model_dir, trust_remote_code=trust_remote_code)
     # The Trainer seeds only when it is built; LoRA / prefix weights are initialised before that, so seed here
     # too, or two runs of the same config train from different adapters.
     set_seed(settings.seed)
