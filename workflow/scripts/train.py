@@ -3,8 +3,10 @@ import os
 from pathlib import Path
 
 from glmtune.fetch import linked_model_source
-from glmtune.launch import Layout, run_stage
+from glmtune.launch import die_with_parent, Layout, run_stage
 from glmtune.settings import TrainSettings, remote_code_param
+
+die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 # Caches under resources/ (on the shared file system with the downloads) unless set: DeepSpeed builds its ops once.
 for variable, folder in (("HF_HOME", "huggingface"), ("MODELSCOPE_CACHE", "modelscope"), ("TORCH_EXTENSIONS_DIR", "torch_extensions")):
