@@ -176,6 +176,43 @@ def test_a_live_training_holds_its_checkpoint_folder_until_it_ends(small_run: di
         pass
 
 
+def _refused_elsewhere(folder: Path) -> str:
+    """Another process asks for `folder` while this one holds it (a newer job of a re-run): its refusal."""
+    import subprocess
+    import sys
+
+    asked = subprocess.run(
+        [sys.executable, "-c", "from glmtune.train.holder import hold\n"
+         f"with hold({str(folder)!r}): pass"], capture_output=True, text=True, env={**os.environ, "SLURM_JOB_ID": "77"})
+    assert asked.returncode != 0
+    return asked.stderr
+
+
+def test_a_training_asked_for_again_while_it_ran_writes_no_outputs_and_leaves_its_checkpoints(
+        small_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left running by a Snakemake killed alone (a SLURM job goes on without it), a training whose run was asked for
+    again meanwhile (refused by its lock) must not write the adapter: Snakemake would take it for the newer job's,
+    whose settings may differ. Its finished checkpoint stays, and the next training reuses it."""
+    from glmtune.train import trainer
+    from glmtune.train.holder import Superseded
+
+    original = trainer.run_or_reuse
+
+    def trained_then_asked_again(*args: object) -> tuple[float, float, int]:
+        result = original(*args)
+        assert "is held by a training that is still running" in _refused_elsewhere(tmp_path / "ckpt")
+        return result
+
+    monkeypatch.setattr(trainer, "run_or_reuse", trained_then_asked_again)
+    with pytest.raises(Superseded, match=r"a newer job for .*ckpt \(pid \d+ on .*SLURM job 77.*\) was refused while this "
+                                         r"one ran.*its outputs are not written"):
+        _train(small_run, tmp_path)
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "log.jsonl").exists()
+    monkeypatch.setattr(trainer, "run_or_reuse", original)
+    summary = _train(small_run, tmp_path)  # the refusal is older than this job's lock: it writes
+    assert summary["reused"] and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_a_resumed_runs_figures_tell_the_whole_run(
     finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path, caplog
 ) -> None:

@@ -18,10 +18,12 @@ from glmtune.evaluate.ranks import RankSplit, join_process_group
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.model.loading import load_trained
 from glmtune.settings import EvaluateSettings, ModelSettings, TokenizeSettings
+from glmtune.train.holder import check_not_superseded, holding
 
 log = logging.getLogger(__name__)
 
 
+@holding(lambda arguments: Path(arguments["predictions_path"]).parent, "an evaluation")  # one evaluation per output
 def evaluate_model(
     model_dir: str | Path, test_path: str | Path, predictions_path: str | Path, scores_path: str | Path,
     settings: EvaluateSettings, model: ModelSettings, tokenize: TokenizeSettings, base_model: str | Path | None = None,
@@ -72,6 +74,7 @@ def evaluate_model(
     scores["answers_longer_than_max_new_tokens"] = answers_longer
     log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
              model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
+    check_not_superseded(Path(predictions_path).parent)  # a newer evaluation refused meanwhile: other settings
     write_jsonl(predictions_path, (
         {"prompt": messages[-1]["content"] if messages else "", "reference": ref, "prediction": pred}
         for (messages, ref), pred in zip(pairs, predictions)

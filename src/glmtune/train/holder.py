@@ -5,6 +5,12 @@ start time). The lock is the kernel's, not the file's presence: it goes when the
 ends (SIGKILL, scancel, a node lost), so a killed run never leaves a stale lock; a second trainer started while the
 first still runs (an orphaned torchrun worker, a SLURM job that outlived a killed Snakemake) refuses to start,
 naming the holder. On a shared file system the lock needs a client that supports it (NFSv4, Lustre and GPFS do).
+
+A refusal also marks the folder (SUPERSEDED): a newer job was asked for while the holder ran, with settings the
+holder cannot know. The holder then writes no outputs (`check_not_superseded` before it writes): left running by a
+killed Snakemake (a SLURM job goes on without it), its outputs would land after the newer run's refusal, where
+Snakemake takes them for the newer run's. Its checkpoints stay, so a run of its settings resumes or reuses them.
+Evaluation holds its output folder the same way.
 """
 
 from __future__ import annotations
@@ -22,11 +28,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 LOCK_NAME = "holder.lock"
+SUPERSEDED = "superseded.json"  # written by a job refused while the holder ran
 T = TypeVar("T")
+_held: set[Path] = set()  # the folders this process holds
 
 
 class CheckpointFolderHeld(RuntimeError):
-    """Another live training holds the checkpoint folder."""
+    """Another live job (a training, an evaluation) holds the folder."""
+
+
+class Superseded(RuntimeError):
+    """A newer job of this output was refused while this one ran: its outputs are not written."""
 
 
 def holder_record() -> dict[str, object]:
@@ -45,8 +57,9 @@ def describe(record: dict[str, object]) -> str:
 
 
 @contextlib.contextmanager
-def hold(folder: str | Path) -> Iterator[None]:
-    """Hold `folder` for the duration; raise CheckpointFolderHeld, naming the holder, when a live process has it."""
+def hold(folder: str | Path, job: str = "a training") -> Iterator[None]:
+    """Hold `folder` for the duration; raise CheckpointFolderHeld, naming the holder, when a live process has it
+    (and mark the folder SUPERSEDED for the holder to see). `job` names what holds it in the message ("a training")."""
     path = Path(folder) / LOCK_NAME
     created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,15 +72,22 @@ def hold(folder: str | Path) -> Iterator[None]:
                 record = json.loads(path.read_text(encoding="utf-8") or "{}")
             except (OSError, json.JSONDecodeError):
                 record = {}
+            from glmtune.io import write_json
+
+            write_json(Path(folder) / SUPERSEDED, {"refused": holder_record(), "holder": record})
             raise CheckpointFolderHeld(
-                f"{folder} is held by a training that is still running: {describe(record)}. Two trainings of one "
-                "run would write the same checkpoints and outputs; wait for it to end, or stop it, then run again"
+                f"{folder} is held by {job} that is still running: {describe(record)}. Two of them would write the "
+                f"same files; it will write no outputs now (a newer job was asked for): wait for it to end, or stop "
+                "it, then run again"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder_record()) + "\n").encode(), 0)
+        (Path(folder) / SUPERSEDED).unlink(missing_ok=True)  # a refusal before this job's own time
+        _held.add(Path(folder).resolve())
         try:
             yield
         finally:
+            _held.discard(Path(folder).resolve())
             if created and os.listdir(path.parent) == [LOCK_NAME]:  # a run that failed before anything: no trace
                 path.unlink()
                 path.parent.rmdir()
@@ -75,15 +95,37 @@ def hold(folder: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def holding_checkpoints(function: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a training function so that its global rank 0 holds `checkpoint_root` while it runs (the other ranks
-    of a torchrun run are started with it and die with it)."""
-    signature = inspect.signature(function)
+def check_not_superseded(folder: str | Path) -> None:
+    """Raise Superseded when a job was refused `folder` since this process took it: called before the outputs are
+    written. Nothing to check where this process does not hold it (another rank, a direct call)."""
+    mark = Path(folder) / SUPERSEDED
+    if Path(folder).resolve() not in _held or not mark.is_file():
+        return
+    try:
+        refused = describe(json.loads(mark.read_text(encoding="utf-8")).get("refused", {}))
+    except (OSError, json.JSONDecodeError):
+        refused = "?"
+    raise Superseded(f"a newer job for {folder} ({refused}) was refused while this one ran, with settings this one "
+                     "cannot know: its outputs are not written (a Snakemake killed while it ran would take them for "
+                     "the newer job's); run the workflow again (a training's checkpoints stay: it resumes from them)")
 
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        root = signature.bind(*args, **kwargs).arguments["checkpoint_root"]
-        with hold(root) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
-            return function(*args, **kwargs)
 
-    return wrapper
+def holding(folder_of: Callable[[dict[str, Any]], str | Path], job: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a stage function so that its global rank 0 holds the folder `folder_of` finds in its arguments while
+    it runs (the other ranks of a torchrun run are started with it and die with it)."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            folder = folder_of(signature.bind(*args, **kwargs).arguments)
+            with hold(folder, job) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+holding_checkpoints = holding(lambda arguments: arguments["checkpoint_root"], "a training")

@@ -31,7 +31,7 @@ from glmtune.settings import TrainSettings
 from glmtune.train.callbacks import JsonlLogger, StepsFromConfig, eval_args, report_args
 from glmtune.train.attention import apply_liger_kernels, set_attention, speed_path
 from glmtune.train.collate import PadCollator
-from glmtune.train.holder import holding_checkpoints
+from glmtune.train.holder import check_not_superseded, holding_checkpoints
 from glmtune.train.loss import HiddenStateLoss, LossTrainer
 from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
@@ -188,6 +188,7 @@ def train_model(
     if loss is not None:
         loss.remove()
     model.config.use_cache = True  # saved configs keep fast generation
+    check_not_superseded(checkpoint_root)  # a newer job refused meanwhile: its settings may differ from these
     save_output(trainer, tokenizer, Path(adapter_dir), summary, code_from=Path(model_dir) if trust_remote_code else None)
     if trainer.is_world_process_zero():  # one rank logs and writes
         logger.finish(summary)
