@@ -11,7 +11,7 @@ import yaml
 from glmtune.data.split import merge_and_split, write_given_test
 from glmtune.evaluate.compare import compare_runs
 from glmtune.experiments import (RunError, expand_grid, export_run, run_overrides, run_settings, shared_trainings,
-                                 tokenized_name)
+                                 tokenized_name, tokenized_sets)
 from glmtune.io import write_jsonl
 
 from conftest import REPO
@@ -103,12 +103,25 @@ def test_settings_a_run_does_not_read_are_null_so_they_neither_retrain_nor_tell_
 
 def test_equal_tokenize_settings_share_one_tokenized_set() -> None:
     longer = {**BASE["tokenize"], "max_output_length": 256}
-    assert tokenized_name(dict(BASE["tokenize"]), BASE["tokenize"]) == "default"
-    assert tokenized_name(longer, BASE["tokenize"]) == tokenized_name(dict(longer), BASE["tokenize"]) != "default"
-    assert tokenized_name({**BASE["tokenize"], "cutoff_len": 100}, BASE["tokenize"]) != tokenized_name(longer, BASE["tokenize"])
-    # a config with one cutoff_len: a run reads its tokenize section without the demos' two limits
-    cut = {**BASE["tokenize"], "cutoff_len": 100}
-    assert tokenized_name({**cut, "max_input_length": None, "max_output_length": None}, cut) == "default"
+    assert tokenized_name(longer) == tokenized_name(dict(longer)) != tokenized_name({**longer, "cutoff_len": 100})
+    config = {**BASE, "runs": {"main": {}, "long": {"tokenize": {"max_output_length": 256}},
+                               "long_lr": {"tokenize": {"max_output_length": 256}, "train": {"learning_rate": 1.0e-3}}}}
+    sets = tokenized_sets(config, run_settings(config, SCHEMA))
+    assert sets == {"main": "default", "long": tokenized_name(run_settings(config, SCHEMA)["long"]["tokenize"]),
+                    "long_lr": sets["long"]}
+
+
+def test_a_runs_tokenized_set_follows_its_own_settings_not_the_configs() -> None:
+    """Editing the config's tokenize section moves only the runs that read it: a run with settings of its own keeps
+    its set (its name was `default` while they equalled the config's, so the edit moved it and re-trained it)."""
+    runs = {"p": {"tokenize": {"max_input_length": 64}}, "q": {"tokenize": {"max_input_length": 48}},
+            "r": {"train": {"learning_rate": 1.0e-3}}}
+    before = {**BASE, "tokenize": {**BASE["tokenize"], "max_input_length": 64}, "runs": runs}
+    after = {**BASE, "tokenize": {**BASE["tokenize"], "max_input_length": 48}, "runs": runs}
+    sets_before = tokenized_sets(before, run_settings(before, SCHEMA))
+    sets_after = tokenized_sets(after, run_settings(after, SCHEMA))
+    assert sets_before["p"] == sets_after["p"] and sets_before["q"] == sets_after["q"]
+    assert sets_before["r"] == sets_after["r"] == "default"  # r reads the config's: its set is rebuilt, as it should
 
 
 def test_the_exported_run_is_named_or_the_first() -> None:
@@ -186,3 +199,17 @@ def test_the_runs_loss_curves_are_drawn_in_one_plot(tmp_path: Path) -> None:
     plot_loss_curves(logs, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
+
+
+def test_an_evaluation_reads_the_prompts_limit_not_the_answers() -> None:
+    """The base model's evaluation re-ran when tokenize.max_output_length (training's answer limit) changed."""
+    from glmtune.experiments import evaluation_reads
+    from glmtune.settings import TokenizeSettings
+
+    read = evaluation_reads({**BASE["tokenize"], "max_output_length": 100})
+    assert read == evaluation_reads(BASE["tokenize"]) and read["max_output_length"] is None
+    settings = TokenizeSettings.from_config(read)
+    assert settings.prompt_limit == BASE["tokenize"]["max_input_length"]
+    from glmtune.config_rules import positions_problem
+    assert positions_problem(10_000, settings, 128) is None
+    assert "evaluate.max_new_tokens 10000" in (positions_problem(10_000, settings, 10_000) or "")

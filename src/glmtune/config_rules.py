@@ -141,7 +141,8 @@ def positions_problem(positions: int | None, tokenize: TokenizeSettings, max_new
     a refusal, not a truncation the user did not ask for. `max_new_tokens` None checks the training limit only."""
     if positions is None:
         return None
-    if tokenize.cutoff > positions:
+    trains = tokenize.cutoff_len or tokenize.max_output_length is not None  # not the settings an evaluation reads
+    if trains and tokenize.cutoff > positions:
         return (f"{tokenize.cutoff_setting} lets a sample hold {tokenize.cutoff} tokens, but the model was trained for "
                 f"{positions} positions (its config.json's max_position_embeddings): set the limit to {positions} or less")
     longest = tokenize.prompt_limit + 1 + (max_new_tokens or 0)

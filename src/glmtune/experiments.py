@@ -127,6 +127,12 @@ def train_read(train: dict[str, Any]) -> dict[str, Any]:
     return read
 
 
+def evaluation_reads(tokenize: dict[str, Any]) -> dict[str, Any]:
+    """The tokenize settings an evaluation reads: its prompts' limit and the share of them that may be cut, not the
+    answers' limit in training (max_output_length, null), so editing that re-runs no evaluation of the base."""
+    return {**tokenize_read(tokenize), "max_output_length": None}
+
+
 def tokenize_read(tokenize: dict[str, Any]) -> dict[str, Any]:
     """The tokenize section with the demos' two limits set to null when one cutoff_len replaces them."""
     if tokenize["cutoff_len"] is None:
@@ -173,13 +179,21 @@ def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:
             for key in differing_keys(a.get(name), b.get(name), f"{path}.{name}" if path else name)]
 
 
-def tokenized_name(tokenize: dict[str, Any], default: dict[str, Any]) -> str:
-    """The folder of a run's tokenized data: runs with equal tokenize settings share one (`default`: the config's
-    own, read as a run reads it)."""
-    if tokenize == tokenize_read(default):
-        return DEFAULT_TOKENIZED
+def tokenized_name(tokenize: dict[str, Any]) -> str:
+    """The folder of the tokenized data of a run with tokenize settings of its own (as it reads them): runs with
+    equal ones share it."""
     digest = hashlib.sha256(json.dumps(tokenize, sort_keys=True).encode()).hexdigest()[:10]
     return f"t{digest}"
+
+
+def tokenized_sets(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each run's tokenized data folder: `default` (the config's tokenize section) for a run that sets no tokenize
+    key of its own, else tokenized_name of its settings. A run's folder follows its own settings alone: naming a
+    run's set `default` whenever it equalled the config's moved it when the config's section was edited, and
+    re-trained runs whose settings had not changed."""
+    overrides = run_overrides(config)
+    return {run: tokenized_name(settings["tokenize"]) if overrides[run].get("tokenize") else DEFAULT_TOKENIZED
+            for run, settings in runs.items()}
 
 
 def export_run(config: dict[str, Any], runs: dict[str, Any]) -> str:

@@ -188,7 +188,11 @@ class TokenizeSettings(Section):
     def prompt_limit(self) -> int:
         """Tokens an evaluation prompt's messages keep before the assistant's role header: the demos'
         max_input_length, or the one cutoff_len where that is given (LLaMA-Factory has no separate prompt limit)."""
-        return self.cutoff_len or self.demo_limits()[0]
+        if self.cutoff_len:
+            return self.cutoff_len
+        if self.max_input_length is None:
+            raise SettingsError("tokenize: max_input_length is needed when cutoff_len is null")
+        return self.max_input_length
 
     @property
     def prompt_setting(self) -> str:

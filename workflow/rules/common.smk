@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from glmtune.config_layers import sort_order_free, whole_numbers
-from glmtune.experiments import shared_trainings, tokenize_read, tokenized_name
+from glmtune.experiments import evaluation_reads, shared_trainings, tokenized_sets
 from glmtune.settings import stage_section
 from glmtune.train.method_registry import get_method
 
@@ -80,8 +80,9 @@ ENV = "../envs/glmtune.yaml"
 # ChatGLM3 / GLM-4 remote code was written for, when it runs (model.trust_remote_code).
 MODEL_ENV = "../envs/glmtune_remote_code.yaml" if MODEL["trust_remote_code"] else ENV
 from glmtune.config_checks import LOCAL_SOURCES  # read in place: no fetch job
-# Where each run's training reads its tokenized data: runs with equal tokenize settings share one set.
-TOKENIZED = {run: tokenized_name(settings["tokenize"], config["tokenize"]) for run, settings in RUNS.items()}
+# Where each run's training reads its tokenized data: `default` unless the run sets tokenize keys of its own; runs
+# with equal ones share one set.
+TOKENIZED = tokenized_sets(config, RUNS)
 TOKENIZE_SETTINGS = {TOKENIZED[run]: settings["tokenize"] for run, settings in RUNS.items()}
 EXPORT_SETTINGS = stage_section(config, "export")  # without export.run, which only chooses a run
 # What each run's method writes and whether it merges: its entry in glmtune.train.method_registry.

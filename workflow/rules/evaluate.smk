@@ -18,7 +18,7 @@ rule evaluate:
     params:
         settings=run_setting("evaluate"),
         template=MODEL["template"],
-        tokenize=run_setting("tokenize"),  # the prompts' length limit and how many may be cut
+        tokenize=lambda wildcards: evaluation_reads(RUNS[wildcards.run]["tokenize"]),  # the prompts' limit, the share cut
         trained_with=trained_with,
         **remote_code_params(),
     log:
@@ -43,7 +43,7 @@ use rule evaluate as evaluate_base with:
     params:
         settings=config["evaluate"],
         template=MODEL["template"],
-        tokenize=tokenize_read(config["tokenize"]),  # as a run's: the settings it reads
+        tokenize=evaluation_reads(config["tokenize"]),  # as a run's: the settings it reads
         **remote_code_params(),
     log:
         "logs/evaluate/base.log",
