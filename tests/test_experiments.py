@@ -34,6 +34,17 @@ def test_a_grid_expands_into_every_combination_named_by_its_values() -> None:
         expand_grid({"model.name": ["a"]})
 
 
+def test_grid_values_that_print_alike_are_two_runs_or_refused() -> None:
+    """1.0000001e-3 was named learning_rate0.001 like 1e-3, and one run replaced the other without a word."""
+    assert list(expand_grid({"train.learning_rate": [1e-3, 1.0000001e-3]})) == [
+        "learning_rate0.001", "learning_rate0.0010000001"]
+    with pytest.raises(RunError, match=r"grid: two combinations are both named report_toa-b"):
+        expand_grid({"train.report_to": ["a b", "a-b"]})
+    # keys with the same last part name their sections
+    assert list(expand_grid({"train.batch_size": [4], "evaluate.batch_size": [8]})) == [
+        "train-batch_size4_evaluate-batch_size8"]
+
+
 def test_runs_merge_into_the_config_and_keep_its_other_settings() -> None:
     runs = run_settings({**BASE, "runs": {"a": {}, "b": {"train": {"lora": {"r": 4}}}}, "grid": {}}, SCHEMA)
     assert runs["a"] == {**BASE, "train": {**BASE["train"], "ptuning": None, "pack_length": None}}  # not read by LoRA

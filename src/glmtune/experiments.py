@@ -39,8 +39,21 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def grid_value_name(value: Any) -> str:
-    text = format(value, "g") if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+    """A value as it appears in a grid run's name: floats short (0.001), but every digit where fewer would not be the
+    value (1.0000001e-3 is not 0.001)."""
+    if isinstance(value, float):
+        text = format(value, "g")
+        text = text if float(text) == value else repr(value)
+    else:
+        text = str(value).lower() if isinstance(value, bool) else str(value)
     return re.sub(r"[^A-Za-z0-9.-]", "-", text)
+
+
+def grid_key_names(keys: list[str]) -> dict[str, str]:
+    """How each grid key appears in run names: its last part, or where two keys share it (train.batch_size and
+    evaluate.batch_size) its whole path, dashed."""
+    leaves = [key.split(".")[-1] for key in keys]
+    return {key: leaf if leaves.count(leaf) == 1 else key.replace(".", "-") for key, leaf in zip(keys, leaves)}
 
 
 def expand_grid(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
@@ -59,6 +72,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
             raise RunError(f"config: grid.{key}: give a non-empty list of values")
     runs: dict[str, dict[str, Any]] = {}
     keys = list(grid)
+    named = grid_key_names(keys)
     for combination in itertools.product(*(grid[key] for key in keys)):
         override: dict[str, Any] = {}
         for key, value in zip(keys, combination):
@@ -67,7 +81,10 @@ def expand_grid(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
             for parent in parents:
                 node = node.setdefault(parent, {})
             node[leaf] = value
-        name = "_".join(f"{key.split('.')[-1]}{grid_value_name(value)}" for key, value in zip(keys, combination))
+        name = "_".join(f"{named[key]}{grid_value_name(value)}" for key, value in zip(keys, combination))
+        if name in runs:  # two values written alike ("a b" and "a-b"): one run would replace the other
+            raise RunError(f"config: grid: two combinations are both named {name} ({runs[name]} and {override}): "
+                           "give values that differ as text, or name the runs under runs:")
         runs[name] = override
     return runs
 
