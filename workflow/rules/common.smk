@@ -276,12 +276,13 @@ def warn_missing_trained():
     and rebuilds the folder only when asked. Say so, once, in the process that plans the jobs."""
     if not workflow.is_main_process:
         return
-    for run in RUNS:
+    for run in TRAINING_RUNS:  # a run evaluating another's training is told of that one's folder
         if Path(f"results/runs/{run}/eval/scores.json").is_file() and not Path(trained_dir(run)).is_dir():
             logger.warning(
                 f"run {run}: {trained_dir(run)} is missing while its evaluation (results/runs/{run}/eval) is there; "
-                "the evaluation and export stay as they are (same settings and data). To train it again: "
-                f"{this_job_command(trained_dir(run))} (then what uses it is outdated and re-runs)"
+                "where that evaluation is of this run's current settings and data, it and the export stay as they "
+                f"are (the plan below says which jobs re-run). To train it again: {this_job_command(trained_dir(run))} "
+                "(then what uses it is outdated and re-runs)"
             )
 
 
