@@ -156,6 +156,22 @@ def test_a_model_folder_with_a_shard_missing_stops_before_any_job(tmp_path: Path
         "(model-00001-of-00003.safetensors): an incomplete download or copy?")
 
 
+def test_a_native_model_folder_with_bin_weights_only_stops_before_any_job(tmp_path: Path) -> None:
+    """Training loads pytorch_model.bin, but the export streams safetensors: it stopped at the end of the whole job."""
+    import torch
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GlmForCausalLM"]}))
+    torch.save({"layer.weight": torch.zeros(4)}, folder / "pytorch_model.bin")
+    message = fails(validated(model={"name": "m", "source": "path", "path": str(folder)}))
+    assert message.startswith(f"config: model.path: {folder} holds its weights as pytorch_model*.bin only; the export "
+                              "reads safetensors")
+    assert f"save_pretrained('{folder}-safetensors')" in message
+    (folder / "config.json").write_text(json.dumps({"model_type": "chatglm"}))  # an original: converted to safetensors
+    check(validated(model={"name": "m", "source": "path", "path": str(folder)}))
+
+
 @pytest.mark.parametrize(("model_type", "refused"), [("glm", False), ("chatglm", False), ("glm4", True), ("llama", True)])
 def test_a_model_folder_of_a_model_type_no_family_loads_as_stops_before_any_job(
         tmp_path: Path, model_type: str, refused: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from glmtune.data.records import shards_problem
 from glmtune.data_settings import given_files
-from glmtune.family import model_type_problem
+from glmtune.family import is_native_config, model_type_problem
 from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.model.weight_files import WeightFilesError, weight_files
 
@@ -197,9 +197,12 @@ def check_model(model: Mapping[str, Any]) -> None:
         if problem := model_type_problem(folder_config(model["path"])):
             raise ConfigCheckError(f"config: model.path: {Path(model['path'], 'config.json')}: {problem}", model["path"])
         try:
-            weight_files(model["path"])
+            files = weight_files(model["path"])
         except WeightFilesError as err:
             raise ConfigCheckError(f"config: model.path: {err}") from None
+        if not model["trust_remote_code"] and is_native_config(folder_config(model["path"])) and \
+                not any(file.suffix == ".safetensors" for file in files):
+            raise ConfigCheckError(bin_weights_problem(model["path"]))
         check_template_fits(model["path"], model["template"])
     if model["trust_remote_code"] and model["source"] == "tiny":
         raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
@@ -208,6 +211,17 @@ def check_model(model: Mapping[str, Any]) -> None:
         TinySettings.from_config(model["tiny"])
     except SettingsError as err:
         raise ConfigCheckError(f"config: {err}") from None
+
+
+def bin_weights_problem(folder: str) -> str:
+    """A native folder with pytorch_model*.bin weights only: training loads them, but the export streams safetensors
+    one tensor at a time (glmtune.export.streamed) and would stop at the very end of the job, after training."""
+    return (f"config: model.path: {folder} holds its weights as pytorch_model*.bin only; the export reads safetensors "
+            "(tensor by tensor, never the whole model), so results/merged_model would fail after training. Save a "
+            "copy in safetensors once and point model.path at it: python -c \"from transformers import "
+            f"AutoModelForCausalLM, AutoTokenizer; AutoModelForCausalLM.from_pretrained('{folder}').save_pretrained("
+            f"'{folder}-safetensors'); AutoTokenizer.from_pretrained('{folder}').save_pretrained("
+            f"'{folder}-safetensors')\"")
 
 
 def check_template_fits(folder: str, template: str) -> None:

@@ -94,7 +94,7 @@ def test_evaluation_refuses_the_rebuilt_base(rebuilt: dict[str, Path], tmp_path:
         evaluate_model(rebuilt["adapter"], rebuilt["test"], tmp_path / "predictions.jsonl", tmp_path / "scores.json",
                        evaluate_settings(max_samples=2, batch_size=2, max_new_tokens=4, cache="dynamic"),
                        model_settings(template="glm4"), tokenize_settings(max_input_length=32), base_model=rebuilt["model"])
-    assert not list(tmp_path.iterdir())
+    assert [path.name for path in tmp_path.iterdir()] in ([], ["holder.lock"])  # no output; the lock the job held
 
 
 def test_export_refuses_the_rebuilt_base(rebuilt: dict[str, Path], tmp_path: Path) -> None:
