@@ -186,12 +186,13 @@ def test_the_comparison_has_one_row_per_model_with_each_runs_training(tmp_path: 
     runs = {
         "cpu": write_run(tmp_path / "cpu", scores, [3.0, 2.0], {"trainable_parameters": 12345, "validation_loss": 1.5}, "2048"),
         "gpu": write_run(tmp_path / "gpu", {**scores, "rouge-l": 25.0}, [2.5], {"trainable_parameters": 7,
-                         "validation_loss": 1.25, "peak_gpu_memory_gb": 3.5}, "1024"),
+                         "validation_loss": 1.25, "peak_gpu_memory_gb": 3.5, "train_seconds": 12.5}, "1024"),
     }
     models = compare_runs(base, runs, tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.html")
     assert list(json.loads((tmp_path / "m.json").read_text())) == ["base", "cpu", "gpu"]
     assert models["cpu"]["final_train_loss"] == 2.0 and models["cpu"]["tokens_per_second"] == 150.0
-    assert models["cpu"]["train_wall_s"] == 75.4 and models["cpu"]["max_rss_mb"] == 2048.0
+    assert models["cpu"]["train_wall_s"] == 75.4 and models["cpu"]["max_rss_mb"] == 2048.0  # no train_seconds: the job's
+    assert models["gpu"]["train_wall_s"] == 12.5  # the training's own time, as a resumed or reused row has it
     lines = (tmp_path / "m.md").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("| model | method | ROUGE-1")
     assert lines[2].startswith("| base |  | 30 | 10 | 1 |") and lines[2].endswith("|  |  |  |  |  |  | 4 |  | 1 | 2 |")

@@ -60,9 +60,9 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def training_record(log_path: str | Path, summary_path: str | Path, benchmark_path: str | Path) -> dict[str, Any]:
     """A run's training numbers: the last logged training loss, the mean real tokens/s over the logged steps, the
-    trainer's summary (trainable parameters, final validation loss, peak GPU memory where trained on a GPU) and the
-    training job's wall time and max RSS from Snakemake's benchmark file; a resumed run's wall time is the training
-    time of all its jobs, and a run reused from its finished checkpoint says so."""
+    trainer's summary (trainable parameters, final validation loss, the training time of all the run's jobs, peak GPU
+    memory where trained on a GPU) and the training job's max RSS from Snakemake's benchmark file; a run reused from
+    its finished checkpoint says so."""
     rows = list(read_jsonl(log_path))
     losses = [row["loss"] for row in rows if "loss" in row]
     speeds = [row["tokens_per_second"] for row in rows if "tokens_per_second" in row]
@@ -74,10 +74,10 @@ def training_record(log_path: str | Path, summary_path: str | Path, benchmark_pa
         "validation_loss": summary.get("validation_loss"),
         "trainable_parameters": summary.get("trainable_parameters"),
         "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
-        # A resumed or reused run: the training time of all its jobs (the benchmark has the last job's alone; a
-        # reused run's job trained nothing and is marked so).
-        "train_wall_s": summary["train_seconds"] if summary.get("resumed_from") and "train_seconds" in summary
-        else float(bench["s"]),
+        # The training's own time, every job of a resumed run counted (a reused run: the original training's,
+        # marked so), the same for every row: the benchmark's job time would count loading and saving for one row
+        # and not for a resumed one. A summary from before train_seconds: the job's time.
+        "train_wall_s": summary["train_seconds"] if "train_seconds" in summary else float(bench["s"]),
         "reused": bool(summary.get("reused")),
         "max_rss_mb": float(bench["max_rss"]) if bench.get("max_rss") not in (None, "", "-", "NA") else None,
     }

@@ -49,7 +49,7 @@ class JsonlLogger(TrainerCallback):
     def finish(self, summary: dict[str, Any]) -> None:
         """The last row: the run's summary as train_summary.json has it (the Trainer's own last row has its mean
         loss over this job's steps only, and this job's time)."""
-        keys = ("train_loss", "validation_loss", "train_seconds", "reused", "resumed_from")
+        keys = ("train_loss", "validation_loss", "train_seconds", "reused", "resumed_from", "peak_gpu_memory_gb")
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps({"step": summary["steps"], **{k: summary[k] for k in keys if k in summary}}) + "\n")
 

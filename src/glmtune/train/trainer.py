@@ -181,8 +181,10 @@ def train_model(
         raise TrainingDiverged(f"the trained weight {bad} holds NaN or inf, which appeared "
                                f"{steps_since(trainer.state.global_step, stop.last_finite)}; no adapter was written. "
                                f"Try a lower train.learning_rate (now {settings.learning_rate})")
-    if use_gpu:  # the comparison's peak memory (on CPU it takes the job's max RSS from Snakemake's benchmark)
-        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if use_gpu:  # the comparison's peak memory (on CPU it takes the job's max RSS from Snakemake's benchmark):
+        # the run's, over every job of it (a reused run's job only loads the finished checkpoint)
+        earlier_peaks = [row["peak_gpu_memory_gb"] for row in earlier_rows if row.get("peak_gpu_memory_gb") is not None]
+        summary["peak_gpu_memory_gb"] = max([round(torch.cuda.max_memory_allocated() / 2**30, 2), *earlier_peaks])
     if trainer.eval_dataset is not None:
         summary["validation_loss"] = final_validation_loss(trainer, trained[2])
     if loss is not None:
