@@ -1,5 +1,6 @@
 """`glmtune infer --input`: every line is checked before the model loads; a bad one stops with the file, the line and
-the reason (no traceback, no output file), and the answers file is written whole or not at all."""
+the reason (no traceback, no output file), and the answers file is written whole or not at all. A file that cannot
+be read or is not UTF-8 is named the same way."""
 
 from __future__ import annotations
 
@@ -53,17 +54,43 @@ def test_a_bad_line_is_named_with_its_reason(tmp_path: Path, line: str, reason: 
     assert str(caught.value).startswith(f"{path}, ") and reason in str(caught.value), str(caught.value)
 
 
+@pytest.mark.parametrize(("data", "reason"), [
+    (b'{"prompt": "ok"}\n{"prompt": "\xff bad"}\n', "line 2: not UTF-8 (byte 0xff, invalid start byte)"),
+    (b'\xef\xbb\xbf{"prompt": "ok"}\r{"prompt": "\xe4\xb8"}\n', "line 2: not UTF-8 (byte 0xe4, invalid continuation byte)"),
+    (b'{"prompt": "ok"}\r\n\r\n\x80{"prompt": "x"}\n', "line 3: not UTF-8 (byte 0x80, invalid start byte)"),
+])
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path: Path, data: bytes, reason: str) -> None:
+    (path := tmp_path / "in.jsonl").write_bytes(data)
+    with pytest.raises(BadRequest) as caught:
+        read_requests(path)
+    assert str(caught.value) == f"{path}, {reason}: save the file as UTF-8"
+
+
+def test_a_missing_file_or_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match=r"missing\.jsonl: cannot read it \(No such file or directory\)"):
+        read_requests(tmp_path / "missing.jsonl")
+    with pytest.raises(BadRequest, match=r": cannot read it \(Is a directory\)"):
+        read_requests(tmp_path)
+
+
 def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="no request in the file"):
         read_requests(write_lines(tmp_path / "in.jsonl", "", " "))
 
 
-def test_the_command_checks_the_input_before_loading_the_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("data", "error"), [
+    (b'{"prompt": "ok"}\n{"bad": 1}\n', "{path}, line 2: expected an object"),
+    (b'{"prompt": "ok"}\n{"prompt": "\xff bad"}\n', "{path}, line 2: not UTF-8 (byte 0xff, invalid start byte)"),
+    (None, "{path}: cannot read it (No such file or directory)"),
+])
+def test_the_command_checks_the_input_before_loading_the_model(tmp_path: Path, data: bytes | None, error: str) -> None:
     """The model folder does not exist: the input's error comes first, and no output file is left."""
-    path = write_lines(tmp_path / "in.jsonl", '{"prompt": "ok"}', '{"bad": 1}')
+    path = tmp_path / "in.jsonl"
+    if data is not None:
+        path.write_bytes(data)
     out = tmp_path / "answers.jsonl"
     result = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", str(tmp_path / "no-model"), "--input",
                              str(path), "--output", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert result.stderr.startswith(f"glmtune: error: {path}, line 2: expected an object")
+    assert result.stderr.startswith(f"glmtune: error: {error.format(path=path)}") and len(result.stderr.splitlines()) == 1
     assert not out.exists()

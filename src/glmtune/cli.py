@@ -5,29 +5,59 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glmtune.bench.stage import RECIPES
 from glmtune.family import DEFAULT_FAMILY, FAMILIES
 from glmtune.io import atomic_path
 
+if TYPE_CHECKING:
+    from glmtune.inference import Chat, Located
+
 
 def infer(args: argparse.Namespace) -> int:
-    from glmtune.inference import Chat, batch_file, interactive, read_requests
+    from glmtune.inference import Chat, interactive
 
-    requests = read_requests(args.input) if args.input else None  # a bad line stops before the model loads
+    located = infer_requests(args)  # the input first: a bad one stops before any folder is read
     chat = Chat(args.model_dir, args.base_model, args.template, args.max_new_tokens, args.batch_size, args.trust_remote_code)
-    if args.prompt is not None:
-        print(chat.answer([[{"role": "user", "content": args.prompt}]])[0])
-    elif requests is not None:
-        if args.output:
-            with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:  # all answers or no file
-                count = batch_file(chat, requests, out)
-        else:
-            count = batch_file(chat, requests, sys.stdout)
-        print(f"answered {count} prompts", file=sys.stderr)
-    else:
+    if located is None:
+        chat.load()  # before the first question, not after it
         interactive(chat)
+    else:
+        write_answers(chat, located, args.output, print_text=args.input is None)
     return 0
+
+
+def infer_requests(args: argparse.Namespace) -> list[Located] | None:
+    """The requests of --input or --prompt (None: the interactive chat), and --output checked against them: each
+    refused (BadRequest) before the folders and the weights are touched."""
+    from glmtune.inference import BadRequest, located_requests, prompt_request
+
+    if args.output is not None and args.input is None and args.prompt is None:  # else it would be silently unused
+        raise BadRequest("--output is for the answers of --prompt or --input; the interactive chat writes to the terminal")
+    if args.output is not None and Path(args.output).is_dir():  # found now, not after every answer is generated
+        raise BadRequest(f"--output {args.output}: a folder; give the answers file's path")
+    if args.input is not None:
+        return located_requests(args.input)
+    return [prompt_request(args.prompt)] if args.prompt is not None else None
+
+
+def write_answers(chat: Chat, located: list[Located], output: str | None, print_text: bool) -> None:
+    """The answers as JSON lines (batch_file) into `output`, all or no file, or to stdout; `print_text` (--prompt
+    without --output): the answer's text alone, as the official demo prints it."""
+    from glmtune.inference import batch_file
+
+    requests, wheres = [request for _, request in located], [where for where, _ in located]
+    if output is None and print_text:
+        print(chat.answer([requests[0][1]], wheres)[0])
+        return
+    if output is None:
+        count = batch_file(chat, requests, sys.stdout, wheres)
+    else:
+        with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out:
+            count = batch_file(chat, requests, out, wheres)
+    print(f"answered {count} prompt{'' if count == 1 else 's'}", file=sys.stderr)
 
 
 def bench_eval(args: argparse.Namespace) -> int:
@@ -42,6 +72,17 @@ def bench_eval(args: argparse.Namespace) -> int:
     print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, batch, cache,
               args.tokenizer, args.demo_samples))
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An option that counts something (tokens, prompts a batch): 1 or more, refused while parsing (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1 or more)")
+    return value
 
 
 def batch_size_arg(text: str) -> int | str:
@@ -84,12 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--prompt", help="answer one prompt and exit")
     mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches')
     mode.add_argument("--interactive", action="store_true", help="chat on the terminal (the default without --prompt/--input)")
-    p.add_argument("--output", help="where --input answers go (default: stdout)")
+    p.add_argument("--output", help="where the answers go as JSON lines, each the input row (--prompt: "
+                   '{"prompt": ...}) with "response" added, written whole or not at all (default: stdout)')
     p.add_argument("--base-model", help="base model folder for an adapter whose recorded base has moved; must be the model it was "
                    "trained on (the adapter's base_model.json fingerprint), or inference refuses it")
     p.add_argument("--template", choices=list(FAMILIES), help="chat template (default: detected from the tokenizer)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256,
+                   help="tokens an answer may have (the evaluation's are the run's evaluate.max_new_tokens)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts generated together")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the Python code in the model folder (config.json auto_map); only for folders you trust")
     p.set_defaults(func=infer)
