@@ -3,6 +3,7 @@ should have replaced is reported up to date afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -109,33 +110,42 @@ def processes_in(folder: Path) -> list[str]:
     return found
 
 
-def test_no_torchrun_worker_outlives_a_snakemake_killed_with_its_process_group(finished: Path, tmp_path: Path) -> None:
-    """SIGKILL of Snakemake's process group mid-training (two processes under torchrun): every trainer ends with it."""
+@pytest.mark.parametrize(("processes", "kill"), [(2, "group"), (1, "alone"), (2, "alone")])
+def test_no_job_outlives_a_killed_snakemake(finished: Path, tmp_path: Path, processes: int, kill: str) -> None:
+    """SIGKILL mid-training of Snakemake's process group, or of Snakemake's own process alone (an OOM kill, `kill -9
+    <pid>`): the job's processes end with it, torchrun's workers too. A job left running by Snakemake killed alone
+    wrote its outputs minutes later, after a re-run with other settings had been refused by its lock; the next run
+    took that adapter for its own and exited 0 with the other settings' model (an evaluation did the same)."""
     workdir = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
     (workdir / "changed.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 100000}}))
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "changed.yaml",
-               "--set-resources", "train:gpu=2", "--", TARGET]
+               "--set-resources", f"train:gpu={processes}", "--", TARGET]
     log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
     log.unlink()  # the finished run's: wait for this training's steps
     snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
+    job = ("train.py", "torch", "glmtune.worker")
     try:
         while not (log.is_file() and " | loss " in log.read_text(errors="replace")):
             assert time.time() < deadline and snake.poll() is None, "the training never logged a step"
             time.sleep(0.2)
-        assert any("glmtune.worker" in line for line in processes_in(workdir.resolve()))
+        assert any("train.py" in line for line in processes_in(workdir.resolve()))
     finally:
-        os.killpg(snake.pid, signal.SIGKILL)
+        if kill == "group":
+            os.killpg(snake.pid, signal.SIGKILL)
+        else:
+            snake.kill()  # Snakemake alone: its job processes get no signal from this
         snake.wait()
     for _ in range(100):
-        left = [line for line in processes_in(workdir.resolve()) if "glmtune.worker" in line or "torch" in line]
+        left = [line for line in processes_in(workdir.resolve()) if any(word in line for word in job)]
         if not left:
             break
         time.sleep(0.1)
     for line in left:  # do not leave them running after the test
-        os.kill(int(line.split(":")[0]), signal.SIGKILL)
-    assert not left, f"still training after Snakemake was killed: {left}"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    assert not left, f"still running after Snakemake was killed: {left}"
 
 
 def test_a_cancelled_forced_training_is_named_with_how_to_train_it_again(finished: Path, tmp_path: Path) -> None:
@@ -151,41 +161,3 @@ def test_a_cancelled_forced_training_is_named_with_how_to_train_it_again(finishe
     assert "snakemake --cores 8 results/runs/main/adapter" in dry.stderr + dry.stdout
     assert planned_jobs(workdir, TARGET) == []
     assert "train[run=main]" in planned_jobs(workdir, "results/runs/main/adapter")
-
-
-@pytest.mark.parametrize("processes", [1, 2])
-def test_no_job_outlives_snakemake_killed_alone(finished: Path, tmp_path: Path, processes: int) -> None:
-    """SIGKILL of Snakemake's own process (an OOM kill, `kill -9 <pid>`), not its group, mid-training: the job's
-    process ends with it (and torchrun's with that). A leftover training wrote its adapter minutes later, after a
-    re-run with other settings had been refused by its lock; the next run then took that adapter for its own and
-    exited 0 with the other settings' model (an evaluation, with no lock, did the same to the predictions)."""
-    workdir = tmp_path / "copy"
-    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
-    (workdir / "changed.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 100000}}))
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "changed.yaml",
-               "--set-resources", f"train:gpu={processes}", "--", TARGET]
-    log, deadline = workdir / "logs/runs/main/train.log", time.time() + 300
-    log.unlink()  # the finished run's: wait for this training's steps
-    snake = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        while not (log.is_file() and " | loss " in log.read_text(errors="replace")):
-            assert time.time() < deadline and snake.poll() is None, "the training never logged a step"
-            time.sleep(0.2)
-        assert any("train.py" in line for line in processes_in(workdir.resolve()))
-    finally:
-        snake.kill()  # Snakemake alone: its job processes are not signalled
-        snake.wait()
-    for _ in range(100):
-        left = [line for line in processes_in(workdir.resolve()) if "train.py" in line or "torch" in line
-                or "glmtune.worker" in line]
-        if not left:
-            break
-        time.sleep(0.1)
-    for _ in range(2):  # do not leave them running after the test (a torchrun restarts nothing once killed)
-        for line in left:
-            try:
-                os.kill(int(line.split(":")[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    assert not left, f"still running after Snakemake was killed: {left}"
