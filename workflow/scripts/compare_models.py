@@ -2,11 +2,8 @@
 from pathlib import Path
 
 from glmtune.evaluate.compare import compare_runs
-from glmtune.launch import die_with_parent
 from glmtune.logs import job_logging
 from glmtune.train.plots import plot_loss_curves
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     inp, out, runs = snakemake.input, snakemake.output, snakemake.params.runs

@@ -4,10 +4,7 @@ from pathlib import Path
 from glmtune.data.convert import convert_file
 from glmtune.data_settings import ConvertSettings, given_files
 from glmtune.fetch import fetched_members
-from glmtune.launch import die_with_parent
 from glmtune.logs import job_logging
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     member, wildcards = snakemake.params.member, snakemake.wildcards  # member is "" for local files

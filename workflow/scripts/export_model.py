@@ -1,10 +1,7 @@
 """Snakemake entry: the merged (LoRA) or re-saved (full SFT) model, verified."""
 from glmtune.export.merge import export_model
-from glmtune.launch import die_with_parent
 from glmtune.logs import job_logging
 from glmtune.settings import ExportSettings, ModelSettings
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     inp, params = snakemake.input, snakemake.params

@@ -3,10 +3,7 @@ from pathlib import Path
 
 from glmtune.data.split import Part, merge_and_split
 from glmtune.data_settings import SplitSettings
-from glmtune.launch import die_with_parent
 from glmtune.logs import job_logging
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     merge_and_split([Part.from_config(part) for part in snakemake.params.parts], Path(snakemake.output.train).parent,

@@ -2,11 +2,8 @@
 from pathlib import Path
 
 from glmtune.fetch import downloaded_folder
-from glmtune.launch import die_with_parent
 from glmtune.model.prepare import prepare_model_folder
 from glmtune.logs import job_logging
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     spec = snakemake.params.spec

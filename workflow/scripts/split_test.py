@@ -1,9 +1,6 @@
 """Snakemake entry: the test split from the files given for it alone."""
 from glmtune.data.split import Part, write_given_test
-from glmtune.launch import die_with_parent
 from glmtune.logs import job_logging
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     write_given_test([Part.from_config(part) for part in snakemake.params.parts], snakemake.output.test,

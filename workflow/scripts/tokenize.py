@@ -1,10 +1,7 @@
 """Snakemake entry: tokenize the train and validation splits with the chat template."""
-from glmtune.launch import die_with_parent
 from glmtune.tokenize.splits import tokenize_splits
 from glmtune.logs import job_logging
 from glmtune.settings import ModelSettings, TokenizeSettings
-
-die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
 
 with job_logging(snakemake.log[0]):
     inp, out, params = snakemake.input, snakemake.output, snakemake.params
