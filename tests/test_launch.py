@@ -197,7 +197,7 @@ def test_the_launched_command_dies_with_the_job_that_launched_it(tmp_path: Path)
 def test_a_worker_in_a_session_of_its_own_dies_with_its_launcher(tmp_path: Path) -> None:
     """torchrun starts its workers in sessions of their own, out of reach of a kill of the job's process group;
     glmtune.worker's first call has the kernel kill it with its parent."""
-    child = f"from glmtune.launch import die_with_parent; die_with_parent(); {CHILD}"
+    child = f"from glmtune.lifetime import die_with_parent; die_with_parent(); {CHILD}"
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], start_new_session=True)"
     assert not killed_parent_leaves(tmp_path, parent)
     # Without it, the same child outlives its parent: the test can tell.

@@ -26,13 +26,9 @@ with the interpreter that runs the workflow whatever is on PATH. Arguments after
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib
 import json
-import os
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -40,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmtune.lifetime import die_with_parent
 from glmtune.settings import EvaluateSettings, ModelSettings, Section, TokenizeSettings, TrainSettings
 
 ENTRY = "glmtune.worker"
 RDZV_PORT = 29500
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # task -> the stage function (module, name) and its keyword arguments that are typed settings
 TASKS: dict[str, tuple[str, str, dict[str, type[Section]]]] = {
     "train": ("glmtune.train.trainer", "train_model", {"settings": TrainSettings}),
@@ -96,23 +92,6 @@ def launch_command(task: str, entry_args: Sequence[str], layout: Layout, *, dist
     cpus = [f"--cpus-per-task={layout.cpus_per_node}"] if layout.cpus_per_node else []
     return ["srun", "--nodes", str(layout.nodes), "--ntasks-per-node=1", *cpus, "--kill-on-bad-exit=1",
             "bash", "-c", per_node, "torchrun", "--nproc_per_node", str(layout.per_node), *entry]
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent ends (Linux prctl PR_SET_PDEATHSIG), however the parent
-    ends. torchrun starts its workers in sessions of their own, so a SIGKILL of the job's process group (a killed
-    Snakemake) would otherwise leave them training; the launcher itself gets it too (a kill of the job's script alone).
-    Every workflow job calls it (glmtune.logs.job_logging; the train and evaluate scripts first thing, as they may
-    launch torchrun), Snakemake being its parent: a job left running by a Snakemake killed alone (`kill -9`, the OOM
-    killer) would write its outputs minutes later, over what a newer run had made or refused.
-    A no-op where prctl is missing."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent ended before the prctl: it will never signal
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run(command: Sequence[str], log_path: str | Path) -> None:

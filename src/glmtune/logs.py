@@ -14,10 +14,10 @@ def job_logging(log_file: str | Path | None) -> Iterator[logging.Logger]:
     """Send INFO logs of glmtune (and warnings) to `log_file` and stderr for the duration of a job.
 
     An exception is logged to the file too, so `logs/` explains a failed job on its own. Every workflow job runs in
-    it, so this is also where a job's process is tied to its parent, Snakemake (glmtune.launch.die_with_parent): a
+    it, so this is also where a job's process is tied to its parent, Snakemake (glmtune.lifetime.die_with_parent): a
     job left running by a Snakemake killed alone would write its outputs later, over a newer run's.
     """
-    from glmtune.launch import die_with_parent
+    from glmtune.lifetime import die_with_parent
 
     die_with_parent()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]

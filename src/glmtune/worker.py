@@ -15,7 +15,8 @@ import dataclasses
 import sys
 
 from glmtune.io import reporting_disk_full
-from glmtune.launch import TASKS, decode_arguments, die_with_parent, task_function, written_by
+from glmtune.launch import TASKS, decode_arguments, task_function, written_by
+from glmtune.lifetime import die_with_parent
 from glmtune.logs import job_logging
 
 

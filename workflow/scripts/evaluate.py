@@ -1,5 +1,6 @@
 """Snakemake entry: generate on the test split and score one model, in this process or one process per GPU."""
-from glmtune.launch import die_with_parent, Layout, run_stage
+from glmtune.launch import Layout, run_stage
+from glmtune.lifetime import die_with_parent
 from glmtune.settings import EvaluateSettings, ModelSettings, TokenizeSettings
 
 die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them

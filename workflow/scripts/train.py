@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 from glmtune.fetch import linked_model_source
-from glmtune.launch import die_with_parent, Layout, run_stage
+from glmtune.launch import Layout, run_stage
+from glmtune.lifetime import die_with_parent
 from glmtune.settings import TrainSettings, remote_code_param
 
 die_with_parent()  # a job outlives no Snakemake: a leftover would write its outputs after a newer run checked them
