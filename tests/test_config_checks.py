@@ -66,6 +66,16 @@ def test_a_bad_dataset_names_its_key(entry: dict[str, Any], message: str) -> Non
     assert fails(validated({"d": entry})).startswith(message)
 
 
+def test_held_out_shares_taking_a_whole_all_file_are_refused() -> None:
+    """0.5 + 0.5 passes the schema (each at most 0.5): merge_splits found the empty training split after converting."""
+    demo = {"source": "demo", "format": "advertisegen"}
+    assert fails(validated({"d": {**demo, "files": {"all": "train.json"}}}, split={"validation_ratio": 0.5, "test_ratio": 0.5})) == (
+        "config: split: split.validation_ratio 0.5 + split.test_ratio 0.5 hold out all of datasets.d.files.all, leaving "
+        "none of it to train on: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
+    # A test file of its own takes the test share off the `all` file (held_out_shares): 0.5 of it still trains.
+    check(validated({"d": {**demo, "files": {"all": "train.json", "test": "dev.json"}}}, split={"validation_ratio": 0.5, "test_ratio": 0.5}))
+
+
 def test_a_folder_given_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
     (tmp_path / "parts").mkdir()
     entry = {"source": "path", "format": "alpaca", "files": {"all": str(tmp_path / "parts")}}

@@ -16,7 +16,7 @@ from glmtune.evaluate.compare import compare
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import ExportCheckFailed, merge_adapter
 from glmtune.inference import Chat, batch_file, conversation_of, interactive
-from glmtune.io import read_jsonl
+from glmtune.io import read_jsonl, write_jsonl
 from helpers.settings import evaluate_settings, export_settings, model_settings, tokenize_settings
 
 
@@ -38,8 +38,8 @@ def test_evaluation_scores_both_models_and_writes_a_table(small_run: dict[str, P
                                       evaluate_settings(max_samples=12, batch_size=4, max_new_tokens=24),
                                       model_settings(template="glm4"), tokenize_settings(max_input_length=64), base_model=small_run["model"])
         rows = list(read_jsonl(tmp_path / f"{name}.jsonl"))
-        assert len(rows) == 12 and set(rows[0]) == {"prompt", "reference", "prediction"}
-        assert rows[0]["prompt"].startswith("类型#")
+        assert len(rows) == 12 and set(rows[0]) == {"messages", "reference", "prediction"}
+        assert rows[0]["messages"][-1]["content"].startswith("类型#")
     assert scores["finetuned"]["rouge-l"] > scores["base"]["rouge-l"]
     compare(scores, tmp_path / "metrics.json", tmp_path / "metrics.md", tmp_path / "metrics.html")
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"base", "finetuned"}
@@ -93,6 +93,30 @@ def test_inference_on_adapter_prompt_batch_and_interactive(small_run: dict[str, 
     screen = io.StringIO()
     interactive(chat, io.StringIO("类型#裙*颜色#红色\nclear\nexit\n"), screen)
     assert f"Assistant: {single}" in screen.getvalue()
+
+
+def test_inference_on_the_predictions_file_reproduces_the_evaluation(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """A line of predictions.jsonl is a `glmtune infer --input` line (its prompt's messages): with the evaluation's
+    max_new_tokens and uncut prompts, each response is the line's prediction. Half the conversations get a system
+    prompt and an earlier exchange: the prompt is the whole conversation before the answer, not its last message."""
+    rows = list(read_jsonl(small_run["test"]))[:10]
+    for row, earlier in zip(rows[::2], rows[1::2]):
+        row["conversations"] = [{"role": "system", "content": "你是广告文案助手。", "loss": False},
+                                *earlier["conversations"], *row["conversations"]]
+    test = tmp_path / "test.jsonl"
+    write_jsonl(test, rows)
+    predictions = tmp_path / "predictions.jsonl"
+    scores = evaluate_model(small_run["adapter"], test, predictions, tmp_path / "scores.json",
+                            evaluate_settings(max_samples=10, batch_size=4, max_new_tokens=24),
+                            model_settings(template="glm4"), tokenize_settings(max_input_length=512), base_model=small_run["model"])
+    assert scores["prompts_cut"] == 0
+    answers = tmp_path / "answers.jsonl"
+    done = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", str(small_run["adapter"]), "--input", str(predictions),
+                           "--output", str(answers), "--max-new-tokens", "24"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(read_jsonl(answers))
+    assert len(rows) == 10 and any(row["prediction"] for row in rows)
+    assert [row["response"] for row in rows] == [row["prediction"] for row in rows]
 
 
 def test_inference_command_with_moved_base(small_run: dict[str, Path], tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ class Tokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
     def convert_tokens_to_ids(self, token: str) -> int: ...
     def get_added_vocab(self) -> dict[str, int]: ...
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
 
 
 class TemplateTokenError(ValueError):
@@ -290,15 +291,30 @@ def cut_prompt(messages_ids: list[int], header: list[int], max_length: int | Non
     return messages_ids[:max_length] + header
 
 
-def split_for_generation(messages: Sequence[dict[str, Any]], template: ChatTemplate) -> tuple[list[dict[str, Any]], str]:
-    """Split a conversation into (prompt messages, reference answer): the last assistant message is the reference,
-    as the model writes it after the role token: its content, or for a tool call the function name's line and the
-    call in the family's form (`get_weather\n{"city": "北京"}` for GLM-4), which is what generation decodes to."""
+def split_for_generation(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Split a conversation into (prompt messages, the answer): the last assistant message is the answer, the
+    messages before it the prompt (reference_answer gives the answer's text to score against)."""
     for position in range(len(messages) - 1, -1, -1):
         if messages[position]["role"] == "assistant":
-            written = "".join(text for block in template.blocks(messages[position]) for text in block.texts)
-            return list(messages[:position]), written.strip()
+            return list(messages[:position]), messages[position]
     raise ValueError("conversation has no assistant message to evaluate against")
+
+
+def decode_answer(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """The text of what a model wrote after the assistant role token, as the evaluation scores it: special tokens
+    (the stop token) skipped, the ends stripped."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def reference_answer(tokenizer: Tokenizer, template: ChatTemplate, answer: dict[str, Any]) -> str:
+    """The reference a prediction is scored against: the ids training encodes `answer` as, after its role token,
+    decoded as generation is (decode_answer), as the official demos decode their label ids. For a tool call that
+    is the function name's line and the call in the family's form (`get_weather\n{"city": "北京"}` for GLM-4). Not
+    the texts joined: ChatGLM3 encodes the name's line and the call apart, SentencePiece-style, and the model that
+    writes those ids decodes to `get_weather\n ```python…`, a space the joined text lacks."""
+    ids, _ = encode_messages(tokenizer, template, [answer])
+    after_role = len(template.prefix) + 1  # the prefix's special tokens, then the answer's <|assistant|>
+    return decode_answer(tokenizer, ids[after_role:])
 
 
 def stop_token_ids(tokenizer: Tokenizer, template: ChatTemplate) -> list[int]:

@@ -137,6 +137,21 @@ def check_layout(datasets: Mapping[str, Mapping[str, Any]], test_ratio: float) -
         raise ConfigCheckError(f"config: datasets: {problem}")
 
 
+def check_held_out_shares(datasets: Mapping[str, Mapping[str, Any]], split: Mapping[str, Any]) -> None:
+    """An `all` file whose held-out shares take all of it: nothing of it is trained on (merge_splits would find an
+    empty training split only after the conversions, naming no key)."""
+    from glmtune.data.split import held_out_shares
+
+    for name, dataset in datasets.items():
+        if "all" not in dataset["files"]:
+            continue
+        shares = held_out_shares(dataset["files"], split["validation_ratio"], split["test_ratio"])
+        if sum(shares.values()) >= 1:
+            given = " + ".join(f"split.{kind}_ratio {share}" for kind, share in shares.items() if share)
+            raise ConfigCheckError(f"config: split: {given} hold out all of datasets.{name}.files.all, leaving none of "
+                                   "it to train on: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
+
+
 def check_validation_wanted(train: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
                             validation_ratio: float, where: str) -> None:
     """train.eval_steps asks for a validation loss: a layout with no validation data would train without one."""
@@ -325,6 +340,7 @@ def _check_config(config: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any
     from glmtune.settings import ExportSettings, SettingsError, stage_section
 
     check_datasets(config["datasets"], config["split"]["test_ratio"])
+    check_held_out_shares(config["datasets"], config["split"])
     model = config["model"]
     check_model(model)
     try:  # the schema and the typed section agree

@@ -82,6 +82,15 @@ def check_method(settings: TrainSettings, trust_remote_code: bool, family: str, 
                           "off, or set model.trust_remote_code: false")
     if method.lora_targets and settings.lora is not None:
         lora_targets(settings.lora.target_modules, trust_remote_code, family)
+    if not gpu_from_scheduler and (settings.attention == "flex_attention" or settings.loss == "liger"
+                                   or settings.liger_kernels):
+        from glmtune.train.attention import speed_path  # torch: only for the choices that need a GPU
+
+        try:  # the train job would stop on it after every data job; here it stops before any
+            speed_path(settings)
+        except ValueError as err:
+            raise MethodError(f"{err} (on a cluster, give the train rule GPUs: --set-resources train:gpu=1, or "
+                              "profiles/slurm)") from None
 
 
 def check_cache(train: TrainSettings, evaluate: EvaluateSettings) -> None:

@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 
 from glmtune.data.formats import CONVERTERS, from_dataset_info
 from helpers.official_tokenizers import load_chatglm3_tokenizer
-from glmtune.chat_template import encode_conversation, encode_prompt, get_template
+from glmtune.chat_template import encode_conversation, encode_prompt, get_template, reference_answer, split_for_generation
 
 CHATGLM3 = get_template("chatglm3")
 WEATHER = {"name": "get_weather", "description": "查询城市的实时天气",
@@ -156,6 +156,23 @@ def _emollm() -> list[tuple[str, Any, dict[str, Any]]]:
 def _advertisegen() -> list[tuple[str, Any, dict[str, Any]]]:
     rows = json_lines(shared_data("chatglm3/AdvertiseGen_fix_dev.json"), 50)  # the ChatGLM3 demo's own file
     return [(f"AdvertiseGen_fix dev {index}", CONVERTERS["chatglm3"](row, {}), row) for index, row in rows]
+
+
+def test_the_reference_is_what_the_trained_answer_decodes_to() -> None:
+    """The evaluation scores a prediction against the answer's ids decoded, as the demo's compute_metrics decodes its
+    label ids: build_single_message's ids after the role token, sp.encode(f"{metadata}\\n") + sp.encode(text), by
+    sentencepiece's own decode. A call's two pieces, encoded apart, decode with a space between them."""
+    spm = pytest.importorskip("sentencepiece", reason="sentencepiece is the ChatGLM3 reference encoder")
+    sp = spm.SentencePieceProcessor(model_file=str(shared_data("tokenizers/chatglm3-6b/tokenizer.model")))
+
+    def official(metadata: str, text: str) -> str:
+        return str(sp.decode(sp.encode(f"{metadata}\n") + sp.encode(text))).strip()
+
+    conversation = CONVERTERS["chatglm3"](CASES["tools-only"][0], {})
+    call = next(message for message in conversation if message.get("metadata"))
+    assert reference_answer(_tokenizer(), CHATGLM3, call) == official("get_weather", CALL_TEXT) == "get_weather\n " + CALL_TEXT
+    final = split_for_generation(conversation)[1]
+    assert reference_answer(_tokenizer(), CHATGLM3, final) == official("", "北京晴，25度。") == "北京晴，25度。"
 
 
 SOURCES = {"glaive": _glaive, "emollm": _emollm, "advertisegen": _advertisegen}

@@ -11,6 +11,7 @@ from glmtune.chat_template import (
     encode_conversation,
     encode_prompt,
     get_template,
+    reference_answer,
     split_for_generation,
     stop_token_ids,
 )
@@ -122,8 +123,8 @@ def test_cutoff_len_exactly_the_length_does_not_truncate(tok: Any) -> None:
 
 
 def test_encode_prompt_matches_the_tokenizers_chat_template(tok: Any) -> None:
-    prompt_messages, reference = split_for_generation(CONVERSATION, GLM4)
-    assert reference == ANSWER and [m["role"] for m in prompt_messages] == ["system", "user"]
+    prompt_messages, answer = split_for_generation(CONVERSATION)
+    assert reference_answer(tok, GLM4, answer) == ANSWER and [m["role"] for m in prompt_messages] == ["system", "user"]
     ids = encode_prompt(tok, GLM4, prompt_messages)
     assert ids[-1] == tid(tok, "<|assistant|>")
     text = tok.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
@@ -149,7 +150,7 @@ def test_encode_prompt_max_length_cuts_as_the_demos_do(tok: Any) -> None:
 
 def test_split_for_generation_without_assistant() -> None:
     with pytest.raises(ValueError, match="no assistant"):
-        split_for_generation([msg("user", "q", False)], GLM4)
+        split_for_generation([msg("user", "q", False)])
 
 
 def test_stop_tokens_and_unknown_template(tok: Any) -> None:

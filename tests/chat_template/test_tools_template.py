@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from glmtune.chat_template import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import (IGNORE_INDEX, encode_conversation, encode_prompt, get_template, reference_answer,
+                                    split_for_generation)
 from glmtune.model.tiny import train_tokenizer
 
 GLM4 = get_template("glm4")
@@ -125,11 +126,14 @@ def test_chatglm3_layout_is_its_finetune_codes_prompt_and_python_call(tok: Any) 
 
 
 @pytest.mark.parametrize(("template", "call"), [(GLM4, ARGS), (CHATGLM3_LAYOUT, CHATGLM3_CALL)], ids=["glm4", "chatglm3"])
-def test_a_test_conversation_ending_in_a_tool_call_is_scored_against_what_the_model_writes(template: Any, call: str) -> None:
+def test_a_test_conversation_ending_in_a_tool_call_is_scored_against_what_the_model_writes(tok: Any, template: Any, call: str) -> None:
     """Generation decodes what follows <|assistant|>: the function name's line, then the call (GLM-4: the JSON, as the
-    official template renders `<|assistant|>get_weather\n{...}`; ChatGLM3: its python call), not the bare arguments."""
-    assert split_for_generation(conversation()[:3], template) == (conversation()[:2], "get_weather\n" + call)
-    assert split_for_generation(conversation(), template) == (conversation()[:4], ANSWER)
+    official template renders `<|assistant|>get_weather\n{...}`; ChatGLM3: its python call), not the bare arguments.
+    (This byte-level tokenizer decodes its ids back to the text; ChatGLM3's SentencePiece: test_parity_chatglm3.)"""
+    assert split_for_generation(conversation()[:3]) == (conversation()[:2], conversation()[2])
+    assert reference_answer(tok, template, conversation()[2]) == "get_weather\n" + call
+    assert split_for_generation(conversation()) == (conversation()[:4], conversation()[4])
+    assert reference_answer(tok, template, conversation()[4]) == ANSWER
 
 
 @pytest.mark.parametrize("template", [GLM4, CHATGLM3_LAYOUT], ids=["glm4", "chatglm3"])

@@ -30,11 +30,20 @@ def test_chatglm3_tools_and_tool_call() -> None:
     ]
 
 
-def test_chatglm3_string_observation_and_missing_parameters_kept() -> None:
-    record = conv(user("q"), {"role": "tool", "name": "now", "observation": "12:00"}, assistant("中午"))
+def test_chatglm3_string_observation_and_empty_parameters_kept() -> None:
+    record = conv(user("q"), {"role": "tool", "name": "now", "parameters": {}, "observation": "12:00"}, assistant("中午"))
     messages = chatglm3(record, {})
     assert messages[1] == {"role": "assistant", "content": "{}", "loss": True, "metadata": "now"}
     assert messages[2] == {"role": "observation", "content": "12:00", "loss": False}
+
+
+def test_chatglm3_tool_without_parameters_is_refused() -> None:
+    """The demo reads conv["parameters"] (a KeyError without it); read as no arguments, a call to a tool that takes
+    some would be trained without them."""
+    record = conv(user("q"), {"role": "tool", "name": "get_weather", "observation": "晴"}, assistant("晴"))
+    with pytest.raises(InvalidRecord, match=r"^message 1: tool message without 'parameters': give the call's arguments "
+                                            r"as an object \(an empty one, \{\}, for a tool that takes none\)$"):
+        chatglm3(record, {})
 
 
 def test_chatglm3_system_text_rides_on_the_tools_system_message() -> None:
@@ -59,9 +68,9 @@ def test_chatglm3_tool_parameters_object_or_json_string(parameters: Any) -> None
 
 @pytest.mark.parametrize("parameters, reason", [
     ("city=北京", "message 1: 'parameters' is a string but not JSON"),
-    ('["北京"]', "message 1: 'parameters' is list, not an object"),
-    ('"北京"', "message 1: 'parameters' is str, not an object"),
-    (["北京"], "message 1: 'parameters' is list, not an object"),
+    ('["北京"]', "message 1: 'parameters' is a list, not an object"),
+    ('"北京"', "message 1: 'parameters' is a string, not an object"),
+    (["北京"], "message 1: 'parameters' is a list, not an object"),
 ], ids=["not-json", "json-list", "json-string-of-string", "list"])
 def test_chatglm3_tool_parameters_rejected_with_the_fix(parameters: Any, reason: str) -> None:
     record = conv(user("q"), {"role": "tool", "name": "w", "parameters": parameters, "observation": "晴"}, assistant("a"))
@@ -90,3 +99,11 @@ def test_chatglm3_explicit_loss_is_respected() -> None:
         ("system", True), ("user", True), ("assistant", False), ("assistant", False),
         ("observation", False), ("observation", True), ("assistant", True),
     ]
+
+
+def test_a_reason_names_the_json_kind_not_the_class_records_are_read_as() -> None:
+    """The convert stage reads records as tracked dicts (glmtune.data.unread): a reason said "TrackedDict"."""
+    from glmtune.data.unread import tracked
+
+    with pytest.raises(InvalidRecord, match=r"'tools' is an object, not a list"):
+        chatglm3(tracked({"tools": {"name": "x"}, "conversations": [user("q"), assistant("a")]}), {})

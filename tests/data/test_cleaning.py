@@ -154,3 +154,32 @@ def test_a_rule_that_matched_nothing_is_reported_with_zero(tmp_path: Path) -> No
     assert report["steps"] == {"messages_with_strings_removed": 0, "intro_lines_dropped": 0, "dropped_short": 0,
                                "dropped_long": 0}
     assert json.loads((tmp_path / "rep.json").read_text(encoding="utf-8"))["steps"] == report["steps"]
+
+
+def tool_exchange(question: str, answer: str = "晴，25度") -> list[dict]:
+    return [message("user", question), message("assistant", '{"city": "北京"}', metadata="get_weather"),
+            message("observation", '{"temp": 25}', loss=False), message("assistant", answer)]
+
+
+@pytest.mark.parametrize(("question", "answer"), [("", "晴，25度"), ("北京天气？", " ")], ids=["empty-question", "empty-answer"])
+def test_an_empty_side_drops_its_whole_exchange_tool_call_and_observation_included(question: str, answer: str) -> None:
+    """Not the empty message alone: that left the call's observation after a plain answer (the model then learns to
+    ask for an observation without calling anything), or the question without its answer."""
+    counts: Counter[str] = Counter()
+    first = [message("user", "你好"), message("assistant", "你好！")]
+    out = clean_conversation([*first, *tool_exchange(question, answer), *first], clean_settings(), counts)
+    assert out == [*first, *first] and counts["empty_turns_dropped"] == 1
+
+
+def test_convert_names_the_first_record_that_lost_an_exchange(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = tmp_path / "raw.jsonl"
+    whole = [message("user", "你好"), message("assistant", "你好！")]
+    rows = [{"conversations": whole}, {"conversations": [*whole, *tool_exchange("")]}]
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        report = convert_file(raw, tmp_path / "out.jsonl", tmp_path / "rej.jsonl", tmp_path / "rep.json", "chatglm3", "t",
+                              convert_settings(dedupe=False))
+    assert report["records_out"] == 2 and report["steps"]["empty_turns_dropped"] == 1
+    assert "1 kept records lost an exchange with an empty question or answer (clean.drop_empty_turns" in caplog.text
+    assert f"first at {raw}: line 2" in caplog.text
+    assert [row["conversations"] for row in read_jsonl(tmp_path / "out.jsonl")][1] == whole

@@ -194,7 +194,7 @@ def test_shards_given_as_a_list_convert_as_one_file_naming_each_records_file(tmp
     assert next(read_jsonl(out))["source"]["index"] == f"{shards[0]}: record 0"
     assert all(reject["where"].startswith(str(tmp_path / "train-")) for reject in read_jsonl(tmp_path / "shards.rejects.jsonl"))
     pq.write_table(pa.Table.from_pylist([{"instruction": "q", "output": 5}]), shards[1])  # a bad record in shard 2
-    with pytest.raises(ConversionError, match=rf"^{shards[1]}: record 0: 'output' is int, not a string"):
+    with pytest.raises(ConversionError, match=rf"^{shards[1]}: record 0: 'output' is a number, not a string"):
         convert_file(shards, out, tmp_path / "r.jsonl", tmp_path / "r.json", "alpaca", "real", convert_settings())
 
 

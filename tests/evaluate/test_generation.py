@@ -35,7 +35,7 @@ def tuned(small_run: dict[str, Path]) -> tuple[Any, Any, list[list[int]]]:
     """The fine-tuned tiny model (adapter on its base) and 11 test prompts: batches of 4 leave a short last one."""
     model, tokenizer = load_trained(small_run["adapter"], trust_remote_code=False)
     rows = list(read_jsonl(small_run["test"]))[:11]
-    prompts = [encode_prompt(tokenizer, TEMPLATE, split_for_generation(r["conversations"], TEMPLATE)[0]) for r in rows]
+    prompts = [encode_prompt(tokenizer, TEMPLATE, split_for_generation(r["conversations"])[0]) for r in rows]
     return model, tokenizer, prompts
 
 

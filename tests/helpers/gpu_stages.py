@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import yaml
 
-from glmtune.chat_template import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import encode_prompt, get_template, reference_answer, split_for_generation
 from glmtune.evaluate.batching import plan_batches, static_shape
 from glmtune.evaluate.generation import generate_batches
 from glmtune.io import read_jsonl
@@ -28,9 +28,9 @@ def prompts_of(test_path: str | Path, tokenizer: Any, template: str, max_input_l
                  count: int | None = None) -> tuple[list[list[int]], list[str]]:
     """The evaluate stage's prompts (the last assistant turn cut off) and their references."""
     rows = list(read_jsonl(test_path))[:count]
-    pairs = [split_for_generation(row["conversations"], get_template(template)) for row in rows]
+    pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts = [encode_prompt(tokenizer, get_template(template), messages, max_input_length) for messages, _ in pairs]
-    return prompts, [reference for _, reference in pairs]
+    return prompts, [reference_answer(tokenizer, get_template(template), answer) for _, answer in pairs]
 
 
 def predict(model: Any, tokenizer: Any, template: str, prompts: Sequence[list[int]], batch_size: int,

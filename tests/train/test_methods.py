@@ -155,6 +155,19 @@ def test_qlora_without_a_gpu_is_refused_before_loading() -> None:
         check_method(train_settings(method="qlora"), trust_remote_code=False, family="glm4")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize(("settings", "message"), [({"attention": "flex_attention"}, "train.attention: flex_attention needs a CUDA GPU"),
+                                                   ({"loss": "liger"}, "train.loss: liger and train.liger_kernels need a CUDA GPU"),
+                                                   ({"liger_kernels": True}, "train.loss: liger and train.liger_kernels need a CUDA GPU")],
+                         ids=["flex-attention", "liger-loss", "liger-kernels"])
+def test_gpu_only_speed_choices_without_a_gpu_are_refused_before_any_job(settings: dict, message: str) -> None:
+    """As qlora: the train job would stop on them only after every data job. A cluster's train job gets its GPU."""
+    with pytest.raises(MethodError, match=message + r".*--set-resources train:gpu=1"):
+        check_method(train_settings(**settings), trust_remote_code=False, family="glm4")
+    if "attention" in settings:  # the Liger ones also need liger-kernel installed, which this machine may lack
+        check_method(train_settings(**settings), trust_remote_code=False, gpu_from_scheduler=True, family="glm4")
+
+
 def test_qlora_without_bitsandbytes_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))

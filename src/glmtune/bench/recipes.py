@@ -86,7 +86,7 @@ def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str,
     cache = resolve_cache(cache, model)  # auto: static on a GPU, as the evaluate stage resolves it
     template = get_template(template_name)
     rows = list(read_jsonl(test_path))[:samples]
-    prompts = [encode_prompt(tokenizer, template, split_for_generation(r["conversations"], template)[0]) for r in rows]
+    prompts = [encode_prompt(tokenizer, template, split_for_generation(r["conversations"])[0]) for r in rows]
     size = even_batch_size(len(prompts), resolve_batch_size(batch, model, prompts, max_new_tokens))
     demo_prompts = prompts[: demo_samples or None]
     ways = [("demo: dataset order", demo_prompts, plan_batches(demo_prompts, demo_batch, False), "dynamic"),

@@ -30,27 +30,30 @@ def placeholders_in(messages: Sequence[dict[str, Any]]) -> set[str]:
     return {found for msg in messages for found in PLACEHOLDER.findall(msg["content"])}
 
 
+def _is_empty(msg: dict[str, Any]) -> bool:
+    """A user or assistant message with no text (a tool call, with metadata, is not empty)."""
+    return msg["role"] in ("user", "assistant") and not msg["content"].strip() and not msg.get("metadata")
+
+
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
-    """Drop a user/assistant exchange when either side is empty (a tool call with metadata is not empty)."""
-    kept: list[dict[str, Any]] = []
-    skip_next_answer = False
+    """Drop each exchange, a user message and all that answers it up to the next user message (answers, tool calls,
+    their observations), whose question or any answer is empty. Dropping the empty message alone would leave a
+    question unanswered, or an observation after a plain answer, which the model would learn to ask for without a
+    call. Before the first user message, only an empty message itself goes."""
+    exchanges: list[list[dict[str, Any]]] = [[]]
     for msg in messages:
-        empty = not msg["content"].strip() and not msg.get("metadata")
         if msg["role"] == "user":
-            skip_next_answer = empty
-            if empty:
-                counts["empty_turns_dropped"] += 1
-                continue
-        elif msg["role"] == "assistant":
-            if skip_next_answer:
-                skip_next_answer = False
-                continue
-            if empty:
-                counts["empty_turns_dropped"] += 1
-                if kept and kept[-1]["role"] == "user":
-                    kept.pop()
-                continue
-        kept.append(msg)
+            exchanges.append([])
+        exchanges[-1].append(msg)
+    preamble, *asked = exchanges
+    kept = [msg for msg in preamble if not _is_empty(msg)]
+    if len(kept) < len(preamble):
+        counts["empty_turns_dropped"] += len(preamble) - len(kept)
+    for exchange in asked:
+        if any(map(_is_empty, exchange)):
+            counts["empty_turns_dropped"] += 1
+        else:
+            kept.extend(exchange)
     return kept
 
 

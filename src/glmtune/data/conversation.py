@@ -16,6 +16,15 @@ from typing import Any
 
 from glmtune.chat_template import tool_function
 
+KINDS = {str: "a string", list: "a list", dict: "an object", bool: "true or false"}
+
+
+def kind_of(value: Any) -> str:
+    """A JSON value's kind in words ("an object", not the dict subclass a record may be read as)."""
+    kinds = (*KINDS.items(), (int, "a number"), (float, "a number"))  # bool before int: True is an int
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null" if value is None else type(value).__name__)
+
+
 ROLES = ("system", "user", "assistant", "observation")
 # Roles trained when a message carries no `loss` flag: the GLM-4 demo's rule (system/user/observation untrained).
 # The chatglm3 converter applies ChatGLM3's own (only system/user untrained) before calling message().
@@ -40,18 +49,18 @@ def message(role: str, content: str, loss: bool | None = None, metadata: str | N
 def normalize_tools(tools: Any, where: str = "") -> list[dict[str, Any]]:
     """Check a tools list and return it as plain function objects; raise InvalidRecord naming the bad tool."""
     if not isinstance(tools, list):
-        raise InvalidRecord(f"{where}'tools' is {type(tools).__name__}, not a list")
+        raise InvalidRecord(f"{where}'tools' is {kind_of(tools)}, not a list")
     functions: list[dict[str, Any]] = []
     named: dict[str, int] = {}  # function name -> the tool that has it
     for index, tool in enumerate(tools):
         at = f"{where}tool {index}: "
         if not isinstance(tool, dict):
-            raise InvalidRecord(f"{at}is {type(tool).__name__}, not an object")
+            raise InvalidRecord(f"{at}is {kind_of(tool)}, not an object")
         if tool.get("type", "function") != "function":
             raise InvalidRecord(f"{at}type {tool['type']!r} is not a function tool (only function tools are supported)")
         function = tool_function(tool)
         if not isinstance(function, dict):
-            raise InvalidRecord(f"{at}'function' is {type(function).__name__}, not an object")
+            raise InvalidRecord(f"{at}'function' is {kind_of(function)}, not an object")
         if not isinstance(function.get("name"), str) or not function["name"].strip():
             raise InvalidRecord(f"{at}a function tool needs a non-empty string 'name'")
         if not isinstance(function.get("description", ""), str):
@@ -96,7 +105,7 @@ def validate_conversation(conversation: Any) -> None:
         if role not in ROLES:
             raise InvalidRecord(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
-            raise InvalidRecord(f"{where}: content is {type(content).__name__}, not a string")
+            raise InvalidRecord(f"{where}: content is {kind_of(content)}, not a string")
         if "loss" in msg and not isinstance(msg["loss"], bool):
             raise InvalidRecord(f"{where}: 'loss' must be true or false, got {msg['loss']!r}")
         if "tools" in msg:
@@ -112,6 +121,10 @@ def validate_conversation(conversation: Any) -> None:
             seen_system = True
         elif role == "user":
             seen_user = True
+        elif role == "observation" and (position == 0 or conversation[position - 1]["role"] not in ("assistant", "observation")):
+            before = f"after a {conversation[position - 1]['role']} message" if position else "as the first message"
+            raise InvalidRecord(f"{where}: an observation {before}; an observation is a tool's result and follows the "
+                                "assistant message that called it (ChatGLM3's and GLM-4's rule)")
         elif role == "assistant" and not content.strip() and not msg.get("metadata"):
             raise InvalidRecord(f"{where}: empty assistant message")
     if not any(m["role"] == "user" for m in conversation):

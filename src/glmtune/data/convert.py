@@ -144,6 +144,7 @@ def convert_file(
     left: dict[str, list[str]] = {}  # placeholder -> where it was left
     undeclared: dict[str, list[str]] = {}  # a called function its record's tools do not declare -> where
     not_read: Counter[str] = Counter()  # a key the converter never read -> records holding it
+    shortened: list[str] = []  # records that lost an exchange to clean.drop_empty_turns
     for where, record in records:
         if isinstance(record, BadLine):  # only with on_invalid: skip
             rejects.append({"where": where, "reason": record.reason, "record": record.text})
@@ -170,6 +171,7 @@ def convert_file(
         mark_carried(messages)
         not_read.update(unread(watched))
         try:
+            before = counts["empty_turns_dropped"]
             messages = clean_conversation(messages, rules, counts)
             validate_conversation(messages)  # cleaning may break a rule the converter's output kept
         except Dropped as err:
@@ -192,6 +194,8 @@ def convert_file(
         for function in dict.fromkeys(calls := undeclared_calls(messages)):
             undeclared.setdefault(function, []).append(where)
         counts["records_calling_undeclared_tools"] += bool(calls)
+        if counts["empty_turns_dropped"] > before:
+            shortened.append(where)
         kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
     if not kept:
         raise ConversionError(nothing_kept(label, dataset, fmt, rejects)
@@ -218,6 +222,10 @@ def convert_file(
         log.warning("%s: records hold keys format %s does not read, left out of the conversations: %s (the report's "
                     "keys_not_read); map them with columns: / tags: where the format has them, or use a format that "
                     "reads them", dataset, fmt, ", ".join(f"{path} ({count} records)" for path, count in sorted(not_read.items())))
+    if shortened:
+        log.warning("%s: %d kept records lost an exchange with an empty question or answer (clean.drop_empty_turns: "
+                    "the question with all its answers, tool calls and observations), first at %s; their other turns "
+                    "are trained", dataset, len(shortened), at(shortened[0]))
     if counts["intro_line_matched_one_line_answer"]:
         log.warning("%s: clean.drop_intro_line matched %d one-line answers and changed nothing there (no first line "
                     "to drop)", dataset, counts["intro_line_matched_one_line_answer"])

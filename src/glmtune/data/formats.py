@@ -31,17 +31,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.conversation import InvalidRecord, message, normalize_tools
+from glmtune.data.conversation import KINDS, InvalidRecord, kind_of, message, normalize_tools
 from glmtune.repeated_keys import loads as json_loads, repeated_paths
 
 Converter = Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
 CONVERTERS: dict[str, Converter] = {}
-_KINDS = {str: "a string", list: "a list", dict: "an object", bool: "true or false"}
+CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {}  # the dataset keys a converter reads (`columns`, `tags`)
 
 
-def register(name: str) -> Callable[[Converter], Converter]:
+def register(name: str, options: tuple[str, ...] = ()) -> Callable[[Converter], Converter]:
     def add(func: Converter) -> Converter:
-        CONVERTERS[name] = func
+        CONVERTERS[name], CONVERTER_OPTIONS[name] = func, options
         return func
 
     return add
@@ -49,7 +49,7 @@ def register(name: str) -> Callable[[Converter], Converter]:
 
 def _object(value: Any, where: str = "record") -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidRecord(f"{where} is {type(value).__name__}, not an object")
+        raise InvalidRecord(f"{where} is {kind_of(value)}, not an object")
     return value
 
 
@@ -61,7 +61,7 @@ def _get(obj: dict[str, Any], key: str, kind: type = str, where: str = "", requi
         return None
     value = obj[key]
     if not isinstance(value, kind):
-        raise InvalidRecord(f"{where}'{key}' is {type(value).__name__}, not {_KINDS[kind]}")
+        raise InvalidRecord(f"{where}'{key}' is {kind_of(value)}, not {KINDS[kind]}")
     return value
 
 
@@ -89,7 +89,7 @@ def _tools(value: Any, key: str = "tools") -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidRecord(f"'{key}' is {type(value).__name__}, not a list")
+        raise InvalidRecord(f"'{key}' is {kind_of(value)}, not a list")
     return normalize_tools(value)
 
 
@@ -116,8 +116,13 @@ CHATGLM3_UNTRAINED = ("system", "user")  # the ChatGLM3 finetune README: without
 
 
 def _chatglm3_parameters(turn: dict[str, Any], where: str) -> dict[str, Any]:
-    """A tool message's `parameters`: an object, or a string holding a JSON object (parsed, not encoded again)."""
-    parameters = turn.get("parameters", {})
+    """A tool message's `parameters`: an object, or a string holding a JSON object (parsed, not encoded again). One
+    left out is refused, as the demo's `conv["parameters"]` fails on it: read as no arguments, a call to a tool that
+    takes some would be trained without them."""
+    if "parameters" not in turn:
+        raise InvalidRecord(f"{where}tool message without 'parameters': give the call's arguments as an object "
+                            "(an empty one, {}, for a tool that takes none)")
+    parameters = turn["parameters"]
     if isinstance(parameters, str):
         try:
             parameters = json.loads(parameters)
@@ -125,7 +130,7 @@ def _chatglm3_parameters(turn: dict[str, Any], where: str) -> dict[str, Any]:
             raise InvalidRecord(f"{where}'parameters' is a string but not JSON ({err.msg}); give an object of "
                                 "argument names and values, or a string holding one") from None
     if not isinstance(parameters, dict):
-        raise InvalidRecord(f"{where}'parameters' is {type(parameters).__name__}, not an object; give an object of "
+        raise InvalidRecord(f"{where}'parameters' is {kind_of(parameters)}, not an object; give an object of "
                             "argument names and values (as tool_call(name=value, ...) takes them)")
     return parameters
 
@@ -216,7 +221,7 @@ ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output
                   "history": "history", "tools": "tools"}
 
 
-@register("alpaca")
+@register("alpaca", options=("columns",))
 def alpaca(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Alpaca `{"instruction", "input", "output", "system"?, "history"?: [[q, a], ...], "tools"?}`.
 
@@ -277,7 +282,7 @@ def _function_call(content: str, where: str) -> dict[str, Any]:
                    metadata=call["name"])
 
 
-@register("sharegpt")
+@register("sharegpt", options=("columns", "tags"))
 def sharegpt(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """LLaMA-Factory's sharegpt: `{"conversations": [{"from", "value"}], "system"?, "tools"?}`.
 

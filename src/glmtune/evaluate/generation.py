@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from glmtune.evaluate.backend import Plan
 from glmtune.evaluate.batching import StaticShape, pad_rows, plan_batches, resolve_batch_size, static_shape
 from glmtune.logs import bar_options
-from glmtune.chat_template import ChatTemplate, stop_token_ids
+from glmtune.chat_template import ChatTemplate, decode_answer, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def generate_batches(
         )
         # Only the real rows: the copies that pad a short batch are never decoded.
         for row, ids in zip(rows, generated[: len(rows), batch["input_ids"].shape[1] :]):
-            outputs[row] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            outputs[row] = decode_answer(tokenizer, ids.tolist())
     return outputs
 
 

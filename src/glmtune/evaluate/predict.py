@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glmtune.chat_template import get_template, split_for_generation
+from glmtune.chat_template import get_template, reference_answer, split_for_generation
 from glmtune.config_rules import model_positions, positions_problem
 from glmtune.evaluate.backend import in_order, make_backend, make_plan
 from glmtune.evaluate.batching import resolve_cache
@@ -53,9 +53,9 @@ def evaluate_model(
     cache = resolve_cache(cache, loaded)
     if problem := positions_problem(model_positions(loaded.config.to_dict()), tokenize, max_new_tokens):
         raise ValueError(f"{model_dir}: {problem}")
-    pairs = [split_for_generation(row["conversations"], template) for row in rows]
+    pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
-    references = [reference for _, reference in pairs]
+    references = [reference_answer(tokenizer, template, answer) for _, answer in pairs]
     answers_longer = check_answer_room(tokenizer, references, settings, test_path)
     backend = make_backend(cache, loaded, tokenizer, template, settings.batch_size, progress=rank == 0)
     if world > 1:
@@ -76,8 +76,8 @@ def evaluate_model(
              model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
     check_not_superseded(Path(predictions_path).parent)  # a newer evaluation refused meanwhile: other settings
     write_jsonl(predictions_path, (
-        {"prompt": messages[-1]["content"] if messages else "", "reference": ref, "prediction": pred}
-        for (messages, ref), pred in zip(pairs, predictions)
+        {"messages": messages, "reference": ref, "prediction": pred}  # a `glmtune infer --input` line
+        for (messages, _), ref, pred in zip(pairs, references, predictions)
     ))
     write_json(scores_path, scores)
     return scores

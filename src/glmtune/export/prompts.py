@@ -18,7 +18,7 @@ def sample_inputs(test_path: str | Path, tokenizer: Any, template_name: str, cou
     """A few real prompts from the test split to compare logits on."""
     template = get_template(template_name)
     rows = [row for _, row in zip(range(count), read_jsonl(test_path))]
-    return [encode_prompt(tokenizer, template, split_for_generation(row["conversations"], template)[0]) for row in rows]
+    return [encode_prompt(tokenizer, template, split_for_generation(row["conversations"])[0]) for row in rows]
 
 
 def logits_of(forward: Callable[[list[int]], torch.Tensor], inputs: list[list[int]], what: str) -> list[torch.Tensor]:
