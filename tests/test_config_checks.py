@@ -76,6 +76,40 @@ def test_held_out_shares_taking_a_whole_all_file_are_refused() -> None:
     check(validated({"d": {**demo, "files": {"all": "train.json", "test": "dev.json"}}}, split={"validation_ratio": 0.5, "test_ratio": 0.5}))
 
 
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "url": "https://x/a.tar.gz"},
+     "config: datasets.d.url is read only with source: url, and this one's source is demo, which would ignore it"),
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "sha256": "0" * 64},
+     "config: datasets.d.sha256 is read only with source: url"),
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "dataset_info": "dataset_info.json"},
+     "config: datasets.d.dataset_info is read only with source: llamafactory"),
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "columns": {"prompt": "content"}},
+     "config: datasets.d.columns is read only with format: alpaca or format: sharegpt, and this one's format is "
+     "advertisegen, which would ignore it: set datasets.d.format to the one meant, or remove columns"),
+    ({"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}, "tags": {"role_tag": "from"}},
+     "config: datasets.d.tags is read only with format: sharegpt"),
+], ids=["url", "sha256", "dataset-info", "columns", "tags"])
+def test_a_dataset_key_its_source_or_format_does_not_read_is_refused(entry: dict[str, Any], message: str) -> None:
+    assert fails(validated({"d": entry})).startswith(message)
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"path": "/somewhere/glm-4-9b-chat"}, "config: model.path is read only with source: path, and this one's source is "
+                                           "tiny, which would ignore it: set model.source to the one meant, or remove path"),
+    ({"repo_id": "THUDM/glm-4-9b-chat"}, "config: model.repo_id is read only with source: huggingface or source: modelscope"),
+    ({"revision": "main"}, "config: model.revision is read only with source: huggingface or source: modelscope"),
+    ({"tiny": {"num_attention_heads": 4, "num_key_value_heads": 3}},
+     "config: model.tiny: num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+    ({"tiny": {"hidden_size": 100, "num_attention_heads": 3, "num_key_value_heads": 1}},
+     "config: model.tiny: hidden_size 100 is not a multiple of num_attention_heads 3"),
+], ids=["path-with-tiny", "repo-id-with-tiny", "revision-with-tiny", "kv-heads", "heads"])
+def test_a_model_key_its_source_does_not_read_or_tiny_heads_that_cannot_split_are_refused(model: dict[str, Any], message: str) -> None:
+    """`path:` added to a copy of config/config.yaml without `source: path` trained a random tiny model, exit 0."""
+    config = validated()
+    config["model"] = with_defaults(schema(), {"model": {"name": "m", "source": "tiny", **model}})["model"]
+    assert fails(config).startswith(message)
+
+
 def test_a_folder_given_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
     (tmp_path / "parts").mkdir()
     entry = {"source": "path", "format": "alpaca", "files": {"all": str(tmp_path / "parts")}}
@@ -174,6 +208,7 @@ def test_a_native_model_folder_with_bin_weights_only_stops_before_any_job(tmp_pa
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GlmForCausalLM"]}))
     torch.save({"layer.weight": torch.zeros(4)}, folder / "pytorch_model.bin")
+    (folder / "tokenizer.model").write_bytes(b"")
     message = fails(validated(model={"name": "m", "source": "path", "path": str(folder)}))
     assert message.startswith(f"config: model.path: {folder} holds its weights as pytorch_model*.bin only; the export "
                               "reads safetensors")
@@ -198,6 +233,28 @@ def test_a_model_folder_of_a_model_type_no_family_loads_as_stops_before_any_job(
         "original (model_type 'chatglm', e.g. THUDM/chatglm3-6b)")
     (folder / "config.json").write_text("[]")
     assert fails(config).startswith(f"config: model.path: {folder}/config.json: not a JSON object")
+
+
+def test_a_model_folder_without_a_tokenizer_or_with_another_models_stops_before_any_job(tmp_path: Path) -> None:
+    """A model saved without its tokenizer failed in the first evaluation ("Couldn't instantiate the backend
+    tokenizer"), a larger tokenizer of another model with a bare IndexError, after the data stages."""
+    folder = sharded(tmp_path / "m")
+    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "vocab_size": 1024}))
+    (folder / "tokenizer.model").unlink()
+    model = {"name": "m", "source": "path", "path": str(folder)}
+    assert fails(validated(model=model)) == (
+        f"config: model.path: {folder} has no tokenizer (tokenizer.json or tokenizer.model): save the tokenizer with "
+        "the model (tokenizer.save_pretrained into the same folder)")
+    tokenizer = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1000}},
+                 "added_tokens": [{"id": 1022, "content": "[gMASK]", "special": True}, {"id": 1023, "content": "<sop>", "special": True}]}
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    check(validated(model=model))  # ids up to 1,023 in 1,024 rows
+    tokenizer["added_tokens"].append({"id": 151329, "content": "<|endoftext|>", "special": True})
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert fails(validated(model=model)) == (
+        f"config: model.path: {folder}/tokenizer.json gives ids up to 151,329, but config.json's vocabulary has 1,024 "
+        "rows: the tokenizer is another model's (its ids would index past the embedding); copy this model's own "
+        "tokenizer files")
 
 
 @pytest.mark.parametrize(("tokens", "template", "fits"), [

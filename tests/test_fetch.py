@@ -271,3 +271,37 @@ def test_fetched_members_refuse_one_shard_of_several(tmp_path: Path) -> None:
         fetched_members(tmp_path, "train-00000-of-00002.parquet", "d", "train")
     names = ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
     assert fetched_members(tmp_path, names, "d", "train") == [tmp_path / name for name in names]
+
+
+def test_a_cut_archive_is_named_with_its_dataset_and_url(tmp_path: Path) -> None:
+    """A gzip stream cut short raised a bare EOFError from tarfile."""
+    big = _tar_gz(tmp_path / "whole.tar.gz", {"AdvertiseGen/train.json": bytes(range(256)) * 4000})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(big.read_bytes()[:3000])
+    out = tmp_path / "data" / "adgen"
+    with pytest.raises(FetchError, match=rf"dataset 'adgen': could not extract {cut.as_uri()} \("):
+        fetch_url_dataset("adgen", cut.as_uri(), out, None)
+    assert not out.exists()
+
+
+def test_a_cached_download_of_another_repo_is_started_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The cache folder is named by model.name: snapshot_download into it kept the old repo's files (offline it
+    returned them as they were), and the record named the new repo."""
+    seen: list[list[str]] = []
+
+    def download(name: str, source: str, repo_id: str, folder: Path, *args: Any, **kwargs: Any) -> Path:
+        seen.append(sorted(path.name for path in folder.iterdir()) if folder.exists() else [])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{repo_id.replace('/', '_')}.safetensors").write_bytes(b"")
+        return folder
+
+    monkeypatch.setattr(fetch, "fetch_model", download)
+    spec = {"source": "huggingface", "repo_id": "THUDM/glm-4-9b-chat-hf", "revision": None}
+    fetch.download_model("glm", spec, tmp_path / "cache", tmp_path / "glm.json")
+    fetch.download_model("glm", spec, tmp_path / "cache", tmp_path / "glm.json")  # the same repo: resumed in place
+    with caplog.at_level("WARNING"):
+        fetch.download_model("glm", {**spec, "repo_id": "someone/other"}, tmp_path / "cache", tmp_path / "glm.json")
+    assert seen == [[], ["THUDM_glm-4-9b-chat-hf.safetensors"], []]
+    assert "holds huggingface THUDM/glm-4-9b-chat-hf (revision None), not huggingface someone/other" in caplog.text
+    assert json.loads((tmp_path / "glm.json").read_text())["repo_id"] == "someone/other"

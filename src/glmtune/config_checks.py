@@ -96,6 +96,8 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
         for key in ("format", "files"):
             if key not in dataset:
                 raise ConfigCheckError(f"config: datasets.{name}.{key} is required with source: {dataset['source']}")
+        check_read(f"datasets.{name}", dataset, "source", DATASET_KEYS_READ_BY_SOURCE)
+        check_read(f"datasets.{name}", dataset, "format", converter_options_read())
         every_file = [file for entry in dataset["files"].values() for file in given_files(entry)]
         check_named_once(name, dataset["source"], dataset["files"])
         for split, entry in dataset["files"].items():
@@ -109,6 +111,33 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
         except SettingsError as err:
             raise ConfigCheckError(f"config: {err}") from None
     check_layout(datasets, test_ratio)
+
+
+# Keys only some sources read: given with another, they would be ignored without a word (a `path` under
+# `source: tiny` trains a random model). A key given with its value null is not given.
+MODEL_KEYS_READ_BY_SOURCE = {"path": ("path",), "repo_id": ("huggingface", "modelscope"),
+                             "revision": ("huggingface", "modelscope")}
+DATASET_KEYS_READ_BY_SOURCE = {"url": ("url",), "sha256": ("url",), "dataset_info": ("llamafactory",),
+                               "name": ("llamafactory",)}
+
+
+def converter_options_read() -> dict[str, tuple[str, ...]]:
+    """The dataset keys only some formats read (`columns`, `tags`) -> those formats (glmtune.data.formats)."""
+    from glmtune.data.formats import CONVERTER_OPTIONS
+
+    keys = {key for options in CONVERTER_OPTIONS.values() for key in options}
+    return {key: tuple(fmt for fmt, options in CONVERTER_OPTIONS.items() if key in options) for key in sorted(keys)}
+
+
+def check_read(where: str, section: Mapping[str, Any], chooser: str, read_by: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse a key of `section` that its `chooser` (source, format) does not read: the user meant something by it."""
+    chosen = section.get(chooser)
+    for key, readers in read_by.items():
+        if section.get(key) is not None and chosen not in readers:
+            readers_text = " or ".join(f"{chooser}: {reader}" for reader in readers)
+            raise ConfigCheckError(f"config: {where}.{key} is read only with {readers_text}, and this one's {chooser} "
+                                   f"is {chosen}, which would ignore it: set {where}.{chooser} to the one meant, or "
+                                   f"remove {key}")
 
 
 def check_named_once(name: str, source: str, files: Mapping[str, Any]) -> None:
@@ -202,6 +231,7 @@ def check_model(model: Mapping[str, Any]) -> None:
     """The keys model.source needs, a local folder that is a model, and remote code only where there is some."""
     from glmtune.settings import SettingsError, TinySettings
 
+    check_read("model", model, "source", MODEL_KEYS_READ_BY_SOURCE)
     needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(model["source"])
     if needs and not model.get(needs):
         raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
@@ -219,13 +249,27 @@ def check_model(model: Mapping[str, Any]) -> None:
                 not any(file.suffix == ".safetensors" for file in files):
             raise ConfigCheckError(bin_weights_problem(model["path"]))
         check_template_fits(model["path"], model["template"])
+        check_tokenizer_files(model["path"], folder_config(model["path"]))
     if model["trust_remote_code"] and model["source"] == "tiny":
         raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                                "model.source: tiny has none: set model.trust_remote_code: false")
     try:  # the schema and the typed section agree
-        TinySettings.from_config(model["tiny"])
+        tiny = TinySettings.from_config(model["tiny"])
     except SettingsError as err:
         raise ConfigCheckError(f"config: {err}") from None
+    if model["source"] == "tiny" and (problem := tiny_heads_problem(tiny)):
+        raise ConfigCheckError(f"config: model.tiny: {problem}")
+
+
+def tiny_heads_problem(tiny: Any) -> str | None:
+    """Head counts the attention cannot split into (the train job would fail on a tensor size, naming no key)."""
+    if tiny.hidden_size % tiny.num_attention_heads:
+        return (f"hidden_size {tiny.hidden_size} is not a multiple of num_attention_heads {tiny.num_attention_heads} "
+                "(each head takes an equal share)")
+    if tiny.num_attention_heads % tiny.num_key_value_heads:
+        return (f"num_attention_heads {tiny.num_attention_heads} is not a multiple of num_key_value_heads "
+                f"{tiny.num_key_value_heads} (each key/value head serves an equal group of query heads)")
+    return None
 
 
 def bin_weights_problem(folder: str) -> str:
@@ -237,6 +281,26 @@ def bin_weights_problem(folder: str) -> str:
             f"AutoModelForCausalLM, AutoTokenizer; AutoModelForCausalLM.from_pretrained('{folder}').save_pretrained("
             f"'{folder}-safetensors'); AutoTokenizer.from_pretrained('{folder}').save_pretrained("
             f"'{folder}-safetensors')\"")
+
+
+def check_tokenizer_files(folder: str, config: Mapping[str, Any]) -> None:
+    """The folder has a tokenizer, and one of this model: a model saved without its tokenizer failed in the first
+    evaluation with transformers' "Couldn't instantiate the backend tokenizer"; another model's larger tokenizer
+    with a bare IndexError (on a GPU, a device-side assert) when an id passed the embedding's rows."""
+    from glmtune.family import is_native_config
+    from glmtune.model.tokenizer_files import largest_token_id_of_folder
+
+    native = is_native_config(config)
+    files = ("tokenizer.json", "tokenizer.model") if native else ("tokenizer.model",)
+    if not any(Path(folder, name).is_file() for name in files):
+        raise ConfigCheckError(f"config: model.path: {folder} has no tokenizer ({' or '.join(files)}): save the "
+                               "tokenizer with the model (tokenizer.save_pretrained into the same folder)")
+    rows = config.get("padded_vocab_size") or config.get("vocab_size")
+    largest = largest_token_id_of_folder(folder)
+    if isinstance(rows, int) and largest is not None and largest >= rows:
+        raise ConfigCheckError(f"config: model.path: {folder}/tokenizer.json gives ids up to {largest:,}, but "
+                               f"config.json's vocabulary has {rows:,} rows: the tokenizer is another model's (its ids "
+                               "would index past the embedding); copy this model's own tokenizer files")
 
 
 def check_template_fits(folder: str, template: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -16,12 +17,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from glmtune.data_settings import FetchSettings
+
+log = logging.getLogger(__name__)
 
 _DEFAULT_ENDPOINTS = {"huggingface": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 _ENDPOINT_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_DOMAIN"}
@@ -108,7 +112,7 @@ def fetch_url_dataset(name: str, url: str, out_dir: str | Path, sha256: str | No
         if kind:
             try:
                 _extract(download, kind, staged)
-            except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+            except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:  # EOFError: cut short
                 raise FetchError(f"dataset {name!r}: could not extract {url} ({exc}); "
                                  f"use source: path with a local copy instead.") from exc
             except FetchError as exc:
@@ -312,12 +316,21 @@ def download_model(name: str, spec: dict[str, Any], cache_dir: str | Path, recor
     That folder is not a Snakemake output, so a download that fails or is killed resumes instead of starting over;
     `record` (the output) names it, with the repo and revision, for prepare_model.
     """
-    folder = Path(cache_dir) / "downloads" / name
-    fetch_model(name, spec["source"], spec["repo_id"], folder, spec["revision"], cache_dir=cache_dir)
     from glmtune.io import write_json
 
-    write_json(record, {"path": str(folder.resolve()), "source": spec["source"], "repo_id": spec["repo_id"],
-                        "revision": spec["revision"]})
+    folder = Path(cache_dir) / "downloads" / name
+    wanted = {"source": spec["source"], "repo_id": spec["repo_id"], "revision": spec["revision"]}
+    marker = folder.with_name(f"{name}.repo.json")  # beside the folder: prepare_model links every file in it
+    if folder.exists() and marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) != wanted:
+        # snapshot_download into a folder of another repo keeps that repo's files the new one lacks (a stale
+        # model.safetensors beside new shards), and offline it returns the folder as it is: start it over.
+        old = json.loads(marker.read_text(encoding="utf-8"))
+        log.warning("model %r: %s holds %s %s (revision %s), not %s %s (revision %s): emptied to download anew",
+                    name, folder, old.get("source"), old.get("repo_id"), old.get("revision"), *wanted.values())
+        shutil.rmtree(folder)
+    write_json(marker, wanted)  # before the download: one killed midway resumes as the same repo's
+    fetch_model(name, spec["source"], spec["repo_id"], folder, spec["revision"], cache_dir=cache_dir)
+    write_json(record, {"path": str(folder.resolve()), **wanted})
     return folder
 
 

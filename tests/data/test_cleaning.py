@@ -98,7 +98,7 @@ def test_convert_writes_cleaning_drops_to_rejects_and_counts_steps(tmp_path: Pat
                           convert_settings(clean={"remove_strings": ["🐳"]}))
     assert (report["records_in"], report["records_out"], report["rejected"]) == (3, 2, 1)
     assert report["steps"] == {"dropped_empty": 1, "empty_turns_dropped": 1, "messages_with_strings_removed": 3}
-    assert [r["reason"] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["cleaning: no exchange with a non-empty answer is left"]
+    assert [r["reason"] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["cleaning: no exchange with a non-empty question and answer is left"]
 
 
 def test_tutorial_cleaning_on_real_emollm_self_cognition(tmp_path: Path) -> None:

@@ -55,3 +55,33 @@ def test_prepare_model_stops_on_a_folder_cut_short_before_linking_it(tmp_path: P
     with pytest.raises(WeightFilesError, match="1 of its 3 shards are missing"):
         prepare_model_folder("m", {"source": "huggingface"}, folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_single_file_beside_an_index_is_refused_as_two_sets_of_weights(tmp_path: Path) -> None:
+    """save_pretrained sharded into a folder that held a model.safetensors leaves it there: transformers loads it
+    and ignores the index, which the export read (a merged model on other weights than were trained, exit 0)."""
+    from safetensors.torch import save_file
+
+    folder = sharded(tmp_path / "m")
+    save_file({"layer0.weight": torch.zeros(64)}, str(folder / "model.safetensors"))
+    with pytest.raises(WeightFilesError, match=r"holds both model.safetensors and model.safetensors.index.json with its "
+                                               r"shards, two sets of weights: transformers loads model.safetensors"):
+        weight_files(folder)
+
+
+def test_shards_without_their_index_are_refused_naming_it(tmp_path: Path) -> None:
+    folder = sharded(tmp_path / "m")
+    (folder / "model.safetensors.index.json").unlink()
+    with pytest.raises(WeightFilesError, match=r"model-00001-of-00003.safetensors is one shard of several, and "
+                                               r"model.safetensors.index.json, which names every tensor's shard, is missing"):
+        weight_files(folder)
+
+
+def test_the_export_reads_the_file_transformers_loads(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from glmtune.export.shards import Weights
+
+    folder = sharded(tmp_path / "m")
+    save_file({"single.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
+    assert list(Weights(folder).entries) == ["single.weight"]

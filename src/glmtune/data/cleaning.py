@@ -104,7 +104,7 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
         cleaned = _remove_empty_turns(cleaned, counts)
     if not any(m["role"] == "assistant" and m.get("loss") for m in cleaned) or not any(m["role"] == "user" for m in cleaned):
         counts["dropped_empty"] += 1
-        raise Dropped("cleaning: no exchange with a non-empty answer is left")
+        raise Dropped("cleaning: no exchange with a non-empty question and answer is left")
     answers = [len(m["content"]) for m in cleaned if m["role"] == "assistant" and m.get("loss")]
     if min(answers) < rules.min_answer_chars:
         counts["dropped_short"] += 1

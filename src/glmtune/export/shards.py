@@ -57,11 +57,12 @@ class Weights:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         index, single = self.folder / INDEX, self.folder / SINGLE
-        if index.is_file():
+        weight_map: dict[str, str] | None = None
+        if single.is_file():  # first, as transformers loads it (glmtune.model.weight_files refuses a folder with both)
+            files = [SINGLE]
+        elif index.is_file():
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             files = list(dict.fromkeys(weight_map.values()))
-        elif single.is_file():
-            files = [SINGLE]
         else:
             raise UnreadableWeights(f"{self.folder}: no {SINGLE} or {INDEX} (the export reads safetensors only; "
                                     f"re-save the model with save_pretrained(..., safe_serialization=True))")
@@ -71,7 +72,7 @@ class Weights:
                 if name in self.entries:
                     raise UnreadableWeights(f"{self.folder}: tensor {name} is in both {self.entries[name].file} and {file}")
                 self.entries[name] = Entry(file, entry[0], entry[1])
-        if index.is_file():
+        if weight_map is not None:
             listed = set(weight_map)
             if listed != set(self.entries):
                 odd = sorted(listed ^ set(self.entries))[:3]

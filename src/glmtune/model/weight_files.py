@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 INDEXES = (("model.safetensors.index.json", "*.safetensors"), ("pytorch_model.bin.index.json", "pytorch_model*.bin"))
+SINGLE_FILES = {"model.safetensors.index.json": "model.safetensors", "pytorch_model.bin.index.json": "pytorch_model.bin"}
 MAX_HEADER = 100 * 2**20  # the safetensors format's own limit
 
 
@@ -25,10 +26,19 @@ def weight_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     for index_name, pattern in INDEXES:
         index = folder / index_name
+        if index.is_file() and (folder / SINGLE_FILES[index_name]).is_file():
+            raise WeightFilesError(
+                f"{folder}: holds both {SINGLE_FILES[index_name]} and {index_name} with its shards, two sets of "
+                f"weights: transformers loads {SINGLE_FILES[index_name]} and ignores the index, which the export "
+                "reads; one is left from an earlier save (save_pretrained does not remove the other layout's "
+                "files): delete the one that is not the model, or save into an empty folder")
         if index.is_file():
             files = _indexed(index)
             break
         files = sorted(folder.glob(pattern))
+        if shards := [path.name for path in files if "-of-" in path.name]:
+            raise WeightFilesError(f"{folder}: {shards[0]} is one shard of several, and {index_name}, which names "
+                                   "every tensor's shard, is missing: copy it from where the shards came from")
         if files:
             break
     else:
