@@ -203,3 +203,17 @@ def test_infer_command_on_a_merged_folder_in_all_three_modes(small_run: dict[str
     chat = subprocess.run(base, input="类型#裙*颜色#红色\nclear\nexit\n", capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr[-2000:]
     assert f"Assistant: {answer}" in chat.stdout  # the same greedy answer as --prompt
+
+
+def test_trained_weights_are_as_readable_as_every_other_output(small_run: dict[str, Path]) -> None:
+    """safetensors wrote the adapter and every checkpoint's weights 0600: on a shared cluster folder colleagues
+    could read the merged model but not the trained weights they came from."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    folders = [small_run["adapter"], *small_run["checkpoints"].glob("*/checkpoint-*")]
+    files = [path for folder in folders for path in folder.iterdir() if path.is_file()]
+    assert any(path.suffix == ".safetensors" for path in files) and len(folders) > 1
+    assert [path for path in files if path.stat().st_mode & mode != mode] == []

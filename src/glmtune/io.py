@@ -107,6 +107,17 @@ def write_text(path: str | Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+def readable_as_others(folder: str | Path) -> None:
+    """Give `folder`'s files the mode a plain open() gives them (0666 less the umask) where they have less: safetensors
+    writes weights 0600, so on a shared cluster folder others could read every output but the trained weights."""
+    umask = os.umask(0)
+    os.umask(umask)  # read without changing it: os.umask is the only way to read it
+    mode = 0o666 & ~umask
+    for path in Path(folder).iterdir():
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & mode) != mode:
+            path.chmod(path.stat().st_mode | mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.

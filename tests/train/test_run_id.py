@@ -66,3 +66,18 @@ def test_how_often_a_run_logs_and_saves_keeps_its_id(small_run: dict[str, Path])
     other = train_settings(**{**TRAIN_SETTINGS, "logging_steps": 7, "save_steps": 3})
     assert run_id_of(other, 1, *folders) == run_id_of(settings, 1, *folders)
     assert run_id_of(other, 1, *folders, earlier=True) != run_id_of(settings, 1, *folders, earlier=True)
+
+
+def test_a_num_epochs_run_is_named_anew_since_its_steps_are_counted_as_the_trainers(small_run: dict[str, Path]) -> None:
+    """num_epochs' steps were counted short of whole passes: such a run's checkpoints had a shorter schedule and are
+    not resumed (a finished one would have trained one step more on another schedule's tail). max_steps runs keep
+    their names."""
+    tokenized = small_run["tokenized"]
+    folders = (tokenized / "train", tokenized / "validation", small_run["model"])
+    epochs = train_settings(**{**TRAIN_SETTINGS, "max_steps": None, "num_epochs": 2})
+    as_before = {key: value for key, value in epochs.to_config().items()
+                 if key not in (*run_id.OBSERVING_KEYS, *run_id.LATER_KEYS)}
+    assert run_id_of(epochs, 1, *folders) != run_id.fingerprint({**as_before, "world_size": 1}, *folders)
+    steps = train_settings(**TRAIN_SETTINGS)
+    as_before = {key: value for key, value in steps.to_config().items() if key not in (*run_id.OBSERVING_KEYS, *run_id.LATER_KEYS)}
+    assert run_id_of(steps, 1, *folders) == run_id.fingerprint({**as_before, "world_size": 1}, *folders)

@@ -166,7 +166,7 @@ def test_far_too_many_epochs_are_warned_about(caplog) -> None:
         assert epochs_of(train_settings(**{**TRAIN_SETTINGS, "max_steps": 40}), 360, 1) < 1
         assert not caplog.records
         assert epochs_of(train_settings(**{**TRAIN_SETTINGS, "max_steps": 5000}), 360, 2) > 200
-    assert "is 222 epochs over 360 training rows" in caplog.text
+    assert "is 217 epochs over 360 training rows (23 steps an epoch)" in caplog.text
 
 
 def test_eval_steps_with_an_empty_validation_split_stops_before_training(small_run: dict[str, Path], tmp_path: Path) -> None:

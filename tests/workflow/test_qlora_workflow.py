@@ -40,3 +40,15 @@ def test_qlora_with_the_train_job_given_gpus_needs_only_bitsandbytes_here(tmp_pa
         assert 'needs bitsandbytes, which is not installed: pip install -e ".[qlora]"' in result.stdout + result.stderr
     else:
         assert "train[run=main]" in planned_jobs(workdir, *args)
+
+
+def test_set_resources_for_train_warns_that_a_full_sft_run_trains_in_train_full(tmp_path: Path) -> None:
+    """--set-resources names rules: `train:gpu=2` left a full-SFT run (rule train_full) on its own resources, without
+    a word, while the config's resources.train reaches it."""
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c.update(runs={"full": {"train": {"method": "full"}}}))
+    result = snakemake(workdir, "-n", "results/eval/metrics.md", "--set-resources", "train:gpu=2")
+    assert ("--set-resources names rule train, which does not run the full-SFT training of full: that is rule "
+            "train_full, which keeps its own resources; give it them too: --set-resources train_full:gpu=2") in result.stdout + result.stderr
+    quiet = snakemake(workdir, "-n", "results/eval/metrics.md", "--set-resources", "train:gpu=2", "train_full:gpu=2")
+    assert "does not run the full-SFT training" not in quiet.stdout + quiet.stderr

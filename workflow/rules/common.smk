@@ -119,6 +119,23 @@ def train_gpus_from_scheduler():
 check_config()
 
 
+def warn_of_set_resources_missing_a_rule():
+    """--set-resources names rules: `train:gpu=2` does not reach train_full, which trains the full-SFT runs, as the
+    config's resources.train does (rule_resources). Said while planning, not found out from a job's speed."""
+    given = workflow.resource_settings.overwrite_resources
+    full_runs = [run for run in TRAINING_RUNS if run in FULL_RUNS]
+    siblings = (("train", "train_full", full_runs and f"the full-SFT training of {', '.join(full_runs)}"),
+                ("evaluate", "evaluate_base", "the base model's evaluation"))
+    for rule, sibling, work in siblings:
+        if workflow.is_main_process and work and rule in given and sibling not in given:
+            entries = " ".join(f"{sibling}:{key}={getattr(value, 'value', value)}" for key, value in dict(given[rule]).items())
+            logger.warning(f"--set-resources names rule {rule}, which does not run {work}: that is rule {sibling}, "
+                           f"which keeps its own resources; give it them too: --set-resources {entries}")
+
+
+warn_of_set_resources_missing_a_rule()
+
+
 def warn_of_long_warmups():
     """A warmup as long as a run's train.max_steps, said once while planning (the train stage says it again in its
     log, and alone where num_epochs gives the steps)."""

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from glmtune.finite import nonfinite_in_file
-from glmtune.io import WHOLE_HASH_LIMIT, file_sha256, write_json
+from glmtune.io import WHOLE_HASH_LIMIT, file_sha256, readable_as_others, write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -40,6 +40,7 @@ class ManifestWriter(TrainerCallback):
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # each rank writes its own RNG state (and ZeRO shards)
         if state.is_world_process_zero:
+            readable_as_others(Path(args.output_dir) / f"checkpoint-{state.global_step}")
             write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 

@@ -46,6 +46,8 @@ def run_id_of(settings: TrainSettings, world_size: int, train_dir: str | Path, v
     left_out = tuple(key for key in OBSERVING_KEYS if not (earlier and key in ONCE_HASHED_KEYS))
     trained = {key: value for key, value in settings.to_config().items()
                if key not in left_out and not (key in LATER_KEYS and value == LATER_KEYS[key])}
+    if settings.max_steps is None:  # num_epochs' steps were counted short before (glmtune.train.trainer.steps_of):
+        trained["epoch_steps"] = "as the Trainer's loader"  # such a run's checkpoints had another schedule: not resumed
     return fingerprint({**trained, "world_size": world_size}, train_dir, validation_dir, model_dir, files=files)
 
 

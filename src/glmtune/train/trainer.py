@@ -22,7 +22,7 @@ from transformers import Trainer, TrainerState, TrainingArguments, set_seed
 from glmtune.config_rules import check_report_to, warmup_steps_of, warmup_warning
 from glmtune.deepspeed_file import launch_problem
 from glmtune.finite import StopOnNonFinite, TrainingDiverged, first_nonfinite, steps_since
-from glmtune.io import read_jsonl, write_json, write_text
+from glmtune.io import read_jsonl, readable_as_others, write_json, write_text
 from glmtune.model.base_identity import record_base
 from glmtune.train.compat import checkpointing_arg, eval_strategy_arg, sampling_args
 from glmtune.model.loading import load_model, load_tokenizer
@@ -44,24 +44,32 @@ log = logging.getLogger(__name__)
 EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
 
 
+def steps_per_epoch(settings: TrainSettings, rows: int, world_size: int) -> int:
+    """Optimizer steps of one pass over `rows` training rows, as the Trainer's loader makes them: each process gets
+    ceil(rows / world_size) rows (the distributed sampler pads), in batches of batch_size with a partial last one,
+    and a partial last accumulation is a step too. Rows over rows-a-step would stop the last pass short."""
+    batches = math.ceil(math.ceil(rows / world_size) / settings.batch_size)
+    return max(1, math.ceil(batches / settings.gradient_accumulation_steps))
+
+
 def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
-    """Optimizer steps of the run: train.max_steps when set (it wins), else train.num_epochs passes over the `rows`
-    training rows (packed rows when packing: the same samples either way, whatever batch_size)."""
+    """Optimizer steps of the run: train.max_steps when set (it wins), else train.num_epochs whole passes over the
+    `rows` training rows (packed rows when packing: the same samples either way, whatever batch_size)."""
     if settings.max_steps is not None:
         return settings.max_steps
     assert settings.num_epochs is not None, "train_read keeps num_epochs when max_steps is null"
-    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
-    return max(1, math.ceil(settings.num_epochs * rows / per_step))
+    return max(1, math.ceil(settings.num_epochs * steps_per_epoch(settings, rows, world_size)))
 
 
 def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
-    """Passes over the training rows that the run's steps make; warns when they are far too many."""
-    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
+    """Passes over the training rows that the run's steps make (the Trainer's count); warns when they are far too
+    many."""
     steps = steps_of(settings, rows, world_size)
-    epochs = steps * per_step / max(rows, 1)
+    epochs = steps / steps_per_epoch(settings, rows, world_size)
     if epochs > EPOCHS_WARNING:
-        log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d rows a step): the model will "
-                    "memorise them; lower max_steps or add data", steps, epochs, rows, per_step)
+        log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d steps an epoch): the model will "
+                    "memorise them; lower max_steps or add data", steps, epochs, rows,
+                    steps_per_epoch(settings, rows, world_size))
     return epochs
 
 
@@ -250,6 +258,7 @@ def save_output(trainer: Trainer, tokenizer: Any, out_dir: Path, summary: dict[s
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(partial))
     if trainer.is_world_process_zero():
+        readable_as_others(partial)
         save_tokenizer(tokenizer, partial)
         record_base(partial)  # an adapter's base_model.json: loads refuse any other base (a whole model: none)
         write_json(partial / "train_summary.json", summary)
