@@ -136,6 +136,17 @@ def test_a_key_written_in_the_wrong_section_or_as_another_tool_names_it_names_wh
         "train.lora.lora_rank: unknown key; lora_rank (LLaMA-Factory, the GLM finetune demos) is train.lora.r here"]
 
 
+def test_another_tools_key_is_named_before_a_close_key_of_ours(schema: dict[str, Any]) -> None:
+    """`template` is not `evaluate`, and `train.lora_rank` not `train.lora`, as difflib's closest keys had it."""
+    config = yaml.safe_load("datasets: {d: {source: demo, format: advertisegen, files: {all: train.json}}}\n"
+                            "model: {name: m, source: tiny}\ntemplate: glm4\nquantization_bit: 4\ntrain: {lora_rank: 8}\n")
+    assert config_problems(config, schema) == [
+        "quantization_bit: unknown key; quantization_bit (LLaMA-Factory, the GLM finetune demos) is train.method "
+        "(qlora: a 4-bit NF4 base) here",
+        "template: unknown key; template (LLaMA-Factory, the GLM finetune demos) is model.template here",
+        "train.lora_rank: unknown key; lora_rank (LLaMA-Factory, the GLM finetune demos) is train.lora.r here"]
+
+
 def test_every_key_another_tool_names_points_at_a_key_the_schema_has(schema: dict[str, Any]) -> None:
     from glmtune.config_errors import OTHER_TOOLS_KEYS, key_paths
 

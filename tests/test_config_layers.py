@@ -31,6 +31,13 @@ def test_presets_alone_layer_over_the_embedded_default() -> None:
     assert layered["datasets"] == DEMO["datasets"]
 
 
+def test_files_naming_runs_replace_the_defaults_runs_and_merge_with_each_other() -> None:
+    """As in a job of your own: the second file's runs had replaced the first's (only over the default job)."""
+    over_default = layer_config(DEMO, [{"runs": {"a": {}}}, {"runs": {"b": {}}}], {}, SCHEMA)
+    own = layer_config(DEMO, [OWN, {"runs": {"a": {}}}, {"runs": {"b": {}}}], {}, SCHEMA)
+    assert over_default["runs"] == own["runs"] == {"a": {}, "b": {}}
+
+
 def test_config_values_apply_last_typed() -> None:
     layered = layer_config(DEMO, [OWN], {"train": {"max_steps": "5", "lora": {"r": "4"}}}, SCHEMA)
     assert layered["train"] == {"max_steps": 5, "lora": {"r": 4}}
@@ -53,6 +60,9 @@ def test_nested_strings_are_read_as_the_schema_wants(given: dict, expected: dict
 def test_no_datasets_stops() -> None:
     with pytest.raises(LayerError, match="datasets: no datasets"):
         layer_config(DEMO, [{"datasets": {}}], {}, SCHEMA)
+    with pytest.raises(LayerError, match="a --configfile that names `datasets` or `model` is a job of your own, which "
+                                         "starts from no datasets"):
+        layer_config(DEMO, [{"model": OWN["model"]}], {}, SCHEMA)
 
 
 def test_a_job_command_puts_the_targets_before_the_files_and_values_that_take_every_word(tmp_path: Path) -> None:

@@ -57,7 +57,9 @@ OTHER_TOOLS_KEYS = {
     "model_name_or_path": "model.path (with model.source: path) or model.repo_id", "dataset": "datasets",
     "dataset_dir": "datasets.<name>.dataset_info", "val_size": "split.validation_ratio", "bf16": "train.precision",
     "fp16": "train.precision", "training_args": "train", "peft_config": "train.lora", "data_config": "datasets",
-    "max_new_tokens": "evaluate.max_new_tokens",
+    "max_new_tokens": "evaluate.max_new_tokens", "template": "model.template",
+    "quantization_bit": "train.method (qlora: a 4-bit NF4 base)", "max_source_length": "tokenize.max_input_length",
+    "max_target_length": "tokenize.max_output_length", "stage": "train.method (supervised fine-tuning only: lora, qlora, ptuning or full)",
 }
 
 
@@ -98,10 +100,10 @@ def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         if where.endswith(".files") and key in OTHER_SPLIT_NAMES:
             hint = f"the splits are {', '.join(known)}: {key} is {OTHER_SPLIT_NAMES[key]} here"
+        elif key in OTHER_TOOLS_KEYS:  # before a close key: `template` is not `evaluate`, `lora_rank` not `lora`
+            hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
         elif close:
             hint = f"did you mean '{prefix}{close[0]}'?"
-        elif key in OTHER_TOOLS_KEYS:
-            hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
         elif elsewhere := _same_key_elsewhere(str(key), everywhere):
             hint = "did you mean " + " or ".join(f"'{path}'" for path in elsewhere[:3]) + "?"
         else:

@@ -63,15 +63,16 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
             config = merge(config, user)
     else:
         config = dict(copy.deepcopy(default))
+        for section in REPLACED_SECTIONS:
+            if any(section in user for user in files):
+                config.pop(section, None)  # the default's only: the files' own are merged with each other below
         for user in files:
-            for section in REPLACED_SECTIONS:
-                if section in user:
-                    config.pop(section, None)  # the files' own, merged with each other below
             config = merge(config, user)
     config = merge(config, parse_overrides(overrides, schema))
     if not config.get("datasets"):
-        raise LayerError("config: datasets: no datasets; name at least one (a --configfile that names datasets "
-                         "replaces the default's datasets, it does not add to them)")
+        raise LayerError("config: datasets: no datasets; name at least one (a --configfile that names `datasets` or "
+                         "`model` is a job of your own, which starts from no datasets: it does not add to the "
+                         "default's)")
     expand_home(config)
     return config
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from glmtune.export.errors import CannotMerge, ExportCheckFailed
+from glmtune.export.errors import CannotMerge, ExportCheckFailed, check_within_tolerance
 from glmtune.export.lora_math import merged_weight, read_deltas, uses_dora
 from glmtune.export.prompts import require_finite_adapter, require_finite_logits, sample_inputs
 from glmtune.export.sharded import all_finite, write_shards
@@ -126,10 +126,7 @@ def check_logits(base_dir: Path, base: Weights, deltas: dict, inputs: list[list[
     got = require_finite_logits(streamed_logits(config, base, merged, inputs), "the merged model")
     # torch's max keeps a NaN (Python's max drops it unless it comes first)
     worst = float(torch.stack([(a - b).abs().max() for a, b in zip(got, reference)]).max()) if got else 0.0
-    if not worst <= tolerance:  # written so that a NaN fails too
-        raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}, both in fp32); "
-                                f"nothing was written")
-    log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, len(inputs))
+    check_within_tolerance(worst, tolerance, len(inputs))
     return worst
 
 

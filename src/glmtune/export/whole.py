@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from glmtune.export.errors import ExportCheckFailed
+from glmtune.export.errors import ExportCheckFailed, check_within_tolerance
 from glmtune.export.prompts import logits_of, require_finite_adapter, sample_inputs
 from glmtune.finite import first_nonfinite
 from glmtune.io import atomic_path
@@ -44,10 +44,7 @@ def merge_whole(adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Pa
     merged = adapter_model.merge_and_unload().eval()
     got = logits_of(lambda ids: merged(torch.tensor([ids])).logits, inputs, "the merged model")
     worst = max(((a - b).abs().max().item() for a, b in zip(got, reference)), default=0.0)
-    if not worst <= tolerance:  # written so that a NaN fails too
-        raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> {tolerance}, both in fp32); "
-                                f"nothing was written")
-    log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, len(inputs))
+    check_within_tolerance(worst, tolerance, len(inputs))
     _require_finite_weights(merged, "the merged model")
     merged.to(getattr(torch, dtype))  # in place, tensor by tensor: the saved weights are these roundings, checked below
     _require_finite_weights(merged, f"the merged model cast to {dtype} (use bfloat16 or float32: float16 overflows)")
