@@ -30,6 +30,10 @@ def test_prompts_and_conversations_are_read_as_conversations(tmp_path: Path) -> 
                        json.dumps({"messages": conversation}, ensure_ascii=False), bom=True)
     requests = read_requests(path)
     assert requests == [({"prompt": "你好", "id": 7}, [USER]), ({"messages": conversation}, conversation)]
+    # OpenAI-style tools, as training and the exported chat template read them, are the same functions
+    openai = [{**conversation[0], "tools": [{"type": "function", "function": tools[0]}]}, *conversation[1:]]
+    path = write_lines(tmp_path / "openai.jsonl", json.dumps({"messages": openai}, ensure_ascii=False))
+    assert read_requests(path) == [({"messages": openai}, conversation)]
 
 
 @pytest.mark.parametrize(("line", "reason"), [
@@ -40,6 +44,9 @@ def test_prompts_and_conversations_are_read_as_conversations(tmp_path: Path) -> 
     ('{"prompt": " "}', 'line 2: "prompt" must be a non-empty string'),
     ('{"messages": [{"role": "human", "content": "a"}]}', "line 2: \"messages\": message 0: unknown role 'human'"),
     ('{"messages": [{"role": "user"}]}', "line 2: \"messages\": message 0: missing key 'content'"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "tool", "name": "f", "parameters": {}, "observation": "o"}]}',
+     "message 1: unknown role 'tool' (expected one of system, user, assistant, observation); a ChatGLM3 demo `tool` "
+     "message (a data format: format chatglm3) is here an assistant message with the function's name as `metadata`"),
     ('{"messages": []}', 'line 2: "messages": no user message'),
     ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}',
      "line 2: \"messages\" ends with a assistant message; the model answers the last user or observation message"),

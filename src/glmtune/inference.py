@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from glmtune.chat_template import ChatTemplate, encode_prompt, get_template, has_special_token
 from glmtune.config_rules import model_positions
-from glmtune.data.conversation import InvalidRecord, validate_conversation
+from glmtune.data.conversation import InvalidRecord, normalize_tools, validate_conversation
 from glmtune.evaluate.generation import generate
 from glmtune.family import FAMILIES
 from glmtune.model.loading import is_adapter, load_tokenizer, load_trained, resolve_base
@@ -261,6 +261,9 @@ def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
         return [{"role": "user", "content": row["prompt"]}]
     messages = row["messages"]
     try:  # the answer's place taken by a stand-in, so the training rules apply as they are
+        if isinstance(messages, list):  # tools in either form training reads (OpenAI-style or plain functions)
+            messages = [{**msg, "tools": normalize_tools(msg["tools"], f"message {position}: ")}
+                        if isinstance(msg, dict) and msg.get("tools") else msg for position, msg in enumerate(messages)]
         validate_conversation([*messages, {"role": "assistant", "content": "answer"}] if isinstance(messages, list) else messages)
     except InvalidRecord as err:
         raise BadRequest(f'{where}: "messages": {err}') from None

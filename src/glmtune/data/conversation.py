@@ -98,12 +98,16 @@ def validate_conversation(conversation: Any) -> None:
         where = f"message {position}"
         if not isinstance(msg, dict):
             raise InvalidRecord(f"{where}: not an object")
-        for key in ("role", "content"):
-            if key not in msg:
-                raise InvalidRecord(f"{where}: missing key '{key}'")
+        if "role" not in msg:
+            raise InvalidRecord(f"{where}: missing key 'role'")
+        if msg["role"] not in ROLES:
+            hint = ("; a ChatGLM3 demo `tool` message (a data format: format chatglm3) is here an assistant message "
+                    "with the function's name as `metadata` and the arguments as content, then an `observation` "
+                    "with its result") if msg["role"] == "tool" else ""
+            raise InvalidRecord(f"{where}: unknown role {msg['role']!r} (expected one of {', '.join(ROLES)}){hint}")
+        if "content" not in msg:
+            raise InvalidRecord(f"{where}: missing key 'content'")
         role, content = msg["role"], msg["content"]
-        if role not in ROLES:
-            raise InvalidRecord(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
             raise InvalidRecord(f"{where}: content is {kind_of(content)}, not a string")
         if "loss" in msg and not isinstance(msg["loss"], bool):
