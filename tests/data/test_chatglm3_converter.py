@@ -107,3 +107,21 @@ def test_a_reason_names_the_json_kind_not_the_class_records_are_read_as() -> Non
 
     with pytest.raises(InvalidRecord, match=r"'tools' is an object, not a list"):
         chatglm3(tracked({"tools": {"name": "x"}, "conversations": [user("q"), assistant("a")]}), {})
+
+
+def test_tools_on_the_system_message_as_chatglm3s_chat_history_holds_them() -> None:
+    """chat() renders such a message as its text + "\\n" + the tools' JSON: with the demo's sentence as the text,
+    the finetune demo's tools message. They were dropped with only an unread-keys warning."""
+    from glmtune.chat_template import CHATGLM3_TOOLS_INTRO
+
+    on_record = chatglm3({"tools": TOOLS, "conversations": [user("q"), assistant("a")]}, {})
+    for text in (CHATGLM3_TOOLS_INTRO.strip(), ""):
+        history = {"conversations": [{"role": "system", "content": text, "tools": TOOLS}, user("q"), assistant("a")]}
+        assert chatglm3(history, {}) == on_record
+    with pytest.raises(InvalidRecord, match=r"^message 0: a system message with tools and its own text \('你是助手'\)"):
+        chatglm3({"conversations": [{"role": "system", "content": "你是助手", "tools": TOOLS}, user("q"), assistant("a")]}, {})
+    with pytest.raises(InvalidRecord, match="^message 0: tools given twice, on the record and on its system message"):
+        chatglm3({"tools": TOOLS, "conversations": [{"role": "system", "content": "", "tools": TOOLS}, user("q"), assistant("a")]}, {})
+    bad = {"conversations": [{"role": "system", "content": "", "tools": TOOLS}, user("q"), assistant("a", loss="yes")]}
+    with pytest.raises(InvalidRecord, match="^message 2: 'loss' must be true or false"):  # places in the record's list
+        chatglm3(bad, {})

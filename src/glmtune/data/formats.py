@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from glmtune.chat_template import CHATGLM3_TOOLS_INTRO
 from glmtune.data.conversation import KINDS, InvalidRecord, kind_of, message, normalize_tools
 from glmtune.repeated_keys import loads as json_loads, repeated_paths
 
@@ -135,6 +136,20 @@ def _chatglm3_parameters(turn: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
+def _chatglm3_history_tools(system: dict[str, Any], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tools on the first system message, as ChatGLM3's own chat history holds them: chat() renders the message's
+    text, a newline and the tools as JSON, which with the demo's sentence as the text is the finetune demo's tools
+    message. Another text would render otherwise than the chatglm3 layout writes it, so it is refused."""
+    if tools:
+        raise InvalidRecord("message 0: tools given twice, on the record and on its system message: give them once")
+    text = _get(system, "content", str, "message 0: ", required=False) or ""
+    if text.strip() and text.strip() != CHATGLM3_TOOLS_INTRO.strip():
+        raise InvalidRecord(f"message 0: a system message with tools and its own text ({text[:40]!r}): ChatGLM3's "
+                            "chat() writes that text before the tools, where the finetune demo writes its own sentence; "
+                            "put the tools on the record (\"tools\") and the text in a system message of its own")
+    return normalize_tools(system["tools"], "message 0: ")
+
+
 def _chatglm3_tool(turn: dict[str, Any], loss: bool | None, where: str) -> list[dict[str, Any]]:
     """A `tool` message -> an assistant call (trained unless `loss` says no) and its observation (never trained)."""
     if not turn.get("name"):
@@ -164,8 +179,11 @@ def chatglm3(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(turns, list):
         raise InvalidRecord("'conversations' is not a list")
     tools = normalize_tools(_get(record, "tools", list, required=False) or [])
+    first = 0  # the turn after a system message holding the tools, which are read here
+    if turns and isinstance(turns[0], dict) and turns[0].get("role") == "system" and "tools" in turns[0]:
+        tools, first = _chatglm3_history_tools(turns[0], tools), 1
     messages: list[dict[str, Any]] = _system(None, tools)
-    for position, turn in enumerate(turns):
+    for position, turn in enumerate(turns[first:], start=first):
         where = f"message {position}: "
         if not isinstance(turn, dict) or "role" not in turn:
             raise InvalidRecord(f"{where}missing key 'role'")
