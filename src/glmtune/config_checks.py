@@ -137,7 +137,7 @@ def check_read(where: str, section: Mapping[str, Any], chooser: str, read_by: Ma
             readers_text = " or ".join(f"{chooser}: {reader}" for reader in readers)
             raise ConfigCheckError(f"config: {where}.{key} is read only with {readers_text}, and this one's {chooser} "
                                    f"is {chosen}, which would ignore it: set {where}.{chooser} to the one meant, or "
-                                   f"remove {key}")
+                                   f"remove {key} (`{key}: null` in a later file or --config)")
 
 
 def check_named_once(name: str, source: str, files: Mapping[str, Any]) -> None:
