@@ -178,6 +178,17 @@ def write_run(folder: Path, scores: dict, losses: list[float], summary: dict, ma
             "summary": str(folder / "train_summary.json"), "benchmark": str(folder / "train.tsv")}
 
 
+def test_the_tables_tokens_per_second_is_the_tokens_over_the_time_they_took(tmp_path: Path) -> None:
+    """1,000 tokens in 10 s and 1,000 in 1 s are 182 tokens/s, not the rates' mean of 550 (a log whose rows hold
+    no token counts, written before they did, keeps the mean: see the test below)."""
+    from glmtune.evaluate.compare import training_record
+
+    run = write_run(tmp_path / "run", {}, [3.0, 2.0], {}, "10")
+    write_jsonl(run["log"], [{"step": 10, "loss": 3.0, "tokens": 1000, "tokens_per_second": 100.0},
+                             {"step": 20, "loss": 2.0, "tokens": 1000, "tokens_per_second": 1000.0}])
+    assert training_record(run["log"], run["summary"], run["benchmark"])["tokens_per_second"] == 181.8
+
+
 def test_the_comparison_has_one_row_per_model_with_each_runs_training(tmp_path: Path) -> None:
     scores = {"rouge-1": 30.0, "rouge-2": 10.0, "rouge-l": 20.0, "bleu-4": 0.1, "bleu-4-char": 5.0, "num_samples": 4,
               "prompts_cut": 1, "answers_longer_than_max_new_tokens": 2}

@@ -181,3 +181,19 @@ def test_eval_steps_with_an_empty_validation_split_stops_before_training(small_r
         train_model(tokenized / "train", empty, small_run["model"], tmp_path / "adapter", tmp_path / "log.jsonl",
                     tmp_path / "loss.png", tmp_path / "ckpt", settings, trust_remote_code=False, family="glm4")
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_tokens_per_second_counts_the_trained_tokens_not_the_validation_ones(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """Validation batches go through the training collator: its count had them, so a row after a validation showed
+    twice the rate. One epoch, validated every 2 steps: the rows' tokens add up to the training set's, once."""
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(small_run["tokenized"] / "train"))
+    settings = {**TRAIN_SETTINGS, "max_steps": None, "num_epochs": 1, "eval_steps": 2, "logging_steps": 1,
+                "save_steps": 1000, "lora": {**TRAIN_SETTINGS["lora"], "target_modules": ["q_proj"]}}
+    train_model(small_run["tokenized"] / "train", small_run["tokenized"] / "validation", small_run["model"],
+                tmp_path / "out", tmp_path / "log.jsonl", tmp_path / "loss.png", tmp_path / "ckpt",
+                train_settings(**settings), trust_remote_code=False, family="glm4")
+    rows = [row for row in read_jsonl(tmp_path / "log.jsonl") if "tokens" in row]
+    assert sum(1 for row in read_jsonl(tmp_path / "log.jsonl") if "eval_loss" in row) > 5
+    assert sum(row["tokens"] for row in rows) == sum(len(ids) for ids in train["input_ids"])

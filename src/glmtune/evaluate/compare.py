@@ -59,13 +59,18 @@ COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 
 def training_record(log_path: str | Path, summary_path: str | Path, benchmark_path: str | Path) -> dict[str, Any]:
-    """A run's training numbers: the last logged training loss, the mean real tokens/s over the logged steps, the
+    """A run's training numbers: the last logged training loss, the real tokens/s of the logged steps, the
     trainer's summary (trainable parameters, final validation loss, the training time of all the run's jobs, peak GPU
     memory where trained on a GPU) and the training job's max RSS from Snakemake's benchmark file; a run reused from
     its finished checkpoint says so."""
     rows = list(read_jsonl(log_path))
     losses = [row["loss"] for row in rows if "loss" in row]
     speeds = [row["tokens_per_second"] for row in rows if "tokens_per_second" in row]
+    # Tokens over the time they took: each row's tokens / its rate is its training time. A mean of the rates would
+    # weigh a short row as much as a long one. Logs from before rows held their tokens: the mean.
+    timed = [(row["tokens"], row["tokens"] / row["tokens_per_second"]) for row in rows if row.get("tokens_per_second")
+             and "tokens" in row]
+    speed = sum(t for t, _ in timed) / sum(s for _, s in timed) if timed else sum(speeds) / len(speeds) if speeds else None
     summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
     with open(benchmark_path, encoding="utf-8", newline="") as handle:
         bench = next(csv.DictReader(handle, delimiter="\t"))
@@ -73,7 +78,7 @@ def training_record(log_path: str | Path, summary_path: str | Path, benchmark_pa
         "final_train_loss": losses[-1] if losses else None,
         "validation_loss": summary.get("validation_loss"),
         "trainable_parameters": summary.get("trainable_parameters"),
-        "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "tokens_per_second": round(speed, 1) if speed is not None else None,
         # The training's own time, every job of a resumed run counted (a reused run: the original training's,
         # marked so), the same for every row: the benchmark's job time would count loading and saving for one row
         # and not for a resumed one. A summary from before train_seconds: the job's time.

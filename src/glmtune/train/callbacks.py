@@ -60,7 +60,8 @@ class JsonlLogger(TrainerCallback):
         now, tokens = time.time(), self.collator.real_tokens * args.world_size
         row = {"step": state.global_step, **logs}
         if "loss" in logs and now > self.last_time:
-            row["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            row["tokens"] = tokens - self.last_tokens  # since the last row: the run's figure is their sum over time
+            row["tokens_per_second"] = round(row["tokens"] / (now - self.last_time), 1)
             self.last_time, self.last_tokens = now, tokens
         row["elapsed_s"] = round(now - self.start + self.elapsed_before, 2)
         if "eval_runtime" in logs:  # the next tokens/s is of training alone

@@ -96,9 +96,20 @@ class HiddenStateLoss:
 
 class LossTrainer(Trainer):
     """A Trainer whose model computes one position's logits when a compute_loss_func takes the loss from hidden
-    states (HiddenStateLoss): the full-vocabulary logits are never made."""
+    states (HiddenStateLoss): the full-vocabulary logits are never made; and whose validation leaves the trained
+    tokens' count as it was."""
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if isinstance(getattr(self, "compute_loss_func", None), HiddenStateLoss):  # absent before transformers 4.46
             inputs = {**inputs, "logits_to_keep": 1}
         return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """The validation batches go through the training collator, whose count of real tokens gives tokens/s
+        (glmtune.train.callbacks.JsonlLogger): it is set back, so validation tokens never count as trained ones."""
+        counted = getattr(self.data_collator, "real_tokens", None)
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            if counted is not None:
+                self.data_collator.real_tokens = counted
