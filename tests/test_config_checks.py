@@ -69,9 +69,12 @@ def test_a_bad_dataset_names_its_key(entry: dict[str, Any], message: str) -> Non
 def test_held_out_shares_taking_a_whole_all_file_are_refused() -> None:
     """0.5 + 0.5 passes the schema (each at most 0.5): merge_splits found the empty training split after converting."""
     demo = {"source": "demo", "format": "advertisegen"}
-    assert fails(validated({"d": {**demo, "files": {"all": "train.json"}}}, split={"validation_ratio": 0.5, "test_ratio": 0.5})) == (
-        "config: split: split.validation_ratio 0.5 + split.test_ratio 0.5 hold out all of datasets.d.files.all, leaving "
-        "none of it to train on: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
+    halves = {"validation_ratio": 0.5, "test_ratio": 0.5}
+    assert fails(validated({"d": {**demo, "files": {"all": "train.json"}}}, split=halves)) == (
+        "config: split: split.validation_ratio 0.5 + split.test_ratio 0.5 hold out all of datasets.d.files.all, and no "
+        "dataset gives other training data: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
+    # One file cut whole into validation and test beside another dataset's training data: the user's layout.
+    check(validated({"d": {**demo, "files": {"all": "train.json"}}, "t": {**demo, "files": {"train": "dev.json"}}}, split=halves))
     # A test file of its own takes the test share off the `all` file (held_out_shares): 0.5 of it still trains.
     check(validated({"d": {**demo, "files": {"all": "train.json", "test": "dev.json"}}}, split={"validation_ratio": 0.5, "test_ratio": 0.5}))
 

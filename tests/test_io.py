@@ -291,3 +291,23 @@ def test_other_write_errors_pass_through_unchanged(tmp_path: Path) -> None:
     with pytest.raises(PermissionError):
         with reporting_disk_full(tmp_path):
             raise PermissionError(13, "Permission denied")
+
+
+def test_what_atomic_path_writes_is_as_readable_as_a_plain_file(tmp_path: Path) -> None:
+    """safetensors writes 0600: the tiny model, converted checkpoints and merged models came out readable by their
+    owner only, where every other output a colleague on a shared folder reads is 0666 less the umask."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    with atomic_path(tmp_path / "model") as tmp:
+        (tmp / "sub").mkdir(parents=True)
+        for name in ("model.safetensors", "sub/shard.safetensors"):
+            (tmp / name).write_bytes(b"x")
+            (tmp / name).chmod(0o600)
+    with atomic_path(tmp_path / "single.safetensors") as tmp:
+        tmp.write_bytes(b"x")
+        tmp.chmod(0o600)
+    for path in (tmp_path / "model/model.safetensors", tmp_path / "model/sub/shard.safetensors", tmp_path / "single.safetensors"):
+        assert path.stat().st_mode & 0o777 == (0o600 | mode), path

@@ -167,18 +167,20 @@ def check_layout(datasets: Mapping[str, Mapping[str, Any]], test_ratio: float) -
 
 
 def check_held_out_shares(datasets: Mapping[str, Mapping[str, Any]], split: Mapping[str, Any]) -> None:
-    """An `all` file whose held-out shares take all of it: nothing of it is trained on (merge_splits would find an
-    empty training split only after the conversions, naming no key)."""
+    """`all` files whose held-out shares take all of them, with no other training data: the training split would be
+    empty, which merge_splits finds only after the conversions, naming no key. One `all` file cut whole into
+    validation and test beside another dataset's training data is a layout of the user's."""
     from glmtune.data.split import held_out_shares
 
-    for name, dataset in datasets.items():
-        if "all" not in dataset["files"]:
-            continue
-        shares = held_out_shares(dataset["files"], split["validation_ratio"], split["test_ratio"])
-        if sum(shares.values()) >= 1:
-            given = " + ".join(f"split.{kind}_ratio {share}" for kind, share in shares.items() if share)
-            raise ConfigCheckError(f"config: split: {given} hold out all of datasets.{name}.files.all, leaving none of "
-                                   "it to train on: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
+    whole = {name: held_out_shares(dataset["files"], split["validation_ratio"], split["test_ratio"])
+             for name, dataset in datasets.items() if "all" in dataset["files"]}
+    trains = [name for name, dataset in datasets.items()
+              if "train" in dataset["files"] or (name in whole and sum(whole[name].values()) < 1)]
+    if whole and not trains:
+        name, shares = next(iter(whole.items()))
+        given = " + ".join(f"split.{kind}_ratio {share}" for kind, share in shares.items() if share)
+        raise ConfigCheckError(f"config: split: {given} hold out all of datasets.{name}.files.all, and no dataset gives "
+                               "other training data: keep their sum below 1 (e.g. validation_ratio 0.1, test_ratio 0.1)")
 
 
 def check_validation_wanted(train: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],

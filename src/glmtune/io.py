@@ -107,13 +107,15 @@ def write_text(path: str | Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def readable_as_others(folder: str | Path) -> None:
-    """Give `folder`'s files the mode a plain open() gives them (0666 less the umask) where they have less: safetensors
-    writes weights 0600, so on a shared cluster folder others could read every output but the trained weights."""
+def readable_as_others(written: str | Path) -> None:
+    """Give a written file, or every file under a written folder, the mode a plain open() gives (0666 less the umask)
+    where it has less: safetensors writes weights 0600, so on a shared cluster folder others could read every output
+    but the weights (trained, built or converted)."""
     umask = os.umask(0)
     os.umask(umask)  # read without changing it: os.umask is the only way to read it
     mode = 0o666 & ~umask
-    for path in Path(folder).iterdir():
+    written = Path(written)
+    for path in [written] if written.is_file() else written.rglob("*"):
         if path.is_file() and not path.is_symlink() and (path.stat().st_mode & mode) != mode:
             path.chmod(path.stat().st_mode | mode)
 
@@ -134,6 +136,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         with reporting_disk_full(path):
             yield tmp
+        if tmp.exists():
+            readable_as_others(tmp)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -93,3 +93,24 @@ def test_special_tokens_strings_the_text_held_are_shown() -> None:
     html = _tokens_section(stats)
     assert "Special tokens' strings in the text" in html and "<tr><td>train</td><td>&lt;|endoftext|&gt;</td><td>2</td></tr>" in html
     assert "Special tokens' strings" not in _tokens_section({**stats, "splits": {"validation": stats["splits"]["validation"]}})
+
+
+def test_every_tokenized_set_the_runs_train_on_has_its_section(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """A run with tokenize settings of its own (cutoff_len 96: 17 % of its samples dropped) trained on a set the page
+    never showed. One set: the page as before (a finished job's page and exports stay as they are)."""
+    root = small_run["root"]
+    converted = [(root / f"{name}.report.json", root / f"{name}.rejects.jsonl") for name in ("train", "dev")]
+    stats = json.loads((small_run["tokenized"] / "stats.json").read_text(encoding="utf-8"))
+    other = tmp_path / "tokenized" / "t1234" / "stats.json"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({**stats, "cutoff_len": 96, "splits": {"train": {**stats["splits"]["train"], "samples": 7}}}))
+    one, both = tmp_path / "one.html", tmp_path / "both.html"
+    write_data_report(converted, root / "splits" / "report.json", small_run["tokenized"] / "stats.json", one)
+    write_data_report(converted, root / "splits" / "report.json", [small_run["tokenized"] / "stats.json"], tmp_path / "list.html")
+    assert (tmp_path / "list.html").read_bytes() == one.read_bytes()
+    write_data_report(converted, root / "splits" / "report.json", [small_run["tokenized"] / "stats.json", other], both)
+    html = both.read_text(encoding="utf-8")
+    assert "The runs' tokenize settings make 2 tokenized sets" in html
+    first, second = html.split("<h3>")[1:3]
+    assert first.startswith(f"{small_run['tokenized']}</h3>") and second.startswith(f"{other.parent}</h3><p>template glm4, cutoff_len 96 tokens")
+    assert _cells("<tr>" + second.split("<tr>", 2)[2], "train")[2] == "7"

@@ -201,6 +201,19 @@ def test_cross_dataset_duplicates_are_left_out_and_counted(tmp_path: Path) -> No
     assert kept["sizes"]["train"] == 9
 
 
+def test_cross_dataset_dedupe_leaves_out_only_what_an_earlier_dataset_gave(tmp_path: Path) -> None:
+    """Records an earlier dataset's max_samples left out are in no split: a later dataset repeating them keeps them
+    (a 60-record dataset had lost all 60 for 7 in the splits)."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    write_jsonl(first, rows("a", 10))
+    write_jsonl(second, rows("a", 10))
+    parts = [converted_part("first", "train", str(first), max_samples=3), converted_part("second", "train", str(second))]
+    report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0,
+                                                                     dedupe_across_datasets=True), write_test=True)
+    assert report["datasets"]["second/train"]["cross_dataset_duplicates"] == 3
+    assert sorted(ids(tmp_path / "out", "train")) == sorted(f"a-{i}" for i in range(10))  # each once
+
+
 def test_held_out_conversations_also_trained_on_are_counted_and_warned(tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"

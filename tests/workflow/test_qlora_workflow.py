@@ -52,3 +52,16 @@ def test_set_resources_for_train_warns_that_a_full_sft_run_trains_in_train_full(
             "train_full, which keeps its own resources; give it them too: --set-resources train_full:gpu=2") in result.stdout + result.stderr
     quiet = snakemake(workdir, "-n", "results/eval/metrics.md", "--set-resources", "train:gpu=2", "train_full:gpu=2")
     assert "does not run the full-SFT training" not in quiet.stdout + quiet.stderr
+
+
+def test_gpu_only_speed_choices_pass_planning_where_the_config_gives_the_train_job_gpus(tmp_path: Path) -> None:
+    """The README's SLURM command plans on a login node without a GPU, the train job's GPUs given by the config's
+    resources.train.gpu (profiles/slurm/resources.yaml): flex attention was refused there."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    workdir = copy_workflow(tmp_path)
+    edit_config(workdir, lambda c: c["train"].update(attention="flex_attention"))
+    refused = snakemake(workdir, "-n", "results/merged_model", check=False)
+    assert refused.returncode != 0 and "train.attention: flex_attention needs a CUDA GPU" in refused.stdout + refused.stderr
+    edit_config(workdir, lambda c: c.update(resources={"train": {"gpu": 1}}))
+    assert "train[run=main]" in planned_jobs(workdir, "results/merged_model")

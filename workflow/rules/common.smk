@@ -107,13 +107,18 @@ def check_config():
 
 
 def train_gpus_from_scheduler():
-    """True where the train job gets its GPUs from a cluster scheduler (--set-resources train:gpu=N, as
-    profiles/slurm sets), or this process is itself a cluster job: the machine that builds the job graph then needs
-    no GPU of its own (train.method: qlora asks for one otherwise)."""
+    """True where the train jobs are given GPUs (--set-resources train:gpu=N, or the config's resources.train.gpu as
+    profiles/slurm/resources.yaml gives it; train_full's too), or this process is itself a cluster job: the machine
+    that builds the job graph (a login node) then needs no GPU of its own (train.method: qlora, flex attention and
+    Liger ask for one otherwise)."""
     if workflow.remote_exec:
         return True
-    given = dict((workflow.resource_settings.overwrite_resources.get("train") or {}).items()).get("gpu")
-    return str(getattr(given, "value", given) or 0) != "0"
+    for rule in ("train", "train_full"):
+        given = dict((workflow.resource_settings.overwrite_resources.get(rule) or {}).items()).get("gpu")
+        for gpus in (getattr(given, "value", given), (config["resources"].get(rule) or {}).get("gpu")):
+            if str(gpus or 0) != "0":
+                return True
+    return False
 
 
 check_config()

@@ -7,7 +7,9 @@ rule report_data:
         reports=[part["path"].removesuffix(".jsonl") + ".report.json" for part in converted_parts()],
         rejects=[part["path"].removesuffix(".jsonl") + ".rejects.jsonl" for part in converted_parts()],
         splits="results/splits/report.json",
-        tokens=f"results/tokenized/{TOKENIZED[EXPORT_RUN]}/stats.json",
+        # every set the runs train on (the export run's first): runs with tokenize settings of their own have theirs
+        tokens=[f"results/tokenized/{name}/stats.json"
+                for name in dict.fromkeys([TOKENIZED[EXPORT_RUN], *(TOKENIZED[run] for run in TRAINING_RUNS)])],
     output:
         report("results/report/data.html", caption="../report/data.rst", category="Data"),
     log:

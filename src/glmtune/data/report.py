@@ -109,14 +109,29 @@ STYLE = ("<style>body{font-family:sans-serif}table{border-collapse:collapse;marg
          "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}th{background:#eee}</style>")
 
 
+def _token_sets_section(token_stats: Sequence[str | Path]) -> str:
+    """Runs with tokenize settings of their own train on sets of their own: each set's section, under its folder
+    (its settings in the line below the heading), so no run's truncation or drops are left off the page."""
+    html = ("<h2>Tokens</h2><p>The runs' tokenize settings make " + str(len(token_stats)) + " tokenized sets; a run "
+            "trains on the one its settings give (logs/tokenize/&lt;set&gt;.log; <code>default</code>: the config's "
+            "own settings).</p>")
+    for path in token_stats:
+        section = _tokens_section(_read(path)).removeprefix("<h2>Tokens</h2>").replace("<h3>", "<h4>").replace("</h3>", "</h4>")
+        html += f"<h3>{escape(str(Path(path).parent))}</h3>" + section
+    return html
+
+
 def data_report_html(converted: Sequence[tuple[str | Path, str | Path]], split_report: str | Path,
-                     token_stats: str | Path) -> str:
-    """The page as HTML: `converted` is (report.json, rejects.jsonl) per converted file."""
+                     token_stats: str | Path | Sequence[str | Path]) -> str:
+    """The page as HTML: `converted` is (report.json, rejects.jsonl) per converted file; `token_stats` the
+    stats.json of every tokenized set the runs train on (one: the page as it was before runs could have several)."""
+    sets = [token_stats] if isinstance(token_stats, (str, Path)) else list(token_stats)
+    tokens = _tokens_section(_read(sets[0])) if len(sets) == 1 else _token_sets_section(sets)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data</title>" + STYLE + "</head><body>"
-            + _datasets_section(converted) + _splits_section(_read(split_report)) + _tokens_section(_read(token_stats))
+            + _datasets_section(converted) + _splits_section(_read(split_report)) + tokens
             + "</body></html>\n")
 
 
 def write_data_report(converted: Sequence[tuple[str | Path, str | Path]], split_report: str | Path,
-                      token_stats: str | Path, out_path: str | Path) -> None:
+                      token_stats: str | Path | Sequence[str | Path], out_path: str | Path) -> None:
     write_text(out_path, data_report_html(converted, split_report, token_stats))

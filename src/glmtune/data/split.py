@@ -135,17 +135,19 @@ def merge_and_split(
         rows = list(read_jsonl(part.path))
         counts = {"in": len(rows)}
         if dedupe_across_datasets:
-            unique = []
+            unique, own = [], set()
             for row in rows:
                 key = conversation_key(row["conversations"])
-                if key not in seen:
-                    seen.add(key)
+                if key not in seen and key not in own:
+                    own.add(key)
                     unique.append(row)
             counts["cross_dataset_duplicates"] = len(rows) - len(unique)
             rows = unique
         rng = _part_rng(part, seed)
         rng.shuffle(rows)
         taken = _sample(rows, part, rng)
+        if dedupe_across_datasets:  # what the part gives, not what max_samples / sample_ratio left out of it
+            seen.update(conversation_key(row["conversations"]) for row in taken)
         if part.split in ("validation", "test"):
             taken = _distinct(taken, len(rows), counts)
         if part.split != "all":

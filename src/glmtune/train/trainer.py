@@ -62,10 +62,12 @@ def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
 
 
 def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
-    """Passes over the training rows that the run's steps make (the Trainer's count); warns when they are far too
-    many."""
-    steps = steps_of(settings, rows, world_size)
-    epochs = steps / steps_per_epoch(settings, rows, world_size)
+    """Passes over the training rows that the run's steps make, as the Trainer's state counts them; warns when they
+    are far too many."""
+    steps, per_epoch = steps_of(settings, rows, world_size), steps_per_epoch(settings, rows, world_size)
+    batches = math.ceil(math.ceil(rows / world_size) / settings.batch_size)
+    whole, rest = divmod(steps, per_epoch)  # the Trainer counts a part pass in batches: rest steps of accumulations
+    epochs = whole + min(rest * settings.gradient_accumulation_steps, batches) / batches
     if epochs > EPOCHS_WARNING:
         log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d steps an epoch): the model will "
                     "memorise them; lower max_steps or add data", steps, epochs, rows,
