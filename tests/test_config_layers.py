@@ -78,6 +78,15 @@ def test_a_job_command_puts_the_targets_before_the_files_and_values_that_take_ev
     assert [str(p) for p in args.configfile] == ["config/my job.yaml", "/elsewhere/site.yaml"]
     assert args.config == ["train={max_steps: 3}"]
     assert job_command(["results/merged_model"], []) == "snakemake --cores 8 results/merged_model"
+    # a job folder of its own: the checkout's Snakefile and default profile, as the README runs such a job
+    checkout = tmp_path / "glmtune"
+    (checkout / "workflow").mkdir(parents=True)
+    (checkout / "profiles" / "default").mkdir(parents=True)
+    (checkout / "workflow" / "Snakefile").write_text("")
+    assert job_command(["results/merged_model"], [], cwd=tmp_path, snakefile=checkout / "workflow" / "Snakefile") == (
+        f"snakemake -s {checkout}/workflow/Snakefile --workflow-profile {checkout}/profiles/default --cores 8 "
+        "results/merged_model")
+    assert job_command(["x"], [], cwd=checkout, snakefile=checkout / "workflow" / "Snakefile") == "snakemake --cores 8 x"
 
 
 def test_a_leading_tilde_in_a_local_path_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

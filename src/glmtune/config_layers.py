@@ -209,13 +209,20 @@ def sort_order_free(config: dict[str, Any]) -> None:
 
 
 def job_command(targets: Sequence[str], configfiles: Sequence[str | Path], config_args: Sequence[str] = (),
-                cwd: str | Path = ".") -> str:
+                cwd: str | Path = ".", snakefile: str | Path | None = None) -> str:
     """The snakemake command that builds `targets` in this same job: its --configfile files (relative to `cwd` where
     inside it) and --config values, as a message can suggest it. Targets come first: --configfile and --config take
-    every word after them."""
+    every word after them. A `snakefile` snakemake would not find from `cwd` (a job folder of its own) is given with
+    -s, and the checkout's profiles/default with it, as the README runs such a job."""
     files = [os.path.relpath(f, cwd) if Path(f).resolve().is_relative_to(Path(cwd).resolve()) else str(f)
              for f in configfiles]
-    words = ["snakemake", "--cores", "8", *targets]
+    words = ["snakemake"]
+    found = [Path(cwd, name).resolve() for name in ("Snakefile", "workflow/Snakefile", "snakefile", "workflow/snakefile")]
+    if snakefile is not None and Path(snakefile).resolve() not in found:
+        words += ["-s", str(snakefile)]
+        if (profile := Path(snakefile).resolve().parent.parent / "profiles" / "default").is_dir():
+            words += ["--workflow-profile", str(profile)]
+    words += ["--cores", "8", *targets]
     if files:
         words += ["--configfile", *files]
     if config_args:

@@ -313,7 +313,7 @@ def this_job_command(*targets):
     from glmtune.config_layers import job_command
 
     settings = workflow.config_settings
-    return job_command(targets, settings.configfiles, settings.config_args or ())
+    return job_command(targets, settings.configfiles, settings.config_args or (), snakefile=workflow.main_snakefile)
 
 
 def tokenized_input(part):

@@ -49,7 +49,7 @@ def _datasets_section(converted: Sequence[tuple[str | Path, str | Path]]) -> str
         not_read = ", ".join(f"{path} ({count})" for path, count in report.get("keys_not_read", {}).items()) or "-"
         rows.append((report["dataset"], part, report["format"], report["records_in"], report["records_out"],
                      report["rejected"], steps, reasons, not_read))
-    header = ("dataset", "file", "format", "records in", "kept", "rejected", "cleaning steps", "top reject reasons",
+    header = ("dataset", "file", "format", "records in", "kept", "rejected", "counts (conversion, cleaning)", "top reject reasons",
               "keys not read (records)")
     return "<h2>Datasets</h2>" + _table(header, rows)
 

@@ -169,8 +169,9 @@ def train_model(
     log.info("speed path: %s, loss %s", speed, loss.kind if loss else "plain")
     # The earlier jobs' training time counts in the run's (a resumed run's elapsed_s and train_seconds are the run's).
     logger = JsonlLogger(steps_log, collator, earlier_rows)
+    earlier = "(the finished run)" if resumed_at >= max_steps else "(before the resume)"  # reused: nothing resumes
     for row in earlier_rows:  # this job's log tells the whole run: the steps before the resume first
-        log.info("%s (before the resume)", logger.line(row, max_steps, earlier=True))
+        log.info("%s %s", logger.line(row, max_steps, earlier=True), earlier)
     stop = StopOnNonFinite(settings.learning_rate)
     trainer = LossTrainer(
         model=model, args=args, train_dataset=train_data,
