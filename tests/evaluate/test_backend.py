@@ -50,7 +50,7 @@ def test_a_backend_in_one_registry_entry_runs_the_evaluate_stage(
     total = len(list(read_jsonl(small_run["test"])))
     assert f"evaluating the first 12 of its {total} test conversations (evaluate.max_samples)" in caplog.text
     # Each prediction is its own prompt echoed back, in the test split's order (the prompt, role tokens dropped).
-    assert all(row["prompt"] in row["prediction"] and row["prediction"] != row["reference"] for row in rows)
+    assert all(row["messages"][-1]["content"] in row["prediction"] and row["prediction"] != row["reference"] for row in rows)
     assert len({row["prediction"] for row in rows}) > 1
     # The plan: 12 prompts at most 5 a batch, evened to 4 + 4 + 4, run in one call.
     assert [[len(rows) for rows in batches] for batches in EchoBackend.runs] == [[4, 4, 4]]
