@@ -176,6 +176,31 @@ def test_a_live_training_holds_its_checkpoint_folder_until_it_ends(small_run: di
         pass
 
 
+def test_a_slurm_job_submitted_before_the_last_holder_is_left_over_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pending when its Snakemake was killed, a job started after the newer run's job had held the folder and ended:
+    the lock was free, nothing was marked, and it wrote its outputs over the newer run's (a real SLURM, SIGKILL)."""
+    from glmtune.train.holder import LeftOver, hold
+
+    folder = tmp_path / "ckpt"
+    monkeypatch.setenv("SLURM_JOB_ID", "20")
+    with hold(folder):
+        (folder / "checkpoint-10").mkdir()  # it trained (a job that left nothing leaves no lock file either)
+    monkeypatch.setenv("SLURM_JOB_ID", "19")  # submitted before 20, started after it
+    with pytest.raises(LeftOver, match=r"held by a training submitted after this one \(pid \d+ on .*SLURM job 20 "
+                                       r".*left over from an earlier Snakemake"):
+        with hold(folder):
+            pytest.fail("a left-over job ran")
+    for job, cluster in (("20", ""), ("21", ""), ("3", "other")):  # requeued (its own id); a later job; another cluster
+        monkeypatch.setenv("SLURM_JOB_ID", job)
+        monkeypatch.setenv("SLURM_CLUSTER_NAME", cluster)
+        with hold(folder):
+            pass
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with hold(folder):  # not a SLURM job: nothing to compare
+        pass
+
+
 def _refused_elsewhere(folder: Path) -> str:
     """Another process asks for `folder` while this one holds it (a newer job of a re-run): its refusal."""
     import subprocess

@@ -11,6 +11,11 @@ holder cannot know. The holder then writes no outputs (`check_not_superseded` be
 killed Snakemake (a SLURM job goes on without it), its outputs would land after the newer run's refusal, where
 Snakemake takes them for the newer run's. Its checkpoints stay, so a run of its settings resumes or reuses them.
 Evaluation holds its output folder the same way.
+
+A SLURM job can also outlive its Snakemake by waiting: pending when Snakemake was killed, it starts after a newer run's
+job has held the folder and finished. The lock is free then and no refusal marked the folder; but SLURM numbers a
+cluster's jobs in the order they are submitted, and the lock file keeps the last holder's: a job whose id is below it
+is left over from before, and refuses to start (LeftOver), writing nothing.
 """
 
 from __future__ import annotations
@@ -41,13 +46,28 @@ class Superseded(RuntimeError):
     """A newer job of this output was refused while this one ran: its outputs are not written."""
 
 
+class LeftOver(RuntimeError):
+    """A SLURM job submitted before the one that last held the folder: left over from an earlier Snakemake."""
+
+
 def holder_record() -> dict[str, object]:
     """Who this process is, as the lock file records it."""
     record: dict[str, object] = {"host": socket.gethostname(), "pid": os.getpid(),
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if os.environ.get("SLURM_JOB_ID"):
         record["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+        record["slurm_cluster"] = os.environ.get("SLURM_CLUSTER_NAME", "")
     return record
+
+
+def submitted_after(earlier: dict[str, object], own: dict[str, object]) -> bool:
+    """Whether the folder's last holder `earlier` is a SLURM job submitted after this one (`own`), of the same
+    cluster (job ids grow in submission order within one); a requeued job keeps its id and is not after itself."""
+    try:
+        return (earlier.get("slurm_cluster", "") == own.get("slurm_cluster", "")
+                and int(str(earlier["slurm_job_id"])) > int(str(own["slurm_job_id"])))
+    except (KeyError, ValueError):  # one of them is no SLURM job
+        return False
 
 
 def describe(record: dict[str, object]) -> str:
@@ -80,6 +100,16 @@ def hold(folder: str | Path, job: str = "a training") -> Iterator[None]:
                 f"same files; it will write no outputs now (a newer job was asked for): wait for it to end, or stop "
                 "it, then run again"
             ) from None
+        try:
+            last = json.loads(os.pread(fd, 1 << 16, 0).decode("utf-8") or "{}")
+        except (ValueError, UnicodeDecodeError):
+            last = {}
+        if isinstance(last, dict) and submitted_after(last, holder_record()):
+            raise LeftOver(
+                f"{folder} was held by {job} submitted after this one ({describe(last)}): this SLURM job is left over "
+                f"from an earlier Snakemake, killed while the job waited, with settings the newer one cannot know; it "
+                f"writes nothing (when you stop Snakemake on a cluster, scancel its pending jobs too; if this cluster's "
+                f"job ids started over, delete {path})")
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder_record()) + "\n").encode(), 0)
         (Path(folder) / SUPERSEDED).unlink(missing_ok=True)  # a refusal before this job's own time
