@@ -99,6 +99,17 @@ def _munge_works() -> bool:
     return encoded.returncode == 0 and subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
 
 
+CONTROLLER_PORT = 6817  # slurmctld's default (slurm_conf sets none)
+
+
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _controller_up() -> bool:
     return subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15).stdout.count("UP") > 0
 
@@ -118,6 +129,10 @@ def up(gpus: int = 0) -> str:
     if conf.exists() and MARK not in conf.read_text():
         raise ClusterError(f"{conf} exists and was not written by this script; not touching it")
     down(quiet=True)
+    if _port_taken(CONTROLLER_PORT):  # a controller this script did not start: its jobs are not ours to cancel
+        raise ClusterError(f"a SLURM controller already listens on port {CONTROLLER_PORT} (not started by this script, "
+                           "or its state is gone): stop it first; starting beside it would run on it and `down` would "
+                           "cancel its jobs")
     for sub in ("ctld", "d"):
         (STATE / sub).mkdir(parents=True, exist_ok=True)
     if not _munge_works():
