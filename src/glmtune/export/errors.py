@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 class ExportCheckFailed(RuntimeError):
     """The merged model does not reproduce the adapter model's logits, holds NaN/inf, or was not saved as it is."""
@@ -9,13 +13,10 @@ class ExportCheckFailed(RuntimeError):
 
 def check_within_tolerance(worst: float, tolerance: float, prompts: int) -> float:
     """The merged-vs-adapter check both exports make: refused above `export.tolerance` (a NaN too), logged within."""
-    import logging
-
     if not worst <= tolerance:  # written so that a NaN fails too
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> export.tolerance "
                                 f"{tolerance}, both in fp32); nothing was written")
-    logging.getLogger("glmtune.export").info("merged model matches the adapter model in fp32: max |logit difference| "
-                                             "%.3g on %d prompts", worst, prompts)
+    log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, prompts)
     return worst
 
 

@@ -44,12 +44,16 @@ log = logging.getLogger(__name__)
 EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a max_steps meant for a larger data set
 
 
+def batches_per_epoch(settings: TrainSettings, rows: int, world_size: int) -> int:
+    """Batches of one pass over `rows` training rows, as the Trainer's loader makes them: each process gets
+    ceil(rows / world_size) rows (the distributed sampler pads), in batches of batch_size with a partial last one."""
+    return math.ceil(math.ceil(rows / world_size) / settings.batch_size)
+
+
 def steps_per_epoch(settings: TrainSettings, rows: int, world_size: int) -> int:
-    """Optimizer steps of one pass over `rows` training rows, as the Trainer's loader makes them: each process gets
-    ceil(rows / world_size) rows (the distributed sampler pads), in batches of batch_size with a partial last one,
-    and a partial last accumulation is a step too. Rows over rows-a-step would stop the last pass short."""
-    batches = math.ceil(math.ceil(rows / world_size) / settings.batch_size)
-    return max(1, math.ceil(batches / settings.gradient_accumulation_steps))
+    """Optimizer steps of one pass: its batches, a partial last accumulation a step too. Rows over rows-a-step would
+    stop the last pass short."""
+    return max(1, math.ceil(batches_per_epoch(settings, rows, world_size) / settings.gradient_accumulation_steps))
 
 
 def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
@@ -62,16 +66,15 @@ def steps_of(settings: TrainSettings, rows: int, world_size: int) -> int:
 
 
 def epochs_of(settings: TrainSettings, rows: int, world_size: int) -> float:
-    """Passes over the training rows that the run's steps make, as the Trainer's state counts them; warns when they
-    are far too many."""
+    """Passes over the training rows that the run's steps make, as the Trainer's state counts them (a part pass in
+    batches: the rest steps' accumulations); warns when they are far too many."""
     steps, per_epoch = steps_of(settings, rows, world_size), steps_per_epoch(settings, rows, world_size)
-    batches = math.ceil(math.ceil(rows / world_size) / settings.batch_size)
-    whole, rest = divmod(steps, per_epoch)  # the Trainer counts a part pass in batches: rest steps of accumulations
+    batches = batches_per_epoch(settings, rows, world_size)
+    whole, rest = divmod(steps, per_epoch)
     epochs = whole + min(rest * settings.gradient_accumulation_steps, batches) / batches
     if epochs > EPOCHS_WARNING:
         log.warning("train.max_steps %d is %.0f epochs over %d training rows (%d steps an epoch): the model will "
-                    "memorise them; lower max_steps or add data", steps, epochs, rows,
-                    steps_per_epoch(settings, rows, world_size))
+                    "memorise them; lower max_steps or add data", steps, epochs, rows, per_epoch)
     return epochs
 
 
