@@ -13,28 +13,10 @@ import yaml
 from glmtune import config_checks
 from glmtune.config_checks import ConfigCheckError, check_config
 from glmtune.experiments import run_settings
-from helpers.model_folders import sharded
-from helpers.settings import dataset_section, schema, with_defaults
+from helpers.config_check import check, fails, validated
+from helpers.settings import schema
 
-from conftest import REPO, shared_data
-
-
-def validated(datasets: dict[str, dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
-    """A config as common.smk has it after validation: the schema's defaults under every dataset and section."""
-    datasets = datasets or {"d": {"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}}}
-    config = with_defaults(schema(), {"model": {"name": "m", "source": "tiny"}, **sections})
-    config["datasets"] = {name: dataset_section(**entry) for name, entry in datasets.items()}
-    return config
-
-
-def check(config: dict[str, Any], gpu_from_scheduler: bool = False) -> None:
-    check_config(config, run_settings(config, schema()), gpu_from_scheduler=gpu_from_scheduler)
-
-
-def fails(config: dict[str, Any]) -> str:
-    with pytest.raises(ConfigCheckError) as err:
-        check(config)
-    return str(err.value)
+from conftest import REPO
 
 
 def test_the_shipped_default_config_passes() -> None:
@@ -94,23 +76,6 @@ def test_held_out_shares_taking_a_whole_all_file_are_refused() -> None:
 ], ids=["url", "sha256", "dataset-info", "columns", "tags"])
 def test_a_dataset_key_its_source_or_format_does_not_read_is_refused(entry: dict[str, Any], message: str) -> None:
     assert fails(validated({"d": entry})).startswith(message)
-
-
-@pytest.mark.parametrize(("model", "message"), [
-    ({"path": "/somewhere/glm-4-9b-chat"}, "config: model.path is read only with source: path, and this one's source is "
-                                           "tiny, which would ignore it: set model.source to the one meant, or remove path"),
-    ({"repo_id": "THUDM/glm-4-9b-chat"}, "config: model.repo_id is read only with source: huggingface or source: modelscope"),
-    ({"revision": "main"}, "config: model.revision is read only with source: huggingface or source: modelscope"),
-    ({"tiny": {"num_attention_heads": 4, "num_key_value_heads": 3}},
-     "config: model.tiny: num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
-    ({"tiny": {"hidden_size": 100, "num_attention_heads": 3, "num_key_value_heads": 1}},
-     "config: model.tiny: hidden_size 100 is not a multiple of num_attention_heads 3"),
-], ids=["path-with-tiny", "repo-id-with-tiny", "revision-with-tiny", "kv-heads", "heads"])
-def test_a_model_key_its_source_does_not_read_or_tiny_heads_that_cannot_split_are_refused(model: dict[str, Any], message: str) -> None:
-    """`path:` added to a copy of config/config.yaml without `source: path` trained a random tiny model, exit 0."""
-    config = validated()
-    config["model"] = with_defaults(schema(), {"model": {"name": "m", "source": "tiny", **model}})["model"]
-    assert fails(config).startswith(message)
 
 
 def test_a_folder_given_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
@@ -176,107 +141,6 @@ def test_a_dataset_key_the_schema_does_not_know_is_refused() -> None:
     assert "missing key(s) datasets.d.dedupe" in fails(config)
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ({"source": "huggingface"}, "config: model.repo_id is required with model.source: huggingface"),
-    ({"source": "path"}, "config: model.path is required with model.source: path"),
-    ({"source": "path", "path": "/no/model"}, "config: model.path: /no/model is not a model folder (no config.json)"),
-    ({"source": "tiny", "trust_remote_code": True}, "config: model.trust_remote_code runs an original checkpoint's"),
-])
-def test_a_bad_model_names_its_key(model: dict[str, Any], message: str) -> None:
-    assert fails(validated(model={"name": "m", **model})).startswith(message)
-
-
-def test_a_model_folder_without_weights_stops_before_any_job() -> None:
-    """The official GLM-4-9B-chat config and tokenizer files: a folder a user may point model.path at by mistake."""
-    folder = shared_data("tokenizers/glm-4-9b-chat/config.json").parent
-    assert fails(validated(model={"name": "m", "source": "path", "path": str(folder)})) == (
-        f"config: model.path: {folder}: no weights (*.safetensors or pytorch_model*.bin); a folder with only config "
-        "and tokenizer files cannot be fine-tuned")
-
-
-def test_a_model_folder_with_a_shard_missing_stops_before_any_job(tmp_path: Path) -> None:
-    folder = sharded(tmp_path / "m")
-    check(validated(model={"name": "m", "source": "path", "path": str(folder)}))  # whole: passes
-    (folder / "model-00001-of-00003.safetensors").unlink()
-    assert fails(validated(model={"name": "m", "source": "path", "path": str(folder)})) == (
-        f"config: model.path: {folder}/model.safetensors.index.json: 1 of its 3 shards are missing "
-        "(model-00001-of-00003.safetensors): an incomplete download or copy?")
-
-
-def test_a_native_model_folder_with_bin_weights_only_stops_before_any_job(tmp_path: Path) -> None:
-    """Training loads pytorch_model.bin, but the export streams safetensors: it stopped at the end of the whole job."""
-    import torch
-
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GlmForCausalLM"]}))
-    torch.save({"layer.weight": torch.zeros(4)}, folder / "pytorch_model.bin")
-    (folder / "tokenizer.model").write_bytes(b"")
-    message = fails(validated(model={"name": "m", "source": "path", "path": str(folder)}))
-    assert message.startswith(f"config: model.path: {folder} holds its weights as pytorch_model*.bin only; the export "
-                              "reads safetensors")
-    assert f"save_pretrained('{folder}-safetensors')" in message
-    (folder / "config.json").write_text(json.dumps({"model_type": "chatglm"}))  # an original: converted to safetensors
-    check(validated(model={"name": "m", "source": "path", "path": str(folder)}))
-
-
-@pytest.mark.parametrize(("model_type", "refused"), [("glm", False), ("chatglm", False), ("glm4", True), ("llama", True)])
-def test_a_model_folder_of_a_model_type_no_family_loads_as_stops_before_any_job(
-        tmp_path: Path, model_type: str, refused: bool) -> None:
-    """GLM-4-0414 (model_type glm4) was taken for an original checkpoint and failed converting, naming tokenizer.model."""
-    folder = sharded(tmp_path / "m")
-    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": ["Glm4ForCausalLM"]}))
-    config = validated(model={"name": "m", "source": "path", "path": str(folder)})
-    if not refused:
-        check(config)
-        return
-    assert fails(config) == (
-        f"config: model.path: {folder}/config.json: model_type {model_type!r} (Glm4ForCausalLM) is not a model glmtune "
-        "trains: it trains GLM-4 and ChatGLM3 checkpoints, native (model_type 'glm', e.g. THUDM/glm-4-9b-chat-hf) or "
-        "original (model_type 'chatglm', e.g. THUDM/chatglm3-6b)")
-    (folder / "config.json").write_text("[]")
-    assert fails(config).startswith(f"config: model.path: {folder}/config.json: not a JSON object")
-
-
-def test_a_model_folder_without_a_tokenizer_or_with_another_models_stops_before_any_job(tmp_path: Path) -> None:
-    """A model saved without its tokenizer failed in the first evaluation ("Couldn't instantiate the backend
-    tokenizer"), a larger tokenizer of another model with a bare IndexError, after the data stages."""
-    folder = sharded(tmp_path / "m")
-    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "vocab_size": 1024}))
-    (folder / "tokenizer.model").unlink()
-    model = {"name": "m", "source": "path", "path": str(folder)}
-    assert fails(validated(model=model)) == (
-        f"config: model.path: {folder} has no tokenizer (tokenizer.json or tokenizer.model): save the tokenizer with "
-        "the model (tokenizer.save_pretrained into the same folder)")
-    tokenizer = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1000}},
-                 "added_tokens": [{"id": 1022, "content": "[gMASK]", "special": True}, {"id": 1023, "content": "<sop>", "special": True}]}
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
-    check(validated(model=model))  # ids up to 1,023 in 1,024 rows
-    tokenizer["added_tokens"].append({"id": 151329, "content": "<|endoftext|>", "special": True})
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
-    assert fails(validated(model=model)) == (
-        f"config: model.path: {folder}/tokenizer.json gives ids up to 151,329, but config.json's vocabulary has 1,024 "
-        "rows: the tokenizer is another model's (its ids would index past the embedding); copy this model's own "
-        "tokenizer files")
-
-
-@pytest.mark.parametrize(("tokens", "template", "fits"), [
-    (["[gMASK]", "<sop>", "<|user|>"], "chatglm3", "glm4"),  # GLM-4's spelling of the prefix
-    (["[gMASK]", "sop", "<|user|>"], "glm4", "chatglm3"),
-])
-def test_a_model_folder_of_another_family_than_the_template_stops_before_any_job(
-    tmp_path: Path, tokens: list[str], template: str, fits: str,
-) -> None:
-    folder = sharded(tmp_path / "m")
-    check(validated(model={"name": "m", "source": "path", "path": str(folder), "template": template}))  # no tokenizer.json
-    added = [{"id": i, "content": token, "special": True} for i, token in enumerate(tokens)]
-    (folder / "tokenizer.json").write_text(json.dumps({"added_tokens": added, "model": {"type": "BPE"}}))
-    check(validated(model={"name": "m", "source": "path", "path": str(folder), "template": fits}))
-    message = fails(validated(model={"name": "m", "source": "path", "path": str(folder), "template": template}))
-    assert message.startswith(f"config: model.template: {template} starts every conversation with ")
-    assert message.endswith(f"the model is not of that family; set model.template: {fits}")
-
-
 def test_a_length_limit_no_sample_fits_is_refused_naming_the_family() -> None:
     message = fails(validated(model={"name": "m", "source": "tiny", "template": "chatglm3"}, tokenize={"cutoff_len": 2}))
     assert message.startswith("config: tokenize.cutoff_len is 2 tokens: no sample fits, as the chatglm3 chat prefix")
@@ -307,28 +171,6 @@ def test_one_shard_of_a_sharded_data_file_is_refused_naming_the_shards_left_out(
     assert fails(validated({"d": entry(train="train-00000-of-00003.parquet", test="train-00002-of-00003.parquet")})
                  ).endswith("is one shard of several, and only 2 of its 3 shards are there (a download cut short?): name "
                             "every shard (a list of files is read as one)")
-
-
-def test_lengths_past_a_model_folders_positions_are_refused_before_any_job(tmp_path: Path) -> None:
-    """ChatGLM3-6B holds 8,192 positions: a longer sample would train positions it never saw, and nothing fails."""
-    folder = sharded(tmp_path / "m")
-    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
-    model = {"name": "m", "source": "path", "path": str(folder), "template": "glm4"}
-    check(validated(model=model, tokenize={"cutoff_len": 8192}, evaluate={"max_new_tokens": 128}, runs={"a": {
-        "tokenize": {"cutoff_len": None, "max_input_length": 8000, "max_output_length": 191}}}))  # 8000 + 191 + 1
-    assert fails(validated(model=model, tokenize={"cutoff_len": 8193})) == (
-        "config: tokenize.cutoff_len lets a sample hold 8193 tokens, but the model was trained for 8192 positions (its "
-        f"config.json's max_position_embeddings): set the limit to 8192 or less (model.path: {folder})")
-    assert fails(validated(model=model, runs={"a": {"tokenize": {"max_input_length": 8000, "max_output_length": 192}}})
-                 ).startswith("config: runs.a: tokenize.max_input_length + max_output_length + 1 lets a sample hold 8193")
-    assert fails(validated(model=model, tokenize={"cutoff_len": 8000}, evaluate={"max_new_tokens": 192})) == (
-        "config: an evaluation prompt of tokenize.cutoff_len 8000 tokens, the assistant's role token and "
-        "evaluate.max_new_tokens 192 come to 8193 tokens, but the model was trained for 8192 positions (its config.json's "
-        f"max_position_embeddings): lower one of them (model.path: {folder})")
-    (folder / "config.json").write_text(json.dumps({"seq_length": 100}))  # an original checkpoint's key
-    assert "trained for 100 positions" in fails(validated(model=model, tokenize={"cutoff_len": 101}))
-    (folder / "config.json").write_text("{")
-    assert fails(validated(model=model)).startswith(f"config: model.path: {folder}/config.json is not valid JSON")
 
 
 def test_several_runs_are_named_in_the_message() -> None:

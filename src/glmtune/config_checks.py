@@ -1,47 +1,26 @@
 """The cross-key checks of the validated config, run before any job (common.smk turns the error into a WorkflowError).
 
 The schema checks each key on its own; these check what only several keys, or the files they name, show: a dataset's
-source and the keys it needs, files that are not there, split layouts without training data, encodings, the model's
-source and its weight files,
-and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
+source and the keys it needs, files that are not there, split layouts without training data, encodings, the model
+(glmtune.model_checks), and each run's lengths and method. Each failure is one ConfigCheckError naming the key, raised before any job.
 Pure Python (no torch, no Snakemake): tests/test_config_checks.py runs them on plain configs.
 """
 
 from __future__ import annotations
 
 import codecs
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glmtune.config_check_error import ConfigCheckError, check_read, where_looked
+from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
 from glmtune.data.records import shards_problem
 from glmtune.data_settings import given_files
-from glmtune.family import is_native_config, model_type_problem
-from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
-from glmtune.model.weight_files import WeightFilesError, weight_files
+from glmtune.model_checks import check_model, check_positions
 
-
-class ConfigCheckError(ValueError):
-    """The config points at something that is not there, or its keys disagree; the message starts with `config:`.
-    `path`: the path the config gave, where one is not there (check_config then says where it was looked for)."""
-
-    def __init__(self, message: str, path: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-def where_looked(path: str, config_dirs: Sequence[str | Path]) -> str:
-    """A relative path is read from the working directory (where snakemake runs), not from the config file's folder:
-    say so, and name a --configfile folder the path would have been found in (found, not taken: refuse, not guess)."""
-    if Path(path).is_absolute():
-        return ""
-    cwd = Path.cwd().resolve()
-    beside = [Path(d) for d in config_dirs if Path(d).resolve() != cwd and (Path(d) / path).exists()]
-    also = (f"; {path} is there from {beside[0]}, the folder of a --configfile: write it from the working directory "
-            "or as an absolute path") if beside else ""
-    return f" (a relative path is read from the working directory, {cwd}{also})"
+__all__ = ["LOCAL_SOURCES", "ConfigCheckError", "check_config"]
 
 
 def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
@@ -113,10 +92,8 @@ def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) ->
     check_layout(datasets, test_ratio)
 
 
-# Keys only some sources read: given with another, they would be ignored without a word (a `path` under
-# `source: tiny` trains a random model). A key given with its value null is not given.
-MODEL_KEYS_READ_BY_SOURCE = {"path": ("path",), "repo_id": ("huggingface", "modelscope"),
-                             "revision": ("huggingface", "modelscope")}
+# Keys only some dataset sources read: given with another, they would be ignored without a word (model sources:
+# glmtune.model_checks). A key given with its value null is not given.
 DATASET_KEYS_READ_BY_SOURCE = {"url": ("url",), "sha256": ("url",), "dataset_info": ("llamafactory",),
                                "name": ("llamafactory",)}
 
@@ -127,17 +104,6 @@ def converter_options_read() -> dict[str, tuple[str, ...]]:
 
     keys = {key for options in CONVERTER_OPTIONS.values() for key in options}
     return {key: tuple(fmt for fmt, options in CONVERTER_OPTIONS.items() if key in options) for key in sorted(keys)}
-
-
-def check_read(where: str, section: Mapping[str, Any], chooser: str, read_by: Mapping[str, tuple[str, ...]]) -> None:
-    """Refuse a key of `section` that its `chooser` (source, format) does not read: the user meant something by it."""
-    chosen = section.get(chooser)
-    for key, readers in read_by.items():
-        if section.get(key) is not None and chosen not in readers:
-            readers_text = " or ".join(f"{chooser}: {reader}" for reader in readers)
-            raise ConfigCheckError(f"config: {where}.{key} is read only with {readers_text}, and this one's {chooser} "
-                                   f"is {chosen}, which would ignore it: set {where}.{chooser} to the one meant, or "
-                                   f"remove {key} (`{key}: null` in a later file or --config)")
 
 
 def check_named_once(name: str, source: str, files: Mapping[str, Any]) -> None:
@@ -229,97 +195,6 @@ def check_encoding(name: str, encoding: str) -> None:
                                "(e.g. utf-8, utf-8-sig, gbk, gb18030)") from None
 
 
-def check_model(model: Mapping[str, Any]) -> None:
-    """The keys model.source needs, a local folder that is a model, and remote code only where there is some."""
-    from glmtune.settings import SettingsError, TinySettings
-
-    check_read("model", model, "source", MODEL_KEYS_READ_BY_SOURCE)
-    needs = {"path": "path", "huggingface": "repo_id", "modelscope": "repo_id"}.get(model["source"])
-    if needs and not model.get(needs):
-        raise ConfigCheckError(f"config: model.{needs} is required with model.source: {model['source']}")
-    if model["source"] == "path":
-        if not Path(model["path"], "config.json").is_file():
-            raise ConfigCheckError(f"config: model.path: {model['path']} is not a model folder (no config.json)",
-                                   model["path"])
-        if problem := model_type_problem(folder_config(model["path"])):
-            raise ConfigCheckError(f"config: model.path: {Path(model['path'], 'config.json')}: {problem}", model["path"])
-        try:
-            files = weight_files(model["path"])
-        except WeightFilesError as err:
-            raise ConfigCheckError(f"config: model.path: {err}") from None
-        if not model["trust_remote_code"] and is_native_config(folder_config(model["path"])) and \
-                not any(file.suffix == ".safetensors" for file in files):
-            raise ConfigCheckError(bin_weights_problem(model["path"]))
-        check_template_fits(model["path"], model["template"])
-        check_tokenizer_files(model["path"], folder_config(model["path"]))
-    if model["trust_remote_code"] and model["source"] == "tiny":
-        raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
-                               "model.source: tiny has none: set model.trust_remote_code: false")
-    try:  # the schema and the typed section agree
-        tiny = TinySettings.from_config(model["tiny"])
-    except SettingsError as err:
-        raise ConfigCheckError(f"config: {err}") from None
-    if model["source"] == "tiny" and (problem := tiny_heads_problem(tiny)):
-        raise ConfigCheckError(f"config: model.tiny: {problem}")
-
-
-def tiny_heads_problem(tiny: Any) -> str | None:
-    """Head counts the attention cannot split into (the train job would fail on a tensor size, naming no key)."""
-    if tiny.hidden_size % tiny.num_attention_heads:
-        return (f"hidden_size {tiny.hidden_size} is not a multiple of num_attention_heads {tiny.num_attention_heads} "
-                "(each head takes an equal share)")
-    if tiny.num_attention_heads % tiny.num_key_value_heads:
-        return (f"num_attention_heads {tiny.num_attention_heads} is not a multiple of num_key_value_heads "
-                f"{tiny.num_key_value_heads} (each key/value head serves an equal group of query heads)")
-    return None
-
-
-def bin_weights_problem(folder: str) -> str:
-    """A native folder with pytorch_model*.bin weights only: training loads them, but the export streams safetensors
-    one tensor at a time (glmtune.export.streamed) and would stop at the very end of the job, after training."""
-    return (f"config: model.path: {folder} holds its weights as pytorch_model*.bin only; the export reads safetensors "
-            "(tensor by tensor, never the whole model), so results/merged_model would fail after training. Save a "
-            "copy in safetensors once and point model.path at it: python -c \"from transformers import "
-            f"AutoModelForCausalLM, AutoTokenizer; AutoModelForCausalLM.from_pretrained('{folder}').save_pretrained("
-            f"'{folder}-safetensors'); AutoTokenizer.from_pretrained('{folder}').save_pretrained("
-            f"'{folder}-safetensors')\"")
-
-
-def check_tokenizer_files(folder: str, config: Mapping[str, Any]) -> None:
-    """The folder has a tokenizer, and one of this model: a model saved without its tokenizer failed in the first
-    evaluation with transformers' "Couldn't instantiate the backend tokenizer"; another model's larger tokenizer
-    with a bare IndexError (on a GPU, a device-side assert) when an id passed the embedding's rows."""
-    from glmtune.family import is_native_config
-    from glmtune.model.tokenizer_files import largest_token_id_of_folder
-
-    native = is_native_config(config)
-    files = ("tokenizer.json", "tokenizer.model") if native else ("tokenizer.model",)
-    if not any(Path(folder, name).is_file() for name in files):
-        raise ConfigCheckError(f"config: model.path: {folder} has no tokenizer ({' or '.join(files)}): save the "
-                               "tokenizer with the model (tokenizer.save_pretrained into the same folder)")
-    rows = config.get("padded_vocab_size") or config.get("vocab_size")
-    largest = largest_token_id_of_folder(folder)
-    if isinstance(rows, int) and largest is not None and largest >= rows:
-        raise ConfigCheckError(f"config: model.path: {folder}/tokenizer.json gives ids up to {largest:,}, but "
-                               f"config.json's vocabulary has {rows:,} rows: the tokenizer is another model's (its ids "
-                               "would index past the embedding); copy this model's own tokenizer files")
-
-
-def check_template_fits(folder: str, template: str) -> None:
-    """A folder whose tokenizer lacks the template's prefix tokens is of another family: found here, not by the
-    tokenize job after every dataset's conversion (glmtune.chat_template refuses such tokens there too)."""
-    from glmtune.family import FAMILIES, template_hint
-    from glmtune.model.tokenizer_files import added_tokens_of_folder
-
-    added, prefix = added_tokens_of_folder(folder), FAMILIES[template].chat.prefix
-    if added is None or set(prefix) <= added:
-        return
-    missing = sorted(set(prefix) - added)
-    raise ConfigCheckError(f"config: model.template: {template} starts every conversation with {' '.join(prefix)}, but "
-                           f"{folder}/tokenizer.json has no {', '.join(missing)}: the model is not of that family; "
-                           f"{template_hint(added.__contains__)}")
-
-
 def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:
     """A length limit below the shortest trainable sample drops every sample (training then crashes mid-run)."""
     from glmtune.config_rules import min_cutoff_len
@@ -331,32 +206,6 @@ def check_tokenize(lengths: Mapping[str, Any], where: str, family: str) -> None:
         raise ConfigCheckError(f"config: {where}{settings.cutoff_setting} is {limit} tokens: no sample fits, as "
                                f"the {family} chat prefix, the answer's role header and one answer token take "
                                f"{shortest}; raise it (the demos keep 128 + 256 + 1)")
-
-
-def folder_config(folder: str) -> dict[str, Any]:
-    """A model.path folder's config.json; one that is not a JSON object stops, naming it."""
-    path = Path(folder, "config.json")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8-sig"))
-    except ValueError as err:
-        raise ConfigCheckError(f"config: model.path: {path} is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ConfigCheckError(f"config: model.path: {path}: not a JSON object")
-    return config
-
-
-def check_positions(model: Mapping[str, Any], settings: Mapping[str, Any], where: str) -> None:
-    """A local model folder's positions against a run's lengths (glmtune.config_rules.positions_problem); a
-    downloaded model is checked by the tokenize and evaluate jobs, the first to have its config."""
-    from glmtune.config_rules import model_positions, positions_problem
-    from glmtune.settings import EvaluateSettings, TokenizeSettings
-
-    if model["source"] != "path":
-        return
-    problem = positions_problem(model_positions(folder_config(model["path"])), TokenizeSettings.from_config(settings["tokenize"]),
-                                EvaluateSettings.from_config(settings["evaluate"]).max_new_tokens)
-    if problem:
-        raise ConfigCheckError(f"config: {where}{problem} (model.path: {model['path']})")
 
 
 def check_train(train: Mapping[str, Any], evaluate: Mapping[str, Any], where: str, *, trust_remote_code: bool,
