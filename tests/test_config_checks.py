@@ -1,5 +1,5 @@
 """The config's cross-key checks (glmtune.config_checks) on plain validated configs, without Snakemake: each bad
-config fails with the one line common.smk shows as its WorkflowError, and the shipped default passes."""
+config fails with the one line config.smk shows as its WorkflowError, and the shipped default passes."""
 
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ def test_the_shipped_deepspeed_files_pass() -> None:
 
 
 def test_the_checks_are_plain_functions() -> None:
-    """Each check runs on its own, as common.smk's former functions did."""
+    """Each check runs on its own, as config.smk's former functions did."""
     config_checks.check_encoding("d", "gb18030")
     config_checks.check_fetched_file("d", "url", "train", "AdvertiseGen/train.json")
     with pytest.raises(ConfigCheckError, match=r"^config: datasets\.d\.encoding: unknown text encoding"):

@@ -1,4 +1,4 @@
-"""The cross-key checks of the validated config, run before any job (common.smk turns the error into a WorkflowError).
+"""The cross-key checks of the validated config, run before any job (config.smk turns the error into a WorkflowError).
 
 The schema checks each key on its own; these check what only several keys, or the files they name, show: a dataset's
 source and the keys it needs, files that are not there, split layouts without training data, encodings, the model
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.config_check_error import ConfigCheckError, check_read, where_looked
-from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job (common.smk takes it from here)
+from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job
 from glmtune.data.records import shards_problem
 from glmtune.data_settings import given_files
 from glmtune.model_checks import check_model, check_positions
 
-__all__ = ["LOCAL_SOURCES", "ConfigCheckError", "check_config"]
+__all__ = ["ConfigCheckError", "check_config"]
 
 
 def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ limit, the model's positions.
 
 Pure Python (no torch, peft or transformers; only train.method: qlora imports torch, to ask for a GPU), so building
 the job graph stays fast. The workflow runs them once,
-in common.smk's check_config; the stages trust that decision and do not run them again (code that calls a stage
+in config.smk's check_config; the stages trust that decision and do not run them again (code that calls a stage
 without Snakemake calls these first).
 """
 

@@ -5,7 +5,7 @@ that came validated through workflow/schemas/config.schema.yaml (which fills in 
 no default in the schema because they are given or not (format, files, url, ...): `UNSET` names them, and an absent
 one is None ("not given"), never a value of its own.
 
-Pure Python (no torch): common.smk builds these while building the job graph.
+Pure Python (no torch): the workflow builds these while building the job graph.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class FetchSettings(GivenOrNot):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSettings(GivenOrNot):
-    """One datasets.<name> entry, after common.smk has filled a llamafactory entry's format, columns, tags and files."""
+    """One datasets.<name> entry, after config.smk's check_config has filled a llamafactory entry's format, columns, tags and files."""
 
     SECTION = "datasets.<name>"
     UNSET = ("format", "dataset_info", "name", "columns", "tags", "files", "url")

@@ -1,6 +1,6 @@
 """Named fine-tuning runs: each overrides the config's train / tokenize / evaluate; a grid expands into runs.
 
-Torch-free: the workflow builds its DAG from these (workflow/rules/common.smk).
+Torch-free: the workflow builds its DAG from these (workflow/rules/config.smk, common.smk).
 """
 
 from __future__ import annotations

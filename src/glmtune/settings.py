@@ -6,7 +6,7 @@ an unknown or a missing key by name, so a section that did not come through the 
 silently running on a default written somewhere else. `to_config` gives the plain section back (lists, not
 tuples): what travels as JSON to a torchrun worker and what the checkpoint fingerprint hashes.
 
-Pure Python (no torch): common.smk builds these while building the job graph.
+Pure Python (no torch): the workflow builds these while building the job graph.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plain validated configs for the pre-job checks (glmtune.config_checks), as common.smk has them, and the one line a
+"""Plain validated configs for the pre-job checks (glmtune.config_checks), as config.smk has them, and the one line a
 bad config fails with."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from helpers.settings import dataset_section, schema, with_defaults
 
 
 def validated(datasets: dict[str, dict[str, Any]] | None = None, **sections: Any) -> dict[str, Any]:
-    """A config as common.smk has it after validation: the schema's defaults under every dataset and section."""
+    """A config as config.smk has it after validation: the schema's defaults under every dataset and section."""
     datasets = datasets or {"d": {"source": "demo", "format": "advertisegen", "files": {"all": "train.json"}}}
     config = with_defaults(schema(), {"model": {"name": "m", "source": "tiny"}, **sections})
     config["datasets"] = {name: dataset_section(**entry) for name, entry in datasets.items()}
