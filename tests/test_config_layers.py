@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from glmtune.config_layers import LayerError, job_command, layer_config, parse_overrides, sort_order_free, whole_numbers
+from glmtune.config_layers import (LayerError, job_command, layer_config, parse_overrides, replaced_limits,
+                                   sort_order_free, whole_numbers, written_by_user)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
@@ -145,3 +146,25 @@ def test_whole_number_floats_become_ints_where_the_schema_wants_an_integer_and_s
     assert kinds == {"cutoff_len": int, "max_truncated_ratio": float, "batch_size": int, "num_epochs": float,
                      "learning_rate": float, "r": int, "alpha": float, "evaluate.batch_size": int, "max_new_tokens": int,
                      "run max_steps": int, "grid r": int, "grid r 2.5": float}  # 2.5 is left for the schema to refuse
+
+
+def warnings_for(default: dict[str, Any], files: list[dict[str, Any]], overrides: dict[str, Any] | None = None) -> list[str]:
+    layered = layer_config(default, files, overrides or {}, SCHEMA)
+    return replaced_limits(layered, written_by_user(files, overrides or {}, SCHEMA))
+
+
+def test_a_cutoff_len_replacing_demo_limits_the_user_wrote_too_is_warned_of() -> None:
+    """The validated config has both limits filled by the schema, so a written max_input_length: 10 beside
+    cutoff_len: 60 went unread without a word (h15); limits only the default file writes are not the user's."""
+    both = {**OWN, "tokenize": {"cutoff_len": 60, "max_input_length": 10}}
+    assert warnings_for(DEMO, [both]) == [
+        "tokenize.cutoff_len 60 replaces the max_input_length also written: a training sample keeps its first 60 "
+        "tokens and an evaluation prompt its first 60; remove max_input_length, or write cutoff_len: null to use them"]
+    demo_limits = {**DEMO, "tokenize": {"max_input_length": 64, "max_output_length": 128}}
+    assert warnings_for(demo_limits, [], {"tokenize": {"cutoff_len": "256"}}) == []
+    assert warnings_for(demo_limits, [{"tokenize": {"max_output_length": 300}}], {"tokenize": {"cutoff_len": "256"}})[0] \
+        .startswith("tokenize.cutoff_len 256 replaces the max_output_length also written")
+    run_own = {**OWN, "tokenize": {"max_input_length": 10}, "runs": {"long": {"tokenize": {"cutoff_len": 2048}}, "short": {}}}
+    assert [line.split(":")[0] for line in warnings_for(DEMO, [run_own])] == ["runs.long.tokenize.cutoff_len 2048 replaces the max_input_length also written"]
+    assert warnings_for(DEMO, [{**OWN, "tokenize": {"max_input_length": 10}}]) == []
+

@@ -255,6 +255,13 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
     return ids, marks
 
 
+def unwritten_message(template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> int | None:
+    """The first message after the system prompt the template writes nothing for (GLM-4's, as the official one, an
+    empty one), or None. Training such a conversation teaches the answer before it to run on into the next message."""
+    return next((position for position, msg in enumerate(messages)
+                 if msg["role"] != "system" and not template.blocks(msg)), None)
+
+
 def encode_conversation(
     tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[dict[str, Any]], cutoff_len: int | None = None,
     found: set[str] | None = None,

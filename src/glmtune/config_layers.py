@@ -77,6 +77,38 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
     return config
 
 
+def written_by_user(files: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any],
+                    schema: Mapping[str, Any]) -> dict[str, Any]:
+    """What the user wrote: the --configfile files merged in order, then the --config overrides (no default)."""
+    written: dict[str, Any] = {}
+    for user in files:
+        written = merge(written, user)
+    return merge(written, parse_overrides(overrides, schema))
+
+
+DEMO_LIMITS = ("max_input_length", "max_output_length")
+
+
+def replaced_limits(config: Mapping[str, Any], written: Mapping[str, Any]) -> list[str]:
+    """Warnings, one a section, where a cutoff_len replaces demo limits the user wrote too (`config`: layered, before
+    validation; `written`: the user's files and --config merged). The validated config cannot tell: the schema fills
+    both limits in."""
+    def tokenize_of(mapping: Any) -> Mapping[str, Any]:
+        return (mapping or {}).get("tokenize") or {}
+
+    top, top_written = tokenize_of(config), tokenize_of(written)
+    scopes = [("", top.get("cutoff_len"), [key for key in DEMO_LIMITS if key in top_written])]
+    for name, run in (config.get("runs") or {}).items():
+        own, own_written = tokenize_of(run), tokenize_of((written.get("runs") or {}).get(name))
+        keys = [key for key in DEMO_LIMITS if key in own_written or ("cutoff_len" in own and key in top_written)]
+        if "cutoff_len" in own or any(key in own_written for key in DEMO_LIMITS):
+            scopes.append((f"runs.{name}.", own.get("cutoff_len", top.get("cutoff_len")), keys))
+    return [f"{where}tokenize.cutoff_len {cutoff} replaces the {' and '.join(keys)} also written: a training sample "
+            f"keeps its first {cutoff} tokens and an evaluation prompt its first {cutoff}; remove "
+            f"{' and '.join(keys)}, or write cutoff_len: null to use them"
+            for where, cutoff, keys in scopes if cutoff is not None and keys]
+
+
 def expand_home(config: dict[str, Any]) -> None:
     """A leading ~ in a path the config gives (local dataset files, dataset_info, model.path, train.deepspeed, a run's
     deepspeed) is the user's home, as in a shell: expanded in place, before anything reads the path."""

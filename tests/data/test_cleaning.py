@@ -171,6 +171,27 @@ def test_an_empty_side_drops_its_whole_exchange_tool_call_and_observation_includ
     assert out == [*first, *first] and counts["empty_turns_dropped"] == 1
 
 
+def test_an_observation_emptied_by_cleaning_drops_its_exchange() -> None:
+    """Kept, GLM-4's template would write nothing for it and train the call to run on into the answer."""
+    counts: Counter[str] = Counter()
+    first = [message("user", "你好"), message("assistant", "你好！")]
+    exchange = tool_exchange("北京天气？")
+    exchange[2] = message("observation", "🐳", loss=False)
+    out = clean_conversation([*first, *exchange], clean_settings(remove_strings=("🐳",)), counts)
+    assert out == first and counts["empty_turns_dropped"] == 1
+
+
+def test_removing_an_emoji_takes_its_presentation_selector_and_leaves_no_invisible_answer() -> None:
+    """❤️ is ❤ and U+FE0F; 👩‍💼 is 👩, a zero-width joiner and 💼. An answer left with the selector or the joiner
+    alone showed nothing but passed for text (EmoLLM's role-play files hold both) and was trained."""
+    counts: Counter[str] = Counter()
+    rules = clean_settings(remove_strings=("❤", "👩", "💼"))
+    out = clean_conversation([message("user", "喜欢我吗"), message("assistant", "喜欢❤️呀"), message("user", "你是谁"),
+                              message("assistant", "👩\u200d💼"), message("user", "再说一次"), message("assistant", "❤️")],
+                             rules, counts)
+    assert [m["content"] for m in out] == ["喜欢我吗", "喜欢呀"] and counts["empty_turns_dropped"] == 2
+
+
 def test_convert_names_the_first_record_that_lost_an_exchange(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     raw = tmp_path / "raw.jsonl"
     whole = [message("user", "你好"), message("assistant", "你好！")]

@@ -47,6 +47,16 @@ MALFORMED = [
                  "message 1: an observation after a user message; an observation is a tool's result", id="observation-after-user"),
     pytest.param("chatglm3", conv({"role": "observation", "content": "o"}, user("q"), assistant("a")),
                  "message 0: an observation as the first message", id="observation-first"),
+    # GLM-4's template writes nothing for an empty message: the call would vanish, or run on into the answer
+    pytest.param("chatglm3", conv(user("q"), assistant("", metadata="search"), {"role": "observation", "content": "o"},
+                                  assistant("a")),
+                 "message 1: a tool call to 'search' with empty arguments: a call's content is its arguments as JSON, {}",
+                 id="tool-call-without-arguments"),
+    pytest.param("chatglm3", conv(user("q"), assistant("{}", metadata="clear_cache"), {"role": "observation", "content": ""},
+                                  assistant("a")),
+                 "message 2: an empty observation: GLM-4's chat template writes nothing", id="empty-observation"),
+    pytest.param("chatglm3", conv(user("q"), assistant("\ufe0f\u200d ")), "message 1: empty assistant message",
+                 id="invisible-assistant"),
     pytest.param("chatglm3", conv(user("q"), {"role": "tool", "name": "get_weather", "observation": "o"}, assistant("a")),
                  "message 1: tool message without 'parameters'", id="tool-without-parameters"),
     pytest.param("chatglm3", conv(user("q"), assistant("a", loss="yes")), "message 1: 'loss' must be true or false", id="loss-not-bool"),
@@ -212,10 +222,11 @@ def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
 
 
 def test_chatglm3_metadata_is_kept(tmp_path: Path) -> None:
-    raw = write_lines(tmp_path / "raw.jsonl", [conv(user("q"), assistant("", metadata="search"), assistant("a"))])
-    run(tmp_path, raw, "chatglm3")  # an empty assistant message with metadata (a tool call) is valid
+    call = assistant("{}", metadata="clear_cache")  # a call that takes no arguments
+    raw = write_lines(tmp_path / "raw.jsonl", [conv(user("q"), call, {"role": "observation", "content": "null"}, assistant("a"))])
+    run(tmp_path, raw, "chatglm3")
     row = next(read_jsonl(tmp_path / "out" / "conv.jsonl"))
-    assert row["conversations"][1] == {"role": "assistant", "content": "", "loss": True, "metadata": "search"}
+    assert row["conversations"][1] == {"role": "assistant", "content": "{}", "loss": True, "metadata": "clear_cache"}
 
 
 # --- an empty conversation with a fixed system prompt is still a reject, not a crash --------------

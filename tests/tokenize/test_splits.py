@@ -138,6 +138,7 @@ def test_truncation_is_counted_logged_and_stops_training_over_the_threshold(data
     train = stats["splits"]["train"]
     assert train["answer_truncated"] + train["dropped_no_trained_tokens"] == lost
     assert train["dropped_no_trained_tokens"] == sum(k == 0 for k in kept)
+    assert train["dropped_records"] == [row["source"] for row, k in zip(rows, kept) if k == 0]  # found, not only counted
     assert f"train: {lost} of 60 samples lost answer tokens to truncation at {cutoff} tokens" in caplog.text
     assert train["before_truncation"]["length"]["p100"] == max(len(ids) for ids, _, _ in encoded)
 
@@ -160,3 +161,44 @@ def test_special_tokens_strings_in_messages_are_counted_and_warned(data, tmp_pat
     assert stats["splits"]["train"]["special_token_text"] == {"<|assistant|>": 1, "<|endoftext|>": 2}
     assert "message text holds the string of a special token (<|assistant|> 1, <|endoftext|> 2" in caplog.text
     assert stats["splits"]["validation"]["special_token_text"] == {}
+
+
+def two_turns(data: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """The train rows joined two by two into two-turn conversations (the second question after the first answer)."""
+    rows = list(read_jsonl(data["train"]))
+    joined = [{**first, "conversations": first["conversations"] + second["conversations"]}
+              for first, second in zip(rows[::2], rows[1::2])]
+    write_jsonl(tmp_path / "train.jsonl", joined)
+    return {**data, "train": tmp_path / "train.jsonl"}
+
+
+def test_the_advised_max_input_length_holds_multi_turn_evaluation_prompts(data, tmp_path: Path) -> None:
+    """An evaluation prompt holds the earlier answers too: the advice counted the untrained tokens only, and the
+    max_input_length it gave cut every multi-turn test prompt (the evaluation then stopped, asking for more)."""
+    from glmtune.chat_template import split_for_generation
+    from glmtune.evaluate.prompts import generation_prompts
+    from glmtune.model.loading import load_tokenizer
+
+    multi = two_turns(data, tmp_path)
+    whole = tokenize(multi, tmp_path / "out")["splits"]["train"]["whole_95"]
+    tokenizer, template = load_tokenizer(data["model"], trust_remote_code=False), get_template("glm4")
+    prompts = [split_for_generation(row["conversations"])[0] for row in read_jsonl(multi["train"])]
+    settings = tokenize_settings(max_input_length=whole["max_input_length"], max_output_length=whole["max_output_length"])
+    _, cut = generation_prompts(tokenizer, template, prompts, settings, multi["train"])
+    assert cut <= 0.05 * len(prompts)
+
+
+def test_a_message_the_template_writes_nothing_for_stops_the_tokenize_job_naming_its_record(data, tmp_path: Path) -> None:
+    """An empty question kept by clean.drop_empty_turns: false: GLM-4's template (as the official one) writes nothing
+    for it, so the answer before it was trained to end with <|assistant|>, not <|user|>."""
+    multi = two_turns(data, tmp_path)
+    rows = list(read_jsonl(multi["train"]))
+    rows[3]["conversations"][2]["content"] = ""
+    write_jsonl(multi["train"], rows)
+    source = rows[3]["source"]
+    with pytest.raises(ValueError, match=rf"tokenize: .*train.jsonl: adgen {source['index']}: message 2 \(user\) is "
+                                         r"empty, and the glm4 chat template writes nothing .* set "
+                                         r"datasets.adgen.clean.drop_empty_turns: true"):
+        tokenize(multi, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+

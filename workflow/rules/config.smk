@@ -19,7 +19,7 @@ def layer_user_config(schema):
     """The config the job runs on (glmtune.config_layers): a --configfile naming datasets or model is a job of the
     user's own, over the schema's defaults only; otherwise the embedded default with the files over it. Snakemake's
     own merge of the files into config/config.yaml is replaced in place; --config values apply last."""
-    from glmtune.config_layers import LayerError, layer_config
+    from glmtune.config_layers import LayerError, layer_config, replaced_limits, written_by_user
     from glmtune.repeated_keys import config_file_problems
 
     files = [DEFAULT_CONFIG] if Path(DEFAULT_CONFIG).is_file() else []
@@ -33,6 +33,10 @@ def layer_user_config(schema):
         raise WorkflowError(str(err))
     config.clear()
     config.update(layered)
+    if workflow.is_main_process:
+        written = written_by_user(user_files, dict(workflow.config_settings.config), schema)
+        for line in replaced_limits(layered, written):
+            logger.warning(line)
 
 
 def load_schema():

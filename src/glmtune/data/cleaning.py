@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from glmtune.data.conversation import is_blank
 from glmtune.data_settings import CleanSettings
 
 
@@ -31,8 +32,14 @@ def placeholders_in(messages: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def _is_empty(msg: dict[str, Any]) -> bool:
-    """A user or assistant message with no text (a tool call, with metadata, is not empty)."""
-    return msg["role"] in ("user", "assistant") and not msg["content"].strip() and not msg.get("metadata")
+    """A question, answer, tool call or observation that shows no text (glmtune.data.conversation.is_blank)."""
+    return msg["role"] != "system" and is_blank(msg["content"])
+
+
+def _without(content: str, text: str) -> str:
+    """`content` without `text`, and without the emoji presentation selector (U+FE0F) right after it: removing ❤
+    from ❤️ leaves nothing, not an invisible character."""
+    return re.sub(re.escape(text) + ("" if text.endswith("\ufe0f") else "\ufe0f?"), "", content)
 
 
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -61,7 +68,7 @@ def _drop_emptied_system(before: Sequence[dict[str, Any]], after: list[dict[str,
     """Drop a system message that cleaning left without text (one with tools keeps them and stays)."""
     kept = []
     for old, new in zip(before, after):
-        if new["role"] == "system" and old["content"].strip() and not new["content"].strip() and not new.get("tools"):
+        if new["role"] == "system" and not is_blank(old["content"]) and is_blank(new["content"]) and not new.get("tools"):
             counts["empty_system_dropped"] += 1
             continue
         kept.append(new)
@@ -94,7 +101,7 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
             counts["messages_with_replacements"] += 1
         replaced = msg["content"]
         for text in rules.remove_strings:
-            msg["content"] = msg["content"].replace(text, "")
+            msg["content"] = _without(msg["content"], text)
         if msg["content"] != replaced:
             counts["messages_with_strings_removed"] += 1
         if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:

@@ -12,6 +12,7 @@ is unwrapped to its `function`). The chat template renders them in its family's 
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 from glmtune.chat_template import tool_function
@@ -23,6 +24,16 @@ def kind_of(value: Any) -> str:
     """A JSON value's kind in words ("an object", not the dict subclass a record may be read as)."""
     kinds = (*KINDS.items(), (int, "a number"), (float, "a number"))  # bool before int: True is an int
     return next((name for kind, name in kinds if isinstance(value, kind)), "null" if value is None else type(value).__name__)
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` shows nothing: whitespace, format characters (a zero-width joiner) and variation selectors only,
+    what removing an emoji's base character leaves of `❤️` or `👩‍💼` (an answer of them would be trained as one)."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" or _is_variation_selector(char) for char in text)
+
+
+def _is_variation_selector(char: str) -> bool:
+    return "\ufe00" <= char <= "\ufe0f" or "\U000e0100" <= char <= "\U000e01ef"
 
 
 ROLES = ("system", "user", "assistant", "observation")
@@ -84,6 +95,22 @@ def undeclared_calls(messages: list[dict[str, Any]]) -> list[str]:
             and msg["metadata"] not in declared]
 
 
+def check_observation(conversation: list[dict[str, Any]], position: int) -> None:
+    """An observation, a tool's result, follows the assistant message that called it (ChatGLM3's and GLM-4's rule),
+    and holds text: GLM-4's chat template writes nothing for an empty message (as the official one does), so the call
+    before it would be trained to run on into the next message instead of ending with <|observation|>."""
+    where = f"message {position}"
+    if position == 0 or conversation[position - 1]["role"] not in ("assistant", "observation"):
+        before = f"after a {conversation[position - 1]['role']} message" if position else "as the first message"
+        raise InvalidRecord(f"{where}: an observation {before}; an observation is a tool's result and follows the "
+                            "assistant message that called it (ChatGLM3's and GLM-4's rule)")
+    if is_blank(conversation[position]["content"]):
+        raise InvalidRecord(f"{where}: an empty observation: GLM-4's chat template writes nothing for an empty "
+                            "message, so the tool call before it would be trained to run on into the next message "
+                            "instead of ending with <|observation|>; write the tool's empty result as text (e.g. "
+                            "\"{}\" or \"null\")")
+
+
 def conversation_key(messages: Any) -> str:
     """The identity of a conversation for de-duplication and overlap counts: its messages, key order aside."""
     return json.dumps(messages, ensure_ascii=False, sort_keys=True)
@@ -125,11 +152,14 @@ def validate_conversation(conversation: Any) -> None:
             seen_system = True
         elif role == "user":
             seen_user = True
-        elif role == "observation" and (position == 0 or conversation[position - 1]["role"] not in ("assistant", "observation")):
-            before = f"after a {conversation[position - 1]['role']} message" if position else "as the first message"
-            raise InvalidRecord(f"{where}: an observation {before}; an observation is a tool's result and follows the "
-                                "assistant message that called it (ChatGLM3's and GLM-4's rule)")
-        elif role == "assistant" and not content.strip() and not msg.get("metadata"):
+        elif role == "observation":
+            check_observation(conversation, position)
+        elif role == "assistant" and is_blank(content):
+            if msg.get("metadata"):
+                raise InvalidRecord(
+                    f"{where}: a tool call to {msg['metadata']!r} with empty arguments: a call's content is its "
+                    "arguments as JSON, {} for a call that takes none (GLM-4's chat template writes nothing for an "
+                    "empty message, so the call would vanish from training)")
             raise InvalidRecord(f"{where}: empty assistant message")
     if not any(m["role"] == "user" for m in conversation):
         raise InvalidRecord("no user message")

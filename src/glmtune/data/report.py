@@ -98,7 +98,8 @@ def _tokens_section(stats: dict[str, Any]) -> str:
                  "token, encoded as text (not as the token, which could open a turn or end an answer).</p>"
                  + _table(("split", "string", "samples"), quoted))
     if before:
-        html += ("<h3>Lengths before truncation</h3><p>prompt: the untrained tokens; answer: the trained ones. "
+        html += ("<h3>Lengths before truncation</h3><p>prompt: what an evaluation prompt holds, the messages before the last answer and its role "
+                 "token (single-turn, the untrained tokens); answer: the trained tokens. "
                  "The limit column keeps 95 % of the samples whole: max_input_length for prompts, cutoff_len (or "
                  "max_input_length + max_output_length + 1) for whole samples.</p>"
                  + _table(("split", "tokens of", "p50", "p90", "p95", "p99", "max", "95 % whole at"), before))

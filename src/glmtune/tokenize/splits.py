@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from glmtune.io import atomic_path, read_jsonl, write_json
 from glmtune.logs import bar_options
-from glmtune.chat_template import IGNORE_INDEX, encode_conversation, get_template
+from glmtune.chat_template import (IGNORE_INDEX, ChatTemplate, encode_conversation, get_template, prompt_parts,
+                                   split_for_generation, unwritten_message)
 from glmtune.config_rules import model_positions, positions_problem
 from glmtune.model.loading import load_tokenizer
 from glmtune.settings import ModelSettings, TokenizeSettings
@@ -59,6 +60,29 @@ def whole_limits(prompt_p95: int, answer_p95: int, total_p95: int) -> dict[str, 
             "cutoff_len": max(total_p95, 2)}
 
 
+def evaluation_prompt_length(tokenizer: Any, template: ChatTemplate, conversation: list[dict[str, Any]]) -> int:
+    """The tokens of the prompt an evaluation gives for this conversation (the messages before its last answer, then
+    the answer's role token): what max_input_length must hold. Single-turn, the untrained tokens; multi-turn, the
+    earlier answers too."""
+    messages_ids, header = prompt_parts(tokenizer, template, split_for_generation(conversation)[0])
+    return len(messages_ids) + len(header)
+
+
+def check_written(template: ChatTemplate, row: dict[str, Any], split_path: str | Path) -> None:
+    """Refuse a conversation with a message the template writes nothing for (an empty question kept by
+    `clean.drop_empty_turns: false`): the answer before it would be trained to run on into the next answer."""
+    position = unwritten_message(template, row["conversations"])
+    if position is None:
+        return
+    source = row.get("source") or {}
+    dataset = source.get("dataset", "<dataset>")
+    raise ValueError(f"tokenize: {split_path}: {dataset} {source.get('index', '')}: message {position} "
+                     f"({row['conversations'][position]['role']}) is empty, and the {template.name} chat template "
+                     "writes nothing for an empty message (as the official one does): the answer before it would be "
+                     f"trained to run on into the next message; set datasets.{dataset}.clean.drop_empty_turns: true "
+                     "(it drops such an exchange, counted) or fill the message")
+
+
 def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int,
                    before_save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Encode every conversation of one split; write an Arrow dataset (input_ids, labels) to out_dir. The stats count
@@ -70,19 +94,22 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
     full, prompts, answers = [], [], []
     rows = list(read_jsonl(split_path))
     as_text: Counter[str] = Counter()  # special tokens' strings held by message text -> samples (encoded as text)
+    dropped: list[Any] = []  # the records of the samples left with no trained token
     for row in tqdm(rows, desc=f"tokenize {Path(split_path).stem}", **bar_options()):
         found: set[str] = set()
+        check_written(template, row, split_path)
         all_ids, all_labels, _ = encode_conversation(tokenizer, template, row["conversations"], found=found)
         as_text.update(found)
         answer = sum(label != IGNORE_INDEX for label in all_labels)
         full.append(len(all_ids))
         answers.append(answer)
-        prompts.append(len(all_ids) - answer)
+        prompts.append(evaluation_prompt_length(tokenizer, template, row["conversations"]))
         ids, labels = all_ids[:cutoff_len], all_labels[:cutoff_len]
         target = sum(label != IGNORE_INDEX for label in labels)
         if target == 0:
-            # Truncation removed every trained token: the sample would teach nothing. Counted in the stats.
+            # Truncation removed every trained token: the sample would teach nothing. Counted and named in the stats.
             no_target += 1
+            dropped.append(row.get("source"))
             continue
         truncated += len(ids) < len(all_ids)
         lost_answer += target < answer
@@ -92,7 +119,7 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
         trained.append(target)
     stats = {
         "samples_in": len(rows), "samples": len(lengths), "truncated": truncated,
-        "answer_truncated": lost_answer, "dropped_no_trained_tokens": no_target,
+        "answer_truncated": lost_answer, "dropped_no_trained_tokens": no_target, "dropped_records": dropped,
         "tokens": int(sum(lengths)), "trained_tokens": int(sum(trained)),
         "special_token_text": dict(sorted(as_text.items())),
         "length": _percentiles(lengths), "trained_length": _percentiles(trained),
@@ -133,7 +160,7 @@ def tokenize_splits(
             check_truncation(name, split, limit, settings)
 
         stats["splits"][name] = tokenize_split(path, out_dirs[name], tokenizer, model.template, limit, check)
-        log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, dict)})
+        log.info("%s: %s", name, {k: v for k, v in stats["splits"][name].items() if not isinstance(v, (dict, list))})
     write_json(stats_path, stats)
     return stats
 
@@ -155,6 +182,10 @@ def log_truncation(name: str, split: dict[str, Any], limit: int, setting: str) -
             "left; lengths before truncation: %s, max %d (prompts p95 %d, answers p95 %d); 95 %% stay whole with %s",
             name, lost, split["samples_in"], limit, setting, split["dropped_no_trained_tokens"], points,
             before["length"]["p100"], before["prompt"]["p95"], before["answer"]["p95"], _limits_text(split["whole_95"]))
+    if records := split["dropped_records"]:
+        named = ", ".join(f"{source['dataset']} {source['index']}" for source in records[:5] if source)
+        log.warning("%s: the dropped samples' records (every one in stats.json, dropped_records): %s%s", name, named,
+                    f" and {len(records) - 5} more" if len(records) > 5 else "")
 
 
 def check_truncation(name: str, split: dict[str, Any], limit: int, settings: TokenizeSettings) -> None:
