@@ -135,3 +135,34 @@ def test_the_chat_asks_again_on_an_empty_line(models: dict[str, Path]) -> None:
     interactive(chat, io.StringIO("\n   \n类型#裙\n\nexit\n"), screen)
     assert chat.asked == [[{"role": "user", "content": "类型#裙"}]]
     assert screen.getvalue().count("User: ") == 5 and screen.getvalue().count("Assistant: ") == 1
+
+
+def test_a_family_sharing_another_ones_prefix_is_told_by_the_shipped_template_or_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GLM-4 variant with `<eop>` closing every message has GLM-4's prefix: infer took glm4, the first to fit, and
+    laid prompts out without the `<eop>` training used, without a word (h12). The merged model ships its family's
+    Jinja; without it the choice is refused, naming --template."""
+    import dataclasses
+
+    from glmtune.chat_template import get_template
+    from glmtune.family import FAMILIES, GLM4
+    from glmtune.inference import BadRequest, detect_template
+
+    chat = dataclasses.replace(GLM4.chat, end_of_turn="<eop>", stop=(*GLM4.chat.stop, "<eop>"))
+    variant = dataclasses.replace(GLM4, name="glm4eop", chat=chat)
+    vocab = {token: number for number, token in enumerate(("[gMASK]", "<sop>", "<eop>"))}
+
+    class Tokenizer:
+        def __init__(self, chat_template: str | None) -> None:
+            self.chat_template = chat_template
+
+        def get_vocab(self) -> dict[str, int]:
+            return vocab
+
+    assert detect_template(Tokenizer(None)).name == "glm4"  # one family fits: as before
+    monkeypatch.setitem(FAMILIES, "glm4eop", variant)
+    assert detect_template(Tokenizer(get_template("glm4eop").jinja())).name == "glm4eop"
+    assert detect_template(Tokenizer(get_template("glm4").jinja())).name == "glm4"
+    with pytest.raises(BadRequest, match=r"the chat prefixes of glm4 or glm4eop all fit the tokenizer and its chat "
+                                         r"template is none of theirs\); pass --template \(glm4 or glm4eop\)"):
+        detect_template(Tokenizer("{{ messages }}"))

@@ -73,8 +73,9 @@ def test_the_default_jobs_sections_round_trip_through_the_typed_settings() -> No
 
 def test_unknown_and_missing_keys_are_refused_by_name() -> None:
     given = section("train", {})
-    with pytest.raises(SettingsError, match=r"^train: unknown key\(s\) train.learnig_rate; missing key\(s\) "
-                                            r"train.learning_rate \(.*config.schema.yaml"):
+    with pytest.raises(SettingsError, match=r"^train: unknown key\(s\) train.learnig_rate \(glmtune.settings.TrainSettings "
+                                            r"has no field for them: a key added to the schema needs one\); missing "
+                                            r"key\(s\) train.learning_rate \(.*config.schema.yaml"):
         TrainSettings.from_config({**{k: v for k, v in given.items() if k != "learning_rate"}, "learnig_rate": 1e-4})
     with pytest.raises(SettingsError, match=r"^train.lora: missing key\(s\) train.lora.use_dora"):
         TrainSettings.from_config({**given, "lora": {k: v for k, v in given["lora"].items() if k != "use_dora"}})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glmtune.bench.stage import RECIPES
+from glmtune.evaluate.backend import BACKENDS
 from glmtune.family import DEFAULT_FAMILY, FAMILIES
 from glmtune.io import atomic_path
 
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--demo-batch", type=int, default=16)
     b.add_argument("--demo-samples", type=int, default=None, help="run the demo's way on the first N samples only (default: all)")
     b.add_argument("--batch", type=batch_size_arg, default=128, help="our batch size, or auto (from free GPU memory)")
-    b.add_argument("--cache", default="static", choices=["static", "dynamic", "auto"])
+    b.add_argument("--cache", default="static", choices=[*BACKENDS, "auto"], help="a generation backend (evaluate.cache)")
     b.add_argument("--config", help="take --batch and --cache from this config's evaluate section (layered as the "
                                     "workflow does), e.g. config/advertisegen_glm4.yaml")
     b.set_defaults(func=bench_eval)

@@ -100,10 +100,9 @@ DATASET_KEYS_READ_BY_SOURCE = {"url": ("url",), "sha256": ("url",), "dataset_inf
 
 def converter_options_read() -> dict[str, tuple[str, ...]]:
     """The dataset keys only some formats read (`columns`, `tags`) -> those formats (glmtune.data.formats)."""
-    from glmtune.data.formats import CONVERTER_OPTIONS
+    from glmtune.data.formats import CONVERTER_OPTIONS, option_keys
 
-    keys = {key for options in CONVERTER_OPTIONS.values() for key in options}
-    return {key: tuple(fmt for fmt, options in CONVERTER_OPTIONS.items() if key in options) for key in sorted(keys)}
+    return {key: tuple(fmt for fmt, options in CONVERTER_OPTIONS.items() if key in options) for key in option_keys()}
 
 
 def check_named_once(name: str, source: str, files: Mapping[str, Any]) -> None:

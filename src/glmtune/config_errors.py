@@ -59,7 +59,7 @@ OTHER_TOOLS_KEYS = {
     "fp16": "train.precision", "training_args": "train", "peft_config": "train.lora", "data_config": "datasets",
     "max_new_tokens": "evaluate.max_new_tokens", "template": "model.template",
     "quantization_bit": "train.method (qlora: a 4-bit NF4 base)", "max_source_length": "tokenize.max_input_length",
-    "max_target_length": "tokenize.max_output_length", "stage": "train.method (supervised fine-tuning only: lora, qlora, ptuning or full)",
+    "max_target_length": "tokenize.max_output_length", "stage": "train.method (supervised fine-tuning only: one of its methods)",
 }
 
 

@@ -63,7 +63,8 @@ class DemoSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ConvertSettings(GivenOrNot):
-    """What the convert stage takes of a dataset (common.smk's convert_options): columns and tags only where given."""
+    """What the convert stage takes of a dataset (common.smk's convert_options): the converters' options only where
+    given."""
 
     SECTION = "datasets.<name>"
     UNSET = ("columns", "tags")
@@ -78,8 +79,11 @@ class ConvertSettings(GivenOrNot):
     max_reject_ratio: float
 
     def converter_options(self) -> dict[str, Any]:
-        """The converters' own keys (glmtune.data.formats): the LLaMA-Factory column and tag renames."""
-        return {key: value for key, value in (("columns", self.columns), ("tags", self.tags)) if value is not None}
+        """The converters' own keys (glmtune.data.formats.register's `options`: the LLaMA-Factory column and tag
+        renames), where given."""
+        from glmtune.data.formats import option_keys
+
+        return {key: getattr(self, key) for key in option_keys() if getattr(self, key) is not None}
 
 
 @dataclasses.dataclass(frozen=True)

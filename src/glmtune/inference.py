@@ -93,13 +93,21 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def detect_template(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
-    """The first family whose chat prefix the tokenizer has: GLM-4 tokenizers carry `<sop>`, ChatGLM3's carry `sop`."""
+    """The family whose chat prefix the tokenizer has (GLM-4 tokenizers carry `<sop>`, ChatGLM3's `sop`); where
+    several have it (a family that extends another's layout), the one whose Jinja the folder ships (a merged model
+    carries its family's), else none: refused, not guessed (a prompt laid out as another family's would differ from
+    training's)."""
     vocab = tokenizer.get_vocab()
-    for name in FAMILIES:
-        template = get_template(name)
-        if all(token in vocab for token in template.prefix):
-            return template
-    raise BadRequest(f"cannot tell the chat template from the tokenizer; pass --template ({' or '.join(FAMILIES)})")
+    fitting = [get_template(name) for name in FAMILIES if all(token in vocab for token in get_template(name).prefix)]
+    if len(fitting) == 1:
+        return fitting[0]
+    shipped = [template for template in fitting if template.jinja() == getattr(tokenizer, "chat_template", None)]
+    if len(shipped) == 1:
+        return shipped[0]
+    names = " or ".join(template.name for template in fitting) if fitting else " or ".join(FAMILIES)
+    why = (f"the chat prefixes of {names} all fit the tokenizer and its chat template is none of theirs" if fitting
+           else "no registered family's chat prefix fits the tokenizer")
+    raise BadRequest(f"cannot tell the chat template from the tokenizer ({why}); pass --template ({names})")
 
 
 def template_problem(tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, chosen: bool) -> str | None:

@@ -38,10 +38,11 @@ class Section:
         unknown = [key for key in section if key not in names]
         missing = [name for name in names if name not in section]
         if unknown or missing:
-            parts = [f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}" if unknown else "",
-                     f"missing key(s) {', '.join(f'{where}.{k}' for k in missing)}" if missing else ""]
-            raise SettingsError(f"{where}: {'; '.join(p for p in parts if p)} (the section must come validated "
-                                f"against workflow/schemas/config.schema.yaml, which fills in every default)")
+            parts = [f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)} ({cls.__module__}."
+                     f"{cls.__qualname__} has no field for them: a key added to the schema needs one)" if unknown else "",
+                     f"missing key(s) {', '.join(f'{where}.{k}' for k in missing)} (the section must come validated "
+                     "against workflow/schemas/config.schema.yaml, which fills in every default)" if missing else ""]
+            raise SettingsError(f"{where}: {'; '.join(p for p in parts if p)}")
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for name in names:

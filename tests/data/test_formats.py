@@ -47,6 +47,21 @@ def test_schema_format_enum_is_the_converter_registry() -> None:
     assert len(enum) == len(set(enum)) and set(enum) == set(CONVERTERS)
 
 
+def test_every_converter_option_has_its_schema_key_and_settings_fields() -> None:
+    """A key registered as a converter's option reaches it only through the schema, ConvertSettings and
+    DatasetSettings: one left out was refused with a message naming none of them, or accepted and never handed on."""
+    import dataclasses
+
+    from glmtune.data.formats import option_keys
+    from glmtune.data_settings import ConvertSettings, DatasetSettings
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    properties = schema["properties"]["datasets"]["additionalProperties"]["properties"]
+    for settings in (ConvertSettings, DatasetSettings):
+        assert set(option_keys()) <= {field.name for field in dataclasses.fields(settings)}
+    assert option_keys() == ("columns", "tags") and set(option_keys()) <= set(properties)
+
+
 # --- glm4 -------------------------------------------------------------------------------------------
 
 def test_glm4_plain() -> None:

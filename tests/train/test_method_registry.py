@@ -39,8 +39,11 @@ def test_an_unknown_method_is_refused_naming_the_known_ones() -> None:
         (Method("lora", "LoRA again", "adapter", "LORA", mergeable=True, wrap=None), "'lora' is already registered"),
         (Method("x", "X", "model", "LORA", mergeable=True, wrap=None), "an adapter has a peft_type, a whole model none"),
         (Method("x", "X", "adapter", "IA3", mergeable=False, wrap=None), "say why it cannot be merged"),
+        # trained and evaluated, it failed at the end of the job on KeyError: 'lora_alpha' (h12)
+        (Method("x", "X", "adapter", "IA3", mergeable=True, wrap=None),
+         "'x': the export merges LoRA adapters .* only .*, not IA3: register it mergeable=False"),
     ],
-    ids=["taken-name", "model-with-peft-type", "no-reason"],
+    ids=["taken-name", "model-with-peft-type", "no-reason", "mergeable-not-lora"],
 )
 def test_an_entry_that_would_mislead_is_refused(entry: Method, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -79,7 +79,10 @@ def raw_member(wildcards):
 
 
 def convert_options(wildcards):
-    keys = ("encoding", "on_invalid", "system", "dedupe", "clean", "columns", "tags", "max_reject_ratio")
+    """A dataset's keys the convert stage reads (glmtune.data_settings.ConvertSettings), converters' options included."""
+    from glmtune.data.formats import option_keys
+
+    keys = ("encoding", "on_invalid", "system", "dedupe", "clean", *option_keys(), "max_reject_ratio")
     dataset = DATASETS[wildcards.dataset]
     return {key: dataset[key] for key in keys if key in dataset}
 

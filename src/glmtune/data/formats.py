@@ -40,7 +40,15 @@ CONVERTERS: dict[str, Converter] = {}
 CONVERTER_OPTIONS: dict[str, tuple[str, ...]] = {}  # the dataset keys a converter reads (`columns`, `tags`)
 
 
+def option_keys() -> tuple[str, ...]:
+    """Every converter's option keys, once each, sorted: what the convert stage hands on of a dataset."""
+    return tuple(sorted({key for options in CONVERTER_OPTIONS.values() for key in options}))
+
+
 def register(name: str, options: tuple[str, ...] = ()) -> Callable[[Converter], Converter]:
+    """A converter for `format: name`; `options`: the dataset keys it reads beyond its records (each needs its place in
+    the schema's dataset properties and a field of ConvertSettings and DatasetSettings: tests/data/test_formats.py
+    checks the three agree). They reach it as its `options` mapping, where the config gives them."""
     def add(func: Converter) -> Converter:
         CONVERTERS[name], CONVERTER_OPTIONS[name] = func, options
         return func

@@ -70,6 +70,9 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+# The adapters the export knows how to merge (and a whole model, re-saved): another kind, marked mergeable, would train
+# and evaluate, then fail at the very end of the job inside the LoRA arithmetic.
+MERGED_PEFT_TYPES: tuple[str | None, ...] = ("LORA", None)
 
 
 def register(method: Method) -> Method:
@@ -80,6 +83,10 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r}: an adapter has a peft_type, a whole model none")
     if not method.mergeable and not method.cannot_merge:
         raise ValueError(f"method {method.name!r}: say why it cannot be merged (cannot_merge)")
+    if method.mergeable and method.peft_type not in MERGED_PEFT_TYPES:
+        raise ValueError(f"method {method.name!r}: the export merges LoRA adapters (and re-saves whole models) only "
+                         f"(glmtune.export.lora_math), not {method.peft_type}: register it mergeable=False with a "
+                         "cannot_merge, or teach the export its merge first")
     METHODS[method.name] = method
     return method
 
