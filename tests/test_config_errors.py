@@ -147,6 +147,16 @@ def test_another_tools_key_is_named_before_a_close_key_of_ours(schema: dict[str,
         "train.lora_rank: unknown key; lora_rank (LLaMA-Factory, the GLM finetune demos) is train.lora.r here"]
 
 
+def test_a_sampling_setting_says_the_evaluation_is_greedy_not_a_close_key(schema: dict[str, Any]) -> None:
+    """`evaluate.do_sample` was answered "did you mean 'evaluate.max_samples'?" (h13)."""
+    config = yaml.safe_load("datasets: {d: {source: demo, format: advertisegen, files: {all: train.json}}}\n"
+                            "model: {name: m, source: tiny}\nevaluate: {do_sample: true, temperature: 0.8}\n")
+    assert [line.split(";")[0] for line in config_problems(config, schema)] == [
+        "evaluate.do_sample: unknown key", "evaluate.temperature: unknown key"]
+    assert all("the evaluation decodes greedily" in line and "did you mean" not in line
+               for line in config_problems(config, schema))
+
+
 def test_every_key_another_tool_names_points_at_a_key_the_schema_has(schema: dict[str, Any]) -> None:
     from glmtune.config_errors import OTHER_TOOLS_KEYS, key_paths
 

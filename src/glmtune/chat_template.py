@@ -319,9 +319,16 @@ def reference_answer(tokenizer: Tokenizer, template: ChatTemplate, answer: dict[
     is the function name's line and the call in the family's form (`get_weather\n{"city": "北京"}` for GLM-4). Not
     the texts joined: ChatGLM3 encodes the name's line and the call apart, SentencePiece-style, and the model that
     writes those ids decodes to `get_weather\n ```python…`, a space the joined text lacks."""
+    return decode_answer(tokenizer, answer_ids(tokenizer, template, answer))
+
+
+def answer_ids(tokenizer: Tokenizer, template: ChatTemplate, answer: dict[str, Any]) -> list[int]:
+    """The ids a model writes for `answer` after the assistant role token, as training encodes it: the header's
+    newline (or a tool call's name line) and the text, without an end-of-turn token (what max_new_tokens must hold
+    for the answer to come whole)."""
     ids, _ = encode_messages(tokenizer, template, [answer])
     after_role = len(template.prefix) + 1  # the prefix's special tokens, then the answer's <|assistant|>
-    return decode_answer(tokenizer, ids[after_role:])
+    return ids[after_role:len(ids) - (1 if template.end_of_turn else 0)]
 
 
 def stop_token_ids(tokenizer: Tokenizer, template: ChatTemplate) -> list[int]:

@@ -63,6 +63,11 @@ OTHER_TOOLS_KEYS = {
 }
 
 
+# Generation settings of transformers' generate(): the evaluation decodes greedily, as the demos' evaluation does, so
+# that a score compares models, not draws.
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty", "typical_p")
+
+
 # Split names other tools use -> ours (a dataset's `files` keys).
 OTHER_SPLIT_NAMES = {"dev": "test (the demos evaluate on dev.json: `test: dev.json`) or validation",
                      "val": "validation", "valid": "validation", "eval": "validation", "training": "train",
@@ -102,6 +107,9 @@ def _unknown_keys(error: ValidationError, schema: dict[str, Any]) -> list[str]:
             hint = f"the splits are {', '.join(known)}: {key} is {OTHER_SPLIT_NAMES[key]} here"
         elif key in OTHER_TOOLS_KEYS:  # before a close key: `template` is not `evaluate`, `lora_rank` not `lora`
             hint = f"{key} (LLaMA-Factory, the GLM finetune demos) is {OTHER_TOOLS_KEYS[key]} here"
+        elif key in SAMPLING_KEYS:  # `do_sample` is not `max_samples`
+            hint = ("the evaluation decodes greedily (as the demos' evaluation), so that scores compare models, not "
+                    "samples; it has no sampling or beam settings (glmtune infer neither)")
         elif close:
             hint = f"did you mean '{prefix}{close[0]}'?"
         elif elsewhere := _same_key_elsewhere(str(key), everywhere):

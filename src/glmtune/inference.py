@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from glmtune.chat_template import ChatTemplate, encode_prompt, get_template, has_special_token
 from glmtune.config_rules import model_positions
-from glmtune.data.conversation import InvalidRecord, normalize_tools, validate_conversation
+from glmtune.data.conversation import InvalidRecord, is_blank, normalize_tools, validate_conversation
 from glmtune.evaluate.generation import generate
 from glmtune.family import FAMILIES
 from glmtune.model.loading import is_adapter, load_tokenizer, load_trained, resolve_base
@@ -276,8 +276,13 @@ def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
     except InvalidRecord as err:
         raise BadRequest(f'{where}: "messages": {err}') from None
     if messages[-1]["role"] not in ANSWERED_ROLES:
-        raise BadRequest(f'{where}: "messages" ends with a {messages[-1]["role"]} message; the model answers the '
-                         f"last {' or '.join(ANSWERED_ROLES)} message, so end with one")
+        role = messages[-1]["role"]
+        raise BadRequest(f'{where}: "messages" ends with {"an" if role[0] in "aeiou" else "a"} {role} message; the '
+                         f"model answers the last {' or '.join(ANSWERED_ROLES)} message, so end with one")
+    if (empty := next((position for position, msg in enumerate(messages)
+                       if msg["role"] == "user" and is_blank(msg["content"])), None)) is not None:
+        raise BadRequest(f'{where}: "messages": message {empty}: an empty user message, as "prompt" may not be (GLM-4\'s '
+                         "template writes nothing for it, so the model would answer what comes before it)")
     return list(messages)
 
 

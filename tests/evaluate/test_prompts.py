@@ -108,12 +108,17 @@ def test_generating_past_the_models_positions_stops_before_generating(small_run:
 
 
 def test_answers_longer_than_max_new_tokens_are_counted_and_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """What the model writes after <|assistant|>, as the official GLM-4 template renders an answer (`<|assistant|>` +
+    metadata + `\n` + content, tokenized whole): the newline too. Counting the text alone said an answer of exactly
+    max_new_tokens fitted, and its last token was cut (h13)."""
     references = [TEXTS[4], TEXTS[4], TEXTS[0] * 4]
-    lengths = [len(tok.encode(text, add_special_tokens=False)) for text in references]
+    answers = [{"role": "assistant", "content": text, "loss": True} for text in references]
+    lengths = [len(tok.encode("\n" + text, add_special_tokens=False)) for text in references]
+    assert lengths[2] > len(tok.encode(references[2], add_special_tokens=False))  # the case under test
     with caplog.at_level(logging.WARNING, logger="glmtune.evaluate.prompts"):
-        assert check_answer_room(tok, references, evaluate_settings(max_new_tokens=lengths[2]), "t.jsonl") == 0
+        assert check_answer_room(tok, GLM4, answers, evaluate_settings(max_new_tokens=lengths[2]), "t.jsonl") == 0
         assert not caplog.records
-        assert check_answer_room(tok, references, evaluate_settings(max_new_tokens=lengths[2] - 1), "t.jsonl") == 1
+        assert check_answer_room(tok, GLM4, answers, evaluate_settings(max_new_tokens=lengths[2] - 1), "t.jsonl") == 1
     (record,) = caplog.records
     assert record.getMessage() == (
         f"t.jsonl: 1 of 3 test answers (33%) are longer than evaluate.max_new_tokens {lengths[2] - 1} tokens, so no "

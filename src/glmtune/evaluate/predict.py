@@ -56,7 +56,7 @@ def evaluate_model(
     pairs = [split_for_generation(row["conversations"]) for row in rows]
     prompts, cut = generation_prompts(tokenizer, template, [messages for messages, _ in pairs], tokenize, test_path)
     references = [reference_answer(tokenizer, template, answer) for _, answer in pairs]
-    answers_longer = check_answer_room(tokenizer, references, settings, test_path)
+    answers_longer = check_answer_room(tokenizer, template, [answer for _, answer in pairs], settings, test_path)
     backend = make_backend(cache, loaded, tokenizer, template, settings.batch_size, progress=rank == 0)
     if world > 1:
         backend = RankSplit(backend, rank, world, device)

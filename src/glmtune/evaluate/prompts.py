@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from glmtune.chat_template import ChatTemplate, cut_prompt, prompt_parts
+from glmtune.chat_template import ChatTemplate, answer_ids, cut_prompt, prompt_parts
 from glmtune.settings import EvaluateSettings, TokenizeSettings
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,13 @@ def check_cut(cut: int, lengths: list[int], settings: TokenizeSettings, test_pat
     log.warning("%s", message)
 
 
-def check_answer_room(tokenizer: Any, references: Sequence[str], settings: EvaluateSettings,
-                      test_path: str | Path) -> int:
-    """How many reference answers are longer than evaluate.max_new_tokens (in tokens of their text), logged with the
-    lengths and the limit that would hold them: their scores measure the limit as much as the model."""
+def check_answer_room(tokenizer: Any, template: ChatTemplate, answers: Sequence[dict[str, Any]],
+                      settings: EvaluateSettings, test_path: str | Path) -> int:
+    """How many reference answers are longer than evaluate.max_new_tokens (in the tokens a model writes for them,
+    the header's newline included: chat_template.answer_ids), logged with the lengths and the limit that would hold
+    them: their scores measure the limit as much as the model."""
     limit = settings.max_new_tokens
-    lengths = [len(tokenizer.encode(reference, add_special_tokens=False)) for reference in references]
+    lengths = [len(answer_ids(tokenizer, template, answer)) for answer in answers]
     longer = sum(length > limit for length in lengths)
     if not longer:
         return 0
