@@ -260,6 +260,28 @@ def test_a_resumed_runs_figures_tell_the_whole_run(
     assert caplog.text.count("training done") == 1
 
 
+def test_a_run_resumed_from_a_checkpoint_between_log_rows_logs_as_an_uninterrupted_one(
+    small_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """save_steps 5, logging_steps 3: the checkpoint's step had no row, so the resumed run's first row averaged only
+    its own steps and the steps before the checkpoint dropped out of train_loss (h14). A checkpoint step is logged."""
+    settings = {**SETTINGS, "logging_steps": 3}
+    whole = _train(small_run, tmp_path / "whole", settings)
+    shutil.copytree(tmp_path / "whole" / "ckpt", tmp_path / "cut" / "ckpt")
+    run = next(p for p in (tmp_path / "cut" / "ckpt").iterdir() if p.is_dir())
+    shutil.rmtree(run / "checkpoint-10")  # killed between checkpoints 5 and 10
+    resumed = _train(small_run, tmp_path / "cut", settings)
+    assert resumed["resumed_from"] == str(run / "checkpoint-5")
+
+    def losses(log: Path) -> dict[int, float]:
+        return {row["step"]: row["loss"] for row in read_jsonl(log) if "loss" in row}
+
+    expected = losses(tmp_path / "whole" / "log.jsonl")
+    assert sorted(expected) == [3, 5, 6, 9, 10]
+    assert losses(tmp_path / "cut" / "log.jsonl") == pytest.approx(expected, rel=1e-4)
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)
+
+
 def test_a_run_reused_from_its_finished_checkpoint_says_so_with_the_runs_own_time(
     finished: tuple[Path, dict], small_run: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,21 @@ def test_a_cancelled_forced_training_is_named_with_how_to_train_it_again(finishe
     assert "snakemake --cores 8 results/runs/main/adapter" in dry.stderr + dry.stdout
     assert planned_jobs(workdir, TARGET) == []
     assert "train[run=main]" in planned_jobs(workdir, "results/runs/main/adapter")
+
+
+def test_an_evaluation_deleted_by_hand_is_named_while_the_comparison_shows_it(finished: Path, tmp_path: Path) -> None:
+    """The comparison and the merged model's copy of it stay current (a missing file between is made only when
+    something needs it), so the deleted run's row stayed without a word (h14). The plan says so, and how to evaluate
+    it again; that command plans the evaluation."""
+    workdir = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(finished), str(workdir)], check=True)
+    shutil.rmtree(workdir / "results/runs/main/eval")
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--", TARGET], cwd=workdir, capture_output=True,
+                         text=True, check=True)
+    said = dry.stderr + dry.stdout
+    assert "run main: results/runs/main/eval/scores.json is missing while the comparison" in said
+    assert "snakemake --cores 8 results/runs/main/eval/scores.json" in said
+    assert "evaluate[run=main]" in planned_jobs(workdir, "results/runs/main/eval/scores.json")
+    fresh = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--", TARGET], cwd=finished, capture_output=True,
+                           text=True, check=True)
+    assert "is missing while" not in fresh.stderr + fresh.stdout

@@ -150,6 +150,29 @@ def warn_missing_trained():
             )
 
 
+def warn_missing_evaluations():
+    """A run's evaluation deleted by hand while the comparison still shows it: Snakemake keeps results/eval as it is
+    (its other inputs are current, and a missing file between is made only when something needs it), so the row stays.
+    Said once, with the command that evaluates it again."""
+    import json
+
+    if not workflow.is_main_process or not Path("results/eval/metrics.json").is_file():
+        return
+    try:
+        shown = json.loads(Path("results/eval/metrics.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return
+    for run in RUNS:
+        scores = f"results/runs/{run}/eval/scores.json"
+        if run in shown and not Path(scores).is_file():
+            logger.warning(
+                f"run {run}: {scores} is missing while the comparison (results/eval/metrics.md, and a merged model's "
+                "eval_metrics.md) still shows its scores; they stay as they are until it is evaluated again: "
+                f"{this_job_command(scores)} (training it first where its trained folder is gone; then the "
+                "comparison re-runs)"
+            )
+
+
 def this_job_command(*targets):
     """A snakemake command for `targets` with this job's --configfile files and --config values, for messages."""
     from glmtune.config_layers import job_command
@@ -224,6 +247,7 @@ def check_export_targets():
 
 check_export_targets()
 warn_missing_trained()
+warn_missing_evaluations()
 
 
 def comparison_inputs():

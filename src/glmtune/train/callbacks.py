@@ -42,8 +42,11 @@ class JsonlLogger(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The last step is logged too (the Trainer logs every logging_steps-th only): its row holds the mean loss
         of the steps since the last row, so the log, the plot, the final loss and train_seconds reach the run's end,
-        also where max_steps < logging_steps. Every rank sets it (logging gathers the loss across ranks)."""
-        if state.global_step >= state.max_steps:
+        also where max_steps < logging_steps. So is a step that saves a checkpoint (the Trainer's flow callback, first,
+        has decided): a run resumed from it then logs as an uninterrupted one, where a save_steps that is no multiple
+        of logging_steps had left the steps before it out of the resumed run's rows and mean loss. Every rank sets it
+        (logging gathers the loss across ranks)."""
+        if state.global_step >= state.max_steps or control.should_save:
             control.should_log = True
 
     def finish(self, summary: dict[str, Any]) -> None:

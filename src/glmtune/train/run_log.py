@@ -30,8 +30,8 @@ def whole_run_loss(rows: list[dict[str, Any]], resumed_at: int, sum_now: float, 
     """Mean training loss per step over the whole run, not only the steps since the resume.
 
     Rows logged up to the checkpoint resumed from count with the steps each covers (a row is the mean since the row
-    before); this process's steps with the sum of their losses. Steps between the last row and that checkpoint were
-    never logged and do not count (none when save_steps is a multiple of logging_steps).
+    before); this process's steps with the sum of their losses. A checkpoint's step has its row (JsonlLogger logs
+    every step that saves), so no step before the resume is left out.
     """
     total, steps, last = sum_now, steps_now, 0
     for row in rows:
