@@ -202,7 +202,7 @@ Located = tuple[str, Request]  # (where it came from: "FILE, line N" or "--promp
 
 def prompt_request(text: str) -> Located:
     """--prompt's text as a request, refused as an --input line's "prompt" is when empty (or blank)."""
-    if not text.strip():
+    if is_blank(text):
         raise BadRequest(f"--prompt: empty{' (only whitespace)' if text else ''}; give the text to answer")
     row = {"prompt": text}
     if half := surrogate_problem(row):  # bytes of the command line that are not UTF-8 arrive as lone surrogates
@@ -264,7 +264,7 @@ def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
         raise BadRequest(f'{where}: expected an object with "prompt" (a string) or "messages" (a list of '
                          f'{{"role", "content"}} objects), one of them; got {keys or "an empty object"}')
     if "prompt" in row:
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        if not isinstance(row["prompt"], str) or is_blank(row["prompt"]):
             raise BadRequest(f'{where}: "prompt" must be a non-empty string, got {row["prompt"]!r}')
         return [{"role": "user", "content": row["prompt"]}]
     messages = row["messages"]
@@ -310,7 +310,7 @@ def interactive(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdo
         if line.strip() == "clear":
             history = []
             continue
-        if not line.strip():
+        if is_blank(line):
             continue
         asked = [*history, {"role": "user", "content": line.rstrip("\n")}]
         try:
