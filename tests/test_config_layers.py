@@ -167,4 +167,7 @@ def test_a_cutoff_len_replacing_demo_limits_the_user_wrote_too_is_warned_of() ->
     run_own = {**OWN, "tokenize": {"max_input_length": 10}, "runs": {"long": {"tokenize": {"cutoff_len": 2048}}, "short": {}}}
     assert [line.split(":")[0] for line in warnings_for(DEMO, [run_own])] == ["runs.long.tokenize.cutoff_len 2048 replaces the max_input_length also written"]
     assert warnings_for(DEMO, [{**OWN, "tokenize": {"max_input_length": 10}}]) == []
+    grid = {**OWN, "tokenize": {"max_input_length": 10}, "grid": {"tokenize.cutoff_len": [256, 512]}}
+    assert [line.split(":")[0] for line in warnings_for(DEMO, [grid])] == [
+        "grid.tokenize.cutoff_len 256, 512 replaces the max_input_length also written"]
 

@@ -110,6 +110,11 @@ def test_settings_a_run_does_not_read_are_null_so_they_neither_retrain_nor_tell_
                                        r"ptuning\). Leave one out$"):
         run_settings({**BASE, "runs": {}, "grid": {"train.method": ["lora", "ptuning"], "train.lora.r": [4, 8]}},
                      SCHEMA)
+    # runs that differ in a demo limit their cutoff_len replaces: named as that, not as the method (h16)
+    with pytest.raises(RunError, match=r"differ only in tokenize.max_input_length, settings that neither run reads "
+                                       r"\(tokenize.cutoff_len 300, which replaces the demos' limits\)"):
+        run_settings({**BASE, "runs": {"a": {"tokenize": {"cutoff_len": 300, "max_input_length": 64}},
+                                       "b": {"tokenize": {"cutoff_len": 300, "max_input_length": 96}}}, "grid": {}}, SCHEMA)
 
 
 def test_equal_tokenize_settings_share_one_tokenized_set() -> None:

@@ -95,6 +95,23 @@ def test_an_empty_prompt_is_refused(models: dict[str, Path], prompt: str, capsys
     assert "--prompt: empty" in refused([str(models["glm4_no_weights"]), "--prompt", prompt], capsys)
 
 
+@pytest.mark.parametrize(("folder", "refused_there"), [("glm4_no_weights", True), ("chatglm3_no_weights", False)])
+def test_a_message_the_template_writes_nothing_for_is_refused_by_that_template(
+        models: dict[str, Path], tmp_path: Path, folder: str, refused_there: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty question: GLM-4's template writes nothing for it (the model would answer what comes before it),
+    ChatGLM3's writes it, as the evaluation's prompts and predictions.jsonl lines have it."""
+    asked = tmp_path / "asked.jsonl"
+    asked.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                              {"role": "user", "content": ""}]}) + "\n", encoding="utf-8")
+    argv = ["infer", str(models[folder]), "--input", str(asked), "--output", str(tmp_path / "out.jsonl")]
+    if refused_there:
+        assert (f'{asked}, line 1: "messages": message 2 (user) is empty, and the glm4 chat template writes nothing'
+                in refused(argv[1:], capsys))
+    else:  # past the check, the folder has no weights to load
+        with pytest.raises(OSError, match="no file named model.safetensors"):
+            main(argv)
+
+
 def test_a_prompt_longer_than_the_models_positions(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """config.json says 16 positions: "hi" (7 tokens) and 4 new tokens fit, a longer prompt does not."""
     prompts = tmp_path / "prompts.jsonl"

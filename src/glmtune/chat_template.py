@@ -255,11 +255,19 @@ def encode_messages(tokenizer: Tokenizer, template: ChatTemplate, messages: Sequ
     return ids, marks
 
 
-def unwritten_message(template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> int | None:
-    """The first message after the system prompt the template writes nothing for (GLM-4's, as the official one, an
-    empty one), or None. Training such a conversation teaches the answer before it to run on into the next message."""
-    return next((position for position, msg in enumerate(messages)
-                 if msg["role"] != "system" and not template.blocks(msg)), None)
+def unwritten_problem(template: ChatTemplate, messages: Sequence[dict[str, Any]]) -> str | None:
+    """Why the template cannot lay these messages out as given, or None: a message after the system prompt it writes
+    nothing for (GLM-4's, as the official one, an empty one; ChatGLM3's writes every message). Trained, the message
+    before it would run on into the next one; asked, the model would answer what comes before it."""
+    position = next((position for position, msg in enumerate(messages)
+                     if msg["role"] != "system" and not template.blocks(msg)), None)
+    if position is None:
+        return None
+    role = messages[position]["role"]
+    fix = ("write the tool's empty result as text (e.g. \"{}\" or \"null\")" if role == "observation"
+           else "fill it or leave it out")
+    return (f"message {position} ({role}) is empty, and the {template.name} chat template writes nothing for an empty "
+            f"message (as the official one does): the message before it would run on into the next one; {fix}")
 
 
 def encode_conversation(

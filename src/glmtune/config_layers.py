@@ -103,6 +103,9 @@ def replaced_limits(config: Mapping[str, Any], written: Mapping[str, Any]) -> li
         keys = [key for key in DEMO_LIMITS if key in own_written or ("cutoff_len" in own and key in top_written)]
         if "cutoff_len" in own or any(key in own_written for key in DEMO_LIMITS):
             scopes.append((f"runs.{name}.", own.get("cutoff_len", top.get("cutoff_len")), keys))
+    grid_values = [value for value in (config.get("grid") or {}).get("tokenize.cutoff_len") or () if value is not None]
+    if grid_values:  # the grid's runs, built later (glmtune.experiments), each with one of them
+        scopes.append(("grid.", ", ".join(map(str, grid_values)), [key for key in DEMO_LIMITS if key in top_written]))
     return [f"{where}tokenize.cutoff_len {cutoff} replaces the {' and '.join(keys)} also written: a training sample "
             f"keeps its first {cutoff} tokens and an evaluation prompt its first {cutoff}; remove "
             f"{' and '.join(keys)}, or write cutoff_len: null to use them"

@@ -168,8 +168,12 @@ def refuse_identical_runs(runs: dict[str, dict[str, Any]], written: dict[str, di
         if key in seen:
             first = seen[key]
             unread = differing_keys(written[first], written[name])
-            why = (f": they differ only in {', '.join(unread)}, settings that neither run reads (train.method "
-                   f"{settings['train']['method']}). Leave one out" if unread else
+            sections = {path.split(".")[0] for path in unread}  # train_read and tokenize_read null unread keys
+            because = ([f"train.method {settings['train']['method']}"] if "train" in sections else []) + (
+                [f"tokenize.cutoff_len {settings['tokenize']['cutoff_len']}, which replaces the demos' limits"]
+                if "tokenize" in sections else [])
+            why = (f": they differ only in {', '.join(unread)}, settings that neither run reads "
+                   f"({'; '.join(because)}). Leave one out" if unread else
                    ". Leave one out (a grid value equal to the config's own is the default run's; `runs: {}` keeps the "
                    "grid's runs alone)")
             raise RunError(f"config: runs {first} and {name} have the same train, tokenize and evaluate settings: "

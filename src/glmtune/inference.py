@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from glmtune.chat_template import ChatTemplate, encode_prompt, get_template, has_special_token
+from glmtune.chat_template import ChatTemplate, encode_prompt, get_template, has_special_token, unwritten_problem
 from glmtune.config_rules import model_positions
 from glmtune.data.conversation import InvalidRecord, is_blank, normalize_tools, validate_conversation
 from glmtune.evaluate.generation import generate
@@ -183,6 +183,8 @@ class Chat:
         --input file and line, --prompt) and the numbers."""
         prompts = []
         for number, messages in enumerate(conversations):
+            if problem := unwritten_problem(self.template, messages):
+                raise BadRequest(f"{wheres[number] if wheres else f'prompt {number + 1}'}: \"messages\": {problem}")
             ids = encode_prompt(self.tokenizer, self.template, messages)  # its special tokens: checked in __init__
             if problem := length_problem(len(ids), self.max_new_tokens, self.positions):
                 raise BadRequest(f"{wheres[number] if wheres else f'prompt {number + 1}'}: {problem}")
@@ -279,10 +281,6 @@ def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
         role = messages[-1]["role"]
         raise BadRequest(f'{where}: "messages" ends with {"an" if role[0] in "aeiou" else "a"} {role} message; the '
                          f"model answers the last {' or '.join(ANSWERED_ROLES)} message, so end with one")
-    if (empty := next((position for position, msg in enumerate(messages)
-                       if msg["role"] == "user" and is_blank(msg["content"])), None)) is not None:
-        raise BadRequest(f'{where}: "messages": message {empty}: an empty user message, as "prompt" may not be (GLM-4\'s '
-                         "template writes nothing for it, so the model would answer what comes before it)")
     return list(messages)
 
 

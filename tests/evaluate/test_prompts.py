@@ -107,6 +107,23 @@ def test_generating_past_the_models_positions_stops_before_generating(small_run:
     assert not (tmp_path / "s.json").exists()
 
 
+def test_a_test_conversation_the_template_cannot_lay_out_is_refused_naming_its_record(
+        small_run: dict[str, Path], tmp_path: Path) -> None:
+    """The tokenize job refuses such training data; the test split is not tokenized, so the evaluation checks its own
+    (h16: an empty question kept by drop_empty_turns: false was evaluated, and its predictions.jsonl line refused by
+    glmtune infer)."""
+    rows = list(read_jsonl(small_run["test"]))[:2]
+    earlier = [{"role": "user", "content": "", "loss": False}, {"role": "assistant", "content": "好", "loss": True}]
+    rows[1]["conversations"] = [*earlier, *rows[1]["conversations"]]
+    write_jsonl(tmp_path / "test.jsonl", rows)
+    with pytest.raises(ValueError, match=r"^evaluate: .*test.jsonl: .*: message 0 \(user\) is empty, and the glm4 chat "
+                                         r"template writes nothing"):
+        evaluate_model(small_run["adapter"], tmp_path / "test.jsonl", tmp_path / "p.jsonl", tmp_path / "s.json",
+                       evaluate_settings(batch_size=2, max_new_tokens=4, cache="dynamic"),
+                       model_settings(template="glm4"), tokenize_settings(max_input_length=500))
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_answers_longer_than_max_new_tokens_are_counted_and_logged(tok: Any, caplog: pytest.LogCaptureFixture) -> None:
     """What the model writes after <|assistant|>, as the official GLM-4 template renders an answer (`<|assistant|>` +
     metadata + `\n` + content, tokenized whole): the newline too. Counting the text alone said an answer of exactly

@@ -188,17 +188,23 @@ def test_the_advised_max_input_length_holds_multi_turn_evaluation_prompts(data, 
     assert cut <= 0.05 * len(prompts)
 
 
-def test_a_message_the_template_writes_nothing_for_stops_the_tokenize_job_naming_its_record(data, tmp_path: Path) -> None:
-    """An empty question kept by clean.drop_empty_turns: false: GLM-4's template (as the official one) writes nothing
-    for it, so the answer before it was trained to end with <|assistant|>, not <|user|>."""
+@pytest.mark.parametrize("empty", ["question", "observation"])
+def test_a_message_the_template_writes_nothing_for_stops_the_tokenize_job_naming_its_record(
+        data, tmp_path: Path, empty: str) -> None:
+    """An empty question kept by clean.drop_empty_turns: false, or a tool's empty result: GLM-4's template (as the
+    official one) writes nothing for it, so the answer before it was trained to end with <|assistant|>, not <|user|>,
+    and a tool call to run on into the answer instead of ending with <|observation|> (h15)."""
     multi = two_turns(data, tmp_path)
     rows = list(read_jsonl(multi["train"]))
-    rows[3]["conversations"][2]["content"] = ""
+    if empty == "question":
+        rows[3]["conversations"][2]["content"] = ""
+    else:
+        rows[3]["conversations"][1:2] = [{"role": "assistant", "content": "{}", "loss": True, "metadata": "clear_cache"},
+                                         {"role": "observation", "content": "", "loss": False}, rows[3]["conversations"][1]]
     write_jsonl(multi["train"], rows)
-    source = rows[3]["source"]
-    with pytest.raises(ValueError, match=rf"tokenize: .*train.jsonl: adgen {source['index']}: message 2 \(user\) is "
-                                         r"empty, and the glm4 chat template writes nothing .* set "
-                                         r"datasets.adgen.clean.drop_empty_turns: true"):
+    source, position, role = rows[3]["source"], 2, "user" if empty == "question" else "observation"
+    with pytest.raises(ValueError, match=rf"tokenize: .*train.jsonl: adgen {source['index']}: message {position} "
+                                         rf"\({role}\) is empty, and the glm4 chat template writes nothing .*"):
         tokenize(multi, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

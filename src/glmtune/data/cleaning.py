@@ -32,8 +32,9 @@ def placeholders_in(messages: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def _is_empty(msg: dict[str, Any]) -> bool:
-    """A question, answer, tool call or observation that shows no text (glmtune.data.conversation.is_blank)."""
-    return msg["role"] != "system" and is_blank(msg["content"])
+    """A question, answer or tool call that shows no text (glmtune.data.conversation.is_blank). An empty observation
+    is a tool's empty result: ChatGLM3's template writes it, GLM-4's stops the tokenize job naming the record."""
+    return msg["role"] in ("user", "assistant") and is_blank(msg["content"])
 
 
 def _without(content: str, text: str) -> str:

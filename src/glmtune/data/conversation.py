@@ -95,22 +95,6 @@ def undeclared_calls(messages: list[dict[str, Any]]) -> list[str]:
             and msg["metadata"] not in declared]
 
 
-def check_observation(conversation: list[dict[str, Any]], position: int) -> None:
-    """An observation, a tool's result, follows the assistant message that called it (ChatGLM3's and GLM-4's rule),
-    and holds text: GLM-4's chat template writes nothing for an empty message (as the official one does), so the call
-    before it would be trained to run on into the next message instead of ending with <|observation|>."""
-    where = f"message {position}"
-    if position == 0 or conversation[position - 1]["role"] not in ("assistant", "observation"):
-        before = f"after a {conversation[position - 1]['role']} message" if position else "as the first message"
-        raise InvalidRecord(f"{where}: an observation {before}; an observation is a tool's result and follows the "
-                            "assistant message that called it (ChatGLM3's and GLM-4's rule)")
-    if is_blank(conversation[position]["content"]):
-        raise InvalidRecord(f"{where}: an empty observation: GLM-4's chat template writes nothing for an empty "
-                            "message, so the tool call before it would be trained to run on into the next message "
-                            "instead of ending with <|observation|>; write the tool's empty result as text (e.g. "
-                            "\"{}\" or \"null\")")
-
-
 def conversation_key(messages: Any) -> str:
     """The identity of a conversation for de-duplication and overlap counts: its messages, key order aside."""
     return json.dumps(messages, ensure_ascii=False, sort_keys=True)
@@ -152,8 +136,10 @@ def validate_conversation(conversation: Any) -> None:
             seen_system = True
         elif role == "user":
             seen_user = True
-        elif role == "observation":
-            check_observation(conversation, position)
+        elif role == "observation" and (position == 0 or conversation[position - 1]["role"] not in ("assistant", "observation")):
+            before = f"after a {conversation[position - 1]['role']} message" if position else "as the first message"
+            raise InvalidRecord(f"{where}: an observation {before}; an observation is a tool's result and follows the "
+                                "assistant message that called it (ChatGLM3's and GLM-4's rule)")
         elif role == "assistant" and is_blank(content):
             if msg.get("metadata"):
                 raise InvalidRecord(

@@ -18,6 +18,7 @@ from glmtune.evaluate.ranks import RankSplit, join_process_group
 from glmtune.io import read_jsonl, write_json, write_jsonl
 from glmtune.model.loading import load_trained
 from glmtune.settings import EvaluateSettings, ModelSettings, TokenizeSettings
+from glmtune.tokenize.splits import check_written
 from glmtune.train.holder import check_not_superseded, holding
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def evaluate_model(
     if len(rows) < len(every_row):  # the split is shuffled: its first rows are a random sample of it
         log.info("%s: evaluating the first %d of its %d test conversations (evaluate.max_samples)", test_path,
                  len(rows), len(every_row))
+    for row in rows:  # before loading anything: a test conversation the template cannot lay out is refused
+        check_written(template, row, test_path, stage="evaluate")
     rank, world, device = join_process_group()
     loaded, tokenizer = load_trained(model_dir, base_model, device=device, trust_remote_code=model.trust_remote_code)
     cache = resolve_cache(cache, loaded)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from glmtune.io import atomic_path, read_jsonl, write_json
 from glmtune.logs import bar_options
 from glmtune.chat_template import (IGNORE_INDEX, ChatTemplate, encode_conversation, get_template, prompt_parts,
-                                   split_for_generation, unwritten_message)
+                                   split_for_generation, unwritten_problem)
 from glmtune.config_rules import model_positions, positions_problem
 from glmtune.model.loading import load_tokenizer
 from glmtune.settings import ModelSettings, TokenizeSettings
@@ -68,19 +68,17 @@ def evaluation_prompt_length(tokenizer: Any, template: ChatTemplate, conversatio
     return len(messages_ids) + len(header)
 
 
-def check_written(template: ChatTemplate, row: dict[str, Any], split_path: str | Path) -> None:
-    """Refuse a conversation with a message the template writes nothing for (an empty question kept by
-    `clean.drop_empty_turns: false`): the answer before it would be trained to run on into the next answer."""
-    position = unwritten_message(template, row["conversations"])
-    if position is None:
+def check_written(template: ChatTemplate, row: dict[str, Any], split_path: str | Path, stage: str = "tokenize") -> None:
+    """Refuse a conversation with a message the template writes nothing for (chat_template.unwritten_problem: an empty
+    observation, or an empty question kept by `clean.drop_empty_turns: false`), naming its record; the evaluation
+    checks its test conversations the same way."""
+    problem = unwritten_problem(template, row["conversations"])
+    if problem is None:
         return
     source = row.get("source") or {}
     dataset = source.get("dataset", "<dataset>")
-    raise ValueError(f"tokenize: {split_path}: {dataset} {source.get('index', '')}: message {position} "
-                     f"({row['conversations'][position]['role']}) is empty, and the {template.name} chat template "
-                     "writes nothing for an empty message (as the official one does): the answer before it would be "
-                     f"trained to run on into the next message; set datasets.{dataset}.clean.drop_empty_turns: true "
-                     "(it drops such an exchange, counted) or fill the message")
+    raise ValueError(f"{stage}: {split_path}: {dataset} {source.get('index', '')}: {problem} (an empty question: "
+                     f"datasets.{dataset}.clean.drop_empty_turns: true drops its exchange, counted)")
 
 
 def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, template_name: str, cutoff_len: int,
