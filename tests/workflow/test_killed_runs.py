@@ -175,8 +175,8 @@ def test_an_evaluation_deleted_by_hand_is_named_while_the_comparison_shows_it(fi
                          text=True, check=True)
     said = dry.stderr + dry.stdout
     assert "run main: results/runs/main/eval/scores.json is missing while the comparison" in said
-    assert "snakemake --cores 8 results/runs/main/eval/scores.json" in said
-    assert "evaluate[run=main]" in planned_jobs(workdir, "results/runs/main/eval/scores.json")
+    assert "snakemake --cores 8 results/runs/main/eval/predictions.jsonl" in said
+    assert "evaluate[run=main]" in planned_jobs(workdir, "results/runs/main/eval/predictions.jsonl")
     fresh = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--", TARGET], cwd=finished, capture_output=True,
                            text=True, check=True)
     assert "is missing while" not in fresh.stderr + fresh.stdout

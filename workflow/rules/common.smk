@@ -168,8 +168,8 @@ def warn_missing_evaluations():
             logger.warning(
                 f"run {run}: {scores} is missing while the comparison (results/eval/metrics.md, and a merged model's "
                 "eval_metrics.md) still shows its scores; they stay as they are until it is evaluated again: "
-                f"{this_job_command(scores)} (training it first where its trained folder is gone; then the "
-                "comparison re-runs)"
+                f"{this_job_command(f'results/runs/{run}/eval/predictions.jsonl')} (training it first where its "
+                "trained folder is gone; then the comparison re-runs)"
             )
 
 
