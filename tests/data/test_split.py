@@ -247,6 +247,43 @@ def test_a_layout_without_test_data_is_named(layouts: dict[str, list[str]]) -> N
     assert (layout_problem(layouts, 0.1) is None) == ("all" in str(layouts))  # a ratio cuts only `all` files
 
 
+def test_cross_dataset_dedupe_leaves_a_files_own_repeats_to_its_dedupe(tmp_path: Path) -> None:
+    """A dataset with `dedupe: false` keeps its repeats; only what an earlier dataset gave is left out (its repeats
+    had been dropped too and counted as another dataset's, h18)."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    write_jsonl(first, rows("a", 2))
+    write_jsonl(second, rows("b", 3) + rows("b", 2) + rows("a", 1))  # b-0, b-1 twice in the file; a-0 the first's
+    parts = [converted_part("first", "train", str(first)), converted_part("second", "train", str(second))]
+    report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0,
+                                                                     dedupe_across_datasets=True), write_test=True)
+    assert report["datasets"]["second/train"]["cross_dataset_duplicates"] == 1
+    assert sorted(ids(tmp_path / "out", "train")) == ["a-0", "a-1", "b-0", "b-0", "b-1", "b-1", "b-2"]
+
+
+def test_oversampling_capped_by_max_samples_repeats_training_records_not_held_out_ones(tmp_path: Path) -> None:
+    """20 records, sample_ratio 2, max_samples 24, 10 % and 10 % held out: the 4 repeats kept were of the records
+    held out, so none was used and train had no repeat (h18)."""
+    out = tmp_path / "out"
+    report = merge_and_split([part(tmp_path, "a", "all", 20, sample_ratio=2.0, max_samples=24)], out,
+                             split_settings(validation_ratio=0.1, test_ratio=0.1, seed=0), write_test=True)
+    train, held_out = ids(out, "train"), ids(out, "validation") + ids(out, "test")
+    assert len(train) == 20 and len(set(train)) == 16 and not set(held_out) & set(train)
+    assert "held_out_repeats_not_used" not in report["datasets"]["a/all"]
+
+
+def test_a_file_sampled_to_nothing_is_warned_of_and_an_emptied_test_file_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A `test` file left with nothing was said to be an `all` file's share rounding to none, though there was no
+    `all` file (h18)."""
+    parts = [part(tmp_path, "a", "train", 10), part(tmp_path, "b", "test", 3, sample_ratio=0.1)]
+    with caplog.at_level("WARNING"), pytest.raises(ValueError, match=r"^the test split is empty: the `test` files "
+                                                                      r"\(b/test\) gave none of their 3 records"):
+        merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0),
+                        write_test=True)
+    assert "b/test: sample_ratio 0.1 of its 3 records rounds to none: the file gives nothing" in caplog.text
+    assert "`all`" not in str(caplog.text)
+
+
 def test_a_test_share_that_rounds_to_none_stops_the_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"the test split is empty: split.test_ratio 0.05 of the 9 records cut from "
                                          r"the `all` files rounds to none"):

@@ -52,7 +52,9 @@ def _sample(rows: list[Any], part: Part, rng: random.Random) -> list[Any]:
     if part.sample_ratio is not None:
         wanted = round(len(rows) * part.sample_ratio)
         copies, remainder = divmod(wanted, len(rows)) if rows else (0, 0)
-        rows = rows * copies + rng.sample(rows, remainder)
+        # The repeats last record first: where max_samples keeps only some, they are of the records an `all` file's
+        # held-out shares (cut from the front, _cut_all) leave to train; front ones would all be held out, unused.
+        rows = (rows if copies else []) + rows[::-1] * max(copies - 1, 0) + rng.sample(rows, remainder)
     return rows[: part.max_samples] if part.max_samples else rows
 
 
@@ -134,18 +136,16 @@ def merge_and_split(
     for part in parts:
         rows = list(read_jsonl(part.path))
         counts = {"in": len(rows)}
-        if dedupe_across_datasets:
-            unique, own = [], set()
-            for row in rows:
-                key = conversation_key(row["conversations"])
-                if key not in seen and key not in own:
-                    own.add(key)
-                    unique.append(row)
+        if dedupe_across_datasets:  # repeats within the file are its dataset's `dedupe` matter, not this one's
+            unique = [row for row in rows if conversation_key(row["conversations"]) not in seen]
             counts["cross_dataset_duplicates"] = len(rows) - len(unique)
             rows = unique
         rng = _part_rng(part, seed)
         rng.shuffle(rows)
         taken = _sample(rows, part, rng)
+        if rows and not taken:
+            log.warning("%s/%s: sample_ratio %s of its %d records rounds to none: the file gives nothing",
+                        part.dataset, part.split, part.sample_ratio, len(rows))
         if dedupe_across_datasets:  # what the part gives, not what max_samples / sample_ratio left out of it
             seen.update(conversation_key(row["conversations"]) for row in taken)
         if part.split in ("validation", "test"):
@@ -165,12 +165,7 @@ def merge_and_split(
     if not splits["train"]:
         raise ValueError("the merged training split is empty: check the datasets' files and split ratios")
     if not splits["test"] and layout_gives_test(layouts, test_ratio):  # a share of too few records rounds to none
-        read = sum(counts["in"] for key, counts in report["datasets"].items() if key.endswith("/all"))
-        fewer = f" (of the {read} read: max_samples, sample_ratio or cross-dataset dedupe left these)" \
-            if read != cut_from_all else ""
-        raise ValueError(f"the test split is empty: split.test_ratio {test_ratio} of the {cut_from_all} records cut "
-                         f"from the `all` files{fewer} rounds to none; raise split.test_ratio or give a dataset a "
-                         "`test` file")
+        raise ValueError(f"the test split is empty: {empty_test_reason(report['datasets'], test_ratio, cut_from_all)}")
     for name, rows in splits.items():
         _split_rng(name, seed).shuffle(rows)
         if name != "test" or write_test:  # else split_test writes the same rows (given_test_rows)
@@ -180,6 +175,21 @@ def merge_and_split(
     write_json(Path(out_dir) / "report.json", report)
     log.info("splits: %s", report["sizes"])
     return report
+
+
+def empty_test_reason(datasets: Mapping[str, Mapping[str, int]], test_ratio: float, cut_from_all: int) -> str:
+    """Why no test record is left: the given `test` files gave none (the keys that left them out), and / or the test
+    share of the `all` files rounds to none."""
+    given = {key: counts["in"] for key, counts in datasets.items() if key.endswith("/test")}
+    reasons = [f"the `test` files ({', '.join(given)}) gave none of their {sum(given.values())} records (their "
+               "sample_ratio or max_samples, or split.dedupe_across_datasets, left them out)"] if given else []
+    read = sum(counts["in"] for key, counts in datasets.items() if key.endswith("/all"))
+    if read:
+        fewer = f" (of the {read} read: max_samples, sample_ratio or cross-dataset dedupe left these)" \
+            if read != cut_from_all else ""
+        reasons.append(f"split.test_ratio {test_ratio} of the {cut_from_all} records cut from the `all` "
+                       f"files{fewer} rounds to none; raise split.test_ratio")
+    return "; ".join(reasons) + "; or give a dataset a `test` file with records"
 
 
 def held_out_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
