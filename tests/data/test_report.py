@@ -69,7 +69,7 @@ def test_the_split_table_shows_what_each_file_lost_before_its_cut() -> None:
               "datasets": {"c/train": {"in": 71, "cross_dataset_duplicates": 71, "used": 0, "train": 0},
                            "e/all": {"in": 4, "used": 4, "held_out_repeats_not_used": 2, "train": 5}}}
     html = _splits_section(report)
-    assert "already in an earlier dataset (left out)" in html and "held-out repeats not used" in html
+    assert "already given by an earlier dataset or file (left out)" in html and "held-out repeats not used" in html
     assert _cells(html, "c/train")[1:] == ["71", "71", "0", "0", "0", "0", "0"]
     assert _cells(html, "e/all")[1:] == ["4", "0", "4", "2", "5", "0", "0"]
 

@@ -58,7 +58,7 @@ def _splits_section(split_report: dict[str, Any]) -> str:
     sizes = _table(("split", "conversations"), sorted(split_report["sizes"].items()))
     keys = ("in", "cross_dataset_duplicates", "used", "held_out_repeats_not_used", "train", "validation", "test")
     rows = [(name, *(counts.get(key, 0) for key in keys)) for name, counts in split_report["datasets"].items()]
-    parts = _table(("dataset/file", "in", "already in an earlier dataset (left out)", "used",
+    parts = _table(("dataset/file", "in", "already given by an earlier dataset or file (left out)", "used",
                     "held-out repeats not used", "train", "validation", "test"), rows)
     overlap = {name: count for name, count in split_report.get("held_out_in_train", {}).items() if count}
     warning = ("<p><strong>Also in the training split</strong> (the same messages; their scores measure memory): "
