@@ -113,6 +113,20 @@ def test_a_nan_in_a_base_shard_is_named(small_run: dict[str, Path], tmp_path: Pa
     assert not out.exists()
 
 
+def test_a_full_sft_export_carries_the_base_folders_generation_config(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """The export rule reads the base's generation_config.json: edited, the export re-ran but kept the trained
+    folder's copy from training time (h19); the LoRA export took the base's."""
+    import json
+
+    trained = _sharded_base(small_run, tmp_path / "full")
+    base = tmp_path / "base"
+    shutil.copytree(small_run["model"], base)
+    edited = {**json.loads((base / "generation_config.json").read_text(encoding="utf-8")), "top_p": 0.8}
+    (base / "generation_config.json").write_text(json.dumps(edited), encoding="utf-8")
+    export_model(trained, base, tmp_path / "merged", small_run["test"], export_settings(), model_settings(template="glm4"))
+    assert json.loads((tmp_path / "merged" / "generation_config.json").read_text(encoding="utf-8"))["top_p"] == 0.8
+
+
 def test_full_sft_is_resaved_as_the_cast_of_each_weight_and_must_be_the_bases_weights(small_run: dict[str, Path],
                                                                                     tmp_path: Path) -> None:
     trained = _sharded_base(small_run, tmp_path / "full")  # a full-SFT output is a whole model folder

@@ -16,7 +16,8 @@ def check_within_tolerance(worst: float, tolerance: float, prompts: int) -> floa
     if not worst <= tolerance:  # written so that a NaN fails too
         raise ExportCheckFailed(f"merged logits differ from the adapter model's by {worst:.3g} (> export.tolerance "
                                 f"{tolerance}, both in fp32); nothing was written")
-    log.info("merged model matches the adapter model in fp32: max |logit difference| %.3g on %d prompts", worst, prompts)
+    log.info("merged weights match the adapter model in fp32 (before the cast to export.dtype): max |logit "
+             "difference| %.3g on %d prompts", worst, prompts)
     return worst
 
 

@@ -71,7 +71,7 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
         tmp.mkdir()
         write_shards(Weights(trained_dir), Weights(base_dir), tmp, dtype, _shard_bytes(settings),
                      lambda name, tensor: tensor, "the trained model")
-        _write_folder_files(trained_dir, trained_dir, tmp, dtype, extra_files)
+        _write_folder_files(trained_dir, trained_dir, tmp, dtype, extra_files, generation_dir=base_dir)
 
 
 def merge_adapter(
@@ -108,7 +108,7 @@ def merge_adapter(
         # the weights first: a NaN or an unreadable tensor is named there; then the logits
         write_shards(base, base, tmp, dtype, _shard_bytes(settings), merge, "the merged model")
         worst = check_logits(base_dir, base, deltas, inputs, settings.tolerance)
-        _write_folder_files(base_dir, adapter_dir, tmp, dtype, extra_files)
+        _write_folder_files(base_dir, adapter_dir, tmp, dtype, extra_files, generation_dir=base_dir)
     return worst
 
 
@@ -140,15 +140,17 @@ def _model_type(folder: Path) -> str:
 
 
 def _write_folder_files(model_dir: Path | str, tokenizer_dir: Path | str, tmp: Path, dtype: torch.dtype,
-                        extra_files: dict[str, str | Path] | None) -> None:
-    """config.json (recording `dtype`), generation config and tokenizer as save_pretrained writes them; extra files."""
+                        extra_files: dict[str, str | Path] | None, generation_dir: Path | str) -> None:
+    """config.json (recording `dtype`), generation config and tokenizer as save_pretrained writes them; extra files.
+    The generation config is the base folder's (`generation_dir`), as the export rule reads it: a full-SFT run's own
+    copy is the base's at training time, and an edited one would not reach the merged model."""
     from transformers import GenerationConfig
 
     config = load_config(model_dir)
     config.dtype = dtype
     config.save_pretrained(tmp)
     try:
-        generation = load_generation_config(model_dir)
+        generation = load_generation_config(generation_dir)
     except OSError:  # no generation_config.json: what from_pretrained derives from the config
         generation = GenerationConfig.from_model_config(config)
     generation.save_pretrained(tmp)

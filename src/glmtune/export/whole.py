@@ -13,6 +13,7 @@ Memory: the model once in fp32 (4 bytes a parameter: ~38 GB for GLM-4-9B), then 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -85,7 +86,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
         save_tokenizer(tokenizer, tmp)
-        if model.generation_config is None:
+        with contextlib.suppress(OSError):  # the base folder's, as merge._write_folder_files (none: the model's own)
             model.generation_config = load_generation_config(base_dir)
         model.generation_config.save_pretrained(tmp)
         for name, path in (extra_files or {}).items():
