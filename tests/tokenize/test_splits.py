@@ -180,12 +180,30 @@ def test_the_advised_max_input_length_holds_multi_turn_evaluation_prompts(data, 
     from glmtune.model.loading import load_tokenizer
 
     multi = two_turns(data, tmp_path)
-    whole = tokenize(multi, tmp_path / "out")["splits"]["train"]["whole_95"]
+    train = tokenize(multi, tmp_path / "out")["splits"]["train"]
+    whole = train["whole_95"]
     tokenizer, template = load_tokenizer(data["model"], trust_remote_code=False), get_template("glm4")
     prompts = [split_for_generation(row["conversations"])[0] for row in read_jsonl(multi["train"])]
     settings = tokenize_settings(max_input_length=whole["max_input_length"], max_output_length=whole["max_output_length"])
     _, cut = generation_prompts(tokenizer, template, prompts, settings, multi["train"])
     assert cut <= 0.05 * len(prompts)
+    # The output limit's floor is the last answer's, not every trained token's (the earlier answers are in the prompt
+    # already: counted twice, the advised pair reached far past the samples' p95, h16); still 95 % stay whole.
+    assert whole["max_output_length"] < train["before_truncation"]["answer"]["p95"]
+    again = tokenize(multi, tmp_path / "whole", max_input_length=whole["max_input_length"],
+                     max_output_length=whole["max_output_length"])["splits"]["train"]
+    assert again["answer_truncated"] + again["dropped_no_trained_tokens"] <= 0.05 * again["samples_in"]
+
+
+def test_single_turn_advice_is_the_untrained_and_trained_tokens_p95(data, tmp_path: Path) -> None:
+    """Single-turn, the evaluation prompt is the untrained tokens and the last answer every trained one: the advice
+    is what it was before multi-turn prompts were counted."""
+    from glmtune.tokenize.splits import whole_limits
+
+    train = tokenize(data, tmp_path / "out")["splits"]["train"]
+    before = train["before_truncation"]
+    assert train["whole_95"] == whole_limits(before["prompt"]["p95"], before["answer"]["p95"], before["length"]["p95"])
+    assert before["prompt"]["p95"] + before["answer"]["p95"] >= before["length"]["p95"]
 
 
 @pytest.mark.parametrize("empty", ["question", "observation"])

@@ -52,9 +52,9 @@ def _before_cut(values: list[int]) -> dict[str, int]:
 
 
 def whole_limits(prompt_p95: int, answer_p95: int, total_p95: int) -> dict[str, int]:
-    """Limits that keep 95 % of the samples whole: the prompts' p95 as max_input_length (what evaluation keeps) and
-    a max_output_length of at least the answers' p95 such that input + output + 1 reaches the samples' p95; or that
-    p95 as one cutoff_len."""
+    """Limits that keep 95 % of the samples whole: the evaluation prompts' p95 as max_input_length (what evaluation
+    keeps) and a max_output_length of at least the last answers' p95 such that input + output + 1 reaches the samples'
+    p95; or that p95 as one cutoff_len."""
     max_input = max(prompt_p95, 1)
     return {"max_input_length": max_input, "max_output_length": max(total_p95 - max_input - 1, answer_p95, 1),
             "cutoff_len": max(total_p95, 2)}
@@ -89,7 +89,7 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
     template = get_template(template_name)
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
     lengths, trained, truncated, lost_answer, no_target = [], [], 0, 0, 0
-    full, prompts, answers = [], [], []
+    full, prompts, answers, last_answers = [], [], [], []
     rows = list(read_jsonl(split_path))
     as_text: Counter[str] = Counter()  # special tokens' strings held by message text -> samples (encoded as text)
     dropped: list[Any] = []  # the records of the samples left with no trained token
@@ -102,6 +102,7 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
         full.append(len(all_ids))
         answers.append(answer)
         prompts.append(evaluation_prompt_length(tokenizer, template, row["conversations"]))
+        last_answers.append(len(all_ids) - prompts[-1])  # the answer after the evaluation's prompt (single-turn: all)
         ids, labels = all_ids[:cutoff_len], all_labels[:cutoff_len]
         target = sum(label != IGNORE_INDEX for label in labels)
         if target == 0:
@@ -125,7 +126,9 @@ def tokenize_split(split_path: str | Path, out_dir: str | Path, tokenizer: Any, 
     }
     if rows:
         before = stats["before_truncation"]
-        stats["whole_95"] = whole_limits(before["prompt"]["p95"], before["answer"]["p95"], before["length"]["p95"])
+        # The output floor is the last answer's: multi-turn, the earlier answers are in the prompt already.
+        stats["whole_95"] = whole_limits(before["prompt"]["p95"], _before_cut(last_answers)["p95"],
+                                         before["length"]["p95"])
     if as_text:
         log.warning("%s: message text holds the string of a special token (%s; samples per token): encoded as "
                     "text, not as the token, so it cannot open a turn or end an answer", Path(split_path).stem,
