@@ -58,9 +58,7 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
     """The config before validation: the --configfile `files` (in order) over the embedded `default` or, for a job
     of the user's own, over nothing; then the --config `overrides` (parsed, see parse_overrides) key by key."""
     if is_own_job(files):
-        config: dict[str, Any] = {}
-        for user in files:
-            config = merge(config, user)
+        config = written_by_user(files, overrides, schema)
     else:
         config = dict(copy.deepcopy(default))
         for section in REPLACED_SECTIONS:
@@ -68,7 +66,7 @@ def layer_config(default: Mapping[str, Any], files: Sequence[Mapping[str, Any]],
                 config.pop(section, None)  # the default's only: the files' own are merged with each other below
         for user in files:
             config = merge(config, user)
-    config = merge(config, parse_overrides(overrides, schema))
+        config = merge(config, parse_overrides(overrides, schema))
     if not config.get("datasets"):
         raise LayerError("config: datasets: no datasets; name at least one (a --configfile that names `datasets` or "
                          "`model` is a job of your own, which starts from no datasets: it does not add to the "

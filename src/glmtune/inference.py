@@ -98,7 +98,7 @@ def detect_template(tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
     carries its family's), else none: refused, not guessed (a prompt laid out as another family's would differ from
     training's)."""
     vocab = tokenizer.get_vocab()
-    fitting = [get_template(name) for name in FAMILIES if all(token in vocab for token in get_template(name).prefix)]
+    fitting = [template for template in map(get_template, FAMILIES) if all(token in vocab for token in template.prefix)]
     if len(fitting) == 1:
         return fitting[0]
     shipped = [template for template in fitting if template.jinja() == getattr(tokenizer, "chat_template", None)]
