@@ -14,6 +14,7 @@ from helpers.settings import evaluate_settings, export_settings, model_settings,
 
 from glmtune.evaluate.predict import evaluate_model
 from glmtune.export.merge import CannotMerge, export_model
+from glmtune.model.base_identity import fingerprint, fingerprint_files
 from glmtune.model.loading import load_model, load_trained
 from glmtune.io import read_jsonl
 from glmtune.config_rules import MethodError, check_cache, check_method, lora_targets
@@ -102,6 +103,12 @@ def test_each_method_lowers_the_loss_and_its_artifact_reloads(small_run: dict[st
         export_model(tmp_path / "out", small_run["model"], tmp_path / "merged", small_run["test"],
                      export_settings(tolerance=1e-3), model_settings(template="glm4"))
         assert json.loads((tmp_path / "merged" / "config.json").read_text())["model_type"] == "glm"
+        # the merged folder says what it was made from: the trained folder, its run, the base, the dtype saved
+        info = json.loads((tmp_path / "merged" / "export_info.json").read_text())
+        assert info["exported_from"] == str(tmp_path / "out") and info["method"] == kind
+        assert info["train_summary"] == summary and info["dtype"] == export_settings().dtype
+        assert info["base"] == {"path": str(small_run["model"].resolve()),
+                                "fingerprint": fingerprint(fingerprint_files(small_run["model"]))}
 
 
 def assert_trained_as(model: torch.nn.Module, kind: str, settings: TrainSettings, base_dir: Path) -> None:

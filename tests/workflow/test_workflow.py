@@ -78,6 +78,9 @@ def test_default_job_trains_visibly_and_exports_a_plain_model(default_run: Path)
     assert AutoTokenizer.from_pretrained(merged).convert_tokens_to_ids("[gMASK]") is not None
     assert "ROUGE-L" in (merged / "eval_metrics.md").read_text()
     assert "<h2>Datasets</h2>" in (merged / "data_report.html").read_text()
+    info = json.loads((merged / "export_info.json").read_text())  # which run it is, as the user can check
+    assert info["exported_from"] == "results/runs/main/adapter" and info["method"] == "lora"
+    assert info["train_summary"] == json.loads((default_run / "results/runs/main/adapter/train_summary.json").read_text())
     assert (default_run / "results/runs/main/loss.png").is_file()
     assert list((default_run / "results/runs/main/checkpoints").glob("*/checkpoint-*"))
     stats = json.loads((default_run / "results/tokenized/default/stats.json").read_text())

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
 from glmtune.export.errors import CannotMerge, ExportCheckFailed, check_within_tolerance
 from glmtune.export.lora_math import merged_weight, read_deltas, uses_dora
+from glmtune.export.provenance import EXPORT_INFO, export_info, write_extra_files
 from glmtune.export.prompts import require_finite_adapter, require_finite_logits, sample_inputs
 from glmtune.export.sharded import all_finite, write_shards
 from glmtune.export.shards import Weights
@@ -46,13 +46,15 @@ log = logging.getLogger(__name__)
 
 
 def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
-                 settings: ExportSettings, model: ModelSettings, extra_files: dict[str, str | Path] | None = None) -> None:
+                 settings: ExportSettings, model: ModelSettings, extra_files: dict[str, str | Path | bytes] | None = None) -> None:
     """The export stage: merge a LoRA, re-save a fully fine-tuned model, refuse P-Tuning v2 with the reason.
 
     `model.trust_remote_code`: the model runs its folder's own modeling code, and the saved folder keeps that code
     (*.py, config auto_map) so it loads again with trust_remote_code. `extra_files`: name -> file copied in.
     """
     method = method_of_folder(trained_dir)  # what the folder is decides the export (glmtune.train.method_registry)
+    # what the merged model was made from, written with it (an export made of another run is told apart)
+    extra_files = {**(extra_files or {}), EXPORT_INFO: export_info(trained_dir, base_dir, method.name, settings)}
     if not method.mergeable:
         raise CannotMerge(
             f"{trained_dir} is a {method.title} adapter (train.method: {method.name}): it {method.cannot_merge}, so "
@@ -76,7 +78,7 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
 
 def merge_adapter(
     adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path, settings: ExportSettings,
-    model: ModelSettings, extra_files: dict[str, str | Path] | None = None,
+    model: ModelSettings, extra_files: dict[str, str | Path | bytes] | None = None,
 ) -> float:
     """Merge the LoRA of `adapter_dir` into `base_dir` shard by shard into out_dir (see the module docstring).
 
@@ -140,7 +142,7 @@ def _model_type(folder: Path) -> str:
 
 
 def _write_folder_files(model_dir: Path | str, tokenizer_dir: Path | str, tmp: Path, dtype: torch.dtype,
-                        extra_files: dict[str, str | Path] | None, generation_dir: Path | str) -> None:
+                        extra_files: dict[str, str | Path | bytes] | None, generation_dir: Path | str) -> None:
     """config.json (recording `dtype`), generation config and tokenizer as save_pretrained writes them; extra files.
     The generation config is the base folder's (`generation_dir`), as the export rule reads it: a full-SFT run's own
     copy is the base's at training time, and an edited one would not reach the merged model."""
@@ -155,6 +157,5 @@ def _write_folder_files(model_dir: Path | str, tokenizer_dir: Path | str, tmp: P
         generation = GenerationConfig.from_model_config(config)
     generation.save_pretrained(tmp)
     save_tokenizer(load_tokenizer(tokenizer_dir, trust_remote_code=False), tmp)
-    for name, path in (extra_files or {}).items():
-        shutil.copyfile(path, tmp / name)
+    write_extra_files(extra_files, tmp)
     load_tokenizer(tmp, trust_remote_code=False)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from glmtune.export.errors import ExportCheckFailed, check_within_tolerance
+from glmtune.export.provenance import write_extra_files
 from glmtune.export.prompts import logits_of, require_finite_adapter, sample_inputs
 from glmtune.finite import first_nonfinite
 from glmtune.io import atomic_path
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def merge_whole(adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path, test_path: str | Path,
-                settings: ExportSettings, model: ModelSettings, extra_files: dict[str, str | Path] | None = None) -> float:
+                settings: ExportSettings, model: ModelSettings, extra_files: dict[str, str | Path | bytes] | None = None) -> float:
     """merge_and_unload in fp32, logits checked, cast, saved and reloaded; returns the largest logit difference."""
     tolerance, dtype, trust_remote_code = settings.tolerance, settings.dtype, model.trust_remote_code
     require_finite_adapter(Path(adapter_dir))
@@ -54,7 +54,7 @@ def merge_whole(adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Pa
 
 
 def resave_whole(trained_dir: str | Path, base_dir: str | Path, out_dir: str | Path, settings: ExportSettings,
-                 model: ModelSettings, extra_files: dict[str, str | Path] | None = None) -> None:
+                 model: ModelSettings, extra_files: dict[str, str | Path | bytes] | None = None) -> None:
     """A fully fine-tuned model loaded in export.dtype, checked finite, saved and reloaded."""
     remote = model.trust_remote_code
     full = load_model(trained_dir, dtype=settings.dtype, trust_remote_code=remote)
@@ -81,7 +81,7 @@ def _require_saved_as_is(model: Any, folder: Path, trust_remote_code: bool) -> N
 
 
 def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str | Path,
-                  extra_files: dict[str, str | Path] | None, max_shard_size_gb: float, trust_remote_code: bool) -> None:
+                  extra_files: dict[str, str | Path | bytes] | None, max_shard_size_gb: float, trust_remote_code: bool) -> None:
     """Save beside out_dir, reload with plain transformers (or the remote code it carries), then rename into place."""
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, max_shard_size=int(max_shard_size_gb * 1e9))  # safetensors, bytes (not "0MB" below 1 MB)
@@ -89,8 +89,7 @@ def _save_checked(model: Any, tokenizer: Any, out_dir: str | Path, base_dir: str
         with contextlib.suppress(OSError):  # the base folder's, as merge._write_folder_files (none: the model's own)
             model.generation_config = load_generation_config(base_dir)
         model.generation_config.save_pretrained(tmp)
-        for name, path in (extra_files or {}).items():
-            shutil.copyfile(path, Path(tmp) / name)
+        write_extra_files(extra_files, Path(tmp))
         if trust_remote_code:
             from glmtune.model.remote_code import carry_remote_code
 
