@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
 from glmtune.chat_template import IGNORE_INDEX
@@ -13,16 +15,35 @@ def padded_width(longest: int, multiple: int) -> int:
     return -(-longest // multiple) * multiple
 
 
-class PadCollator:
+class TrainedTokens:
+    """The real tokens of the batches trained so far, for tokens/s (glmtune.train.callbacks.JsonlLogger).
+
+    A collator notes each batch's count when it makes it, and the training step takes the oldest noted count
+    (glmtune.train.loss.LossTrainer): the data loader makes a batch ahead of the step that trains it, so counting at
+    collation put the next batch in a row (the first row held two batches, an epoch's last row none)."""
+
+    def __init__(self) -> None:
+        self.real_tokens = 0
+        self.pending: deque[int] = deque()  # made, not trained yet (oldest first)
+
+    def collated(self, features: list[dict[str, list[int]]]) -> None:
+        self.pending.append(sum(len(f["input_ids"]) for f in features))
+
+    def trained(self) -> None:
+        if self.pending:
+            self.real_tokens += self.pending.popleft()
+
+
+class PadCollator(TrainedTokens):
     """Right-pads a batch: input ids with the pad id, labels with the ignore index (masked out of attention)."""
 
     def __init__(self, pad_id: int, pad_multiple: int = 1) -> None:
+        super().__init__()
         self.pad_id, self.pad_multiple = pad_id, pad_multiple
-        self.real_tokens = 0  # tokens of real samples collated so far, for tokens/s
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = padded_width(max(len(f["input_ids"]) for f in features), self.pad_multiple)
-        self.real_tokens += sum(len(f["input_ids"]) for f in features)
+        self.collated(features)
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
         ids = pad("input_ids", self.pad_id)

@@ -10,6 +10,7 @@ Trainer's num_items_in_batch (or by the count of trained tokens), so what is tra
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 
 from glmtune.chat_template import IGNORE_INDEX
+from glmtune.train.collate import TrainedTokens
 
 CHUNK_TOKENS = 2048  # 2048 x 151,552 fp32 logits: 1.2 GB at a time instead of the whole row's
 
@@ -104,12 +106,19 @@ class LossTrainer(Trainer):
             inputs = {**inputs, "logits_to_keep": 1}
         return super().compute_loss(model, inputs, *args, **kwargs)
 
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """The batch this step trains is the oldest the collator made and noted (glmtune.train.collate.TrainedTokens)."""
+        if isinstance(self.data_collator, TrainedTokens):
+            self.data_collator.trained()
+        return super().training_step(*args, **kwargs)
+
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        """The validation batches go through the training collator, whose count of real tokens gives tokens/s
-        (glmtune.train.callbacks.JsonlLogger): it is set back, so validation tokens never count as trained ones."""
-        counted = getattr(self.data_collator, "real_tokens", None)
+        """The validation batches go through the training collator, which notes their tokens: its notes are set
+        back, so validation tokens never count as trained ones (tokens/s, glmtune.train.callbacks.JsonlLogger)."""
+        if not isinstance(self.data_collator, TrainedTokens):
+            return super().evaluate(*args, **kwargs)
+        pending = list(self.data_collator.pending)
         try:
             return super().evaluate(*args, **kwargs)
         finally:
-            if counted is not None:
-                self.data_collator.real_tokens = counted
+            self.data_collator.pending = deque(pending)

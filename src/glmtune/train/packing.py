@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from glmtune.chat_template import IGNORE_INDEX
-from glmtune.train.collate import padded_width
+from glmtune.train.collate import TrainedTokens, padded_width
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -58,17 +58,17 @@ def pack_dataset(dataset: Dataset, row_length: int) -> Dataset:
     return Dataset.from_dict(pack_rows(dataset["input_ids"], dataset["labels"], row_length))
 
 
-class PackedCollator:
+class PackedCollator(TrainedTokens):
     """Pads packed rows at the end (a separate, untrained block; to a multiple of `pad_multiple` tokens) and turns
     the KV cache off."""
 
     def __init__(self, pad_id: int, pad_multiple: int = 1) -> None:
+        super().__init__()
         self.pad_id, self.pad_multiple = pad_id, pad_multiple
-        self.real_tokens = 0  # tokens of real samples collated so far, for tokens/s
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor | bool]:
         width = padded_width(max(len(f["input_ids"]) for f in features), self.pad_multiple)
-        self.real_tokens += sum(len(f["input_ids"]) for f in features)
+        self.collated(features)
         def pad(key: str, value: int) -> torch.Tensor:
             return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
         positions = torch.tensor([f["position_ids"] + list(range(width - len(f["position_ids"]))) for f in features])
