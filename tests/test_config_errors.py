@@ -173,3 +173,21 @@ def test_another_tools_split_name_names_ours(schema: dict[str, Any]) -> None:
         "evaluate on dev.json: `test: dev.json`) or validation here",
         "datasets.d.files.training: unknown key; the splits are all, train, validation, test: training is train here",
         "datasets.d.files.val: unknown key; the splits are all, train, validation, test: val is validation here"]
+
+
+def test_nan_and_infinity_are_refused_wherever_written(schema: dict[str, Any], config: dict[str, Any]) -> None:
+    """The schema's bounds let them through (NaN compares false with every bound; infinity passes a lower one):
+    a learning rate of .nan reached the trainer, a reject ratio of .nan let every record be rejected."""
+    written = yaml.safe_load("""
+    train: {learning_rate: .nan, num_epochs: .inf}
+    datasets: {synthetic_adgen: {max_reject_ratio: .NaN}}
+    runs: {hot: {train: {warmup_ratio: -.inf}}}
+    """)
+    config["train"].update(written["train"])
+    config["datasets"]["synthetic_adgen"].update(written["datasets"]["synthetic_adgen"])
+    config["runs"] = written["runs"]
+    assert sorted(config_problems(config, schema)) == sorted(
+        f"{key}: {value} (YAML reads .nan and .inf as not-a-number and infinity) is not a value any setting takes: "
+        "write a finite number"
+        for key, value in [("train.learning_rate", "nan"), ("train.num_epochs", "inf"),
+                           ("datasets.synthetic_adgen.max_reject_ratio", "nan"), ("runs.hot.train.warmup_ratio", "-inf")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,23 @@ def test_order_free_sections_are_sorted_and_ordered_ones_kept() -> None:
     # a list of files is read in one order, however written
     assert config["datasets"]["a"]["files"] == {"train": ["t-00000-of-00002.parquet", "t-00001-of-00002.parquet"],
                                                 "test": "d.json"}
+
+
+def test_a_list_of_files_keeps_its_order_however_a_path_is_spelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files' order decides the split: written as typed, an absolute path sorted after "../data/b.json" and the
+    same two files gave another validation set (1 record of 20 in common)."""
+    job = tmp_path / "job"
+    job.mkdir()
+    monkeypatch.chdir(job)
+    spellings = [["../data/a.json", "../data/b.json"], [f"{tmp_path}/data/a.json", "../data/b.json"],
+                 ["../data/b.json", "../job/../data/a.json"]]
+    orders = []
+    for files in spellings:
+        config: dict[str, Any] = {"datasets": {"d": {"files": {"all": files}}},
+                                  **{section: {} for section in ("train", "tokenize", "evaluate", "export", "split", "model")}}
+        sort_order_free(config)
+        orders.append([Path(os.path.abspath(path)).name for path in config["datasets"]["d"]["files"]["all"]])
+    assert orders == [["a.json", "b.json"]] * 3
 
 
 def test_whole_number_floats_become_ints_where_the_schema_wants_an_integer_and_stay_floats_elsewhere() -> None:

@@ -44,4 +44,24 @@ def test_a_warmup_as_long_as_the_run_is_warned_of(scheduler: str, warmup: int, s
     assert bool(warning) == warned
     if warned:
         assert f"train.warmup_steps {warmup} is not shorter than the run's {steps} optimizer steps" in str(warning)
-        assert f"at most {1e-3 * steps / warmup:.3g}" in str(warning)
+        assert f"at most {highest_rate(scheduler, warmup, steps, 1e-3):.3g}" in str(warning)
+
+
+def highest_rate(scheduler: str, warmup: int, steps: int, learning_rate: float) -> float:
+    """The highest learning rate transformers' schedule gives any of the run's optimizer steps."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=learning_rate)
+    schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return max(rates)
+
+
+def test_a_warmup_over_a_one_step_run_says_nothing_is_trained() -> None:
+    warning = warmup_warning(train_settings(lr_scheduler="linear", warmup_steps=1, learning_rate=1e-3), 1)
+    assert "(it stays 0: nothing is trained)" in str(warning) and highest_rate("linear", 1, 1, 1e-3) == 0

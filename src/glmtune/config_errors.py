@@ -8,6 +8,7 @@ lines); `config_problems` checks against the same schema first, so a mistake cos
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -185,11 +186,27 @@ def key_problems(value: Any, at: str = "") -> list[str]:
     return lines
 
 
+def nonfinite_problems(value: Any, at: str = "") -> list[str]:
+    """Values YAML reads as not-a-number or infinity (.nan, .inf, -.Inf): no setting takes one, and the schema's
+    bounds cannot refuse them (every comparison with NaN is false; infinity passes a lower bound), so a learning rate
+    or a reject ratio of .nan would reach the jobs."""
+    if isinstance(value, list):
+        return [line for index, item in enumerate(value) for line in nonfinite_problems(item, f"{at}[{index}]")]
+    if isinstance(value, dict):
+        return [line for key, item in value.items() for line in nonfinite_problems(item, f"{at}.{key}" if at else str(key))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{at}: {value} (YAML reads .nan and .inf as not-a-number and infinity) is not a value any setting "
+                "takes: write a finite number"]
+    return []
+
+
 def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     """Every problem of `config` against `schema`, one readable line each, in the config's order; keys that are
-    not text first."""
+    not text first, then values that are no finite number where a number is written."""
     if keys := key_problems(config):
         return keys
+    if nonfinite := nonfinite_problems(config):
+        return nonfinite
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines: list[str] = []

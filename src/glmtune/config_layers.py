@@ -236,8 +236,9 @@ def sort_order_free(config: dict[str, Any]) -> None:
             if isinstance(dataset.get(key), Mapping):
                 dataset[key] = sorted_keys(dataset[key], keep=("replace",))
         if isinstance(dataset.get("files"), Mapping):  # a list of files is read in one order however written (the
-            # records' order decides which duplicate stays and the split; Snakemake sees no change in a reordered list)
-            dataset["files"] = {split: sorted(entry) if isinstance(entry, list) else entry
+            # records' order decides which duplicate stays and the split; Snakemake sees no change in a reordered list):
+            # their absolute paths' order, so one spelled absolute, relative or through `..` keeps its place
+            dataset["files"] = {split: sorted(entry, key=os.path.abspath) if isinstance(entry, list) else entry
                                 for split, entry in dataset["files"].items()}
 
 

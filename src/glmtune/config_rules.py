@@ -125,10 +125,12 @@ def warmup_warning(settings: TrainSettings, steps: int) -> str | None:
         return None
     given = (f"train.warmup_steps {warmup}" if settings.warmup_steps else
              f"train.warmup_ratio {settings.warmup_ratio} ({warmup} steps, rounded up)")
+    # the warmup's rate at optimizer step s (from 0) is learning_rate * s / warmup: the last step's is the highest
+    highest = settings.learning_rate * (steps - 1) / warmup
+    reached = f"at most {highest:.3g}" if highest else "it stays 0: nothing is trained"
     return (f"{given} is not shorter than the run's {steps} optimizer steps: the "
-            f"learning rate never reaches train.learning_rate {settings.learning_rate} (at most "
-            f"{settings.learning_rate * steps / warmup:.3g}); set a warmup below {steps} steps for a run "
-            "that should train at that rate")
+            f"learning rate never reaches train.learning_rate {settings.learning_rate} ({reached}); set a warmup "
+            f"below {steps} steps for a run that should train at that rate")
 
 
 def min_cutoff_len(template_name: str) -> int:
