@@ -104,6 +104,79 @@ def test_a_llamafactory_entry_whose_file_name_is_a_folder_reads_its_files_as_one
                                                          "LLaMA-Factory reads a folder's files as one dataset, all of one type")
 
 
+def test_a_llamafactory_folder_holding_a_folder_stops_naming_it_and_json_with_jsonl_is_one_type(tmp_path: Path) -> None:
+    """LLaMA-Factory lists the folder and refuses a subfolder ("File types should be identical"): skipped, its records
+    were lost without a word. Its FILEEXT2TYPE reads .json and .jsonl both as json."""
+    parts = tmp_path / "parts"
+    (parts / "2024").mkdir(parents=True)
+    (parts / ".cache").mkdir()  # hidden: not read, as hidden files
+    for name in ("a.json", "b.jsonl", "2024/c.jsonl"):
+        (parts / name).write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "parts"}}), encoding="utf-8")
+    entry = {"source": "llamafactory", "dataset_info": str(tmp_path / "dataset_info.json"), "name": "mine"}
+    assert fails(validated({"d": dict(entry)})) == (
+        f"config: datasets.d: {parts} (the entry's file_name) is a folder holding a folder, 2024, whose files would not "
+        "be read (LLaMA-Factory refuses it: \"File types should be identical\"): move its files up into the folder, or "
+        "out of it")
+    (parts / "2024" / "c.jsonl").rename(parts / "c.jsonl")
+    (parts / "2024").rmdir()
+    config = validated({"d": dict(entry)})
+    check(config)
+    assert config["datasets"]["d"]["files"] == {"all": [str(parts / name) for name in ("a.json", "b.jsonl", "c.jsonl")]}
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"{", "line 1 column 2: invalid JSON (Expecting property name enclosed in double quotes); fix it there"),
+    ('{"mine": {"file_name": "数据.json"}}'.encode("gbk"), "line 1: cannot decode as UTF-8 (invalid continuation byte); "
+                                                           "LLaMA-Factory reads dataset_info.json as UTF-8: save it as UTF-8"),
+], ids=["broken", "gbk"])
+def test_a_dataset_info_json_that_does_not_read_is_named(tmp_path: Path, content: bytes, says: str) -> None:
+    info = tmp_path / "dataset_info.json"
+    info.write_bytes(content)
+    entry = {"source": "llamafactory", "dataset_info": str(info), "name": "mine"}
+    assert fails(validated({"d": entry})).startswith(f"config: datasets.d: {info}: {says}")
+
+
+def test_a_dataset_info_json_with_a_utf8_bom_reads_as_data_files_do(tmp_path: Path) -> None:
+    (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"mine": {"file_name": "data.json"}}), encoding="utf-8-sig")  # older Windows Notepad's
+    config = validated({"d": {"source": "llamafactory", "dataset_info": str(info), "name": "mine"}})
+    check(config)
+    assert config["datasets"]["d"]["files"] == {"all": str(tmp_path / "data.json")}
+
+
+def test_a_format_beside_a_llamafactory_entry_must_be_the_entrys(tmp_path: Path) -> None:
+    """Replaced by the entry's formatting without a word, a format written for another file would pass unseen."""
+    (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"mine": {"file_name": "data.json"}}), encoding="utf-8")
+    entry = {"source": "llamafactory", "dataset_info": str(info), "name": "mine"}
+    assert fails(validated({"d": {**entry, "format": "sharegpt"}})) == (
+        f"config: datasets.d.format: sharegpt, but the dataset_info.json entry 'mine' ({info}) is alpaca (its "
+        "`formatting`; alpaca where it writes none), as LLaMA-Factory reads it: remove datasets.d.format (the entry "
+        "says it), or name the entry meant")
+    config = validated({"d": {**entry, "format": "alpaca"}})
+    check(config)
+    assert config["datasets"]["d"]["format"] == "alpaca"
+
+
+def test_the_configs_columns_and_tags_are_merged_key_by_key_over_the_entrys(tmp_path: Path) -> None:
+    """A config `tags: {assistant_tag: bot}` renames one tag: the entry's role_tag: role and the rest stay."""
+    (tmp_path / "o.json").write_text("[]", encoding="utf-8")
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"o": {"file_name": "o.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                                      "tags": tags}}), encoding="utf-8")
+    entry = {"source": "llamafactory", "dataset_info": str(info), "name": "o"}
+    config = validated({"d": {**entry, "tags": {"assistant_tag": "bot"}, "columns": {"system": "sys"}}})
+    check(config)
+    dataset = config["datasets"]["d"]
+    assert dataset["columns"] == {"messages": "messages", "system": "sys", "tools": None}
+    assert dataset["tags"] == {**tags, "assistant_tag": "bot", "observation_tag": None, "function_tag": None,
+                               "system_tag": None}
+
+
 def test_a_llamafactory_entry_is_resolved_in_place(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text(json.dumps([{"instruction": "q", "output": "a"}]), encoding="utf-8")
     info = tmp_path / "dataset_info.json"

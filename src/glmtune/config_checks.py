@@ -24,7 +24,8 @@ __all__ = ["ConfigCheckError", "check_config"]
 
 
 def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
-    """Fill format, columns, tags and files of a dataset_info.json entry into `dataset`, as LLaMA-Factory reads it."""
+    """Fill format, columns, tags and files of a dataset_info.json entry into `dataset`, as LLaMA-Factory reads it; the
+    config's own `columns` / `tags` keys win over the entry's, one by one, and its `format` must be the entry's."""
     from glmtune.data.formats import dataset_info_file, from_dataset_info
 
     for key in ("dataset_info", "name"):
@@ -43,24 +44,40 @@ def resolve_llamafactory(name: str, dataset: dict[str, Any]) -> None:
                                f"num_samples: {num_samples} (LLaMA-Factory: that many records, drawn at random, repeated "
                                f"when the file holds fewer): say it in the config, as datasets.{name}.max_samples (fewer "
                                "records) or sample_ratio (repeats); either one set there overrides num_samples")
+    if dataset.get("format") not in (None, fmt):  # written beside the entry, it would be replaced without a word
+        raise ConfigCheckError(f"config: datasets.{name}.format: {dataset['format']}, but the dataset_info.json entry "
+                               f"{dataset['name']!r} ({dataset['dataset_info']}) is {fmt} (its `formatting`; alpaca "
+                               f"where it writes none), as LLaMA-Factory reads it: remove datasets.{name}.format (the "
+                               "entry says it), or name the entry meant")
     dataset["format"] = fmt
-    dataset.update({k: v for k, v in options.items() if k not in dataset})
+    for key, value in options.items():  # the config's columns / tags merged key by key over the entry's
+        given = dataset.get(key)
+        dataset[key] = {**value, **given} if isinstance(given, dict) else dataset.get(key, value)
     if "files" not in dataset:
         dataset["files"] = {"all": folder_files(name, dataset_info_file(dataset["dataset_info"], dataset["name"]))}
 
 
 def folder_files(name: str, path: Path) -> str | list[str]:
     """A dataset_info.json entry's file_name: a file, or a folder whose files LLaMA-Factory reads as one dataset (not
-    hidden ones; all of one type, as LLaMA-Factory requires)."""
+    hidden ones; all of one type, as LLaMA-Factory requires: .json and .jsonl are both its json). A folder in it stops,
+    as in LLaMA-Factory: its files would be lost without a word."""
     if not path.is_dir():
         return str(path)
-    files = sorted(str(file) for file in path.iterdir() if file.is_file() and not file.name.startswith("."))
-    kinds = {Path(file).suffix.lower() for file in files}
-    if not files or len(kinds) > 1:
+    entries = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
+    if folder := next((entry for entry in entries if not entry.is_file()), None):
+        raise ConfigCheckError(f"config: datasets.{name}: {path} (the entry's file_name) is a folder holding a "
+                               f"folder, {folder.name}, whose files would not be read (LLaMA-Factory refuses it: \"File "
+                               "types should be identical\"): move its files up into the folder, or out of it")
+    suffixes = {entry.suffix.lower() for entry in entries}
+    if not entries or len({LLAMAFACTORY_FILE_TYPES.get(suffix, suffix) for suffix in suffixes}) > 1:
         raise ConfigCheckError(f"config: datasets.{name}: {path} (the entry's file_name) is a folder "
-                               + ("with no file in it" if not files else f"of files of several types ({', '.join(sorted(kinds))})")
+                               + ("with no file in it" if not entries else f"of files of several types ({', '.join(sorted(suffixes))})")
                                + ": LLaMA-Factory reads a folder's files as one dataset, all of one type")
-    return files
+    return [str(entry) for entry in entries]
+
+
+# LLaMA-Factory's FILEEXT2TYPE reads these extensions as the type of another (a folder's files are all of one type).
+LLAMAFACTORY_FILE_TYPES = {".jsonl": ".json"}
 
 
 def check_datasets(datasets: Mapping[str, dict[str, Any]], test_ratio: float) -> None:

@@ -46,6 +46,25 @@ def test_a_top_level_object_stops_conversion_in_both_modes(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
+def test_a_one_line_wrapper_stops_conversion_like_the_pretty_printed_one(tmp_path: Path) -> None:
+    """json.dump({"data": records}) writes one line, which parses as one JSON-lines record: beside a good file with
+    on_invalid: skip it was one reject, under max_reject_ratio, and its records were lost without a word."""
+    good = write_lines(tmp_path / "good.jsonl", GOOD["advertisegen"] * 3)
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": GOOD["advertisegen"]}), encoding="utf-8")
+    says = (f"^{wrapped}: line 1: top level is a JSON object whose 'data' holds 2 objects, not one record that format: "
+            "advertisegen reads")
+    for on_invalid in ("error", "skip"):
+        with pytest.raises(DataFileError, match=says):
+            run(tmp_path, [good, wrapped], "advertisegen", on_invalid=on_invalid, dedupe=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_one_record_file_whose_record_holds_a_list_of_objects_converts(tmp_path: Path) -> None:
+    raw = write_lines(tmp_path / "one.jsonl", GOOD["chatglm3"][:1])
+    assert run(tmp_path, raw, "chatglm3")["records_out"] == 1
+
+
 def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(tmp_path: Path) -> None:
     records = [{"content": "类型#裙\u2028颜色#红色", "summary": "红色\u2029长裙\u0085"}, GOOD["advertisegen"][1]]
     raw = write_lines(tmp_path / "raw.jsonl", records)

@@ -171,6 +171,14 @@ def test_emollm_empty_first_system_is_dropped() -> None:
     assert convert("emollm", {"conversation": [{"system": "", "input": "q", "output": "a"}]}) == [U("q"), A("a")]
 
 
+@pytest.mark.parametrize("later", [None, ""], ids=["null", "empty"])
+def test_emollm_null_or_empty_system_on_a_later_turn_is_absent(later: str | None) -> None:
+    """As the same rows read from Parquet, whose struct column gives every turn a null `system` (polars'
+    write_ndjson writes it as null)."""
+    record = {"conversation": [{"system": "s", "input": "q", "output": "a"}, {"system": later, "input": "q2", "output": "b"}]}
+    assert convert("emollm", record) == [S("s"), U("q"), A("a"), U("q2"), A("b")]
+
+
 # --- sharegpt ---------------------------------------------------------------------------------------
 
 def turn(tag: str, value: Any) -> dict[str, Any]:

@@ -3,10 +3,12 @@ every real file of ../shared/data written as a table converting to the conversat
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime
 import gzip
 import json
+import lzma
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -132,9 +134,11 @@ def test_a_broken_parquet_file_names_itself(tmp_path: Path) -> None:
     (gzip.compress(gzip.compress(b"[]")), "not a text file: gzip inside gzip: decompress it"),
     (None, "not a text file: a zip archive (an Excel .xlsx workbook is one)"),
     (b'{"a": 1}\n\x00\x01\x02', "not a text file: it holds NUL bytes"),
+    (bytes.fromhex("28b52ffd2000110000") + b"\x00" * 8, "not a text file: zstd-compressed (.zst), which is not read: "
+                                                         "decompress it (zstd -d)"),
     ('[{"a": "你好"}]'.encode("utf-16"), "the file is UTF-16 text (it starts with a UTF-16 byte order mark): set the "
                                          "dataset's `encoding: utf-16`"),
-], ids=["gzip", "xlsx", "nul", "utf-16"])
+], ids=["gzip", "xlsx", "nul", "zstd", "utf-16"])
 def test_a_file_that_is_not_text_says_what_it_is(tmp_path: Path, content: bytes | None, says: str) -> None:
     path = tmp_path / "data.json"
     if content is None:
@@ -208,9 +212,14 @@ def test_a_datasets_save_to_disk_arrow_file_converts_like_its_json(tmp_path: Pat
     assert convert(tmp_path, arrow, "emollm") == convert(tmp_path, raw, "emollm")
 
 
+COMPRESSIONS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+
+
+@pytest.mark.parametrize("extension", list(COMPRESSIONS))
 @pytest.mark.parametrize("name", ["dev.json", "dev.jsonl", "dev.csv", "dev.parquet"])
-def test_a_gzipped_file_reads_as_the_file_inside(tmp_path: Path, name: str) -> None:
-    """The real AdvertiseGen dev file as the Hub ships some data (train.jsonl.gz): the records of the plain file."""
+def test_a_compressed_file_reads_as_the_file_inside(tmp_path: Path, name: str, extension: str) -> None:
+    """The real AdvertiseGen dev file as the Hub ships some data (train.jsonl.gz), or bzip2 / xz-compressed: the
+    records of the plain file."""
     plain = tmp_path / name
     rows = [row for _, row in read_records(shared_data("AdvertiseGen/dev.json"))]
     if name.endswith(".csv"):
@@ -219,14 +228,18 @@ def test_a_gzipped_file_reads_as_the_file_inside(tmp_path: Path, name: str) -> N
         pq.write_table(pa.Table.from_pylist(rows), plain)
     else:
         plain.write_bytes(shared_data("AdvertiseGen/dev.json").read_bytes())
-    packed = tmp_path / "packed" / f"{name}.gz"
+    packed = tmp_path / "packed" / f"{name}{extension}"
     packed.parent.mkdir()
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    packed.write_bytes(COMPRESSIONS[extension](plain.read_bytes()))
     assert read_records(packed) == read_records(plain) and len(read_records(packed)) == 1070
 
 
-def test_a_gzip_file_cut_short_names_itself(tmp_path: Path) -> None:
+def test_a_compressed_file_cut_short_names_itself(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"content": "a", "summary": "b"}\n' * 1000)[:100])
-    with pytest.raises(DataFileError, match=r"train.jsonl.gz: a gzip file that does not decompress \(.*\): a download"):
+    with pytest.raises(DataFileError, match=r"train.jsonl.gz: gzip-compressed, but it does not decompress \(.*\): a download"):
+        read_records(path)
+    path = tmp_path / "train.jsonl.xz"
+    path.write_bytes(lzma.compress(b'{"content": "a", "summary": "b"}\n' * 1000)[:100])
+    with pytest.raises(DataFileError, match=r"train.jsonl.xz: xz-compressed, but it does not decompress \(.*\): a download"):
         read_records(path)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
 from glmtune.data.formats import CONVERTERS
 from glmtune.data.reasons import common_reasons
-from glmtune.data.records import BadLine, read_records
+from glmtune.data.records import BadLine, read_records, refuse_lone_wrapper
 from glmtune.data.surrogates import surrogate_problem
 from glmtune.repeated_keys import repeated_paths
 from glmtune.data.unread import mark_carried, tracked, unread
@@ -92,9 +92,11 @@ def too_many_rejected(raw_path: str | Path, dataset: str, records: int, rejects:
             f"the format, or raise max_reject_ratio if so many rejects are expected (they are in the rejects file)")
 
 
-def read_files(paths: Sequence[Path], dataset: str, encoding: str, skip_bad_lines: bool) -> list[tuple[str, Any]]:
+def read_files(paths: Sequence[Path], dataset: str, encoding: str, skip_bad_lines: bool, fmt: str,
+               reads: Callable[[Any], bool]) -> list[tuple[str, Any]]:
     """(where, record) of every file in turn; with several files, where names the file too. A file that holds no
-    record stops: a dataset that yields nothing, or an empty shard, is a mistake."""
+    record stops: a dataset that yields nothing, or an empty shard, is a mistake; so does a one-line wrapper of
+    records that format `fmt` does not `reads` as a record (refuse_lone_wrapper)."""
     records: list[tuple[str, Any]] = []
     for path in paths:
         found = read_records(path, encoding, skip_bad_lines=skip_bad_lines)
@@ -102,6 +104,7 @@ def read_files(paths: Sequence[Path], dataset: str, encoding: str, skip_bad_line
             raise ConversionError(f"{path}: no records: the file is empty, only whitespace, an empty JSON array, or a "
                                   f"table without rows. A file that yields nothing is a mistake: check dataset "
                                   f"'{dataset}''s files")
+        refuse_lone_wrapper(path, found, fmt, reads)
         records += found if len(paths) == 1 else [(f"{path}: {where}", record) for where, record in found]
     return records
 
@@ -130,7 +133,15 @@ def convert_file(
     convert = CONVERTERS[fmt]
     on_invalid, options = settings.on_invalid, settings.converter_options()
     paths = [Path(raw_path)] if isinstance(raw_path, (str, Path)) else [Path(path) for path in raw_path]
-    records = read_files(paths, dataset, settings.encoding, on_invalid == "skip")
+
+    def reads(record: Any) -> bool:
+        try:
+            validate_conversation(convert(record, options))
+        except InvalidRecord:
+            return False
+        return True
+
+    records = read_files(paths, dataset, settings.encoding, on_invalid == "skip", fmt, reads)
     label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more files"
 
     def at(where: str) -> str:  # a record's place with its file (which `where` holds when there are several)

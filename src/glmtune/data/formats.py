@@ -181,7 +181,8 @@ def emollm(record: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     for position, turn in enumerate(get_value(record_object(record), "conversation", list)):
         where = f"turn {position}: "
         turn = record_object(turn, f"turn {position}")
-        if position and "system" in turn:
+        # A null or empty one is no system prompt: a table's struct column gives every turn the key (records.py).
+        if position and turn.get("system") not in (None, ""):
             raise InvalidRecord(f"{where}'system' after the first turn")
         if system := get_value(turn, "system", str, where, required=False):
             messages.append(message("system", system))

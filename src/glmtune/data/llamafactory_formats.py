@@ -113,9 +113,23 @@ _UNSUPPORTED_COLUMNS = {"chosen": "preference data", "rejected": "preference dat
                         "images": "images", "videos": "videos", "audios": "audio"}
 
 
+def _read_info(path: Path) -> Any:
+    """dataset_info.json parsed; a UTF-8 BOM (older Windows Notepad's) is accepted, as in data files."""
+    raw = path.read_bytes()
+    try:
+        return json_loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: cannot decode as UTF-8 ({err.reason}); "
+                         "LLaMA-Factory reads dataset_info.json as UTF-8: save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno} column {err.colno}: invalid JSON ({err.msg}); fix it there "
+                         "(LLaMA-Factory would not load it either)") from None
+
+
 def _info_entry(info_path: str | Path, name: str) -> tuple[Path, dict[str, Any]]:
     path = Path(info_path)
-    info = json_loads(path.read_text(encoding="utf-8"))
+    info = _read_info(path)
     if not isinstance(info, dict) or not isinstance(info.get(name), dict):
         raise ValueError(f"{path}: no dataset entry {name!r}")
     entry = info[name]

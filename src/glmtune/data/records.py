@@ -2,8 +2,8 @@
 
 The content decides for JSON and Parquet (a JSON array in a `.jsonl` file is common; Parquet starts with its magic
 bytes), the extension for CSV / TSV (`.csv`, `.tsv`) and Arrow (`.arrow`, as `datasets.save_to_disk` writes it). Any of
-them may be gzip-compressed (`train.jsonl.gz`, as the Hub ships some): read inside, the kind told by the name without
-`.gz`.
+them may be gzip-, bzip2- or xz-compressed (`train.jsonl.gz`, as the Hub ships some; told by the magic bytes): read
+inside, the kind told by the name without `.gz` / `.bz2` / `.xz`; zstd is named and refused.
 Table rows come back as JSON-like dicts: a table has no absent key, only an empty CSV cell or a Parquet null (a
 struct column is the union of every record's keys: EmoLLM's later turns get a null `system`), so those keys are
 left out, as a JSON record would leave them; every CSV value is text, and a Parquet value JSON cannot hold (a date, a
@@ -14,12 +14,16 @@ sharded file (`train-00000-of-00003.parquet`) comes with all its shards.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import glob
+import gzip
 import io
 import json
+import lzma
 import re
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +56,8 @@ def read_records(path: str | Path, encoding: str = "utf-8", skip_bad_lines: bool
     path = Path(path)
     with open(path, "rb") as handle:
         head = handle.read(len(ARROW_MAGIC))
-    if head.startswith(GZIP_MAGIC):  # train.jsonl.gz, data.csv.gz, x.parquet.gz: read inside, as `datasets` does
-        raw, suffix = _gunzip(path), Path(path.name.removesuffix(".gz")).suffix
+    if packed := _compression(head):  # train.jsonl.gz, data.csv.bz2, x.parquet.xz: read inside, as `datasets` does
+        raw, suffix = _decompress(path, packed), Path(path.name.removesuffix(packed.extension)).suffix
         if table := _table_kind(suffix, raw[: len(ARROW_MAGIC)]):
             return _table_rows(path, table, raw)
         return _text_records(path, raw, encoding, skip_bad_lines, suffix)
@@ -112,6 +116,9 @@ def _decodes(raw: bytes, encoding: str) -> bool:
     return True
 
 
+_EXPECTED = "expected JSON lines (one record per line) or a JSON array of records: put the records in a JSON array"
+
+
 def _refuse_top_level_object(path: Path, text: str) -> None:
     """Stop at a JSON object spread over several lines (one record, or records wrapped as {"data": [...]}).
 
@@ -127,15 +134,31 @@ def _refuse_top_level_object(path: Path, text: str) -> None:
         return
     except json.JSONDecodeError:
         pass
-    expected = "expected JSON lines (one record per line) or a JSON array of records: put the records in a JSON array"
     try:
         json.loads(text)
     except json.JSONDecodeError as err:
         if first == "{" or err.lineno > number:
             raise DataFileError(f"{path}: line {err.lineno}: top level is a JSON object that does not parse "
-                                f"({err.msg}); {expected}") from None
+                                f"({err.msg}); {_EXPECTED}") from None
         return
-    raise DataFileError(f"{path}: line {number}: top level is a JSON object; {expected}")
+    raise DataFileError(f"{path}: line {number}: top level is a JSON object; {_EXPECTED}")
+
+
+def refuse_lone_wrapper(path: Path, found: list[tuple[str, Any]], fmt: str, reads: Callable[[Any], bool]) -> None:
+    """Stop at records wrapped as {"data": [...]} on one line (json.dump's default), which reads as one JSON-lines
+    record: the pretty-printed wrapper stops in _refuse_top_level_object.
+
+    A one-record chat file holds its messages as a list of objects too, so the file's only record is refused only
+    when its format does not read it (`reads`)."""
+    if len(found) != 1 or not found[0][0].startswith("line ") or not isinstance(found[0][1], dict):
+        return
+    where, record = found[0]
+    key = next((key for key, value in record.items()
+                if isinstance(value, list) and value and all(isinstance(item, dict) for item in value)), None)
+    if key is not None and not reads(record):
+        raise DataFileError(f"{path}: {where}: top level is a JSON object whose {key!r} holds {len(record[key])} "
+                            f"objects, not one record that format: {fmt} reads (records wrapped as {{\"{key}\": [...]}} on "
+                            f"one line?); {_EXPECTED}")
 
 
 def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, Any]]:
@@ -157,24 +180,48 @@ def _json_lines(path: Path, text: str, skip_bad_lines: bool) -> list[tuple[str, 
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARQUET_MAGIC = b"PAR1"
 ARROW_MAGIC = b"ARROW1"
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 # Files that are not text, by their first bytes: what they are, and what to do.
 _BINARY_KINDS = ((GZIP_MAGIC, "gzip inside gzip: decompress it (gunzip) and name the file it holds"),
+                 (ZSTD_MAGIC, "zstd-compressed (.zst), which is not read: decompress it (zstd -d) and name the file "
+                              "it holds, or compress it with gzip, bzip2 or xz"),
                  (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook is one): extract it, or save the sheet as CSV"))
 
 
-def _gunzip(path: Path) -> bytes:
-    """The bytes inside a gzip file; one cut short or damaged stops, naming it."""
-    import gzip
-    import zlib
+@dataclass(frozen=True)
+class Compression:
+    """A compression the standard library reads: its name, a file name's extension for it, its magic bytes and how
+    to decompress it."""
 
+    name: str
+    extension: str
+    magic: bytes
+    decompress: Callable[[bytes], bytes]
+
+
+# bzip2's magic ends in its block size, a digit 1-9.
+COMPRESSIONS = (Compression("gzip", ".gz", GZIP_MAGIC, gzip.decompress),
+                Compression("xz", ".xz", b"\xfd7zXZ\x00", lzma.decompress),
+                *(Compression("bzip2", ".bz2", b"BZh" + str(level).encode(), bz2.decompress) for level in range(1, 10)))
+
+
+def _compression(head: bytes) -> Compression | None:
+    return next((packed for packed in COMPRESSIONS if head.startswith(packed.magic)), None)
+
+
+def _decompress(path: Path, packed: Compression) -> bytes:
+    """The bytes inside a gzip, bzip2 or xz file; one cut short or damaged stops, naming it."""
     try:
-        return gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataFileError(f"{path}: a gzip file that does not decompress ({err}): a download or copy cut short?") from None
+        return packed.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+        raise DataFileError(f"{path}: {packed.name}-compressed, but it does not decompress ({err}): a download or copy cut "
+                            "short? Download or copy it again") from None
+
+
 _WIDE_CODECS = ("utf-16", "utf-32", "utf16", "utf32")
 
 
