@@ -108,8 +108,7 @@ def test_a_message_the_template_writes_nothing_for_is_refused_by_that_template(
         assert (f'{asked}, line 1: "messages": message 2 (user) is empty, and the glm4 chat template writes nothing'
                 in refused(argv[1:], capsys))
     else:  # past the check, the folder has no weights to load
-        with pytest.raises(OSError, match="no file named model.safetensors"):
-            main(argv)
+        assert "no weights (*.safetensors or pytorch_model*.bin)" in refused(argv[1:], capsys)
 
 
 def test_a_prompt_longer_than_the_models_positions(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,6 +153,21 @@ def test_the_chat_asks_again_on_an_empty_line(models: dict[str, Path]) -> None:
     assert screen.getvalue().count("User: ") == 5 and screen.getvalue().count("Assistant: ") == 1
 
 
+def test_the_chat_goes_on_after_an_empty_answer(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that stops at once: its empty answer was kept in the history, and every later message was refused
+    for it ("message 1 (assistant) is empty"), a chat only `clear` got out of."""
+    import glmtune.inference as inference
+
+    answers = iter(["", "  ", "连衣裙"])
+    monkeypatch.setattr(inference, "generate", lambda *args, **kwargs: [next(answers)])
+    chat = Recording(models["glm4"], max_new_tokens=3)
+    screen = io.StringIO()
+    interactive(chat, io.StringIO("类型#裙\n类型#裤\n类型#衫\nexit\n"), screen)
+    assert chat.asked == [[{"role": "user", "content": text}] for text in ("类型#裙", "类型#裤", "类型#衫")]
+    assert screen.getvalue().count("(no answer: the model wrote nothing") == 2 and "Not sent" not in screen.getvalue()
+    assert "Assistant: 连衣裙" in screen.getvalue()
+
+
 def test_a_family_sharing_another_ones_prefix_is_told_by_the_shipped_template_or_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A GLM-4 variant with `<eop>` closing every message has GLM-4's prefix: infer took glm4, the first to fit, and
@@ -183,3 +197,21 @@ def test_a_family_sharing_another_ones_prefix_is_told_by_the_shipped_template_or
     with pytest.raises(BadRequest, match=r"the chat prefixes of glm4 or glm4eop all fit the tokenizer and its chat "
                                          r"template is none of theirs\); pass --template \(glm4 or glm4eop\)"):
         detect_template(Tokenizer("{{ messages }}"))
+
+
+def test_missing_or_cut_weights_are_named_before_loading(models: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An adapter folder without its weights went to the Hub (peft took the path for a repo id: a network
+    traceback); a merged folder without weights or with a file cut short failed in loading with a traceback."""
+    err = refused([str(models["glm4_no_weights"]), "--prompt", "类型#裙"], capsys)
+    assert "no weights (*.safetensors or pytorch_model*.bin)" in err
+    cut = Path(shutil.copytree(models["glm4"], tmp_path / "cut"))
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert "model.safetensors: cut short" in refused([str(cut), "--prompt", "类型#裙"], capsys)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    config = {"peft_type": "LORA", "base_model_name_or_path": str(models["glm4"])}
+    (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    err = refused([str(adapter), "--prompt", "类型#裙"], capsys)
+    assert f"{adapter}: an adapter folder (adapter_config.json) without its weights" in err

@@ -80,6 +80,29 @@ def check_model(folder: Path) -> None:
                          "folder (adapter_config.json)")
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_weights(folders: Folders) -> None:
+    """The weight files are there and whole, checked before they load (a traceback there): the model's (a missing
+    shard, a file cut short, glmtune.model.weight_files) and an adapter's, without which peft takes the folder's path
+    for a Hub repo id and fails on the network."""
+    from glmtune.model.weight_files import WeightFilesError, check_safetensors_length, weight_files
+
+    try:
+        weight_files(folders.model)
+        if folders.given != folders.model:
+            found = [folders.given / name for name in ADAPTER_WEIGHTS if (folders.given / name).is_file()]
+            if not found:
+                raise BadRequest(f"{folders.given}: an adapter folder (adapter_config.json) without its weights "
+                                 f"({' or '.join(ADAPTER_WEIGHTS)}): an incomplete copy, or a training that did not "
+                                 "finish?")
+            if found[0].suffix == ".safetensors":
+                check_safetensors_length(found[0])
+    except WeightFilesError as err:
+        raise BadRequest(str(err)) from None
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     """The folder's config.json as a dict (what the positions are read from before any weights load)."""
     path = folder / "config.json"
@@ -171,6 +194,7 @@ class Chat:
     def model(self) -> PreTrainedModel:
         """The weights, loaded on first use."""
         if self._model is None:
+            check_weights(self.folders)
             self._model, _ = load_trained(self.folders.given, self.base_model, trust_remote_code=self.trust_remote_code)
         return self._model
 
@@ -296,7 +320,8 @@ def batch_file(chat: Chat, requests: Iterable[Request], out: TextIO, wheres: Seq
 def interactive(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     """A multi-turn chat on the terminal; `clear` starts over, `exit` (or end of input) quits. An empty line asks
     again (sent, it would be an empty user message whose answer stays in the history); a message that would take
-    the conversation past the model's positions is not sent, with the reason."""
+    the conversation past the model's positions is not sent, with the reason; an empty answer is said, and its
+    exchange left out of the history (an empty assistant message is refused in any conversation)."""
     history: list[dict[str, Any]] = []
     stdout.write("Chat with the model. Type 'clear' to start over, 'exit' to quit.\n")
     while True:
@@ -315,6 +340,10 @@ def interactive(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdo
             response = chat.answer([asked], ["the conversation"])[0]
         except BadRequest as err:  # too long: the chat goes on without this message
             stdout.write(f"Not sent: {err}; or type 'clear' to start over\n")
+            continue
+        if is_blank(response):  # kept, it would be an empty assistant message: every later one refused for it
+            stdout.write("Assistant: (no answer: the model wrote nothing but its end; this exchange is not kept in the "
+                         "conversation)\n")
             continue
         history = [*asked, {"role": "assistant", "content": response}]
         stdout.write(f"Assistant: {response}\n")
