@@ -65,11 +65,13 @@ def bench_eval(args: argparse.Namespace) -> int:
     from glmtune.bench.recipes import bench_eval as run
 
     batch, cache = args.batch, args.cache
-    if args.config:  # the evaluation settings the workflow would run with
+    if args.config:  # the evaluation settings the workflow would run with; --batch / --cache written win
         from glmtune.bench.stage import config_section
 
         evaluate = config_section("evaluate", args.config)
-        batch, cache = evaluate["batch_size"], evaluate["cache"]
+        batch = evaluate["batch_size"] if batch is None else batch
+        cache = evaluate["cache"] if cache is None else cache
+    batch, cache = batch or 128, cache or "static"
     print(run(args.model, args.test, args.template, args.samples, args.max_new_tokens, args.demo_batch, batch, cache,
               args.tokenizer, args.demo_samples))
     return 0
@@ -83,6 +85,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1 or more)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An option that measures something (GB, TFLOP/s): above 0 and finite, refused while parsing (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 
@@ -142,15 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="a model folder, or an architecture config.json (random weights; needs --tokenizer)")
     b.add_argument("test", help="a test split (results/splits/test.jsonl) or any JSON lines of {\"conversations\": [...]}")
     b.add_argument("--tokenizer", help="tokenizer folder (saved, or an official one with tokenizer.model); default: the model's")
-    b.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))
-    b.add_argument("--samples", type=int, default=1070)
-    b.add_argument("--max-new-tokens", type=int, default=74)
-    b.add_argument("--demo-batch", type=int, default=16)
-    b.add_argument("--demo-samples", type=int, default=None, help="run the demo's way on the first N samples only (default: all)")
-    b.add_argument("--batch", type=batch_size_arg, default=128, help="our batch size, or auto (from free GPU memory)")
-    b.add_argument("--cache", default="static", choices=[*BACKENDS, "auto"], help="a generation backend (evaluate.cache)")
+    b.add_argument("--template", choices=list(FAMILIES),
+                   help=f"chat template (default: detected from the tokenizer, as infer does; {DEFAULT_FAMILY} to rebuild "
+                        "an official tokenizer.model)")
+    b.add_argument("--samples", type=positive_int, default=1070)
+    b.add_argument("--max-new-tokens", type=positive_int, default=74)
+    b.add_argument("--demo-batch", type=positive_int, default=16)
+    b.add_argument("--demo-samples", type=positive_int, default=None,
+                   help="run the demo's way on the first N samples only (default: all)")
+    b.add_argument("--batch", type=batch_size_arg, default=None,
+                   help="our batch size, or auto (from free GPU memory); default 128, or --config's")
+    b.add_argument("--cache", default=None, choices=[*BACKENDS, "auto"],
+                   help="a generation backend (evaluate.cache); default static, or --config's")
     b.add_argument("--config", help="take --batch and --cache from this config's evaluate section (layered as the "
-                                    "workflow does), e.g. config/advertisegen_glm4.yaml")
+                                    "workflow does; a --batch or --cache given wins), e.g. config/advertisegen_glm4.yaml")
     b.set_defaults(func=bench_eval)
 
     t = commands.add_parser("bench-train", help="the train stage's tokens/s and peak memory per recipe, random weights (a benchmark)")
@@ -161,24 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
                                     "as the workflow does), e.g. config/advertisegen_glm4.yaml")
     t.add_argument("--recipes", default="demo,config",
                    help=f"comma-separated, the first is the ratio's base: {', '.join(RECIPES)}")
-    t.add_argument("--long-length", type=int, default=2048, help="tokens of the `long` recipe's one sample a step")
-    t.add_argument("--logging-steps", type=int, default=5)
+    t.add_argument("--long-length", type=positive_int, default=2048, help="tokens of the `long` recipe's one sample a step")
+    t.add_argument("--logging-steps", type=positive_int, default=5)
     t.add_argument("--workdir", help="where the stage's folders go (default: a new temporary folder)")
     t.add_argument("--format", default="advertisegen", help="the raw file's format (a converter name; default advertisegen)")
     t.add_argument("--template", default=DEFAULT_FAMILY, choices=list(FAMILIES))
-    t.add_argument("--cutoff-len", type=int, default=385, help="tokens kept per sample (the demo's 128 + 256 + 1)")
-    t.add_argument("--steps", type=int, default=30)
-    t.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU (H100 SXM: 989)")
+    t.add_argument("--cutoff-len", type=positive_int, default=385, help="tokens kept per sample (the demo's 128 + 256 + 1)")
+    t.add_argument("--steps", type=positive_int, default=30)
+    t.add_argument("--peak-tflops", type=positive_float, default=None, help="the device's dense bf16 peak, for MFU (H100 SXM: 989)")
     t.set_defaults(func=bench_train)
 
     x = commands.add_parser("bench-export", help="peak RAM of the shard-by-shard export vs the whole-model one (a benchmark)")
     x.add_argument("arch", help="a model config.json (original or native), e.g. the GLM-4-9B-chat one; weights are random")
     x.add_argument("work", help="a new folder for the random model, its adapter and both exports (GBs)")
-    x.add_argument("--layers", type=int, help="decoder layers (default: the architecture's)")
-    x.add_argument("--hidden-size", type=int)
-    x.add_argument("--intermediate-size", type=int)
-    x.add_argument("--heads", type=int, help="attention heads")
-    x.add_argument("--shard-gb", type=float, default=5.0, help="the base's shards and export.export_size, in GB")
+    x.add_argument("--layers", type=positive_int, help="decoder layers (default: the architecture's)")
+    x.add_argument("--hidden-size", type=positive_int)
+    x.add_argument("--intermediate-size", type=positive_int)
+    x.add_argument("--heads", type=positive_int, help="attention heads")
+    x.add_argument("--shard-gb", type=positive_float, default=5.0, help="the base's shards and export.export_size, in GB")
     x.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="export.dtype")
     x.set_defaults(func=bench_export)
     return parser

@@ -10,6 +10,7 @@ from conftest import NEEDS_BITSANDBYTES, shared_data
 
 from glmtune.bench.models import arch_config
 from glmtune.bench.recipes import bench_eval, bench_samples, long_samples
+from glmtune.inference import BadRequest
 from glmtune.bench.stage import config_section, train_recipes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +115,36 @@ def test_the_real_glm4_architecture_is_read_from_its_official_config() -> None:
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (4096, 40, 32, 2)
     assert config.vocab_size == 151552 and config.intermediate_size == 13696
     assert json.loads(shared_data("tokenizers/glm-4-9b-chat/config.json").read_text())["rope_ratio"] == 500
+
+
+def test_bench_eval_detects_the_family_as_infer_does(small_run: dict[str, Path], tmp_path: Path) -> None:
+    """The README's `glmtune bench-eval results/merged_model results/splits/test.jsonl` took glm4 for every folder:
+    a ChatGLM3 job's failed with a traceback saying to set model.template (a config key, not this command's)."""
+    from glmtune.model.tiny import build_tiny_model
+    from helpers.settings import tiny_settings
+
+    chatglm3 = build_tiny_model([small_run["root"] / "splits" / "train.jsonl"], tmp_path / "chatglm3",
+                                tiny_settings(hidden_size=32, intermediate_size=64), family="chatglm3")
+    table = bench_eval(chatglm3, small_run["test"], None, samples=3, max_new_tokens=2, demo_batch=2, batch=2, cache="dynamic")
+    assert "glmtune: length-sorted" in table
+    with pytest.raises(BadRequest, match="--template"):
+        bench_eval(chatglm3, small_run["test"], "glm4", samples=3, max_new_tokens=2)
+
+
+def test_bench_eval_options_are_checked_and_written_ones_win_over_the_config(
+        small_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from glmtune.cli import main
+
+    for option in ("--samples", "--max-new-tokens", "--demo-batch", "--demo-samples"):
+        for value in ("0", "-5"):  # -5 had benchmarked all but the last 5 rows; 0 failed in a traceback
+            with pytest.raises(SystemExit):
+                main(["bench-eval", "m", "t", option, value])
+    capsys.readouterr()
+    common = ["bench-eval", str(small_run["model"] / "config.json"), str(small_run["test"]), "--tokenizer",
+              str(small_run["model"]), "--samples", "6", "--demo-samples", "2", "--max-new-tokens", "2", "--demo-batch", "2"]
+    assert main([*common, "--config", str(REPO / "config" / "advertisegen_glm4.yaml"), "--batch", "3"]) == 0
+    assert "| 3 | dynamic | 6 |" in capsys.readouterr().out.splitlines()[3]  # --batch 3, not the config's auto
+    predictions = tmp_path / "predictions.jsonl"  # a run's predictions: messages, not a test split's conversations
+    predictions.write_text('{"messages": [{"role": "user", "content": "hi"}], "reference": "yo"}\n', encoding="utf-8")
+    assert main([*common[:2], str(predictions), *common[3:]]) == 2
+    assert f"{predictions}, line 1: not a test split's line" in capsys.readouterr().err

@@ -17,7 +17,9 @@ from glmtune.evaluate.batching import even_batch_size, plan_batches, resolve_bat
 from glmtune.evaluate.generation import generate_batches
 from glmtune.model import loading
 from glmtune.io import read_jsonl
-from glmtune.chat_template import encode_prompt, get_template, split_for_generation
+from glmtune.chat_template import ChatTemplate, encode_prompt, get_template, split_for_generation
+from glmtune.family import DEFAULT_FAMILY
+from glmtune.inference import BadRequest, detect_template, template_problem
 
 # Decode steps of each recipe's untimed first batch: enough for torch.compile and the CUDA-graph capture.
 WARMUP_TOKENS = 8
@@ -62,7 +64,7 @@ def bench_model(model: str | Path, tokenizer_dir: str | Path | None,
     return random_causal_lm(model), bench_tokenizer(tokenizer_dir, template_name)
 
 
-def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str, samples: int = 1070,
+def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str | None, samples: int = 1070,
                max_new_tokens: int = 74, demo_batch: int = 16, batch: int | str = 128, cache: str = "static",
                tokenizer_dir: str | Path | None = None, demo_samples: int | None = None) -> str:
     """Generation samples/s: the demo's way (dataset order, batches of `demo_batch`, dynamic cache) vs ours
@@ -82,11 +84,12 @@ def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str,
         glmtune bench-eval .bench/config.json .bench/AdvertiseGen_fix_dev.json --tokenizer .bench \\
             --samples 1070 --max-new-tokens 74 --batch 128 --demo-samples 320
     """
-    model, tokenizer = bench_model(model_dir, tokenizer_dir, template_name)
+    model, tokenizer = bench_model(model_dir, tokenizer_dir, template_name or DEFAULT_FAMILY)
     cache = resolve_cache(cache, model)  # auto: static on a GPU, as the evaluate stage resolves it
-    template = get_template(template_name)
+    template = bench_template(tokenizer, template_name)
     rows = list(read_jsonl(test_path))[:samples]
-    prompts = [encode_prompt(tokenizer, template, split_for_generation(r["conversations"])[0]) for r in rows]
+    prompts = [encode_prompt(tokenizer, template, split_for_generation(conversation(test_path, number, row))[0])
+               for number, row in enumerate(rows, 1)]
     size = even_batch_size(len(prompts), resolve_batch_size(batch, model, prompts, max_new_tokens))
     demo_prompts = prompts[: demo_samples or None]
     ways = [("demo: dataset order", demo_prompts, plan_batches(demo_prompts, demo_batch, False), "dynamic"),
@@ -111,6 +114,22 @@ def bench_eval(model_dir: str | Path, test_path: str | Path, template_name: str,
     results[1]["speed-up"] = f"{results[1]['samples/s'] / results[0]['samples/s']:.1f}x"
     results[0]["speed-up"] = "1.0x"
     return _table(results)
+
+
+def bench_template(tokenizer: PreTrainedTokenizerBase, template_name: str | None) -> ChatTemplate:
+    """--template, checked against the tokenizer, or the tokenizer's family detected as `glmtune infer` does."""
+    template = get_template(template_name) if template_name else detect_template(tokenizer)
+    if problem := template_problem(tokenizer, template, template_name is not None):
+        raise BadRequest(problem)
+    return template
+
+
+def conversation(test_path: str | Path, number: int, row: Any) -> list[dict[str, Any]]:
+    """A test row's conversation (a test split's line); another kind of line is named, not a KeyError."""
+    if not isinstance(row, dict) or not isinstance(row.get("conversations"), list):
+        raise BadRequest(f"{test_path}, line {number}: not a test split's line ({{\"conversations\": [...]}}, as "
+                         "results/splits/test.jsonl holds); a predictions.jsonl or --input file of glmtune infer is not one")
+    return row["conversations"]
 
 
 def bench_samples(train: str | Path, tokenizer_dir: str | Path | None = None, template_name: str = "glm4",
