@@ -215,3 +215,16 @@ def test_missing_or_cut_weights_are_named_before_loading(models: dict[str, Path]
     (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
     err = refused([str(adapter), "--prompt", "类型#裙"], capsys)
     assert f"{adapter}: an adapter folder (adapter_config.json) without its weights" in err
+
+
+def test_input_dash_reads_the_standard_input(models: dict[str, Path], tmp_path: Path) -> None:
+    """`--input -` was read as a file named "-" (not found)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "glmtune.cli", "infer", str(models["glm4"]), "--input", "-",
+                          "--max-new-tokens", "2"], input='{"prompt": "类型#裙"}\n{"prompt": "类型#裤"}\n',
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["类型#裙", "类型#裤"] and all("response" in row for row in rows)

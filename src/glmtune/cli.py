@@ -39,8 +39,8 @@ def infer_requests(args: argparse.Namespace) -> list[Located] | None:
         raise BadRequest("--output is for the answers of --prompt or --input; the interactive chat writes to the terminal")
     if args.output is not None and Path(args.output).is_dir():  # found now, not after every answer is generated
         raise BadRequest(f"--output {args.output}: a folder; give the answers file's path")
-    if args.input is not None:
-        return located_requests(args.input)
+    if args.input is not None:  # "-": the standard input, as other commands read it
+        return located_requests("/dev/stdin" if args.input == "-" else args.input)
     return [prompt_request(args.prompt)] if args.prompt is not None else None
 
 
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", help="results/merged_model, results/runs/<run>/adapter, or any model folder")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--prompt", help="answer one prompt and exit")
-    mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches')
+    mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches ("-": stdin)')
     mode.add_argument("--interactive", action="store_true", help="chat on the terminal (the default without --prompt/--input)")
     p.add_argument("--output", help="where the answers go as JSON lines, each the input row (--prompt: "
                    '{"prompt": ...}) with "response" added, written whole or not at all (default: stdout)')
