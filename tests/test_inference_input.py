@@ -53,6 +53,9 @@ def test_prompts_and_conversations_are_read_as_conversations(tmp_path: Path) -> 
     ('{"prompt": "a", "prompt": "b"}', "line 2: prompt written twice in one object: JSON keeps only the last"),
     ('{"messages": [{"role": "user", "content": "a", "content": "b"}]}', "line 2: messages[0].content written twice"),
     ('{"prompt": "抱抱你\\ud83d"}', "line 2: prompt (\\ud83d at character 3): a lone UTF-16 surrogate"),  # the tokenizer's TypeError
+    # a system prompt or history beside "prompt" was carried along as another key and answered without (h22)
+    ('{"prompt": "a", "system": "你是心理咨询师"}', """line 2: "prompt" beside 'system': a "prompt" is answered alone"""),
+    ('{"prompt": "a", "history": [["q", "r"]], "id": 3}', """line 2: "prompt" beside 'history': a "prompt" is answered"""),
 ])
 def test_a_bad_line_is_named_with_its_reason(tmp_path: Path, line: str, reason: str) -> None:
     path = write_lines(tmp_path / "in.jsonl", '{"prompt": "ok"}', line)

@@ -282,6 +282,11 @@ def located_requests(path: str | Path) -> list[Located]:
     return requests
 
 
+# Keys beside "prompt" that say part of a conversation (the demos' and LLaMA-Factory's names): not carried along
+# like an id would be, as the answer would be made without them.
+CONVERSATION_KEYS = ("system", "history", "tools", "instruction", "input", "query", "conversations")
+
+
 def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
     """{"prompt": text} (one user message) or {"messages": [...]}: a conversation the answer completes, by the
     training data's rules (glmtune.data.conversation), ending with the message the model answers."""
@@ -292,6 +297,11 @@ def conversation_of(row: Any, where: str) -> list[dict[str, Any]]:
     if "prompt" in row:
         if not isinstance(row["prompt"], str) or is_blank(row["prompt"]):
             raise BadRequest(f'{where}: "prompt" must be a non-empty string, got {row["prompt"]!r}')
+        if meant := [key for key in CONVERSATION_KEYS if key in row]:  # kept as other keys, answered without them
+            raise BadRequest(f'{where}: "prompt" beside {", ".join(map(repr, meant))}: a "prompt" is answered alone '
+                             'as one user message; write the conversation as "messages" (a system message first, '
+                             'earlier turns, tools on the system message), e.g. {"messages": [{"role": "system", '
+                             '"content": ...}, {"role": "user", "content": ...}]}')
         return [{"role": "user", "content": row["prompt"]}]
     messages = row["messages"]
     try:  # the answer's place taken by a stand-in, so the training rules apply as they are
