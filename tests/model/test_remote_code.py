@@ -198,6 +198,10 @@ def test_infer_runs_a_folders_code_only_with_the_flag(tmp_path: Path, capsys: py
     assert not sentinel.exists()
     assert main([*command, "--trust-remote-code"]) == 0
     assert sentinel.exists()
+    # the folder's code files gone (an official folder's config and tokenizer copied alone): named, not a traceback
+    (folder / "modeling_chatglm.py").unlink()
+    assert main([*command, "--trust-remote-code"]) == 2
+    assert "the code its auto_map names is not in the folder (modeling_chatglm.py)" in capsys.readouterr().err
 
 
 def test_evaluation_runs_a_folders_code_only_with_the_key(tmp_path: Path, splits: Path) -> None:

@@ -54,7 +54,14 @@ def check_remote_code(folder: str | Path, trust_remote_code: bool) -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     config_path = Path(folder) / "config.json"
-    if trust_remote_code or not config_path.is_file():
+    if not config_path.is_file():
+        return
+    if trust_remote_code:
+        if missing := missing_code_files(folder):
+            raise RemoteCodeError(
+                f"{folder}: the code its auto_map names is not in the folder ({', '.join(missing)}): with remote code the "
+                "model runs that code; copy the checkpoint's *.py files beside its config.json (a folder with only "
+                "config and tokenizer files cannot run it)")
         return
     config = _read_json(config_path)
     if not config.get("auto_map") or config.get("model_type") in CONFIG_MAPPING:
@@ -67,6 +74,20 @@ def check_remote_code(folder: str | Path, trust_remote_code: bool) -> None:
         f"folder's code only when you ask: pass --trust-remote-code to `glmtune infer`, or set "
         f"model.trust_remote_code: true in the workflow config; or fetch the original checkpoint without it "
         f"(it is then converted to a native folder)")
+
+
+def missing_code_files(folder: str | Path) -> list[str]:
+    """The *.py files the auto_map of config.json and tokenizer_config.json name that the folder lacks (a hub copy's
+    "repo--module.Class" is fetched from that repo, not missing)."""
+    names: set[str] = set()
+    for file in ("config.json", "tokenizer_config.json"):
+        path = Path(folder) / file
+        auto_map = (_read_json(path).get("auto_map") or {}) if path.is_file() else {}
+        for reference in auto_map.values() if isinstance(auto_map, dict) else ():
+            for item in reference if isinstance(reference, list) else [reference]:
+                if isinstance(item, str) and "--" not in item:
+                    names.add(item.rsplit(".", 1)[0] + ".py")
+    return sorted(name for name in names if not (Path(folder) / name).is_file())
 
 
 def modeling_file(folder: str | Path) -> Path | None:
