@@ -18,3 +18,9 @@ def test_bench_export_measures_both_paths(small_run: dict[str, Path], tmp_path: 
     assert all(float(row.split("|")[2].split()[0]) > 0 for row in rows)
     assert len(list((tmp_path / "work" / "base").glob("model-*.safetensors"))) > 2
     assert (tmp_path / "work" / "merged_sharded" / "config.json").is_file() and (tmp_path / "work" / "merged_whole").is_dir()
+
+
+def test_bench_export_into_a_folder_that_exists_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It failed with a FileExistsError traceback, after parsing the architecture."""
+    assert main(["bench-export", "config.json", str(tmp_path)]) == 2
+    assert f"{tmp_path}: exists; give a new folder" in capsys.readouterr().err
