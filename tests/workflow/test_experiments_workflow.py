@@ -165,3 +165,27 @@ def test_a_run_with_other_evaluate_settings_alone_evaluates_the_model_of_the_run
         # one export a model: c's would be a's again
         assert planned_jobs(two_runs, "all_runs_exported") == sorted(
             ["all_runs_exported", "export_model[run=a]", "export_model[run=b]", "report_data"])
+
+
+def test_outputs_an_earlier_config_left_are_named_while_planning(two_runs: Path) -> None:
+    """Snakemake never deletes what the current config does not make: a run's own earlier adapter once it shares
+    another run's training, a dropped run's folder, the LoRA export once the exported run is P-Tuning v2 all stayed,
+    looking current, without a word (h25)."""
+    def said(workdir: Path) -> str:
+        out = snakemake(workdir, "-n", TARGET)
+        return out.stdout + out.stderr
+    with with_config(two_runs, lambda c: c["runs"].update(b={"evaluate": {"max_new_tokens": 4}})):
+        err = said(two_runs)
+        assert ("results/runs/b/adapter is left from an earlier config: run b now uses run a's training, "
+                "results/runs/a/adapter" in err)
+    with with_config(two_runs, lambda c: c["runs"].pop("b")):
+        assert "results/runs/{b}: no such run in this config (left from an earlier one)" in said(two_runs)
+    (two_runs / "results/merged_model").mkdir()
+    try:
+        with with_config(two_runs, lambda c: c["runs"]["a"].update(train={"method": "ptuning"})):
+            err = said(two_runs)
+            assert "results/merged_model is an earlier export, not this config's: run a (export.run) now has nothing" in err
+        assert "results/merged_model" not in said(two_runs)  # a LoRA run: it is its export
+    finally:
+        (two_runs / "results/merged_model").rmdir()
+    assert "left from an earlier" not in said(two_runs)

@@ -173,6 +173,18 @@ def warn_missing_evaluations():
             )
 
 
+def warn_leftovers():
+    """Outputs an earlier config left that look like this one's (glmtune.leftovers): named once, while planning."""
+    from glmtune.leftovers import RunLayout, leftover_warnings
+
+    if not workflow.is_main_process:
+        return
+    layouts = {run: RunLayout(TRAINER[run], "model" if run in FULL_RUNS else "adapter", METHOD[run].mergeable)
+               for run in RUNS}
+    for message in leftover_warnings(".", layouts, EXPORT_RUN):
+        logger.warning(message)
+
+
 def this_job_command(*targets):
     """A snakemake command for `targets` with this job's --configfile files and --config values, for messages."""
     from glmtune.config_layers import job_command
@@ -248,6 +260,7 @@ def check_export_targets():
 check_export_targets()
 warn_missing_trained()
 warn_missing_evaluations()
+warn_leftovers()
 
 
 def comparison_inputs():
