@@ -112,7 +112,9 @@ def test_an_adapter_without_the_record_loads_with_a_warning(rebuilt: dict[str, P
     (adapter / RECORD).unlink()
     with caplog.at_level(logging.WARNING, logger="glmtune.model.base_identity"):
         base_identity.check_base(adapter, rebuilt["model"])
+        base_identity.check_base(adapter, rebuilt["model"])  # infer checks, then loading checks again: said once
     assert f"has no {RECORD}" in caplog.text and str(rebuilt["model"]) in caplog.text
+    assert caplog.text.count(f"has no {RECORD}") == 1
 
 
 def test_a_whole_model_gets_no_record(rebuilt: dict[str, Path], tmp_path: Path) -> None:

@@ -127,6 +127,9 @@ def record_base(adapter_dir: str | Path) -> None:
     write_json(adapter_dir / RECORD, {"path": str(base), "fingerprint": fingerprint(files), "files": files})
 
 
+_UNCHECKABLE_SAID: set[tuple[str, str]] = set()  # (adapter, base) pairs already warned of in this process
+
+
 def check_base(adapter_dir: str | Path, base_dir: str | Path) -> None:
     """Raise BaseModelMismatch unless `base_dir` is the base `adapter_dir` was trained on (per its base_model.json).
 
@@ -134,6 +137,9 @@ def check_base(adapter_dir: str | Path, base_dir: str | Path) -> None:
     """
     record = recorded_base(adapter_dir)
     if record is None:
+        if (str(adapter_dir), str(base_dir)) in _UNCHECKABLE_SAID:  # infer checks before loading, and loading again
+            return
+        _UNCHECKABLE_SAID.add((str(adapter_dir), str(base_dir)))
         log.warning("%s has no %s (a Trainer checkpoint, or an adapter trained before glmtune recorded the base): "
                     "cannot check that %s is the base model it was trained on; on any other base it generates garbage",
                     adapter_dir, RECORD, base_dir)
