@@ -228,3 +228,21 @@ def test_input_dash_reads_the_standard_input(models: dict[str, Path], tmp_path: 
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert [row["prompt"] for row in rows] == ["类型#裙", "类型#裤"] and all("response" in row for row in rows)
+
+
+
+def test_output_dash_is_the_standard_output(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """`--output -` wrote a file named "-"; it is stdout, as JSON lines (the text alone is --prompt's without it)."""
+    assert main(["infer", str(models["glm4"]), "--prompt", "类型#裙", "--max-new-tokens", "2", "--output", "-"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["prompt"] == "类型#裙" and "response" in row and not Path("-").exists()
+
+
+def test_a_folder_with_a_single_file_and_an_index_loads_the_single_file_as_transformers_does(
+        models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The workflow refuses it (the export reads the index); infer loads with transformers, which takes the single
+    file: it answered before the weights check and does again (h24)."""
+    folder = Path(shutil.copytree(models["glm4"], tmp_path / "both"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}}))
+    assert main(["infer", str(folder), "--prompt", "类型#裙", "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().out.strip()

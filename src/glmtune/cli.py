@@ -26,7 +26,9 @@ def infer(args: argparse.Namespace) -> int:
         chat.load()  # before the first question, not after it
         interactive(chat)
     else:
-        write_answers(chat, located, args.output, print_text=args.input is None)
+        # "--output -": the JSON lines on stdout (the text alone is --prompt's without --output)
+        write_answers(chat, located, None if args.output == "-" else args.output,
+                      print_text=args.input is None and args.output is None)
     return 0
 
 
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--input", help='JSON lines of {"prompt": ...} or {"messages": [...]} to answer in batches ("-": stdin)')
     mode.add_argument("--interactive", action="store_true", help="chat on the terminal (the default without --prompt/--input)")
     p.add_argument("--output", help="where the answers go as JSON lines, each the input row (--prompt: "
-                   '{"prompt": ...}) with "response" added, written whole or not at all (default: stdout)')
+                   '{"prompt": ...}) with "response" added, written whole or not at all ("-" or none: stdout)')
     p.add_argument("--base-model", help="base model folder for an adapter whose recorded base has moved; must be the model it was "
                    "trained on (the adapter's base_model.json fingerprint), or inference refuses it")
     p.add_argument("--template", choices=list(FAMILIES), help="chat template (default: detected from the tokenizer)")

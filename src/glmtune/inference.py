@@ -90,7 +90,7 @@ def check_weights(folders: Folders) -> None:
     from glmtune.model.weight_files import WeightFilesError, check_safetensors_length, weight_files
 
     try:
-        weight_files(folders.model)
+        weight_files(folders.model, as_transformers_loads=True)
         if folders.given != folders.model:
             found = [folders.given / name for name in ADAPTER_WEIGHTS if (folders.given / name).is_file()]
             if not found:

@@ -65,6 +65,19 @@ def test_a_one_record_file_whose_record_holds_a_list_of_objects_converts(tmp_pat
     assert run(tmp_path, raw, "chatglm3")["records_out"] == 1
 
 
+def test_a_one_record_file_whose_conversation_is_invalid_is_rejected_for_its_own_reason(tmp_path: Path) -> None:
+    """Its messages are a list of objects the format does not read as records: no wrapper, a bad record (h24: the
+    wrapper check had stopped the dataset, naming a wrapper, where on_invalid: skip rejects the one record)."""
+    good = write_lines(tmp_path / "good.jsonl", GOOD["chatglm3"])
+    bad = {**GOOD["chatglm3"][0], "conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}
+    one = write_lines(tmp_path / "one.jsonl", [bad])
+    report = run(tmp_path, [good, one], "chatglm3", on_invalid="skip", dedupe=False)
+    assert (report["records_out"], report["rejected"]) == (len(GOOD["chatglm3"]), 1)
+    with pytest.raises(Exception, match="empty assistant message") as caught:
+        run(tmp_path, [good, one], "chatglm3", on_invalid="error", dedupe=False)
+    assert "wrapped" not in str(caught.value)
+
+
 def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(tmp_path: Path) -> None:
     records = [{"content": "类型#裙\u2028颜色#红色", "summary": "红色\u2029长裙\u0085"}, GOOD["advertisegen"][1]]
     raw = write_lines(tmp_path / "raw.jsonl", records)

@@ -149,13 +149,14 @@ def refuse_lone_wrapper(path: Path, found: list[tuple[str, Any]], fmt: str, read
     record: the pretty-printed wrapper stops in _refuse_top_level_object.
 
     A one-record chat file holds its messages as a list of objects too, so the file's only record is refused only
-    when its format does not read it (`reads`)."""
+    when its format does not read it and reads one of the list's first items as a record (`reads`): an invalid
+    conversation is rejected for its own reason, as any record is."""
     if len(found) != 1 or not found[0][0].startswith("line ") or not isinstance(found[0][1], dict):
         return
     where, record = found[0]
     key = next((key for key, value in record.items()
                 if isinstance(value, list) and value and all(isinstance(item, dict) for item in value)), None)
-    if key is not None and not reads(record):
+    if key is not None and not reads(record) and any(reads(item) for item in record[key][:3]):
         raise DataFileError(f"{path}: {where}: top level is a JSON object whose {key!r} holds {len(record[key])} "
                             f"objects, not one record that format: {fmt} reads (records wrapped as {{\"{key}\": [...]}} on "
                             f"one line?); {_EXPECTED}")

@@ -21,11 +21,18 @@ class WeightFilesError(ValueError):
     """A model folder whose weights cannot be loaded, with the file and the reason."""
 
 
-def weight_files(folder: str | Path) -> list[Path]:
-    """The folder's weight shards, safetensors preferred, in index order; each safetensors file's length checked."""
+def weight_files(folder: str | Path, *, as_transformers_loads: bool = False) -> list[Path]:
+    """The folder's weight shards, safetensors preferred, in index order; each safetensors file's length checked.
+
+    A single file beside an index with its shards is refused (the export reads the index, transformers the file);
+    `as_transformers_loads` (inference, which loads with transformers alone): the single file, as transformers takes it.
+    """
     folder = Path(folder)
     for index_name, pattern in INDEXES:
         index = folder / index_name
+        if as_transformers_loads and (folder / SINGLE_FILES[index_name]).is_file():
+            files = [folder / SINGLE_FILES[index_name]]
+            break
         if index.is_file() and (folder / SINGLE_FILES[index_name]).is_file():
             raise WeightFilesError(
                 f"{folder}: holds both {SINGLE_FILES[index_name]} and {index_name} with its shards, two sets of "
