@@ -53,14 +53,14 @@ def export_model(trained_dir: str | Path, base_dir: str | Path, out_dir: str | P
     (*.py, config auto_map) so it loads again with trust_remote_code. `extra_files`: name -> file copied in.
     """
     method = method_of_folder(trained_dir)  # what the folder is decides the export (glmtune.train.method_registry)
-    # what the merged model was made from, written with it (an export made of another run is told apart)
-    extra_files = {**(extra_files or {}), EXPORT_INFO: export_info(trained_dir, base_dir, method.name, settings)}
     if not method.mergeable:
         raise CannotMerge(
             f"{trained_dir} is a {method.title} adapter (train.method: {method.name}): it {method.cannot_merge}, so "
             f"there is nothing to merge and results/merged_model is not made. Use the adapter as it is: "
             f"`glmtune infer {trained_dir} --prompt ...` (it loads the base through adapter_config.json)."
         )
+    # what the merged model was made from, written with it (an export made of another run is told apart)
+    extra_files = {**(extra_files or {}), EXPORT_INFO: export_info(trained_dir, base_dir, method.name, settings)}
     if method.writes == "adapter":
         merge_adapter(trained_dir, base_dir, out_dir, test_path, settings, model, extra_files)
         return
