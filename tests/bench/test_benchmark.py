@@ -148,3 +148,19 @@ def test_bench_eval_options_are_checked_and_written_ones_win_over_the_config(
     predictions.write_text('{"messages": [{"role": "user", "content": "hi"}], "reference": "yo"}\n', encoding="utf-8")
     assert main([*common[:2], str(predictions), *common[3:]]) == 2
     assert f"{predictions}, line 1: not a test split's line" in capsys.readouterr().err
+
+
+def test_a_config_with_a_typo_is_refused_as_the_workflow_refuses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench-eval / bench-train --config: a misspelt evaluate key was silently unused (h22)."""
+    from glmtune.cli import main
+
+    config = tmp_path / "my.yaml"
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "config" / "advertisegen_glm4.yaml").read_text(encoding="utf-8"))
+    shipped["evaluate"]["batch_sise"] = 8
+    config.write_text(yaml.safe_dump(shipped, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(BadRequest, match=r"evaluate.batch_sise: unknown key; did you mean 'evaluate.batch_size'\?"):
+        config_section("evaluate", config)
+    assert main(["bench-eval", "m", "t", "--config", str(config)]) == 2
+    assert "batch_sise" in capsys.readouterr().err

@@ -44,3 +44,17 @@ def test_an_evaluation_asked_for_again_while_it_ran_writes_nothing(small_run: di
     monkeypatch.setattr(predict, "corpus_scores", original)
     assert _evaluate(small_run, tmp_path)["num_samples"] == 4  # the refusal was before this job: it writes
     assert len(list(read_jsonl(tmp_path / "eval" / "predictions.jsonl"))) == 4
+
+
+def test_empty_predictions_are_warned_of(small_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """They scored 0 and were said only at INFO, even all of them (h20)."""
+    import logging
+
+    write_jsonl(tmp_path / "test.jsonl", list(read_jsonl(small_run["test"]))[:4])
+    original = predict.in_order
+    monkeypatch.setattr(predict, "in_order", lambda outputs, count: ["", " \n", *original(outputs, count)[2:]])
+    with caplog.at_level(logging.WARNING, logger="glmtune.evaluate.predict"):
+        scores = _evaluate(small_run, tmp_path)
+    assert scores["num_empty_predictions"] == 2
+    assert "2 of 4 predictions are empty" in caplog.text

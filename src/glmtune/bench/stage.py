@@ -17,16 +17,21 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 def config_section(name: str, configfile: str | Path | None) -> dict[str, Any]:
     """Section `name` of the config the workflow builds from `configfile` (glmtune.config_layers: over the embedded
-    default only when the file names no datasets or model), filled with the schema's defaults."""
+    default only when the file names no datasets or model), checked against the schema as the workflow checks it
+    (a BadRequest naming every problem), filled with the schema's defaults."""
+    from glmtune.config_errors import config_problems, format_problems
     from glmtune.config_layers import layer_config
+    from glmtune.inference import BadRequest
     from glmtune.repeated_keys import config_file_problems
 
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
     default = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
     if configfile and (problems := config_file_problems(configfile)):
-        raise ValueError("\n".join(problems))
+        raise BadRequest("\n".join(problems))
     files = [yaml.safe_load(Path(configfile).read_text(encoding="utf-8")) or {}] if configfile else []
     config = layer_config(default, files, {}, schema)
+    if problems := config_problems(config, schema):  # as the workflow checks it: a typo is not silently unused
+        raise BadRequest(f"{configfile}: {format_problems(problems)}")
     return _defaults(schema["properties"][name], config.get(name) or {})
 
 

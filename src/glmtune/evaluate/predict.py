@@ -77,6 +77,9 @@ def evaluate_model(
     scores["answers_longer_than_max_new_tokens"] = answers_longer
     log.info("%s: %d samples in %.1f s (%.1f samples/s, %d process(es), batches of %d, %s cache): %s",
              model_dir, len(rows), seconds, len(rows) / seconds, world, plan.batch_size, cache, scores)
+    if empty := scores["num_empty_predictions"]:  # scored 0 each: a model that stops at once looks merely weak
+        log.warning("%s: %d of %d predictions are empty (the model wrote its end token at once, or only whitespace); "
+                    "each scores 0 (the comparison's 'empty predictions' column)", model_dir, empty, len(rows))
     check_not_superseded(Path(predictions_path).parent)  # a newer evaluation refused meanwhile: other settings
     write_jsonl(predictions_path, (
         {"messages": messages, "reference": ref, "prediction": pred}  # a `glmtune infer --input` line
