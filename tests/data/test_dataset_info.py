@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_formats import A, S, U, convert
+from helpers.formats import A, S, U, convert
 
 from glmtune.data.formats import dataset_info_file, from_dataset_info
 from glmtune.data.conversation import InvalidRecord
