@@ -124,10 +124,6 @@ def bench_train(args: argparse.Namespace) -> int:
 
 def bench_export(args: argparse.Namespace) -> int:
     from glmtune.bench.export import bench_export as run
-    from glmtune.inference import BadRequest
-
-    if Path(args.work).exists():  # found now, not after the random model is built
-        raise BadRequest(f"{args.work}: exists; give a new folder (the benchmark writes a model and two exports into it)")
 
     sizes = {"num_hidden_layers": args.layers, "hidden_size": args.hidden_size,
              "intermediate_size": args.intermediate_size, "num_attention_heads": args.heads}

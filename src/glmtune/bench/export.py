@@ -102,7 +102,11 @@ def measure(path: str, made: dict[str, Path], out: Path, settings: dict) -> dict
 def bench_export(config_json: str | Path, work: str | Path, overrides: dict[str, int], shard_gb: float, dtype: str,
                  paths: tuple[str, ...] = ("sharded", "whole")) -> str:
     """Build the random model in `work` (which must not exist), export it each way, and a Markdown table."""
+    from glmtune.inference import BadRequest
+
     work = Path(work)
+    if work.exists():  # mkdir would fail with a traceback
+        raise BadRequest(f"{work}: exists; give a new folder (the benchmark writes a model and two exports into it)")
     work.mkdir(parents=True)
     made = build(config_json, work, overrides, shard_gb)
     files = sorted(made["base"].glob("*.safetensors"))
