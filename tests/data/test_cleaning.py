@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import regex
 
 from conftest import shared_data
 
@@ -204,3 +205,43 @@ def test_convert_names_the_first_record_that_lost_an_exchange(tmp_path: Path, ca
     assert "1 kept records lost an exchange with an empty question or answer (clean.drop_empty_turns" in caplog.text
     assert f"first at {raw}: line 2" in caplog.text
     assert [row["conversations"] for row in read_jsonl(tmp_path / "out.jsonl")][1] == whole
+
+
+def test_removing_an_emoji_takes_the_whole_character_it_is_part_of() -> None:
+    """A skin tone (👍🏽), a zero-width-joined sequence (🏃‍♀️) and a flag are one character on screen: removing the base
+    left a lone 🏽 as a whole trained answer, or a joiner and ♀️ in the text. A CRLF is not one character here."""
+    counts: Counter[str] = Counter()
+    rules = clean_settings(remove_strings=("👍", "🏃", "💪", "🇨", "\r"))
+    out = clean_conversation([message("user", "谢谢你"), message("assistant", "👍🏽"), message("user", "我想去跑步"),
+                              message("assistant", "太好了🏃\u200d♀\ufe0f！坚持就是胜利💪🏼"),
+                              message("user", "加油🇨🇳"), message("assistant", "一起\r\n努力")], rules, counts)
+    assert [m["content"] for m in out] == ["我想去跑步", "太好了！坚持就是胜利", "加油", "一起\n努力"]
+    assert counts["empty_turns_dropped"] == 1
+
+
+@pytest.mark.skipif(not shared_data("EmoLLM/aiwei.json").exists(), reason="shared data not present")
+def test_no_skin_tone_is_left_without_its_emoji_in_real_emollm_role_play(tmp_path: Path) -> None:
+    """aiwei.json writes 👍🏻, 💪🏼, 👉🏻: with their bases removed, no skin-tone modifier is left (each one in the text
+    follows an emoji that takes one, by the Unicode properties)."""
+    report = convert_file(shared_data("EmoLLM/aiwei.json"), tmp_path / "o.jsonl", tmp_path / "r.jsonl",
+                          tmp_path / "p.json", "emollm", "aiwei", convert_settings(clean={"remove_strings": ["👍", "💪"]}))
+    assert report["steps"]["messages_with_strings_removed"] > 0
+    text = json.dumps([row["conversations"] for row in read_jsonl(tmp_path / "o.jsonl")], ensure_ascii=False)
+    assert "👍" not in text and "💪" not in text
+    assert regex.findall(r"\p{Emoji_Modifier}", text) == regex.findall(r"(?<=\p{Emoji_Modifier_Base})\p{Emoji_Modifier}", text)
+    assert regex.findall(r"\p{Emoji_Modifier}", text)  # 👉🏻 and 💃🏻 keep theirs
+
+
+def test_a_rule_that_changed_nothing_is_warned_of(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A string found nowhere (the tutorial's 🐳 is in none of EmoLLM's files), and an intro phrase `replace`, applied
+    first, had rewritten: the report's one counter could not tell them from rules at work."""
+    raw = tmp_path / "raw.jsonl"
+    row = {"instruction": "你是谁", "input": "", "output": "您好，我是EmoLLM。\n我能陪你聊天😊"}
+    raw.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    clean = {"replace": {"EmoLLM": "小智"}, "remove_strings": ["🐳", "😊"], "drop_intro_line": "您好，我是EmoLLM"}
+    with caplog.at_level("WARNING", logger="glmtune.data.convert"):
+        report = convert_file(raw, tmp_path / "o.jsonl", tmp_path / "r.jsonl", tmp_path / "p.json", "alpaca", "self",
+                              convert_settings(clean=clean))
+    assert report["steps"]["messages_with_strings_removed"] == 1 and report["steps"]["intro_lines_dropped"] == 0
+    assert "self: clean.remove_strings '🐳' found in no message: nothing removed" in caplog.text and "'😊'" not in caplog.text
+    assert "clean.drop_intro_line '您好，我是EmoLLM' is in no answer: nothing dropped (clean.replace runs first" in caplog.text

@@ -85,6 +85,7 @@ def test_a_line_separator_inside_a_string_keeps_the_record_and_the_line_numbers(
     assert (report["records_in"], report["records_out"], report["rejected"]) == (2, 2, 0)
     out = list(read_jsonl(tmp_path / "out" / "conv.jsonl"))
     assert [row["source"]["index"] for row in out] == ["line 1", "line 2"]
+    assert {row["source"]["file"] for row in out} == {str(raw)}  # a dataset's train and test files both have a line 1
     assert out[0]["conversations"][0]["content"] == records[0]["content"]
 
 

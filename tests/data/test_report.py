@@ -82,6 +82,9 @@ def test_held_out_conversations_trained_on_are_shown() -> None:
     assert "Also in the training split</strong> (the same messages; their scores measure memory): 2 test" in \
         _splits_section(report)
     assert "Also in the training split" not in _splits_section({**report, "held_out_in_train": {"test": 0}})
+    asked = _splits_section({**report, "held_out_prompts_in_train": {"validation": 1, "test": 0}})
+    assert "Asked in the training split with another answer</strong> (the same messages before the last answer; " \
+        "their scores measure memory): 1 validation</p>" in asked
 
 
 def test_special_tokens_strings_the_text_held_are_shown() -> None:

@@ -230,6 +230,32 @@ def test_held_out_conversations_also_trained_on_are_counted_and_warned(tmp_path:
     assert deduped["held_out_in_train"] == {"validation": 0, "test": 0}
 
 
+def chat(*texts: str, trained: bool = True) -> dict[str, Any]:
+    """A conversation of alternating user / assistant texts."""
+    roles = ("user", "assistant")
+    return {"conversations": [{"role": roles[at % 2], "content": text, "loss": trained and at % 2 == 1}
+                              for at, text in enumerate(texts)], "id": "-".join(texts)}
+
+
+def test_held_out_prompts_trained_with_another_answer_are_counted_and_warned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """AdvertiseGen repeats dev prompts with other summaries: a test prompt trained with another answer (or asked in
+    the middle of a trained conversation) is counted; the same whole conversation is held_out_in_train's, and a
+    prompt only in an untrained (loss false) answer's place is not trained."""
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    write_jsonl(train, [chat("q1", "a1"), chat("q2", "a2", "q3", "a3"), chat("q4", "a4", trained=False), chat("q5", "a5")])
+    write_jsonl(test, [chat("q1", "other"), chat("q2", "a2"), chat("q2", "a2", "q3", "other"), chat("q5", "a5"),
+                       chat("q4", "other"), chat("q6", "a6"), chat("q2", "other", "q3", "a3")])
+    parts = [converted_part("x", "train", str(train)), converted_part("y", "test", str(test))]
+    with caplog.at_level("WARNING", logger="glmtune.data.split"):
+        report = merge_and_split(parts, tmp_path / "out", split_settings(validation_ratio=0.0, test_ratio=0.0, seed=0),
+                                 write_test=False)
+    # q1/other, q2/a2 (a2 trained after q2: the same prompt and answer, the conversation differs), q2 a2 q3/other.
+    assert report["held_out_prompts_in_train"] == {"validation": 0, "test": 3}
+    assert report["held_out_in_train"] == {"validation": 0, "test": 1}  # q5 a5
+    assert "3 of the 7 test conversations ask what the training split trains an answer to" in caplog.text
+
+
 def test_a_layout_without_training_data_is_named() -> None:
     assert layout_problem({"a": ["all"], "b": ["test"]}, 0.0) is None
     assert layout_problem({"a": ["train", "test"]}, 0.0) is None and layout_problem({"a": ["all"]}, 0.05) is None

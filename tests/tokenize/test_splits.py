@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,8 @@ def test_truncation_is_counted_logged_and_stops_training_over_the_threshold(data
     assert train["answer_truncated"] + train["dropped_no_trained_tokens"] == lost
     assert train["dropped_no_trained_tokens"] == sum(k == 0 for k in kept)
     assert train["dropped_records"] == [row["source"] for row, k in zip(rows, kept) if k == 0]  # found, not only counted
+    first = train["dropped_records"][0]
+    assert f"adgen {first['file']}: {first['index']}" in caplog.text and first["file"].endswith(".json")
     assert f"train: {lost} of 60 samples lost answer tokens to truncation at {cutoff} tokens" in caplog.text
     assert train["before_truncation"]["length"]["p100"] == max(len(ids) for ids, _, _ in encoded)
 
@@ -221,7 +224,8 @@ def test_a_message_the_template_writes_nothing_for_stops_the_tokenize_job_naming
                                          {"role": "observation", "content": "", "loss": False}, rows[3]["conversations"][1]]
     write_jsonl(multi["train"], rows)
     source, position, role = rows[3]["source"], 2, "user" if empty == "question" else "observation"
-    with pytest.raises(ValueError, match=rf"tokenize: .*train.jsonl: adgen {source['index']}: message {position} "
+    place = re.escape(f"adgen {source['file']}: {source['index']}")  # the file too: a dataset's files share line numbers
+    with pytest.raises(ValueError, match=rf"tokenize: .*train.jsonl: {place}: message {position} "
                                          rf"\({role}\) is empty, and the glm4 chat template writes nothing .*"):
         tokenize(multi, tmp_path / "out")
     assert not (tmp_path / "out").exists()

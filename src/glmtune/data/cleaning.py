@@ -9,9 +9,12 @@ filters out is not lost silently: the caller writes it to the rejects file, and 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+import regex
 
 from glmtune.data.conversation import is_blank
 from glmtune.data_settings import CleanSettings
@@ -37,10 +40,31 @@ def _is_empty(msg: dict[str, Any]) -> bool:
     return msg["role"] in ("user", "assistant") and is_blank(msg["content"])
 
 
+def _character_bounds(content: str) -> list[int]:
+    """Where each user-perceived character (extended grapheme cluster) of `content` starts, and its end: an emoji with
+    its skin tone, its zero-width-joined parts and presentation selector is one; so is a letter with combining marks.
+    A CRLF, one cluster to Unicode, stays two here: removing \r must not take the line break with it."""
+    bounds = [0]
+    for cluster in regex.finditer(r"\X", content):
+        if cluster.group() == "\r\n":
+            bounds.append(cluster.start() + 1)
+        bounds.append(cluster.end())
+    return bounds
+
+
 def _without(content: str, text: str) -> str:
-    """`content` without `text`, and without the emoji presentation selector (U+FE0F) right after it: removing ❤
-    from ❤️ leaves nothing, not an invisible character."""
-    return re.sub(re.escape(text) + ("" if text.endswith("\ufe0f") else "\ufe0f?"), "", content)
+    """`content` without `text` and the rest of every character it is part of: removing 👍 from 👍🏽 leaves nothing,
+    not a lone skin tone; 🏃 from 🏃‍♀️ leaves no joiner and ♀️; ❤ from ❤️ no invisible presentation selector."""
+    if text not in content:
+        return content
+    bounds = _character_bounds(content)
+    kept, done = [], 0
+    while (found := content.find(text, done)) != -1:
+        start = bounds[bisect_right(bounds, found) - 1]
+        end = bounds[bisect_left(bounds, found + len(text))]
+        kept.append(content[done:max(start, done)])
+        done = end
+    return "".join(kept) + content[done:]
 
 
 def _remove_empty_turns(messages: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -91,8 +115,10 @@ def _without_intro_line(answer: str, phrase: str, counts: Counter[str]) -> str:
     return rest
 
 
-def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings, counts: Counter[str]) -> list[dict[str, Any]]:
-    """Apply the rules in order; return the cleaned messages or raise Dropped with the reason."""
+def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings, counts: Counter[str],
+                       removed: Counter[str] | None = None) -> list[dict[str, Any]]:
+    """Apply the rules in order; return the cleaned messages or raise Dropped with the reason. `removed` counts the
+    messages each of `remove_strings` changed (the report's one counter cannot tell a string that matched nothing)."""
     cleaned = [dict(msg) for msg in messages]
     for msg in cleaned:
         original = msg["content"]
@@ -102,7 +128,10 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
             counts["messages_with_replacements"] += 1
         replaced = msg["content"]
         for text in rules.remove_strings:
-            msg["content"] = _without(msg["content"], text)
+            before = msg["content"]
+            msg["content"] = _without(before, text)
+            if removed is not None and msg["content"] != before:
+                removed[text] += 1
         if msg["content"] != replaced:
             counts["messages_with_strings_removed"] += 1
         if rules.drop_intro_line and msg["role"] == "assistant" and rules.drop_intro_line in msg["content"]:
@@ -122,3 +151,16 @@ def clean_conversation(messages: Sequence[dict[str, Any]], rules: CleanSettings,
         counts["dropped_long"] += 1
         raise Dropped(f"cleaning: {total} characters, more than max_chars {rules.max_chars}")
     return cleaned
+
+
+def rules_that_matched_nothing(rules: CleanSettings, counts: Counter[str], removed: Counter[str]) -> list[str]:
+    """What to warn of a dataset's rules that changed nothing in any record: a misspelt string, or an intro phrase
+    that `replace` (applied first) had already rewritten, would otherwise pass as a rule at work."""
+    problems = []
+    if unmatched := [text for text in rules.remove_strings if not removed[text]]:
+        problems.append(f"clean.remove_strings {', '.join(map(repr, unmatched))} found in no message: nothing removed")
+    intro = ("intro_lines_dropped", "intro_phrase_not_on_first_line", "intro_line_matched_one_line_answer")
+    if rules.drop_intro_line and not any(counts[key] for key in intro):
+        problems.append(f"clean.drop_intro_line {rules.drop_intro_line!r} is in no answer: nothing dropped"
+                        + (" (clean.replace runs first: look for the phrase as replace leaves it)" if rules.replace else ""))
+    return problems

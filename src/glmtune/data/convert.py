@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in
+from glmtune.data.cleaning import Dropped, clean_conversation, placeholders_in, rules_that_matched_nothing
 from glmtune.data.formats import CONVERTERS
 from glmtune.data.reasons import common_reasons
 from glmtune.data.records import BadLine, read_records, refuse_lone_wrapper
@@ -152,6 +152,7 @@ def convert_file(
     seen: set[str] = set()
     rules = settings.clean
     counts: Counter[str] = Counter()
+    removed: Counter[str] = Counter()  # a remove_strings string -> messages it changed
     left: dict[str, list[str]] = {}  # placeholder -> where it was left
     undeclared: dict[str, list[str]] = {}  # a called function its record's tools do not declare -> where
     not_read: Counter[str] = Counter()  # a key the converter never read -> records holding it
@@ -183,7 +184,7 @@ def convert_file(
         not_read.update(unread(watched))
         try:
             before = counts["empty_turns_dropped"]
-            messages = clean_conversation(messages, rules, counts)
+            messages = clean_conversation(messages, rules, counts, removed)
             validate_conversation(messages)  # cleaning may break a rule the converter's output kept
         except Dropped as err:
             rejects.append({"where": where, "reason": str(err), "record": record})
@@ -207,7 +208,9 @@ def convert_file(
         counts["records_calling_undeclared_tools"] += bool(calls)
         if counts["empty_turns_dropped"] > before:
             shortened.append(where)
-        kept.append({"conversations": messages, "source": {"dataset": dataset, "index": where}})
+        # The file too where `where` does not name it: a dataset's train and test files both have a "line 4".
+        source = {"dataset": dataset, "index": where} | ({"file": str(paths[0])} if len(paths) == 1 else {})
+        kept.append({"conversations": messages, "source": source})
     if not kept:
         raise ConversionError(nothing_kept(label, dataset, fmt, rejects)
                               + other_formats(records, fmt, dataset))
@@ -243,6 +246,8 @@ def convert_file(
     if counts["intro_phrase_not_on_first_line"]:
         log.warning("%s: clean.drop_intro_line's phrase is in %d answers below their first line, which were left "
                     "whole (only a first line holding it is dropped)", dataset, counts["intro_phrase_not_on_first_line"])
+    for problem in rules_that_matched_nothing(rules, counts, removed):
+        log.warning("%s: %s", dataset, problem)
     if left:
         found = ", ".join(f"{placeholder} ({len(places)} records, first at {at(places[0])})"
                           for placeholder, places in sorted(left.items()))

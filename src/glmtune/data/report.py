@@ -63,6 +63,11 @@ def _splits_section(split_report: dict[str, Any]) -> str:
     overlap = {name: count for name, count in split_report.get("held_out_in_train", {}).items() if count}
     warning = ("<p><strong>Also in the training split</strong> (the same messages; their scores measure memory): "
                + escape(", ".join(f"{count} {name}" for name, count in overlap.items())) + "</p>") if overlap else ""
+    asked = {name: count for name, count in split_report.get("held_out_prompts_in_train", {}).items() if count}
+    if asked:
+        warning += ("<p><strong>Asked in the training split with another answer</strong> (the same messages before "
+                    "the last answer; their scores measure memory): "
+                    + escape(", ".join(f"{count} {name}" for name, count in asked.items())) + "</p>")
     return "<h2>Splits</h2>" + sizes + warning + parts
 
 

@@ -172,6 +172,7 @@ def merge_and_split(
             write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
     report["sizes"] = {name: len(rows) for name, rows in splits.items()}
     report["held_out_in_train"] = held_out_in_train(splits)
+    report["held_out_prompts_in_train"] = held_out_prompts_in_train(splits)
     write_json(Path(out_dir) / "report.json", report)
     log.info("splits: %s", report["sizes"])
     return report
@@ -203,6 +204,30 @@ def held_out_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
         if count:
             log.warning("%d of the %d %s conversations are also in the training split (the same messages): their "
                         "scores measure memory; split.dedupe_across_datasets: true leaves such repeats out",
+                        count, len(splits[name]), name)
+    return overlap
+
+
+def _prompt_keys(messages: Sequence[dict[str, Any]], last_only: bool) -> list[str]:
+    """The identity of what comes before each trained answer (an assistant message with loss), or only the last
+    answer (what the evaluation scores, and generates from what comes before it)."""
+    answers = [at for at, msg in enumerate(messages) if msg["role"] == "assistant" and msg.get("loss", True)]
+    return [conversation_key(list(messages[:at])) for at in (answers[-1:] if last_only else answers)]
+
+
+def held_out_prompts_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
+    """How many validation and test conversations, not themselves trained, have a prompt (every message before their
+    last answer) the model is trained to answer in another conversation: AdvertiseGen repeats 70 of its dev prompts
+    with other summaries. Their scores measure memory. Counted and warned about; no dedupe removes them."""
+    trained = {key for row in splits["train"] for key in _prompt_keys(row["conversations"], last_only=False)}
+    whole = {conversation_key(row["conversations"]) for row in splits["train"]}
+    overlap = {name: sum(conversation_key(row["conversations"]) not in whole
+                         and any(key in trained for key in _prompt_keys(row["conversations"], last_only=True))
+                         for row in splits[name]) for name in ("validation", "test")}
+    for name, count in overlap.items():
+        if count:
+            log.warning("%d of the %d %s conversations ask what the training split trains an answer to (the same "
+                        "messages before their last answer, in another conversation): their scores measure memory",
                         count, len(splits[name]), name)
     return overlap
 

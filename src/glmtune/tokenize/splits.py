@@ -68,6 +68,15 @@ def evaluation_prompt_length(tokenizer: Any, template: ChatTemplate, conversatio
     return len(messages_ids) + len(header)
 
 
+def record_place(source: dict[str, Any] | None) -> str:
+    """A split row's record as a person finds it: its dataset, its file where the record's place does not name it,
+    and its place there (a line, a record)."""
+    if not source:
+        return "<dataset>"
+    file = f"{source['file']}: " if source.get("file") else ""
+    return f"{source.get('dataset', '<dataset>')} {file}{source.get('index', '')}"
+
+
 def check_written(template: ChatTemplate, row: dict[str, Any], split_path: str | Path, stage: str = "tokenize") -> None:
     """Refuse a conversation with a message the template writes nothing for (chat_template.unwritten_problem: an empty
     observation, or an empty question kept by `clean.drop_empty_turns: false`), naming its record; the evaluation
@@ -75,9 +84,8 @@ def check_written(template: ChatTemplate, row: dict[str, Any], split_path: str |
     problem = unwritten_problem(template, row["conversations"])
     if problem is None:
         return
-    source = row.get("source") or {}
-    dataset = source.get("dataset", "<dataset>")
-    raise ValueError(f"{stage}: {split_path}: {dataset} {source.get('index', '')}: {problem} (an empty question: "
+    dataset = (row.get("source") or {}).get("dataset", "<dataset>")
+    raise ValueError(f"{stage}: {split_path}: {record_place(row.get('source'))}: {problem} (an empty question: "
                      f"datasets.{dataset}.clean.drop_empty_turns: true drops its exchange, counted)")
 
 
@@ -184,7 +192,7 @@ def log_truncation(name: str, split: dict[str, Any], limit: int, setting: str) -
             name, lost, split["samples_in"], limit, setting, split["dropped_no_trained_tokens"], points,
             before["length"]["p100"], before["prompt"]["p95"], before["answer"]["p95"], _limits_text(split["whole_95"]))
     if records := split["dropped_records"]:
-        named = ", ".join(f"{source['dataset']} {source['index']}" for source in records[:5] if source)
+        named = ", ".join(record_place(source) for source in records[:5] if source)
         log.warning("%s: the dropped samples' records (every one in stats.json, dropped_records): %s%s", name, named,
                     f" and {len(records) - 5} more" if len(records) > 5 else "")
 
