@@ -37,7 +37,7 @@ def test_eta_leaves_the_first_logged_steps_compilation_out(tmp_path) -> None:  #
 
     logger = JsonlLogger(tmp_path / "log.jsonl", SimpleNamespace(real_tokens=0))
     state = SimpleNamespace(global_step=0, is_world_process_zero=True, max_steps=100)
-    logger.on_train_begin(None, state, None)
+    logger.on_train_begin(SimpleNamespace(world_size=1), state, None)
     assert logger.eta_s(5, 100, 45.0) == 95 * 9.0  # only one logged step: the plain mean
     logger.first_logged = (5, 45.0)
     assert logger.eta_s(10, 100, 50.0) == 90.0

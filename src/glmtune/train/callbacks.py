@@ -38,6 +38,8 @@ class JsonlLogger(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.first_step, self.start, self.first_logged = state.global_step, time.time(), None
+        # The first row's rate counts from here: building the Trainer and loading a checkpoint took time before it.
+        self.last_time, self.last_tokens = self.start, self.collator.real_tokens * args.world_size
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The last step is logged too (the Trainer logs every logging_steps-th only): its row holds the mean loss
