@@ -257,10 +257,32 @@ def check_export_targets():
             raise cannot_export(run)
 
 
+def reported_files():
+    """What `snakemake --report` embeds (the outputs marked report())."""
+    plots = [f"results/runs/{run}/loss.png" for run in TRAINING_RUNS]
+    return ["results/eval/metrics.html", "results/eval/loss_curves.png", "results/report/data.html", *plots]
+
+
+def check_report_current():
+    """Refuse a report of files out of date for this config (glmtune.report_check)."""
+    import sys
+
+    from glmtune.report_check import report_requested, stale_report_problem
+
+    if not workflow.is_main_process or not report_requested(sys.argv):
+        return
+    settings = workflow.config_settings
+    problem = stale_report_problem(reported_files(), workflow.main_snakefile, settings.configfiles,
+                                   settings.config_args or (), this_job_command(*reported_files()))
+    if problem:
+        raise WorkflowError(problem)
+
+
 check_export_targets()
 warn_missing_trained()
 warn_missing_evaluations()
 warn_leftovers()
+check_report_current()
 
 
 def comparison_inputs():
