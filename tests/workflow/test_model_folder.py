@@ -62,6 +62,39 @@ def test_a_changed_model_file_reruns_what_was_made_from_the_model(workdir: Path,
     assert FROM_THE_MODEL[0] in planned_jobs(workdir, "results/merged_model")
 
 
+@pytest.mark.parametrize("how", ["copied with its old dates", "a link repointed"])
+def test_a_model_replaced_by_files_dated_earlier_reruns_what_was_made_from_it(workdir: Path, tmp_path: Path,
+                                                                              how: str) -> None:
+    """Snakemake dates files: another checkpoint put in with `cp -p`, `rsync -a` or `mv` (dated before the outputs),
+    or a model link repointed to it, re-ran nothing, and the results stayed the old model's."""
+    import os
+
+    folder = model_folder(workdir)
+    other = tmp_path / "other checkpoint"
+    shutil.copytree(folder, other, symlinks=False)
+    weights = load_file(other / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    for path in other.iterdir():
+        os.utime(path, (0, 0))  # dated 1970: long before every output
+    if how == "copied with its old dates":
+        for path in other.iterdir():
+            shutil.copy2(path, folder / path.name)  # copy2 keeps the dates, as cp -p does
+    else:  # the job reads the model through a link (ln -sfn v2 current), the config unchanged
+        link = tmp_path / "current"
+        link.symlink_to(folder)
+        edit_config(workdir, lambda c: c["model"].update(path=str(link)))
+        snakemake(workdir, TARGET)
+        link.unlink()
+        link.symlink_to(other)
+    result = snakemake(workdir, "-n", TARGET)
+    assert "model.safetensors differ from what resources/models/mine was made from" in result.stdout + result.stderr
+    assert planned_jobs(workdir, TARGET) == FROM_THE_MODEL
+    snakemake(workdir, TARGET)
+    assert planned_jobs(workdir, TARGET) == []  # prepared again from the new files: current
+
+
 def test_a_changed_generation_config_reruns_the_export_alone_and_the_merged_model_carries_it(workdir: Path) -> None:
     """Only the merged model carries it (evaluation decodes with its own settings): it re-ran training before."""
     quick = ("--config", "train={max_steps: 2, save_steps: 2, eval_steps: 2}", "evaluate={max_samples: 4, max_new_tokens: 4}")

@@ -134,6 +134,22 @@ def trained_dir(run):
     return f"results/runs/{TRAINER[run]}/" + ("model" if run in FULL_RUNS else "adapter")
 
 
+def redo_replaced_model_folder():
+    """A model.path folder whose files differ from what resources/models/<name> was made from, though dated earlier
+    than it (glmtune.model.source_record): the prepared folder is dated back, so it and all made from it run again."""
+    from glmtune.model.source_record import changed_files, date_back
+
+    if not workflow.is_main_process or MODEL["source"] != "path":
+        return
+    prepared = f"resources/models/{MODEL['name']}"
+    if changed := changed_files(prepared, MODEL["path"], MODEL["trust_remote_code"]):
+        date_back(prepared)
+        logger.warning(
+            f"model.path {MODEL['path']}: {', '.join(changed)} differ from what {prepared} was made from, whatever "
+            "their dates (a copy kept its old dates, a link points elsewhere): prepare_model and all made from the "
+            "model run again")
+
+
 def warn_missing_trained():
     """A run whose trained folder is gone while its evaluation is still there (a training cancelled after -R train, or
     the folder deleted): Snakemake keeps the evaluation and export current, as they are of the same settings and data,
@@ -279,6 +295,7 @@ def check_report_current():
 
 
 check_export_targets()
+redo_replaced_model_folder()
 warn_missing_trained()
 warn_missing_evaluations()
 warn_leftovers()
