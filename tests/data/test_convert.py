@@ -157,7 +157,7 @@ def test_advertisegen_output(tmp_path: Path) -> None:
             {"role": "user", "content": "类型#裙*颜色#红色", "loss": False},
             {"role": "assistant", "content": "红色长裙", "loss": True},
         ],
-        "source": {"dataset": "ds", "index": "line 1"},
+        "source": {"dataset": "ds", "index": "line 1", "file": str(raw)},
     }
     assert list(read_jsonl(tmp_path / "out" / "rejects.jsonl")) == []
 
