@@ -108,12 +108,64 @@ def test_a_model_folder_without_a_tokenizer_or_with_another_models_stops_before_
     tokenizer = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1000}},
                  "added_tokens": [{"id": 1022, "content": "[gMASK]", "special": True}, {"id": 1023, "content": "<sop>", "special": True}]}
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[gMASK]"}))
     check(validated(model=model))  # ids up to 1,023 in 1,024 rows
     tokenizer["added_tokens"].append({"id": 151329, "content": "<|endoftext|>", "special": True})
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert fails(validated(model=model)) == (
         f"config: model.path: {folder}/tokenizer.json gives ids up to 151,329, but config.json's vocabulary has 1,024 "
         "rows: the tokenizer is another model's (its ids would index past the embedding); copy this model's own "
+        "tokenizer files")
+
+
+# THUDM/glm-4-9b-chat-hf's config.json, as far as the checks read it
+GLM4_HF_CONFIG = {"model_type": "glm", "architectures": ["GlmForCausalLM"], "vocab_size": 151552,
+                  "eos_token_id": [151329, 151336, 151338], "pad_token_id": 151329}
+
+
+def native_folder_with(tmp_path: Path, family: str) -> tuple[Path, dict[str, Any]]:
+    """A native GLM-4 folder holding the real `family` tokenizer (rebuilt from the official tokenizer.model, saved as
+    save_pretrained saves it), and the model config that points at it."""
+    from helpers.official_tokenizers import convert_tokenizer
+
+    source = shared_data(f"tokenizers/{ {'glm4': 'glm-4-9b-chat', 'chatglm3': 'chatglm3-6b'}[family]}/tokenizer.model")
+    folder = sharded(tmp_path / "m", shards=1)
+    (folder / "tokenizer.model").unlink()
+    convert_tokenizer(source.parent, family, tmp_path / "tokenizer")
+    for file in (tmp_path / "tokenizer").iterdir():
+        file.rename(folder / file.name)
+    (folder / "config.json").write_text(json.dumps(GLM4_HF_CONFIG))
+    return folder, {"name": "m", "source": "path", "path": str(folder), "template": "glm4"}
+
+
+def test_a_native_folder_without_tokenizer_config_or_a_pad_token_stops_before_any_job(tmp_path: Path) -> None:
+    """tokenizer.json alone loads with no pad token: every check passed, then train failed with "Could not infer
+    dtype of NoneType", naming nothing."""
+    folder, model = native_folder_with(tmp_path, "glm4")
+    check(validated(model=model))
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "pad_token"}))
+    assert fails(validated(model=model)) == (
+        f"config: model.path: {folder}/tokenizer_config.json names no pad_token (nor does special_tokens_map.json): "
+        "training cannot pad a batch")
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<|user|>"}))  # id 151336
+    assert fails(validated(model=model)) == (
+        f"config: model.path: {folder}/tokenizer_config.json's pad_token '<|user|>' is id 151,336 of tokenizer.json, "
+        "but config.json's pad_token_id is 151,329: the tokenizer is another model's; copy this model's own tokenizer files")
+    (folder / "tokenizer_config.json").unlink()
+    assert fails(validated(model=model)) == (
+        f"config: model.path: {folder}/tokenizer_config.json is missing: it names the tokenizer's pad and eos tokens, "
+        "without which training cannot pad a batch; copy this model's tokenizer_config.json beside its tokenizer.json")
+
+
+@pytest.mark.parametrize("template", ["glm4", "chatglm3"])
+def test_a_smaller_tokenizer_of_another_model_stops_before_any_job_naming_it(tmp_path: Path, template: str) -> None:
+    """ChatGLM3's tokenizer (ids up to 64,797) in a GLM-4 folder (vocabulary 151,552) trained and exited 0 with
+    template chatglm3; with glm4 the message recommended chatglm3."""
+    folder, model = native_folder_with(tmp_path, "chatglm3")
+    assert fails(validated(model={**model, "template": template})) == (
+        f"config: model.path: {folder}/tokenizer.json has no token of id 151,329, which config.json gives as its "
+        "eos_token_id (the tokenizer's ids go up to 64,797): the tokenizer is another model's; copy this model's own "
         "tokenizer files")
 
 

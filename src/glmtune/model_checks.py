@@ -40,8 +40,8 @@ def check_model(model: Mapping[str, Any]) -> None:
         if not model["trust_remote_code"] and is_native_config(folder_config(model["path"])) and \
                 not any(file.suffix == ".safetensors" for file in files):
             raise ConfigCheckError(bin_weights_problem(model["path"]))
-        check_template_fits(model["path"], model["template"])
-        check_tokenizer_files(model["path"], folder_config(model["path"]))
+        check_tokenizer_files(model["path"], folder_config(model["path"]))  # before the template: a wrong tokenizer
+        check_template_fits(model["path"], model["template"])  # would make this one recommend its family
     if model["trust_remote_code"] and model["source"] == "tiny":
         raise ConfigCheckError("config: model.trust_remote_code runs an original checkpoint's own modeling code; "
                                "model.source: tiny has none: set model.trust_remote_code: false")
@@ -78,21 +78,74 @@ def bin_weights_problem(folder: str) -> str:
 def check_tokenizer_files(folder: str, config: Mapping[str, Any]) -> None:
     """The folder has a tokenizer, and one of this model: a model saved without its tokenizer failed in the first
     evaluation with transformers' "Couldn't instantiate the backend tokenizer"; another model's larger tokenizer
-    with a bare IndexError (on a GPU, a device-side assert) when an id passed the embedding's rows."""
+    with a bare IndexError (on a GPU, a device-side assert) when an id passed the embedding's rows; a smaller one
+    (or a native folder's pad token missing) by the ids config.json gives."""
     from glmtune.family import is_native_config
-    from glmtune.model.tokenizer_files import largest_token_id_of_folder
+    from glmtune.model.tokenizer_files import token_ids_of_folder
 
     native = is_native_config(config)
     files = ("tokenizer.json", "tokenizer.model") if native else ("tokenizer.model",)
     if not any(Path(folder, name).is_file() for name in files):
         raise ConfigCheckError(f"config: model.path: {folder} has no tokenizer ({' or '.join(files)}): save the "
                                "tokenizer with the model (tokenizer.save_pretrained into the same folder)")
+    ids = token_ids_of_folder(folder)
+    if ids is None:
+        return
     rows = config.get("padded_vocab_size") or config.get("vocab_size")
-    largest = largest_token_id_of_folder(folder)
+    largest = max(ids.values(), default=None)
     if isinstance(rows, int) and largest is not None and largest >= rows:
         raise ConfigCheckError(f"config: model.path: {folder}/tokenizer.json gives ids up to {largest:,}, but "
                                f"config.json's vocabulary has {rows:,} rows: the tokenizer is another model's (its ids "
                                "would index past the embedding); copy this model's own tokenizer files")
+    problem = config_ids_problem(config, ids) or (pad_token_problem(folder, config, ids) if native else None)
+    if problem:
+        raise ConfigCheckError(f"config: model.path: {folder}/{problem}")
+
+
+def config_ids_problem(config: Mapping[str, Any], ids: Mapping[str, int]) -> str | None:
+    """The special ids config.json gives (eos, pad, bos) must be tokens of tokenizer.json: a smaller tokenizer of
+    another model (ChatGLM3's in a GLM-4 folder) passes the vocabulary check and trains the model on foreign ids."""
+    known = set(ids.values())
+    for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        given = config.get(key)
+        for i in given if isinstance(given, list) else [given]:
+            if isinstance(i, int) and i not in known:
+                return (f"tokenizer.json has no token of id {i:,}, which config.json gives as its {key} (the "
+                        f"tokenizer's ids go up to {max(known, default=0):,}): the tokenizer is another model's; copy "
+                        "this model's own tokenizer files")
+    return None
+
+
+def pad_token_problem(folder: str, config: Mapping[str, Any], ids: Mapping[str, int]) -> str | None:
+    """A native folder's tokenizer_config.json names its pad token, one of tokenizer.json, of config.json's id:
+    without it transformers loads tokenizer.json with no pad token and the train job failed padding the first batch
+    ("Could not infer dtype of NoneType"), naming nothing."""
+    path = Path(folder, "tokenizer_config.json")
+    if not path.is_file():
+        return ("tokenizer_config.json is missing: it names the tokenizer's pad and eos tokens, without which training "
+                "cannot pad a batch; copy this model's tokenizer_config.json beside its tokenizer.json")
+    pad = _named_token(path, "pad_token") or _named_token(Path(folder, "special_tokens_map.json"), "pad_token")
+    if pad is None:
+        return "tokenizer_config.json names no pad_token (nor does special_tokens_map.json): training cannot pad a batch"
+    if pad not in ids:
+        return f"tokenizer_config.json's pad_token {pad!r} is no token of tokenizer.json: the files are of two models"
+    if isinstance(config.get("pad_token_id"), int) and ids[pad] != config["pad_token_id"]:
+        return (f"tokenizer_config.json's pad_token {pad!r} is id {ids[pad]:,} of tokenizer.json, but config.json's "
+                f"pad_token_id is {config['pad_token_id']:,}: the tokenizer is another model's; copy this model's own "
+                "tokenizer files")
+    return None
+
+
+def _named_token(path: Path, key: str) -> str | None:
+    """A special token a tokenizer_config.json / special_tokens_map.json names (a string or {"content": ...})."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig")).get(key)
+    except (ValueError, AttributeError) as err:
+        raise ConfigCheckError(f"config: model.path: {path} is not a valid JSON object ({err})") from None
+    value = value.get("content") if isinstance(value, dict) else value
+    return value if isinstance(value, str) and value else None
 
 
 def check_template_fits(folder: str, template: str) -> None:

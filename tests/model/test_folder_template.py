@@ -1,6 +1,7 @@
-"""A model folder's own chat template is checked against the layout training uses: the official GLM-4 template
-renders every probe as glmtune does and is kept; another template (or none) is replaced in the prepared folder by
-the family's, with a warning naming the first difference, so the merged model renders what training saw."""
+"""A model folder's own chat template is checked against the layout training uses: one that renders every probe as
+glmtune does is kept; another (the official GLM-4 template, which drops plain function tools; one that trims
+contents; none) is replaced in the prepared folder by the family's, with a warning naming the first difference, so
+the merged model renders what training saw."""
 
 from __future__ import annotations
 
@@ -32,9 +33,26 @@ def tokenizer_with(template: str | None) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def test_the_official_glm4_template_renders_every_probe_as_the_glm4_layout() -> None:
-    assert template_difference(tokenizer_with(official_glm4_template()), "glm4") is None
-    assert {"one turn", "system prompt", "several turns", "tool call"} == set(PROBES)
+def test_the_official_glm4_template_drops_plain_function_tools_and_is_a_difference() -> None:
+    """The training data stores tools as plain function objects; the official template renders only
+    {"type": "function"} ones, so the merged model's apply_chat_template lost the tools of every tool row."""
+    official = tokenizer_with(official_glm4_template())
+    plain = official.apply_chat_template(PROBES["tool call, plain function"], tokenize=False)
+    assert "# 可用工具<|user|>\n北京天气？" in plain and "## get_weather" not in plain  # the official text drops it
+    difference = template_difference(official, "glm4")
+    assert difference is not None and difference.startswith("the tool call, plain function probe differs at character")
+    assert "## get_weather" in difference
+
+
+def test_a_template_that_trims_contents_is_a_difference() -> None:
+    """Training keeps a content's edge whitespace (the official template writes it as given): `| trim` was kept."""
+    official = tokenizer_with(official_glm4_template())
+    assert official.apply_chat_template(PROBES["edge whitespace"], tokenize=False) == (
+        "[gMASK]<sop><|system|>\n 你是一个助手。\n<|user|>\n\n写一首诗 \n<|assistant|>\n  床前明月光\n\n")
+    trimmed = official_glm4_template().replace("{{ item['content'] }}", "{{ item['content'] | trim }}")
+    assert trimmed != official_glm4_template()
+    difference = template_difference(tokenizer_with(trimmed), "glm4")
+    assert difference is not None and difference.startswith("the edge whitespace probe differs at character 23: ")
 
 
 def test_a_template_with_a_default_system_prompt_is_named_with_the_first_difference() -> None:
@@ -57,24 +75,26 @@ def test_no_template_or_one_that_fails_on_a_role_is_a_difference() -> None:
         "its template fails on the tool call probe (TemplateError: no tools)"
 
 
-@pytest.mark.parametrize("own", ["official", "baked"])
+@pytest.mark.parametrize("own", ["glmtune's", "official", "baked"])
 def test_a_prepared_folder_keeps_an_agreeing_template_and_gets_the_familys_otherwise(
         tmp_path: Path, own: str, caplog: pytest.LogCaptureFixture) -> None:
-    template = official_glm4_template()
+    template = {"glmtune's": get_template("glm4").jinja(), "official": official_glm4_template(),
+                "baked": official_glm4_template().replace("[gMASK]<sop>", "[gMASK]<sop>你是小智。", 1)}[own]
     folder = sharded(tmp_path / "user model", shards=1)
     (folder / "config.json").write_text(json.dumps({"model_type": "glm"}), encoding="utf-8")  # a native folder
-    tokenizer_with(template if own == "official" else template.replace("[gMASK]<sop>", "[gMASK]<sop>你是小智。", 1)
-                   ).save_pretrained(folder)
+    tokenizer_with(template).save_pretrained(folder)
     with caplog.at_level(logging.WARNING, logger="glmtune.model.folder_template"):
         prepared = prepare_model_folder("mine", {"source": "path", "template": "glm4"}, folder, tmp_path / "prepared")
     entries = {path.name: path.is_symlink() for path in prepared.iterdir()}
-    rendered = AutoTokenizer.from_pretrained(prepared).apply_chat_template(PROBES["one turn"], tokenize=False)
-    if own == "official":
+    loaded = AutoTokenizer.from_pretrained(prepared)
+    assert loaded.apply_chat_template(PROBES["one turn"], tokenize=False) == "[gMASK]<sop><|user|>\n你好<|assistant|>\n你好！"
+    # the plain function tool the training data stores is laid out, as training lays it out
+    assert "# 可用工具\n## get_weather\n\n{\n    \"name\": \"get_weather\"" in loaded.apply_chat_template(
+        PROBES["tool call, plain function"], tokenize=False)
+    if own == "glmtune's":
         assert all(entries.values()) and not caplog.records
-        assert rendered == "[gMASK]<sop><|user|>\n你好<|assistant|>\n你好！"
     else:
         assert entries.pop(TEMPLATE_FILE) is False and all(entries.values())  # the rest linked as before
         assert (prepared / TEMPLATE_FILE).read_text(encoding="utf-8") == get_template("glm4").jinja()
-        assert rendered == "[gMASK]<sop><|user|>\n你好<|assistant|>\n你好！"
-        assert (folder / TEMPLATE_FILE).read_text(encoding="utf-8").startswith("[gMASK]<sop>你是小智。")  # left as it was
+        assert (folder / TEMPLATE_FILE).read_text(encoding="utf-8") == template  # left as it was
         assert "model 'mine': " in caplog.text and "chat template is not the glm4 layout training uses" in caplog.text

@@ -5,8 +5,9 @@ the tokenizer of the prepared folder. A folder whose template lays conversations
 elsewhere with a default system prompt baked in, an edited template, none at all) would give `apply_chat_template`
 on the merged model other text than training saw, with nothing to say so. Such a folder gets the family's template
 instead (`chat_template.jinja`, which transformers reads before tokenizer_config.json's), and the job warns with the
-first difference. A folder whose template renders every probe alike keeps its own (the official GLM-4 template also
-lays out tools training never uses: python, browser, cogview).
+first difference. A folder whose template renders every probe alike keeps its own (one glmtune exported). The official
+GLM-4 template is replaced too: it renders only OpenAI-style tools, and drops the plain function objects training
+stores (its python, browser and cogview tools are never trained).
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ log = logging.getLogger(__name__)
 TEMPLATE_FILE = "chat_template.jinja"
 _WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "查询天气", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-# Conversations as users hand them to apply_chat_template (OpenAI-style tools), each with and without the
-# generation prompt: a plain turn, a system prompt, several turns, and a tool call with its observation.
+# Conversations as users hand them to apply_chat_template, each with and without the generation prompt: a plain
+# turn, a system prompt, several turns, contents with edge whitespace (training keeps it: a template that trims
+# differs), and a tool call with its observation, its tool given OpenAI-style and as the plain function object
+# that the training data and predictions.jsonl store (the official GLM-4 template renders only the former).
 PROBES: dict[str, list[dict[str, Any]]] = {
     "one turn": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}],
     "system prompt": [{"role": "system", "content": "你是一个助手。"}, {"role": "user", "content": "类型#裙"},
                       {"role": "assistant", "content": "这款裙子简约大方。"}],
     "several turns": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                       {"role": "user", "content": "再说一遍"}, {"role": "assistant", "content": "Hello again."}],
+    "edge whitespace": [{"role": "system", "content": " 你是一个助手。\n"}, {"role": "user", "content": "\n写一首诗 \n"},
+                        {"role": "assistant", "content": "  床前明月光\n\n"}],
     "tool call": [{"role": "system", "content": "", "tools": [_WEATHER]}, {"role": "user", "content": "北京天气？"},
                   {"role": "assistant", "content": '{"city": "北京"}', "metadata": "get_weather"},
                   {"role": "observation", "content": '{"temp": 25}'}, {"role": "assistant", "content": "北京25度。"}],
 }
+PROBES["tool call, plain function"] = [{**PROBES["tool call"][0], "tools": [_WEATHER["function"]]},
+                                       *PROBES["tool call"][1:]]
 
 
 def template_difference(tokenizer: Any, family: str) -> str | None:

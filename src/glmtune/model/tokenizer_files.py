@@ -38,17 +38,19 @@ def added_tokens_of_folder(folder: str | Path) -> set[str] | None:
     return {token["content"] for token in _read(path).get("added_tokens", [])}
 
 
-def largest_token_id_of_folder(folder: str | Path) -> int | None:
-    """The largest id a folder's tokenizer.json gives (its vocabulary and added tokens), read as JSON; None without
-    one."""
+def token_ids_of_folder(folder: str | Path) -> dict[str, int] | None:
+    """Every token a folder's tokenizer.json gives with its id (its vocabulary and added tokens), read as JSON (no
+    tokenizer loaded); None without one."""
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         return None
     data = _read(path)
     vocab = (data.get("model") or {}).get("vocab") or {}
-    ids = list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1]  # a Unigram vocab is a list
-    ids += [token["id"] for token in data.get("added_tokens", [])]
-    return max((i for i in ids if isinstance(i, int)), default=None)
+    if isinstance(vocab, list):  # a Unigram vocab: [piece, score] pairs in id order
+        vocab = {entry[0]: i for i, entry in enumerate(vocab) if entry}
+    ids = {token: i for token, i in vocab.items() if isinstance(i, int)}
+    ids.update({token["content"]: token["id"] for token in data.get("added_tokens", []) if isinstance(token.get("id"), int)})
+    return ids
 
 
 def _portable_config(folder: Path) -> None:
