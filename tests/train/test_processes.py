@@ -48,13 +48,13 @@ def two_process_run(small_run: dict[str, Path], tmp_path_factory: pytest.TempPat
     """2 epochs on 2 processes in batches of 2 rows; 11 rows: the last global batch of 2 x 2 rows is short
     (accelerate looped back to record 0); 12 rows fill them, so only the ranks' order decides (group_by_length drew
     it from each rank's RNG, which dropout moves apart); packed, 11 records make a few rows. 7 validation records:
-    the last batch of 2 short."""
+    the last batch of 2 short, evaluated every 2 steps (the last at the end: the summary's)."""
     sampling, rows, packing = request.param
     tmp_path = tmp_path_factory.mktemp(sampling)
     train = first_rows(small_run["tokenized"] / "train", rows, tmp_path / "train")
     first_rows(small_run["tokenized"] / "validation", 7, tmp_path / "validation")
     settings = {**TRAIN_SETTINGS, "max_steps": None, "num_epochs": 2, "batch_size": 2, "save_steps": 100, "logging_steps": 1,
-                "sampling": sampling, "lora": {**TRAIN_SETTINGS["lora"], "dropout": 0.1}, "packing": packing, "pack_length": 256}
+                "eval_steps": 2, "sampling": sampling, "lora": {**TRAIN_SETTINGS["lora"], "dropout": 0.1}, "packing": packing, "pack_length": 256}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", os.pathsep.join([str(HOOK), os.environ.get("PYTHONPATH", "")]))
         patch.setenv("GLMTUNE_TRACE_DIR", str(tmp_path))
@@ -99,6 +99,8 @@ def test_two_processes_report_the_validation_loss_of_one(small_run: dict[str, Pa
     batches = [sums[i:i + 2] for i in range(0, 7, 2)]
     expected = sum(len(b) * sum(s for s, _ in b) / sum(n for _, n in b) for b in batches) / 7
     assert two_process_run["summary"]["validation_loss"] == pytest.approx(expected, rel=1e-6)
+    evals = [row for row in read_jsonl(run / "log.jsonl") if "eval_loss" in row]  # training went on after each
+    assert [row["step"] for row in evals] == [2, 4, 6] and evals[-1]["eval_loss"] == two_process_run["summary"]["validation_loss"]
 
 
 def test_empty_rows_change_no_gradient(small_run: dict[str, Path], tmp_path: Path) -> None:
