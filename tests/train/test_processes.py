@@ -22,6 +22,9 @@ from transformers import AutoModelForCausalLM
 
 from glmtune.io import read_jsonl
 from glmtune.launch import Layout, run_stage
+from glmtune.train.collate import PadCollator
+from glmtune.train.packing import PackedCollator
+from glmtune.train.processes import empty_row
 
 HOOK = REPO / "tests" / "helpers" / "trace_hook"
 
@@ -126,3 +129,13 @@ def test_empty_rows_change_no_gradient(small_run: dict[str, Path], tmp_path: Pat
         assert one.keys() == two.keys()
         for key in one:
             torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
+
+
+@pytest.mark.parametrize("collator", [PadCollator(0), PackedCollator(0)])
+def test_an_empty_row_trains_nothing_and_counts_no_token(collator: PadCollator | PackedCollator) -> None:
+    row = {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8], "position_ids": [0, 1, 0, 1]}
+    assert empty_row(row) == {"input_ids": [5], "labels": [-100], "position_ids": [0]}
+    batch = collator([row, empty_row(row)])
+    assert batch["labels"][1].tolist() == [-100] * 4
+    collator.trained()
+    assert collator.real_tokens == 4  # the tokens/s of the log: the real row's alone
