@@ -27,7 +27,8 @@ class TrainedTokens:
         self.pending: deque[int] = deque()  # made, not trained yet (oldest first)
 
     def collated(self, features: list[dict[str, list[int]]]) -> None:
-        self.pending.append(sum(len(f["input_ids"]) for f in features))
+        # A row with no trained label is an empty row topping up a batch (glmtune.train.processes): not real tokens.
+        self.pending.append(sum(len(f["input_ids"]) for f in features if any(x != IGNORE_INDEX for x in f["labels"])))
 
     def trained(self) -> None:
         if self.pending:

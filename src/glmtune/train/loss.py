@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput
 
 from glmtune.chat_template import IGNORE_INDEX
 from glmtune.train.collate import TrainedTokens
+from glmtune.train.processes import SeededLengthSampler, spread_validation_loss
 
 CHUNK_TOKENS = 2048  # 2048 x 151,552 fp32 logits: 1.2 GB at a time instead of the whole row's
 
@@ -98,8 +100,40 @@ class HiddenStateLoss:
 
 class LossTrainer(Trainer):
     """A Trainer whose model computes one position's logits when a compute_loss_func takes the loss from hidden
-    states (HiddenStateLoss): the full-vocabulary logits are never made; and whose validation leaves the trained
-    tokens' count as it was."""
+    states (HiddenStateLoss): the full-vocabulary logits are never made; whose validation leaves the trained
+    tokens' count as it was; and whose order and validation on several processes are as one process's
+    (glmtune.train.processes)."""
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        """group_by_length from a seeded generator (the Trainer's draws from each rank's own RNG)."""
+        grouped = getattr(self.args, "train_sampling_strategy", None) == "group_by_length" or \
+            getattr(self.args, "group_by_length", False)  # older transformers 5.x releases
+        data = (args[0] if args else kwargs.get("train_dataset")) or self.train_dataset
+        if not grouped or data is None:
+            return super()._get_train_sampler(*args, **kwargs)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                   [len(ids) for ids in data["input_ids"]], seed)
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """On several processes, the validation loss each record once (accelerate's loader repeats records to even
+        the ranks' batches, and the Trainer weights each rank's loss by both ranks' tokens)."""
+        if self.args.world_size <= 1:  # one process: the Trainer's own loop, unchanged
+            return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        model = self.model_wrapped if self.is_deepspeed_enabled else self.model  # not DDP's: its forward syncs buffers
+        model.eval()
+
+        def batch_loss(rows: list[dict[str, Any]]) -> torch.Tensor:
+            inputs = self._prepare_inputs(self.data_collator(rows))
+            with torch.no_grad(), self.compute_loss_context_manager():
+                return self.compute_loss(model, inputs).detach()  # no num_items_in_batch: the batch's token mean
+
+        total = spread_validation_loss(dataloader.dataset, self.args.eval_batch_size, self.args.process_index,
+                                       self.args.world_size, batch_loss)
+        total = self.accelerator.reduce(total.to(self.args.device), "sum").cpu()
+        return EvalLoopOutput(predictions=None, label_ids=None, num_samples=int(total[1]),
+                              metrics={f"{metric_key_prefix}_loss": float(total[0] / total[1])})
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if isinstance(getattr(self, "compute_loss_func", None), HiddenStateLoss):  # absent before transformers 4.46

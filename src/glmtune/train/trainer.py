@@ -36,6 +36,7 @@ from glmtune.train.loss import HiddenStateLoss, LossTrainer
 from glmtune.train.methods import apply_method, uses_four_bit
 from glmtune.train.packing import PackedCollator, pack_dataset
 from glmtune.train.plots import plot_loss
+from glmtune.train.processes import whole_global_batches
 from glmtune.train.resume import ManifestWriter, checkpoint_step, last_complete_checkpoint, other_runs_note
 from glmtune.train.run_id import checkpoint_folder
 from glmtune.train.run_log import trim_log, whole_run_loss
@@ -45,8 +46,9 @@ EPOCHS_WARNING = 50  # more passes over the data than this is almost surely a ma
 
 
 def batches_per_epoch(settings: TrainSettings, rows: int, world_size: int) -> int:
-    """Batches of one pass over `rows` training rows, as the Trainer's loader makes them: each process gets
-    ceil(rows / world_size) rows (the distributed sampler pads), in batches of batch_size with a partial last one."""
+    """Batches of one pass over `rows` training rows, as the Trainer's loader makes them: global batches of
+    world_size x batch_size rows, one batch_size share to each process, the last one partial (topped up with empty
+    rows on several processes: glmtune.train.processes.whole_global_batches)."""
     return math.ceil(math.ceil(rows / world_size) / settings.batch_size)
 
 
@@ -177,7 +179,7 @@ def train_model(
         log.info("%s %s", logger.line(row, max_steps, earlier=True), earlier)
     stop = StopOnNonFinite(settings.learning_rate)
     trainer = LossTrainer(
-        model=model, args=args, train_dataset=train_data,
+        model=model, args=args, train_dataset=whole_global_batches(train_data, world_size, settings.batch_size),
         eval_dataset=validation_data if len(validation_data) else None, data_collator=collator,
         **({"compute_loss_func": loss} if loss is not None else {}),  # transformers < 4.46 has no such argument
         callbacks=[StepsFromConfig(), logger, stop, ManifestWriter()],
