@@ -219,6 +219,15 @@ def test_removing_an_emoji_takes_the_whole_character_it_is_part_of() -> None:
     assert counts["empty_turns_dropped"] == 1
 
 
+def test_removing_a_part_of_a_character_leaves_the_rest_of_it() -> None:
+    """A skin tone, the presentation selector, a Thai vowel sign removed alone: the character they were part of stays
+    (removing U+FE0F took 带 with it from 纽带️, and 👍 from 👍🏻)."""
+    rules = clean_settings(remove_strings=("\ufe0f", "🏻", "\u0e35"))
+    out = clean_conversation([message("user", "纽带\ufe0f是什么"), message("assistant", "👍🏻 1\ufe0f\u20e3 ก\u0e35\u0e48")],
+                             rules, Counter())
+    assert [m["content"] for m in out] == ["纽带是什么", "👍 1\u20e3 ก\u0e48"]
+
+
 @pytest.mark.skipif(not shared_data("EmoLLM/aiwei.json").exists(), reason="shared data not present")
 def test_no_skin_tone_is_left_without_its_emoji_in_real_emollm_role_play(tmp_path: Path) -> None:
     """aiwei.json writes 👍🏻, 💪🏼, 👉🏻: with their bases removed, no skin-tone modifier is left (each one in the text

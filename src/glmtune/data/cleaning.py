@@ -9,7 +9,7 @@ filters out is not lost silently: the caller writes it to the rejects file, and 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -53,16 +53,22 @@ def _character_bounds(content: str) -> list[int]:
 
 
 def _without(content: str, text: str) -> str:
-    """`content` without `text` and the rest of every character it is part of: removing 👍 from 👍🏽 leaves nothing,
-    not a lone skin tone; 🏃 from 🏃‍♀️ leaves no joiner and ♀️; ❤ from ❤️ no invisible presentation selector."""
+    """`content` without `text`; where `text` begins a character on screen, without the rest of that character too:
+    removing 👍 from 👍🏽 leaves nothing, not a lone skin tone; 🏃 from 🏃‍♀️ leaves no joiner and ♀️; ❤ from ❤️ no
+    invisible presentation selector. A string inside a character (a skin tone, U+FE0F, a vowel sign) goes alone: removing
+    🏻 from 👍🏻 leaves 👍, U+FE0F from 带️ leaves 带 (and the selector right after it goes with it, as before)."""
     if text not in content:
         return content
     bounds = _character_bounds(content)
+    starts = set(bounds)
     kept, done = [], 0
     while (found := content.find(text, done)) != -1:
-        start = bounds[bisect_right(bounds, found) - 1]
-        end = bounds[bisect_left(bounds, found + len(text))]
-        kept.append(content[done:max(start, done)])
+        end = found + len(text)
+        if found in starts:
+            end = bounds[bisect_left(bounds, end)]
+        elif not text.endswith("\ufe0f") and content.startswith("\ufe0f", end):
+            end += 1
+        kept.append(content[done:found])
         done = end
     return "".join(kept) + content[done:]
 
