@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from glmtune.config_layers import (LayerError, job_command, layer_config, parse_overrides, replaced_limits,
-                                   sort_order_free, whole_numbers, written_by_user)
+from glmtune.config_layers import (LayerError, job_command, layer_config, parse_overrides, profile_words,
+                                   replaced_limits, sort_order_free, whole_numbers, written_by_user)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
@@ -189,3 +189,13 @@ def test_a_cutoff_len_replacing_demo_limits_the_user_wrote_too_is_warned_of() ->
     assert [line.split(":")[0] for line in warnings_for(DEMO, [grid])] == [
         "grid.tokenize.cutoff_len 256, 512 replaces the max_input_length also written"]
 
+
+
+def test_a_suggested_command_keeps_the_command_lines_profiles() -> None:
+    """A SLURM user's suggested command named profiles/default: typed as given, its jobs ran on the login node."""
+    argv = ["snakemake", "--report", "r.html", "--profile", "profiles/slurm", "--workflow-profile=mine", "--cores", "2"]
+    assert profile_words(argv) == ["--profile", "profiles/slurm", "--workflow-profile", "mine"]
+    snakefile = REPO / "workflow" / "Snakefile"
+    words = shlex.split(job_command(["t"], [], (), cwd="/", snakefile=snakefile, profiles=profile_words(argv)))
+    assert words == ["snakemake", "-s", str(snakefile), "--profile", "profiles/slurm", "--workflow-profile", "mine",
+                     "--cores", "8", "t"]

@@ -242,20 +242,36 @@ def sort_order_free(config: dict[str, Any]) -> None:
                                 for split, entry in dataset["files"].items()}
 
 
+def profile_words(argv: Sequence[str]) -> list[str]:
+    """The profiles a snakemake command line names (`--profile slurm`, `--workflow-profile=x`), to be kept in the
+    commands messages suggest: without them a SLURM user's suggested command would run its jobs where it is typed."""
+    words: list[str] = []
+    for at, arg in enumerate(argv):
+        for option in ("--profile", "--workflow-profile"):
+            if arg == option and at + 1 < len(argv):
+                words += [option, argv[at + 1]]
+            elif arg.startswith(option + "="):
+                words += [option, arg.split("=", 1)[1]]
+    return words
+
+
 def job_command(targets: Sequence[str], configfiles: Sequence[str | Path], config_args: Sequence[str] = (),
-                cwd: str | Path = ".", snakefile: str | Path | None = None) -> str:
+                cwd: str | Path = ".", snakefile: str | Path | None = None, profiles: Sequence[str] = ()) -> str:
     """The snakemake command that builds `targets` in this same job: its --configfile files (relative to `cwd` where
     inside it) and --config values, as a message can suggest it. Targets come first: --configfile and --config take
     every word after them. A `snakefile` snakemake would not find from `cwd` (a job folder of its own) is given with
-    -s, and the checkout's profiles/default with it, as the README runs such a job."""
+    -s, and the checkout's profiles/default with it, as the README runs such a job; `profiles`: the command line's own
+    profile options (profile_words), kept in place of that default."""
     files = [os.path.relpath(f, cwd) if Path(f).resolve().is_relative_to(Path(cwd).resolve()) else str(f)
              for f in configfiles]
     words = ["snakemake"]
     found = [Path(cwd, name).resolve() for name in ("Snakefile", "workflow/Snakefile", "snakefile", "workflow/snakefile")]
     if snakefile is not None and Path(snakefile).resolve() not in found:
         words += ["-s", str(snakefile)]
-        if (profile := Path(snakefile).resolve().parent.parent / "profiles" / "default").is_dir():
+        if "--workflow-profile" not in profiles and \
+                (profile := Path(snakefile).resolve().parent.parent / "profiles" / "default").is_dir():
             words += ["--workflow-profile", str(profile)]
+    words += profiles
     words += ["--cores", "8", *targets]
     if files:
         words += ["--configfile", *files]

@@ -13,8 +13,10 @@ from pathlib import Path
 
 
 def report_requested(argv: Sequence[str]) -> bool:
-    """Whether the snakemake command line asks for a report (`--report [file]`, `--reporter <plugin>`)."""
-    return any(arg in ("--report", "--reporter") or arg.startswith(("--report=", "--reporter=")) for arg in argv[1:])
+    """Whether the snakemake command line asks for a report of the files as they are (`--report [file]`, `--reporter
+    <plugin>`); not with `--report-after-run`, which runs the jobs first."""
+    asked = any(arg in ("--report", "--reporter") or arg.startswith(("--report=", "--reporter=")) for arg in argv[1:])
+    return asked and "--report-after-run" not in argv
 
 
 def jobs_to_run(dry_run_output: str) -> dict[str, int]:
@@ -29,6 +31,7 @@ def stale_report_problem(files: Sequence[str], snakefile: str | Path, configfile
                          config_args: Sequence[str], build_command: str) -> str | None:
     """Why the report of `files` would show out-of-date results (None where every one is current): a dry run of them
     with this job's config. `build_command`: the command that updates them, for the message."""
+    missing = [file for file in files if not Path(file).exists()]
     command = [sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", *files, "--snakefile", str(snakefile)]
     if configfiles:
         command += ["--configfile", *map(str, configfiles)]
@@ -39,10 +42,11 @@ def stale_report_problem(files: Sequence[str], snakefile: str | Path, configfile
     if result.returncode != 0:
         return (f"snakemake --report: could not check that the files it shows are current (a dry run of them failed): "
                 f"{output.strip()[-2000:]}")
-    if "Nothing to be done" in output:
+    if "Nothing to be done" in output and not missing:
         return None
-    jobs = jobs_to_run(output)
-    named = ", ".join(f"{rule} ({count})" for rule, count in jobs.items() if rule != "all") or "see a dry run"
-    return (f"snakemake --report embeds the files as they are, and jobs would update them for this config: {named}. "
-            f"The report would show results of an earlier config (a run no longer in it, the splits before an edit). "
-            f"Build them first: {build_command}, then make the report again")
+    jobs = ", ".join(f"{rule} ({count})" for rule, count in jobs_to_run(output).items() if rule != "all")
+    found = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+        [f"jobs would make or update them for this config: {jobs}" + ("" if missing else " (the report would show "
+         "results of an earlier config: a run no longer in it, the splits before an edit)")] if jobs else [])
+    return (f"snakemake --report embeds the files as they are; {'; '.join(found)}. Build them first: {build_command} "
+            "(or add --report-after-run), then make the report again")

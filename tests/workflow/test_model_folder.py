@@ -95,6 +95,21 @@ def test_a_model_replaced_by_files_dated_earlier_reruns_what_was_made_from_it(wo
     assert planned_jobs(workdir, TARGET) == []  # prepared again from the new files: current
 
 
+def test_touch_marks_a_replaced_model_folder_current(workdir: Path) -> None:
+    """`snakemake --touch` (the README's way to keep what is there) records the folder as it is: every later run had
+    warned and re-run prepare_model again, since the record still held the old files."""
+    import os
+
+    folder = model_folder(workdir)
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name] + 1}, folder / "model.safetensors", metadata={"format": "pt"})
+    os.utime(folder / "model.safetensors", (0, 0))
+    touched = snakemake(workdir, "--touch", TARGET)
+    assert "recorded as what resources/models/mine is made from (--touch)" in touched.stdout + touched.stderr
+    assert planned_jobs(workdir, TARGET) == []
+
+
 def test_a_changed_generation_config_reruns_the_export_alone_and_the_merged_model_carries_it(workdir: Path) -> None:
     """Only the merged model carries it (evaluation decodes with its own settings): it re-ran training before."""
     quick = ("--config", "train={max_steps: 2, save_steps: 2, eval_steps: 2}", "evaluate={max_samples: 4, max_new_tokens: 4}")

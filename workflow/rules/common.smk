@@ -137,12 +137,19 @@ def trained_dir(run):
 def redo_replaced_model_folder():
     """A model.path folder whose files differ from what resources/models/<name> was made from, though dated earlier
     than it (glmtune.model.source_record): the prepared folder is dated back, so it and all made from it run again."""
-    from glmtune.model.source_record import changed_files, date_back
+    import sys
+
+    from glmtune.model.source_record import changed_files, date_back, record_source, touching
 
     if not workflow.is_main_process or MODEL["source"] != "path":
         return
     prepared = f"resources/models/{MODEL['name']}"
-    if changed := changed_files(prepared, MODEL["path"], MODEL["trust_remote_code"]):
+    if not (changed := changed_files(prepared, MODEL["path"], MODEL["trust_remote_code"])):
+        return
+    if touching(sys.argv):  # the user marks what is there current: so is the folder it was made from
+        record_source(prepared, MODEL["path"], MODEL["trust_remote_code"])
+        logger.warning(f"model.path {MODEL['path']}: {', '.join(changed)} recorded as what {prepared} is made from (--touch)")
+    else:
         date_back(prepared)
         logger.warning(
             f"model.path {MODEL['path']}: {', '.join(changed)} differ from what {prepared} was made from, whatever "
@@ -203,10 +210,13 @@ def warn_leftovers():
 
 def this_job_command(*targets):
     """A snakemake command for `targets` with this job's --configfile files and --config values, for messages."""
-    from glmtune.config_layers import job_command
+    import sys
+
+    from glmtune.config_layers import job_command, profile_words
 
     settings = workflow.config_settings
-    return job_command(targets, settings.configfiles, settings.config_args or (), snakefile=workflow.main_snakefile)
+    return job_command(targets, settings.configfiles, settings.config_args or (), snakefile=workflow.main_snakefile,
+                       profiles=profile_words(sys.argv))
 
 
 def tokenized_input(part):

@@ -50,3 +50,8 @@ def date_back(prepared: str | Path) -> None:
     `.snakemake_timestamp` file it writes there (the folder's own time where there is none)."""
     stamp = Path(prepared) / ".snakemake_timestamp"
     os.utime(stamp if stamp.is_file() else prepared, (0, 0))
+
+
+def touching(argv: list[str]) -> bool:
+    """Whether the snakemake command line marks what is there current (`--touch`, `-t`) rather than running jobs."""
+    return "--touch" in argv or "-t" in argv
