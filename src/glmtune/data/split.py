@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -193,19 +193,23 @@ def empty_test_reason(datasets: Mapping[str, Mapping[str, int]], test_ratio: flo
     return "; ".join(reasons) + "; or give a dataset a `test` file with records"
 
 
+def _held_out_count(splits: Mapping[str, Sequence[Any]], counted: Callable[[Any], bool], what: str) -> dict[str, int]:
+    """The validation and test conversations `counted` holds for, each split's count warned of (`what` they do)."""
+    overlap = {name: sum(map(counted, splits[name])) for name in ("validation", "test")}
+    for name, count in overlap.items():
+        if count:
+            log.warning("%d of the %d %s conversations %s", count, len(splits[name]), name, what)
+    return overlap
+
+
 def held_out_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, int]:
     """How many validation and test conversations are also training ones (the same messages): scores on them measure
     memory, not generalisation. Counted and warned about, not removed: `split.dedupe_across_datasets` removes them
     where they come from different files, and within one file `dedupe` does."""
     train = {conversation_key(row["conversations"]) for row in splits["train"]}
-    overlap = {name: sum(conversation_key(row["conversations"]) in train for row in splits[name])
-               for name in ("validation", "test")}
-    for name, count in overlap.items():
-        if count:
-            log.warning("%d of the %d %s conversations are also in the training split (the same messages): their "
-                        "scores measure memory; split.dedupe_across_datasets: true leaves such repeats out",
-                        count, len(splits[name]), name)
-    return overlap
+    return _held_out_count(splits, lambda row: conversation_key(row["conversations"]) in train,
+                           "are also in the training split (the same messages): their scores measure memory; "
+                           "split.dedupe_across_datasets: true leaves such repeats out")
 
 
 def _prompt_keys(messages: Sequence[dict[str, Any]], last_only: bool) -> list[str]:
@@ -221,15 +225,11 @@ def held_out_prompts_in_train(splits: Mapping[str, Sequence[Any]]) -> dict[str, 
     with other summaries. Their scores measure memory. Counted and warned about; no dedupe removes them."""
     trained = {key for row in splits["train"] for key in _prompt_keys(row["conversations"], last_only=False)}
     whole = {conversation_key(row["conversations"]) for row in splits["train"]}
-    overlap = {name: sum(conversation_key(row["conversations"]) not in whole
-                         and any(key in trained for key in _prompt_keys(row["conversations"], last_only=True))
-                         for row in splits[name]) for name in ("validation", "test")}
-    for name, count in overlap.items():
-        if count:
-            log.warning("%d of the %d %s conversations ask what the training split trains an answer to (the same "
-                        "messages before their last answer, in another conversation): their scores measure memory",
-                        count, len(splits[name]), name)
-    return overlap
+    return _held_out_count(
+        splits, lambda row: conversation_key(row["conversations"]) not in whole
+        and any(key in trained for key in _prompt_keys(row["conversations"], last_only=True)),
+        "ask what the training split trains an answer to (the same messages before their last answer, in another "
+        "conversation): their scores measure memory")
 
 
 def _cut_all(taken: list[Any], available: int, shares: Mapping[str, float], splits: dict[str, list[Any]],
