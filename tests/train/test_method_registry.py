@@ -95,3 +95,13 @@ def test_a_new_method_is_one_entry(monkeypatch: pytest.MonkeyPatch, small_run: d
     merged = load_file(tmp_path / "merged" / "model.safetensors")
     changed = {name for name in base if not base[name].to(merged[name].dtype).equal(merged[name])}
     assert changed and all(name.endswith("q_proj.weight") for name in changed)
+
+
+def test_the_tables_method_names_the_lora_variants() -> None:
+    """A DoRA or rsLoRA run read as plain lora beside a LoRA run in the comparison."""
+    from glmtune.train.method_registry import method_label
+
+    assert method_label({"method": "lora", "lora": {"use_dora": False, "use_rslora": False}}) == "lora"
+    assert method_label({"method": "lora", "lora": {"use_dora": True, "use_rslora": False}}) == "lora (DoRA)"
+    assert method_label({"method": "qlora", "lora": {"use_dora": True, "use_rslora": True}}) == "qlora (rsLoRA, DoRA)"
+    assert method_label({"method": "ptuning", "lora": {"use_dora": True}}) == "ptuning"  # its lora section is unread

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from glmtune.config_layers import LOCAL_SOURCES  # read in place: no fetch job
 from glmtune.experiments import evaluation_reads  # evaluate.smk's params
+from glmtune.train.method_registry import method_label  # evaluate.smk's params: the table's method column
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger

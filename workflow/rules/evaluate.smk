@@ -64,7 +64,7 @@ rule compare_models:
         curves=report("results/eval/loss_curves.png", caption="../report/loss_curves.rst", category="Evaluation"),
     params:
         runs=list(RUNS),
-        methods={run: settings["train"]["method"] for run, settings in RUNS.items()},
+        methods={run: method_label(settings["train"]) for run, settings in RUNS.items()},
         trained_by=TRAINER,  # a run sharing another's training is marked so in the table
     log:
         "logs/compare_models.log",

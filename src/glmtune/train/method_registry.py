@@ -102,6 +102,15 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def method_label(train: dict[str, Any]) -> str:
+    """A run's method as the comparison table shows it: the method, and the LoRA variants that change what it
+    trains (a DoRA run had read as plain lora beside one)."""
+    method = train["method"]
+    variants = [name for key, name in (("use_rslora", "rsLoRA"), ("use_dora", "DoRA"))
+                if get_method(method).lora_targets and (train.get("lora") or {}).get(key)]
+    return f"{method} ({', '.join(variants)})" if variants else method
+
+
 def method_of_folder(trained_dir: str | Path) -> Method:
     """The first registered method whose training writes a folder like this one (lora and qlora write the same LoRA
     adapter, so such a folder answers lora): a whole model without adapter_config.json, else by its peft_type."""
