@@ -46,3 +46,18 @@ def test_a_missing_file_is_named_as_missing(tmp_path: Path, monkeypatch: pytest.
     assert problem == ("snakemake --report embeds the files as they are; missing: data.html; jobs would make or update "
                        "them for this config: report_data (1). Build them first: snakemake data.html (or add "
                        "--report-after-run), then make the report again")
+
+
+def test_the_dry_run_takes_the_command_lines_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile's settings (its rerun triggers) decide what is out of date, as in the run the report stands for."""
+    monkeypatch.chdir(tmp_path)
+    Path("metrics.html").write_text("x")
+    commands = []
+
+    def dry_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, "Nothing to be done (all requested files are present).", "")
+
+    monkeypatch.setattr(subprocess, "run", dry_run)
+    assert stale_report_problem(["metrics.html"], "Snakefile", [], [], "cmd", ["--profile", "profiles/slurm"]) is None
+    assert commands[0][-2:] == ["--profile", "profiles/slurm"] and "--dry-run" in commands[0]

@@ -28,11 +28,13 @@ def jobs_to_run(dry_run_output: str) -> dict[str, int]:
 
 
 def stale_report_problem(files: Sequence[str], snakefile: str | Path, configfiles: Sequence[str | Path],
-                         config_args: Sequence[str], build_command: str) -> str | None:
+                         config_args: Sequence[str], build_command: str, profiles: Sequence[str] = ()) -> str | None:
     """Why the report of `files` would show out-of-date results (None where every one is current): a dry run of them
-    with this job's config. `build_command`: the command that updates them, for the message."""
+    with this job's config and profiles (a profile's rerun triggers decide what is out of date).
+    `build_command`: the command that updates them, for the message."""
     missing = [file for file in files if not Path(file).exists()]
-    command = [sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", *files, "--snakefile", str(snakefile)]
+    command = [sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", *files, "--snakefile", str(snakefile),
+               *profiles]
     if configfiles:
         command += ["--configfile", *map(str, configfiles)]
     if config_args:

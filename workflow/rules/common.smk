@@ -294,13 +294,15 @@ def check_report_current():
     """Refuse a report of files out of date for this config (glmtune.report_check)."""
     import sys
 
+    from glmtune.config_layers import profile_words
     from glmtune.report_check import report_requested, stale_report_problem
 
     if not workflow.is_main_process or not report_requested(sys.argv):
         return
     settings = workflow.config_settings
     problem = stale_report_problem(reported_files(), workflow.main_snakefile, settings.configfiles,
-                                   settings.config_args or (), this_job_command(*reported_files()))
+                                   settings.config_args or (), this_job_command(*reported_files()),
+                                   profile_words(sys.argv))
     if problem:
         raise WorkflowError(problem)
 
