@@ -140,10 +140,7 @@ def _named_token(path: Path, key: str) -> str | None:
     """A special token a tokenizer_config.json / special_tokens_map.json names (a string or {"content": ...})."""
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8-sig")).get(key)
-    except (ValueError, AttributeError) as err:
-        raise ConfigCheckError(f"config: model.path: {path} is not a valid JSON object ({err})") from None
+    value = folder_json(str(path.parent), path.name).get(key)
     value = value.get("content") if isinstance(value, dict) else value
     return value if isinstance(value, str) and value else None
 
@@ -165,7 +162,13 @@ def check_template_fits(folder: str, template: str) -> None:
 
 def folder_config(folder: str) -> dict[str, Any]:
     """A model.path folder's config.json; one that is not a JSON object stops, naming it."""
-    path = Path(folder, "config.json")
+    return folder_json(folder, "config.json")
+
+
+def folder_json(folder: str, name: str) -> dict[str, Any]:
+    """A JSON file of a model.path folder (config.json, tokenizer_config.json); one that is not a JSON object stops,
+    naming it."""
+    path = Path(folder, name)
     try:
         config = json.loads(path.read_text(encoding="utf-8-sig"))
     except ValueError as err:

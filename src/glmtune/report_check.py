@@ -46,7 +46,8 @@ def stale_report_problem(files: Sequence[str], snakefile: str | Path, configfile
                 f"{output.strip()[-2000:]}")
     if "Nothing to be done" in output and not missing:
         return None
-    jobs = ", ".join(f"{rule} ({count})" for rule, count in jobs_to_run(output).items() if rule != "all")
+    jobs = ", ".join(f"{rule} ({count})" for rule, count in jobs_to_run(output).items() if rule != "all") or (
+        "" if missing else "see a dry run of them")  # its table not found: still not current
     found = ([f"missing: {', '.join(missing)}"] if missing else []) + (
         [f"jobs would make or update them for this config: {jobs}" + ("" if missing else " (the report would show "
          "results of an earlier config: a run no longer in it, the splits before an edit)")] if jobs else [])

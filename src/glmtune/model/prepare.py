@@ -15,17 +15,17 @@ from glmtune.model.weight_files import weight_files
 
 
 def prepare_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
-    """The prepare_model stage (native_folder), and for a `model.path` folder the record of what it was made from,
+    """The prepare_model stage (make_model_folder), and for a `model.path` folder the record of what it was made from,
     which planning compares the folder with (glmtune.model.source_record)."""
     from glmtune.model.source_record import record_source
 
-    prepared = native_folder(name, spec, source, out_dir)
+    prepared = make_model_folder(name, spec, source, out_dir)
     if spec.get("source") == "path":
         record_source(out_dir, source, bool(spec.get("trust_remote_code")))
     return prepared
 
 
-def native_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
+def make_model_folder(name: str, spec: dict[str, Any], source: str | Path, out_dir: str | Path) -> Path:
     """The model folder at out_dir, native unless trust_remote_code is asked for.
 
     A native (`-hf`) folder is linked file by file; an original ChatGLM3 / GLM-4 checkpoint (remote-code layout)

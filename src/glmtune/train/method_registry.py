@@ -107,7 +107,7 @@ def method_label(train: dict[str, Any]) -> str:
     trains (a DoRA run had read as plain lora beside one)."""
     method = train["method"]
     variants = [name for key, name in (("use_rslora", "rsLoRA"), ("use_dora", "DoRA"))
-                if get_method(method).lora_targets and (train.get("lora") or {}).get(key)]
+                if "lora" in get_method(method).reads and (train.get("lora") or {}).get(key)]
     return f"{method} ({', '.join(variants)})" if variants else method
 
 
